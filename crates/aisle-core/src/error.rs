@@ -1,0 +1,230 @@
+//! Errors of aisle-core: every import error names the file, the line and the field, and says what
+//! was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::taxonomy::TaxonomyError;
+
+/// Where in an input a problem is: file, 1-based line, and field (column) when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub field: Option<String>,
+}
+
+impl Location {
+    pub fn file(file: &Path) -> Self {
+        Location {
+            file: file.to_path_buf(),
+            line: None,
+            field: None,
+        }
+    }
+
+    pub fn line(file: &Path, line: u64) -> Self {
+        Location {
+            file: file.to_path_buf(),
+            line: Some(line),
+            field: None,
+        }
+    }
+
+    pub fn field(file: &Path, line: u64, field: &str) -> Self {
+        Location {
+            file: file.to_path_buf(),
+            line: Some(line),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        Ok(())
+    }
+}
+
+/// An error of aisle-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened, read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required column is absent from a header (or a required key from a JSON line).
+    #[error("{at}: missing column `{column}` (the header has: {header})")]
+    MissingColumn {
+        at: Location,
+        column: String,
+        header: String,
+    },
+    /// A row that cannot be split into fields, or a line that is not a JSON object.
+    #[error("{at}: malformed row: {message}")]
+    Malformed { at: Location, message: String },
+    /// A field whose value is not what the format says.
+    #[error("{at}: expected {expected}, found {found:?}")]
+    Field {
+        at: Location,
+        expected: String,
+        found: String,
+    },
+    /// Bytes that are not UTF-8 where UTF-8 is expected.
+    #[error("{at}: invalid UTF-8 after {valid_up_to} valid bytes (expected UTF-8 text)")]
+    InvalidUtf8 { at: Location, valid_up_to: usize },
+    /// An id defined twice.
+    #[error("{at}: duplicate {what} id `{id}`{}", first_line.map(|l| format!(" (first defined on line {l})")).unwrap_or_default())]
+    Duplicate {
+        at: Location,
+        what: &'static str,
+        id: String,
+        first_line: Option<u64>,
+    },
+    /// A reference to an id that is not defined.
+    #[error("{at}: unknown {what} id `{id}` ({hint})")]
+    UnknownRef {
+        at: Location,
+        what: &'static str,
+        id: String,
+        hint: String,
+    },
+    /// The taxonomy is not a tree.
+    #[error("{}: {source}", .file.display())]
+    Taxonomy {
+        file: PathBuf,
+        #[source]
+        source: TaxonomyError,
+    },
+    /// A dataset name or folder that aisle does not know how to read.
+    #[error("{0}")]
+    Dataset(String),
+    /// An invalid setting (generator sizes, split fractions, ...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A short stable reason, used to count rows skipped by lenient imports.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "i/o error",
+            Error::MissingColumn { .. } => "missing column",
+            Error::Malformed { .. } => "malformed row",
+            Error::Field { .. } => "invalid field value",
+            Error::InvalidUtf8 { .. } => "invalid UTF-8",
+            Error::Duplicate { what, .. } => match *what {
+                "product" => "duplicate product id",
+                "user" => "duplicate user id",
+                _ => "duplicate id",
+            },
+            Error::UnknownRef { what, .. } => match *what {
+                "product" => "unknown product id",
+                "user" => "unknown user id",
+                "category" => "unknown category id",
+                _ => "unknown id",
+            },
+            Error::Taxonomy { source, .. } => source.reason(),
+            Error::Dataset(_) => "unknown dataset",
+            Error::Config(_) => "invalid configuration",
+        }
+    }
+
+    /// True for errors about one row, which a lenient import may skip.
+    pub fn is_row_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Malformed { .. }
+                | Error::Field { .. }
+                | Error::InvalidUtf8 { .. }
+                | Error::Duplicate { .. }
+                | Error::UnknownRef { .. }
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How an import treats bad rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strictness {
+    /// The first bad row stops the import with an error.
+    #[default]
+    Strict,
+    /// Bad rows are skipped and counted per reason.
+    Lenient,
+}
+
+/// What an import skipped or repaired, by reason, with the first example of each.
+#[derive(Clone, Debug, Default)]
+pub struct ImportReport {
+    counts: BTreeMap<String, (u64, String)>,
+}
+
+impl ImportReport {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one event under `reason`, remembering the first example.
+    pub fn count(&mut self, reason: &str, example: impl FnOnce() -> String) {
+        match self.counts.get_mut(reason) {
+            Some(e) => e.0 += 1,
+            None => {
+                self.counts.insert(reason.to_owned(), (1, example()));
+            }
+        }
+    }
+
+    /// Skips a row for `err` in lenient mode, or returns `err` in strict mode.
+    pub fn skip_or_fail(&mut self, strictness: Strictness, err: Error) -> Result<()> {
+        if strictness == Strictness::Lenient && err.is_row_error() {
+            self.count(err.reason(), || err.to_string());
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
+    /// `(reason, count, first example)` in reason order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64, &str)> {
+        self.counts
+            .iter()
+            .map(|(r, (n, ex))| (r.as_str(), *n, ex.as_str()))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.values().map(|(n, _)| n).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    pub fn merge(&mut self, other: ImportReport) {
+        for (r, (n, ex)) in other.counts {
+            self.counts
+                .entry(r)
+                .and_modify(|e| e.0 += n)
+                .or_insert((n, ex));
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! aisle's generic dataset format: the files a retailer maps its own data to.
+//!
+//! A dataset is a folder with one file per table, each as `.csv` or `.jsonl`
+//! (docs/data-format.md has the full description and an example of each):
+//!
+//! | file | columns | required |
+//! |---|---|---|
+//! | `taxonomy` | `id, parent, name` | yes |
+//! | `products` | `id, title, description, brand, price, category, attributes` | yes |
+//! | `users` | `id, segment`, any other column = a demographic feature | no |
+//! | `interactions` | `user, product, kind, time, session, query, price` | no |
+//! | `judgments` | `query, product, relevance` | no |
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::dataset::Dataset;
+use crate::error::{Error, ImportReport, Location, Result, Strictness};
+use crate::io::table::{for_each_record, Encoding, FieldCtx, TableReader};
+use crate::model::{Interaction, Judgment, Kind, Product, User};
+use crate::taxonomy::{Taxonomy, TaxonomyBuilder, TaxonomyError};
+
+/// The tables of the generic format, in load order.
+pub const TABLES: [&str; 5] = ["taxonomy", "products", "users", "interactions", "judgments"];
+
+/// Finds `dir/NAME.csv` or `dir/NAME.jsonl`.
+pub fn table_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    ["csv", "jsonl"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+/// True when `dir` looks like a dataset in the generic format.
+pub fn is_generic_dir(dir: &Path) -> bool {
+    table_path(dir, "taxonomy").is_some() && table_path(dir, "products").is_some()
+}
+
+fn required_table(dir: &Path, name: &str) -> Result<PathBuf> {
+    table_path(dir, name).ok_or_else(|| {
+        Error::Dataset(format!(
+            "{}: no {name}.csv or {name}.jsonl (see docs/data-format.md)",
+            dir.display()
+        ))
+    })
+}
+
+/// Reads a taxonomy table (`id, parent, name`).
+pub fn read_taxonomy(
+    path: &Path,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<Taxonomy> {
+    const COLS: [&str; 3] = ["id", "parent", "name"];
+    const REQ: [&str; 1] = ["id"];
+    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    let mut b = TaxonomyBuilder::new();
+    for_each_record(&mut reader, &REQ, strictness, report, |mut r| {
+        let ctx = FieldCtx { path, line: r.line };
+        let id = ctx.required(r.take(0), "id", "a category id")?;
+        let name = r.take(2).unwrap_or_else(|| id.clone());
+        b.add_node(&id, &name, r.get(1), Some(r.line));
+        Ok(())
+    })?;
+    finish_taxonomy(b, path, strictness, report)
+}
+
+/// Builds a taxonomy strictly (first problem is an error naming the file and line) or leniently
+/// (problem nodes dropped and counted).
+pub fn finish_taxonomy(
+    b: TaxonomyBuilder,
+    path: &Path,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<Taxonomy> {
+    let to_err = |source: TaxonomyError| Error::Taxonomy {
+        file: path.to_path_buf(),
+        source,
+    };
+    match strictness {
+        Strictness::Strict => b.build().map_err(to_err),
+        Strictness::Lenient => {
+            let l = b.build_lenient().map_err(to_err)?;
+            for e in l.dropped {
+                let msg = to_err(e.clone()).to_string();
+                report.count(e.reason(), || msg);
+            }
+            Ok(l.taxonomy)
+        }
+    }
+}
+
+/// Parses the `attributes` field: a JSON object of scalar values, e.g. `{"colour":"black"}`.
+fn parse_attributes(text: &str, at: impl Fn() -> Location) -> Result<Vec<(String, String)>> {
+    let bad = |found: &str| Error::Field {
+        at: at(),
+        expected: "a JSON object of names to scalar values, e.g. {\"colour\":\"black\"}".into(),
+        found: found.to_owned(),
+    };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad(text))?;
+    let serde_json::Value::Object(map) = v else {
+        return Err(bad(text));
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k, s)),
+            serde_json::Value::Number(n) => Ok((k, n.to_string())),
+            serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+            other => Err(bad(&other.to_string())),
+        })
+        .collect()
+}
+
+/// Reads a products table into `ds.catalog`; categories must exist in `ds.taxonomy`.
+pub fn read_products(
+    ds: &mut Dataset,
+    path: &Path,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    const COLS: [&str; 7] = [
+        "id",
+        "title",
+        "description",
+        "brand",
+        "price",
+        "category",
+        "attributes",
+    ];
+    const REQ: [&str; 3] = ["id", "title", "category"];
+    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    let mut first_line = std::collections::HashMap::new();
+    for_each_record(&mut reader, &REQ, strictness, report, |mut r| {
+        let ctx = FieldCtx { path, line: r.line };
+        let id = ctx.required(r.take(0), "id", "a product id")?;
+        let title = ctx.required(r.take(1), "title", "a product title")?;
+        let cat_id = ctx.required(r.take(5), "category", "a category id")?;
+        let category = ds.taxonomy.node(&cat_id).ok_or_else(|| Error::UnknownRef {
+            at: ctx.at("category"),
+            what: "category",
+            id: cat_id.clone(),
+            hint: "not an id of the taxonomy file".into(),
+        })?;
+        let price = ctx.opt_f32(r.get(4), "price")?;
+        let attributes = match r.get(6) {
+            Some(t) => parse_attributes(t, || ctx.at("attributes"))?,
+            None => Vec::new(),
+        };
+        let product = Product {
+            id: id.clone(),
+            title,
+            description: r.take(2).unwrap_or_default(),
+            brand: r.take(3).unwrap_or_default(),
+            price,
+            attributes,
+            category,
+        };
+        match ds.catalog.push(product) {
+            Ok(_) => {
+                first_line.insert(id, r.line);
+                Ok(())
+            }
+            Err(_) => Err(Error::Duplicate {
+                at: ctx.at("id"),
+                what: "product",
+                first_line: first_line.get(&id).copied(),
+                id,
+            }),
+        }
+    })
+}
+
+/// Reads a users table into `ds.users`; columns other than `id` and `segment` are demographics.
+pub fn read_users(
+    ds: &mut Dataset,
+    path: &Path,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    const COLS: [&str; 2] = ["id", "segment"];
+    const REQ: [&str; 1] = ["id"];
+    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    let mut first_line = std::collections::HashMap::new();
+    for_each_record(&mut reader, &REQ, strictness, report, |mut r| {
+        let ctx = FieldCtx { path, line: r.line };
+        let id = ctx.required(r.take(0), "id", "a user id")?;
+        let user = User {
+            id: id.clone(),
+            segment: r.take(1),
+            demographics: std::mem::take(&mut r.extra),
+        };
+        match ds.users.push(user) {
+            Ok(_) => {
+                first_line.insert(id, r.line);
+                Ok(())
+            }
+            Err(_) => Err(Error::Duplicate {
+                at: ctx.at("id"),
+                what: "user",
+                first_line: first_line.get(&id).copied(),
+                id,
+            }),
+        }
+    })
+}
+
+/// Reads an interactions table. Unknown products are errors; unknown users are errors when the
+/// dataset has a users table (`users_known`), and are created otherwise.
+pub fn read_interactions(
+    ds: &mut Dataset,
+    path: &Path,
+    users_known: bool,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    const COLS: [&str; 7] = ["user", "product", "kind", "time", "session", "query", "price"];
+    const REQ: [&str; 4] = ["user", "product", "kind", "time"];
+    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    for_each_record(&mut reader, &REQ, strictness, report, |r| {
+        let ctx = FieldCtx { path, line: r.line };
+        let user_id = ctx.required(r.get(0).map(str::to_owned), "user", "a user id")?;
+        let product_id = ctx.required(r.get(1).map(str::to_owned), "product", "a product id")?;
+        let product = ds.catalog.find(&product_id).ok_or_else(|| Error::UnknownRef {
+            at: ctx.at("product"),
+            what: "product",
+            id: product_id.clone(),
+            hint: "not an id of the products file".into(),
+        })?;
+        let kind_text = r.get(2).unwrap_or("");
+        let kind = Kind::parse(kind_text).ok_or_else(|| Error::Field {
+            at: ctx.at("kind"),
+            expected: "one of view, click, add_to_cart, purchase".into(),
+            found: kind_text.to_owned(),
+        })?;
+        let time = ctx.int(r.get(3), "time")?;
+        let session = match ctx.opt_int(r.get(4), "session")? {
+            Some(s) if s < 0 => {
+                return Err(Error::Field {
+                    at: ctx.at("session"),
+                    expected: "a non-negative integer".into(),
+                    found: s.to_string(),
+                })
+            }
+            s => s.map(|s| s as u64),
+        };
+        let price = ctx.opt_f32(r.get(6), "price")?;
+        let user = if users_known {
+            ds.users.find(&user_id).ok_or_else(|| Error::UnknownRef {
+                at: ctx.at("user"),
+                what: "user",
+                id: user_id.clone(),
+                hint: "not an id of the users file".into(),
+            })?
+        } else {
+            ds.users.get_or_insert(&user_id)
+        };
+        let query = r
+            .get(5)
+            .filter(|q| !q.trim().is_empty())
+            .map(|q| ds.queries.intern(q));
+        ds.interactions.push(Interaction {
+            user,
+            product,
+            kind,
+            time,
+            session,
+            query,
+            price,
+        });
+        Ok(())
+    })
+}
+
+/// Reads a judgments table (`query, product, relevance`).
+pub fn read_judgments(
+    ds: &mut Dataset,
+    path: &Path,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    const COLS: [&str; 3] = ["query", "product", "relevance"];
+    const REQ: [&str; 3] = COLS;
+    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    for_each_record(&mut reader, &REQ, strictness, report, |r| {
+        let ctx = FieldCtx { path, line: r.line };
+        let q = ctx.required(r.get(0).map(str::to_owned), "query", "a query text")?;
+        let pid = r.get(1).unwrap_or("");
+        let product = ds.catalog.find(pid).ok_or_else(|| Error::UnknownRef {
+            at: ctx.at("product"),
+            what: "product",
+            id: pid.to_owned(),
+            hint: "not an id of the products file".into(),
+        })?;
+        let rel = ctx.int(r.get(2), "relevance")?;
+        if !(0..=255).contains(&rel) {
+            return Err(Error::Field {
+                at: ctx.at("relevance"),
+                expected: "an integer grade from 0 to 255".into(),
+                found: rel.to_string(),
+            });
+        }
+        let query = ds.queries.intern(&q);
+        ds.judgments.push(Judgment {
+            query,
+            product,
+            relevance: rel as u8,
+        });
+        Ok(())
+    })
+}
+
+/// Loads a dataset folder in the generic format (no splits are made here).
+pub fn load_dir(dir: &Path, name: &str, strictness: Strictness) -> Result<Dataset> {
+    let mut report = ImportReport::new();
+    let tax_path = required_table(dir, "taxonomy")?;
+    let products_path = required_table(dir, "products")?;
+    let taxonomy = read_taxonomy(&tax_path, strictness, &mut report)?;
+    let mut ds = Dataset::new(name, taxonomy);
+    read_products(&mut ds, &products_path, strictness, &mut report)?;
+    let users_path = table_path(dir, "users");
+    if let Some(p) = &users_path {
+        read_users(&mut ds, p, strictness, &mut report)?;
+    }
+    if let Some(p) = table_path(dir, "interactions") {
+        read_interactions(&mut ds, &p, users_path.is_some(), strictness, &mut report)?;
+    }
+    if let Some(p) = table_path(dir, "judgments") {
+        read_judgments(&mut ds, &p, strictness, &mut report)?;
+    }
+    ds.report = report;
+    Ok(ds)
+}
+
+/// Writes `path` through a temporary file renamed into place, so a crash never leaves half a file.
+pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        fill(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+fn csv_writer(w: &mut dyn Write) -> csv::Writer<&mut dyn Write> {
+    csv::WriterBuilder::new().from_writer(w)
+}
+
+fn csv_io(e: csv::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Writes a dataset to `dir` in the generic format (CSV), one file at a time through temporary
+/// files. Splits are not written: they are recomputed from the seed.
+pub fn write_dir(ds: &Dataset, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let t = &ds.taxonomy;
+    write_atomically(&dir.join("taxonomy.csv"), |w| {
+        let mut c = csv_writer(w);
+        c.write_record(["id", "parent", "name"]).map_err(csv_io)?;
+        for n in t.nodes().skip(1) {
+            let parent = t.parent(n).map(|p| t.id(p)).unwrap_or("");
+            c.write_record([t.id(n), parent, t.name(n)]).map_err(csv_io)?;
+        }
+        c.flush()
+    })?;
+    write_atomically(&dir.join("products.csv"), |w| {
+        let mut c = csv_writer(w);
+        c.write_record([
+            "id",
+            "title",
+            "description",
+            "brand",
+            "price",
+            "category",
+            "attributes",
+        ])
+        .map_err(csv_io)?;
+        for (_, p) in ds.catalog.iter() {
+            let price = p.price.map(|x| x.to_string()).unwrap_or_default();
+            let attrs = if p.attributes.is_empty() {
+                String::new()
+            } else {
+                let map: serde_json::Map<String, serde_json::Value> = p
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                serde_json::Value::Object(map).to_string()
+            };
+            c.write_record([
+                p.id.as_str(),
+                &p.title,
+                &p.description,
+                &p.brand,
+                &price,
+                t.id(p.category),
+                &attrs,
+            ])
+            .map_err(csv_io)?;
+        }
+        c.flush()
+    })?;
+    if !ds.users.is_empty() {
+        let mut demo_cols: Vec<String> = Vec::new();
+        for (_, u) in ds.users.iter() {
+            for (k, _) in &u.demographics {
+                if !demo_cols.contains(k) {
+                    demo_cols.push(k.clone());
+                }
+            }
+        }
+        write_atomically(&dir.join("users.csv"), |w| {
+            let mut c = csv_writer(w);
+            let mut header = vec!["id".to_owned(), "segment".to_owned()];
+            header.extend(demo_cols.iter().cloned());
+            c.write_record(&header).map_err(csv_io)?;
+            let mut row: Vec<String> = Vec::with_capacity(header.len());
+            for (_, u) in ds.users.iter() {
+                row.clear();
+                row.push(u.id.clone());
+                row.push(u.segment.clone().unwrap_or_default());
+                for col in &demo_cols {
+                    let v = u.demographics.iter().find(|(k, _)| k == col);
+                    row.push(v.map(|(_, v)| v.clone()).unwrap_or_default());
+                }
+                c.write_record(&row).map_err(csv_io)?;
+            }
+            c.flush()
+        })?;
+    }
+    if !ds.interactions.is_empty() {
+        write_atomically(&dir.join("interactions.csv"), |w| {
+            write_interactions(ds, w)
+        })?;
+    }
+    if !ds.judgments.is_empty() {
+        write_atomically(&dir.join("judgments.csv"), |w| {
+            let mut c = csv_writer(w);
+            c.write_record(["query", "product", "relevance"]).map_err(csv_io)?;
+            for j in &ds.judgments {
+                c.write_record([
+                    ds.queries.text(j.query),
+                    &ds.catalog.get(j.product).id,
+                    &j.relevance.to_string(),
+                ])
+                .map_err(csv_io)?;
+            }
+            c.flush()
+        })?;
+    }
+    Ok(())
+}
+
+/// Interactions as CSV (the largest table: 10M rows at the scale benchmark's size).
+fn write_interactions(ds: &Dataset, w: &mut dyn Write) -> std::io::Result<()> {
+    let mut c = csv_writer(w);
+    c.write_record(["user", "product", "kind", "time", "session", "query", "price"])
+        .map_err(csv_io)?;
+    let (mut time, mut session, mut price) = (String::new(), String::new(), String::new());
+    for e in &ds.interactions {
+        use std::fmt::Write as _;
+        time.clear();
+        session.clear();
+        price.clear();
+        let _ = write!(time, "{}", e.time);
+        if let Some(s) = e.session {
+            let _ = write!(session, "{s}");
+        }
+        if let Some(p) = e.price {
+            let _ = write!(price, "{p}");
+        }
+        let query = e.query.map(|q| ds.queries.text(q)).unwrap_or("");
+        c.write_record([
+            ds.users.get(e.user).id.as_str(),
+            ds.catalog.get(e.product).id.as_str(),
+            e.kind.as_str(),
+            &time,
+            &session,
+            query,
+            &price,
+        ])
+        .map_err(csv_io)?;
+    }
+    c.flush()
+}

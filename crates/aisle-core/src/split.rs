@@ -1,0 +1,502 @@
+//! Evaluation protocols: deterministic (seeded) train / validation / test splits.
+//!
+//! A [`Split`] lists the interactions a model may train on and the [`EvalQuery`]s it is judged
+//! on. Every evaluation query carries a history cut-off (`before`): a personalized model may use
+//! only the user's interactions strictly before it. docs/protocols.md states each protocol and
+//! what it cannot show.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{Interaction, ProductId, QueryId, UserId};
+use crate::rng::Rng;
+
+/// One query an evaluation asks, with the products that answer it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalQuery {
+    pub query: QueryId,
+    /// The user who asked, for personalized models.
+    pub user: Option<UserId>,
+    /// Relevant products with a graded relevance (1 click, 2 add to cart, 3 purchase, or the
+    /// judgment's grade), sorted by product, each product once.
+    pub relevant: Vec<(ProductId, u8)>,
+    /// History cut-off: only the user's interactions with `time < before` may be used.
+    pub before: i64,
+    /// The interactions this query was built from.
+    pub events: Vec<u32>,
+}
+
+/// A named split of a dataset into training interactions and evaluation queries.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub name: String,
+    /// One line saying how the split was made.
+    pub description: String,
+    pub seed: u64,
+    /// Indices into `Dataset::interactions` a model may train on (and use as history).
+    pub train: Vec<u32>,
+    pub validation: Vec<EvalQuery>,
+    pub test: Vec<EvalQuery>,
+    /// `cold_start[p]` is true when product `p` has no training interaction.
+    pub cold_start: Vec<bool>,
+}
+
+impl Split {
+    /// True when the product has no interaction in the training part.
+    pub fn is_cold_start(&self, p: ProductId) -> bool {
+        self.cold_start.get(p.index()).copied().unwrap_or(true)
+    }
+
+    /// Number of cold-start products.
+    pub fn cold_start_count(&self) -> usize {
+        self.cold_start.iter().filter(|&&c| c).count()
+    }
+
+    /// Distinct normalised queries of the training interactions.
+    pub fn train_queries(&self, ds: &Dataset) -> HashSet<QueryId> {
+        self.train
+            .iter()
+            .filter_map(|&i| ds.interactions[i as usize].query)
+            .collect()
+    }
+
+    /// How the test part relates to training: see [`SplitSummary`].
+    pub fn summary(&self, ds: &Dataset) -> SplitSummary {
+        let seen = self.train_queries(ds);
+        let unseen_events = self.test.iter().filter(|q| !seen.contains(&q.query)).count();
+        let test_distinct: HashSet<QueryId> = self.test.iter().map(|q| q.query).collect();
+        let unseen_distinct = test_distinct.iter().filter(|q| !seen.contains(q)).count();
+        let cold_relevant = self
+            .test
+            .iter()
+            .flat_map(|q| q.relevant.iter())
+            .filter(|(p, _)| self.is_cold_start(*p))
+            .count();
+        SplitSummary {
+            train: self.train.len(),
+            validation: self.validation.len(),
+            test: self.test.len(),
+            test_distinct_queries: test_distinct.len(),
+            test_unseen_queries: unseen_events,
+            test_unseen_distinct_queries: unseen_distinct,
+            cold_start_products: self.cold_start_count(),
+            test_relevant_cold_start: cold_relevant,
+            test_relevant: self.test.iter().map(|q| q.relevant.len()).sum(),
+        }
+    }
+}
+
+/// Counts that say what a split can show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitSummary {
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
+    pub test_distinct_queries: usize,
+    /// Test queries (events) whose normalised text never occurs in training.
+    pub test_unseen_queries: usize,
+    pub test_unseen_distinct_queries: usize,
+    pub cold_start_products: usize,
+    /// Relevant (test query, product) pairs whose product is cold-start.
+    pub test_relevant_cold_start: usize,
+    pub test_relevant: usize,
+}
+
+/// Train / validation / test fractions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fractions {
+    pub train: f64,
+    pub validation: f64,
+    pub test: f64,
+}
+
+impl Default for Fractions {
+    fn default() -> Self {
+        Fractions {
+            train: 0.8,
+            validation: 0.1,
+            test: 0.1,
+        }
+    }
+}
+
+impl Fractions {
+    fn check(&self) -> Result<()> {
+        let all = [self.train, self.validation, self.test];
+        if all.iter().any(|f| !f.is_finite() || *f < 0.0) || (all.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
+            return Err(Error::Config(format!(
+                "split fractions must be non-negative and sum to 1, got {}/{}/{}",
+                self.train, self.validation, self.test
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn cold_start(ds: &Dataset, train: &[u32]) -> Vec<bool> {
+    let mut cold = vec![true; ds.catalog.len()];
+    for &i in train {
+        cold[ds.interactions[i as usize].product.index()] = false;
+    }
+    cold
+}
+
+/// Groups query-bearing interactions into search events: one per (user, session, query) when the
+/// data has sessions, one per interaction otherwise. Returns the groups in first-seen order.
+fn search_events(ds: &Dataset) -> Vec<Vec<u32>> {
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    let mut by_key: HashMap<(UserId, u64, QueryId), usize> = HashMap::new();
+    for (i, e) in ds.interactions.iter().enumerate() {
+        let Some(q) = e.query else { continue };
+        match e.session {
+            Some(s) => {
+                let g = *by_key.entry((e.user, s, q)).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[g].push(i as u32);
+            }
+            None => groups.push(vec![i as u32]),
+        }
+    }
+    groups
+}
+
+fn eval_query(ds: &Dataset, events: &[u32]) -> EvalQuery {
+    let mut best: BTreeMap<ProductId, u8> = BTreeMap::new();
+    let first: &Interaction = &ds.interactions[events[0] as usize];
+    let mut before = first.time;
+    for &i in events {
+        let e = &ds.interactions[i as usize];
+        before = before.min(e.time);
+        let g = best.entry(e.product).or_insert(0);
+        *g = (*g).max(e.kind.grade().max(1));
+    }
+    EvalQuery {
+        query: first.query.unwrap_or(QueryId(u32::MAX)),
+        user: Some(first.user),
+        relevant: best.into_iter().collect(),
+        before,
+        events: events.to_vec(),
+    }
+}
+
+fn assemble(
+    ds: &Dataset,
+    name: &str,
+    description: String,
+    seed: u64,
+    val_groups: Vec<Vec<u32>>,
+    test_groups: Vec<Vec<u32>>,
+) -> Split {
+    // Interactions without a query (purchase histories, views) are always training / history.
+    let mut in_eval = vec![false; ds.interactions.len()];
+    for g in val_groups.iter().chain(&test_groups) {
+        for &i in g {
+            in_eval[i as usize] = true;
+        }
+    }
+    let train: Vec<u32> = (0..ds.interactions.len() as u32)
+        .filter(|&i| !in_eval[i as usize])
+        .collect();
+    let cold = cold_start(ds, &train);
+    Split {
+        name: name.to_owned(),
+        description,
+        seed,
+        validation: val_groups.iter().map(|g| eval_query(ds, g)).collect(),
+        test: test_groups.iter().map(|g| eval_query(ds, g)).collect(),
+        train,
+        cold_start: cold,
+    }
+}
+
+/// Random split of search events (see [`search_events`]) into train / validation / test.
+pub fn event_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Split> {
+    fractions.check()?;
+    let mut groups = search_events(ds);
+    if groups.is_empty() {
+        return Err(Error::Dataset(format!(
+            "dataset `{}` has no interaction with a query: an event split needs search logs",
+            ds.name
+        )));
+    }
+    Rng::new(seed).shuffle(&mut groups);
+    // Interactions without a query stay in training, whatever their group.
+    let n = groups.len();
+    let n_test = (n as f64 * fractions.test).round() as usize;
+    let n_val = (n as f64 * fractions.validation).round() as usize;
+    let test = groups.split_off(n - n_test);
+    let val = groups.split_off(groups.len() - n_val);
+    let description = format!(
+        "search events shuffled with seed {seed}, {:.0}/{:.0}/{:.0} train/validation/test; each test event is one query with the product(s) it led to",
+        fractions.train * 100.0,
+        fractions.validation * 100.0,
+        fractions.test * 100.0
+    );
+    Ok(assemble(ds, "event", description, seed, val, test))
+}
+
+/// Split by distinct normalised query: no test or validation query occurs in training.
+///
+/// Queries are shuffled with the seed, then assigned to test until it holds `fractions.test` of
+/// the search events, then to validation likewise; the rest train.
+pub fn query_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Split> {
+    fractions.check()?;
+    let groups = search_events(ds);
+    if groups.is_empty() {
+        return Err(Error::Dataset(format!(
+            "dataset `{}` has no interaction with a query: a query-disjoint split needs search logs",
+            ds.name
+        )));
+    }
+    let mut by_query: BTreeMap<QueryId, Vec<usize>> = BTreeMap::new();
+    for (g, events) in groups.iter().enumerate() {
+        if let Some(q) = ds.interactions[events[0] as usize].query {
+            by_query.entry(q).or_default().push(g);
+        }
+    }
+    let mut queries: Vec<QueryId> = by_query.keys().copied().collect();
+    Rng::new(seed).shuffle(&mut queries);
+    let total = groups.len() as f64;
+    let (want_test, want_val) = (total * fractions.test, total * fractions.validation);
+    let (mut test, mut val, mut train) = (Vec::new(), Vec::new(), Vec::<Vec<u32>>::new());
+    let (mut n_test, mut n_val) = (0usize, 0usize);
+    for q in queries {
+        let gs = &by_query[&q];
+        // A query goes where adding it brings the count closer to the target.
+        let target = if (n_test as f64) + (gs.len() as f64) / 2.0 <= want_test {
+            n_test += gs.len();
+            &mut test
+        } else if (n_val as f64) + (gs.len() as f64) / 2.0 <= want_val {
+            n_val += gs.len();
+            &mut val
+        } else {
+            &mut train
+        };
+        target.extend(gs.iter().map(|&g| groups[g].clone()));
+    }
+    let description = format!(
+        "distinct normalised queries shuffled with seed {seed} and assigned whole to test ({n_test} events), validation ({n_val}) and train, about {:.0}/{:.0}/{:.0} of events; no evaluated query occurs in training",
+        fractions.train * 100.0,
+        fractions.validation * 100.0,
+        fractions.test * 100.0
+    );
+    Ok(assemble(ds, "query_disjoint", description, seed, val, test))
+}
+
+/// Leave-last-order-out with queries built from the taxonomy (Ai et al., SIGIR 2017).
+///
+/// Per user, the last order (greatest `time`) is test and the one before it validation; every
+/// earlier interaction trains. Each (user, leaf category) of a held-out order becomes one query
+/// whose text is the category's name and whose relevant products are that order's products in
+/// the category. Users with fewer than three orders only train. The category names are interned
+/// into `ds.queries`.
+pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
+    if ds.interactions.is_empty() {
+        return Err(Error::Dataset(format!(
+            "dataset `{}` has no interactions to leave out",
+            ds.name
+        )));
+    }
+    let histories = ds.user_histories();
+    let mut held: Vec<(u8, Vec<u32>)> = Vec::new(); // (1 = validation, 2 = test, events)
+    let mut in_eval = vec![false; ds.interactions.len()];
+    for h in &histories {
+        let mut times: Vec<i64> = h.iter().map(|&i| ds.interactions[i as usize].time).collect();
+        times.dedup();
+        if times.len() < 3 {
+            continue;
+        }
+        let (t_test, t_val) = (times[times.len() - 1], times[times.len() - 2]);
+        for (part, t) in [(2u8, t_test), (1u8, t_val)] {
+            let events: Vec<u32> = h
+                .iter()
+                .copied()
+                .filter(|&i| ds.interactions[i as usize].time == t)
+                .collect();
+            for &i in &events {
+                in_eval[i as usize] = true;
+            }
+            held.push((part, events));
+        }
+    }
+    let mut validation = Vec::new();
+    let mut test = Vec::new();
+    for (part, events) in held {
+        // One query per leaf category of the order, in category order for determinism.
+        let mut by_cat: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for &i in &events {
+            let p = ds.interactions[i as usize].product;
+            by_cat
+                .entry(ds.catalog.get(p).category.0)
+                .or_default()
+                .push(i);
+        }
+        for (cat, evs) in by_cat {
+            let name = ds.taxonomy.name(crate::taxonomy::NodeId(cat)).to_owned();
+            let q = ds.queries.intern(&name);
+            let first = &ds.interactions[evs[0] as usize];
+            let mut relevant: Vec<(ProductId, u8)> = evs
+                .iter()
+                .map(|&i| (ds.interactions[i as usize].product, ds.interactions[i as usize].kind.grade().max(1)))
+                .collect();
+            relevant.sort();
+            relevant.dedup_by_key(|r| r.0);
+            let eq = EvalQuery {
+                query: q,
+                user: Some(first.user),
+                relevant,
+                before: first.time,
+                events: evs,
+            };
+            if part == 2 {
+                test.push(eq);
+            } else {
+                validation.push(eq);
+            }
+        }
+    }
+    let train: Vec<u32> = (0..ds.interactions.len() as u32)
+        .filter(|&i| !in_eval[i as usize])
+        .collect();
+    let cold = cold_start(ds, &train);
+    Ok(Split {
+        name: "leave_last_order_out".into(),
+        description: "per user, the last order is test and the one before validation; one query per (user, leaf category) of a held-out order, its text the category name, its relevant products that order's products in the category (Ai et al., SIGIR 2017)".into(),
+        seed: 0,
+        train,
+        validation,
+        test,
+        cold_start: cold,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Interaction, Kind, Product};
+    use crate::taxonomy::TaxonomyBuilder;
+
+    fn world(with_queries: bool) -> Dataset {
+        let mut b = TaxonomyBuilder::new();
+        b.add_node("food", "Food", None, None);
+        b.add_node("milk", "milk", Some("food"), None);
+        b.add_node("bread", "bread", Some("food"), None);
+        let mut ds = Dataset::new("t", b.build().expect("tree"));
+        for i in 0..6 {
+            let cat = ds.taxonomy.node(if i < 3 { "milk" } else { "bread" }).expect("cat");
+            ds.catalog
+                .push(Product {
+                    id: format!("p{i}"),
+                    title: format!("product {i}"),
+                    description: String::new(),
+                    brand: String::new(),
+                    price: None,
+                    attributes: vec![],
+                    category: cat,
+                })
+                .expect("unique");
+        }
+        for u in 0..4 {
+            let user = ds.users.get_or_insert(&format!("u{u}"));
+            for order in 1..=4i64 {
+                for k in 0..3u32 {
+                    let query = with_queries.then(|| ds.queries.intern(&format!("q{}", (u + k) % 5)));
+                    ds.interactions.push(Interaction {
+                        user,
+                        product: ProductId((k + order as u32 + u) % 6),
+                        kind: Kind::Purchase,
+                        time: order,
+                        session: None,
+                        query,
+                        price: None,
+                    });
+                }
+            }
+        }
+        ds
+    }
+
+    #[test]
+    fn event_split_is_deterministic_and_partitions_events() {
+        let ds = world(true);
+        let a = event_split(&ds, Fractions::default(), 7).expect("split");
+        let b = event_split(&ds, Fractions::default(), 7).expect("split");
+        assert_eq!(a.train, b.train);
+        assert_eq!(a.test, b.test);
+        let c = event_split(&ds, Fractions::default(), 8).expect("split");
+        assert_ne!(a.test, c.test);
+        let n = ds.interactions.len();
+        assert_eq!(a.train.len() + a.validation.len() + a.test.len(), n);
+        assert_eq!(a.test.len(), (n as f64 * 0.1).round() as usize);
+        let mut all: Vec<u32> = a.train.clone();
+        for q in a.validation.iter().chain(&a.test) {
+            all.extend(&q.events);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..n as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn query_disjoint_split_shares_no_query() {
+        let ds = world(true);
+        let s = query_disjoint_split(&ds, Fractions::default(), 3).expect("split");
+        let train_q = s.train_queries(&ds);
+        assert!(!s.test.is_empty());
+        for q in s.test.iter().chain(&s.validation) {
+            assert!(!train_q.contains(&q.query));
+        }
+        let sum = s.summary(&ds);
+        assert_eq!(sum.test_unseen_queries, sum.test);
+    }
+
+    #[test]
+    fn leave_last_order_out_builds_category_queries() {
+        let mut ds = world(false);
+        let s = leave_last_order_out(&mut ds).expect("split");
+        // 4 users, each with a validation (order 3) and a test order (order 4).
+        for q in &s.test {
+            let text = ds.queries.text(q.query);
+            assert!(text == "milk" || text == "bread");
+            assert_eq!(q.before, 4);
+            for (p, _) in &q.relevant {
+                let cat = ds.catalog.get(*p).category;
+                assert_eq!(ds.taxonomy.name(cat), text);
+            }
+        }
+        for q in &s.validation {
+            assert_eq!(q.before, 3);
+        }
+        for &i in &s.train {
+            assert!(ds.interactions[i as usize].time <= 2);
+        }
+        let users: HashSet<_> = s.test.iter().filter_map(|q| q.user).collect();
+        assert_eq!(users.len(), 4);
+    }
+
+    #[test]
+    fn cold_start_flags_products_without_training_events() {
+        let ds = world(true);
+        let s = event_split(&ds, Fractions::default(), 1).expect("split");
+        for (p, _) in ds.catalog.iter() {
+            let trained = s
+                .train
+                .iter()
+                .any(|&i| ds.interactions[i as usize].product == p);
+            assert_eq!(s.is_cold_start(p), !trained);
+        }
+    }
+
+    #[test]
+    fn bad_fractions_are_refused() {
+        let ds = world(true);
+        let f = Fractions {
+            train: 0.9,
+            validation: 0.2,
+            test: 0.1,
+        };
+        assert!(matches!(event_split(&ds, f, 1), Err(Error::Config(_))));
+    }
+}
