@@ -15,29 +15,28 @@ pub struct Location {
     pub field: Option<String>,
 }
 
+/// Locations are boxed inside [`Error`] so that `Result<T, Error>` stays small on the hot path.
+pub type At = Box<Location>;
+
 impl Location {
-    pub fn file(file: &Path) -> Self {
-        Location {
+    pub fn new(file: &Path, line: Option<u64>, field: Option<&str>) -> At {
+        Box::new(Location {
             file: file.to_path_buf(),
-            line: None,
-            field: None,
-        }
+            line,
+            field: field.map(str::to_owned),
+        })
     }
 
-    pub fn line(file: &Path, line: u64) -> Self {
-        Location {
-            file: file.to_path_buf(),
-            line: Some(line),
-            field: None,
-        }
+    pub fn file(file: &Path) -> At {
+        Location::new(file, None, None)
     }
 
-    pub fn field(file: &Path, line: u64, field: &str) -> Self {
-        Location {
-            file: file.to_path_buf(),
-            line: Some(line),
-            field: Some(field.to_owned()),
-        }
+    pub fn line(file: &Path, line: u64) -> At {
+        Location::new(file, Some(line), None)
+    }
+
+    pub fn field(file: &Path, line: u64, field: &str) -> At {
+        Location::new(file, Some(line), Some(field))
     }
 }
 
@@ -67,27 +66,27 @@ pub enum Error {
     /// A required column is absent from a header (or a required key from a JSON line).
     #[error("{at}: missing column `{column}` (the header has: {header})")]
     MissingColumn {
-        at: Location,
+        at: At,
         column: String,
         header: String,
     },
     /// A row that cannot be split into fields, or a line that is not a JSON object.
     #[error("{at}: malformed row: {message}")]
-    Malformed { at: Location, message: String },
+    Malformed { at: At, message: String },
     /// A field whose value is not what the format says.
     #[error("{at}: expected {expected}, found {found:?}")]
     Field {
-        at: Location,
+        at: At,
         expected: String,
         found: String,
     },
     /// Bytes that are not UTF-8 where UTF-8 is expected.
     #[error("{at}: invalid UTF-8 after {valid_up_to} valid bytes (expected UTF-8 text)")]
-    InvalidUtf8 { at: Location, valid_up_to: usize },
+    InvalidUtf8 { at: At, valid_up_to: usize },
     /// An id defined twice.
     #[error("{at}: duplicate {what} id `{id}`{}", first_line.map(|l| format!(" (first defined on line {l})")).unwrap_or_default())]
     Duplicate {
-        at: Location,
+        at: At,
         what: &'static str,
         id: String,
         first_line: Option<u64>,
@@ -95,7 +94,7 @@ pub enum Error {
     /// A reference to an id that is not defined.
     #[error("{at}: unknown {what} id `{id}` ({hint})")]
     UnknownRef {
-        at: Location,
+        at: At,
         what: &'static str,
         id: String,
         hint: String,
@@ -105,7 +104,7 @@ pub enum Error {
     Taxonomy {
         file: PathBuf,
         #[source]
-        source: TaxonomyError,
+        source: Box<TaxonomyError>,
     },
     /// A dataset name or folder that aisle does not know how to read.
     #[error("{0}")]

@@ -6,10 +6,12 @@
 //! synthetic retail world ([`synth`]). It knows nothing of models, indexes or servers.
 //!
 //! ```no_run
-//! use aisle_core::{adapters, Strictness};
-//! let ds = adapters::load("bestbuy_xbox", &adapters::LoadOptions::default()).unwrap();
-//! let split = ds.default_split().unwrap();
-//! println!("{} products, {} test queries", ds.catalog.len(), split.test.len());
+//! use aisle_core::adapters::{load, LoadOptions};
+//! let ds = load("bestbuy_xbox", &LoadOptions::default())?;
+//! if let Some(split) = ds.default_split() {
+//!     println!("{} products, {} test queries", ds.catalog.len(), split.test.len());
+//! }
+//! # Ok::<(), aisle_core::Error>(())
 //! ```
 
 pub mod adapters;

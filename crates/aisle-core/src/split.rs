@@ -64,9 +64,35 @@ impl Split {
     /// How the test part relates to training: see [`SplitSummary`].
     pub fn summary(&self, ds: &Dataset) -> SplitSummary {
         let seen = self.train_queries(ds);
-        let unseen_events = self.test.iter().filter(|q| !seen.contains(&q.query)).count();
         let test_distinct: HashSet<QueryId> = self.test.iter().map(|q| q.query).collect();
-        let unseen_distinct = test_distinct.iter().filter(|q| !seen.contains(q)).count();
+        // Without queries in training (purchase histories), "unseen" has no meaning.
+        let (unseen_events, unseen_distinct) = if seen.is_empty() {
+            (None, None)
+        } else {
+            (
+                Some(
+                    self.test
+                        .iter()
+                        .filter(|q| !seen.contains(&q.query))
+                        .count(),
+                ),
+                Some(test_distinct.iter().filter(|q| !seen.contains(q)).count()),
+            )
+        };
+        let bought: HashSet<(UserId, ProductId)> = self
+            .train
+            .iter()
+            .map(|&i| &ds.interactions[i as usize])
+            .filter(|e| e.kind == crate::model::Kind::Purchase)
+            .map(|e| (e.user, e.product))
+            .collect();
+        let repurchase = self
+            .test
+            .iter()
+            .filter_map(|q| q.user.map(|u| (u, q)))
+            .flat_map(|(u, q)| q.relevant.iter().map(move |(p, _)| (u, *p)))
+            .filter(|up| bought.contains(up))
+            .count();
         let cold_relevant = self
             .test
             .iter()
@@ -83,6 +109,7 @@ impl Split {
             cold_start_products: self.cold_start_count(),
             test_relevant_cold_start: cold_relevant,
             test_relevant: self.test.iter().map(|q| q.relevant.len()).sum(),
+            test_relevant_bought_before: repurchase,
         }
     }
 }
@@ -94,13 +121,16 @@ pub struct SplitSummary {
     pub validation: usize,
     pub test: usize,
     pub test_distinct_queries: usize,
-    /// Test queries (events) whose normalised text never occurs in training.
-    pub test_unseen_queries: usize,
-    pub test_unseen_distinct_queries: usize,
+    /// Test queries (events) whose normalised text never occurs in training; `None` when the
+    /// training part has no queries at all (purchase histories).
+    pub test_unseen_queries: Option<usize>,
+    pub test_unseen_distinct_queries: Option<usize>,
     pub cold_start_products: usize,
     /// Relevant (test query, product) pairs whose product is cold-start.
     pub test_relevant_cold_start: usize,
     pub test_relevant: usize,
+    /// Relevant (test user, product) pairs the user had purchased in training (re-purchases).
+    pub test_relevant_bought_before: usize,
 }
 
 /// Train / validation / test fractions.
@@ -124,7 +154,9 @@ impl Default for Fractions {
 impl Fractions {
     fn check(&self) -> Result<()> {
         let all = [self.train, self.validation, self.test];
-        if all.iter().any(|f| !f.is_finite() || *f < 0.0) || (all.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
+        if all.iter().any(|f| !f.is_finite() || *f < 0.0)
+            || (all.iter().sum::<f64>() - 1.0).abs() > 1e-6
+        {
             return Err(Error::Config(format!(
                 "split fractions must be non-negative and sum to 1, got {}/{}/{}",
                 self.train, self.validation, self.test
@@ -304,7 +336,10 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
     let mut held: Vec<(u8, Vec<u32>)> = Vec::new(); // (1 = validation, 2 = test, events)
     let mut in_eval = vec![false; ds.interactions.len()];
     for h in &histories {
-        let mut times: Vec<i64> = h.iter().map(|&i| ds.interactions[i as usize].time).collect();
+        let mut times: Vec<i64> = h
+            .iter()
+            .map(|&i| ds.interactions[i as usize].time)
+            .collect();
         times.dedup();
         if times.len() < 3 {
             continue;
@@ -340,7 +375,12 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
             let first = &ds.interactions[evs[0] as usize];
             let mut relevant: Vec<(ProductId, u8)> = evs
                 .iter()
-                .map(|&i| (ds.interactions[i as usize].product, ds.interactions[i as usize].kind.grade().max(1)))
+                .map(|&i| {
+                    (
+                        ds.interactions[i as usize].product,
+                        ds.interactions[i as usize].kind.grade().max(1),
+                    )
+                })
                 .collect();
             relevant.sort();
             relevant.dedup_by_key(|r| r.0);
@@ -386,7 +426,10 @@ mod tests {
         b.add_node("bread", "bread", Some("food"), None);
         let mut ds = Dataset::new("t", b.build().expect("tree"));
         for i in 0..6 {
-            let cat = ds.taxonomy.node(if i < 3 { "milk" } else { "bread" }).expect("cat");
+            let cat = ds
+                .taxonomy
+                .node(if i < 3 { "milk" } else { "bread" })
+                .expect("cat");
             ds.catalog
                 .push(Product {
                     id: format!("p{i}"),
@@ -403,7 +446,8 @@ mod tests {
             let user = ds.users.get_or_insert(&format!("u{u}"));
             for order in 1..=4i64 {
                 for k in 0..3u32 {
-                    let query = with_queries.then(|| ds.queries.intern(&format!("q{}", (u + k) % 5)));
+                    let query =
+                        with_queries.then(|| ds.queries.intern(&format!("q{}", (u + k) % 5)));
                     ds.interactions.push(Interaction {
                         user,
                         product: ProductId((k + order as u32 + u) % 6),
@@ -449,7 +493,7 @@ mod tests {
             assert!(!train_q.contains(&q.query));
         }
         let sum = s.summary(&ds);
-        assert_eq!(sum.test_unseen_queries, sum.test);
+        assert_eq!(sum.test_unseen_queries, Some(sum.test));
     }
 
     #[test]

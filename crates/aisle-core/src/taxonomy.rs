@@ -361,9 +361,9 @@ impl TaxonomyBuilder {
             counts[t.parent[id] as usize] += 1;
         }
         let mut acc = 0u32;
-        for id in 0..total {
-            t.child_start[id] = acc;
-            acc += counts[id];
+        for (start, count) in t.child_start.iter_mut().zip(&counts) {
+            *start = acc;
+            acc += count;
         }
         t.child_start[total] = acc;
         let mut fill = t.child_start.clone();
@@ -671,14 +671,18 @@ mod tests {
             "alisha solid women's full coverage bra",
         ];
         let mut b = TaxonomyBuilder::new();
-        let ids: Vec<String> = (0..names.len())
-            .map(|i| names[..=i].join(">"))
-            .collect();
+        let ids: Vec<String> = (0..names.len()).map(|i| names[..=i].join(">")).collect();
         let last = b.add_path(ids.iter().map(String::as_str).zip(names), Some(1));
         // A sibling branch that leaves the path below "bras" (depth 4).
         let mut other: Vec<String> = ids[..4].to_vec();
         other.push(format!("{}>x", ids[3]));
-        let onames = ["clothing", "women's clothing", "lingerie, sleep & swimwear", "bras", "x"];
+        let onames = [
+            "clothing",
+            "women's clothing",
+            "lingerie, sleep & swimwear",
+            "bras",
+            "x",
+        ];
         b.add_path(other.iter().map(String::as_str).zip(onames), Some(2));
         let t = b.build().expect("valid");
         let leaf = t.node(&last.expect("path added")).expect("leaf");
@@ -716,7 +720,9 @@ mod tests {
         b.add_node("a", "A", None, Some(2));
         b.add_node("b", "B", Some("zz"), Some(3));
         let err = b.build().expect_err("orphan");
-        assert!(matches!(err, TaxonomyError::Orphan { ref id, ref parent, line: Some(3) } if id == "b" && parent == "zz"));
+        assert!(
+            matches!(err, TaxonomyError::Orphan { ref id, ref parent, line: Some(3) } if id == "b" && parent == "zz")
+        );
     }
 
     #[test]
@@ -738,7 +744,11 @@ mod tests {
         assert!(err.to_string().contains("->"));
         let l = b.build_lenient().expect("lenient");
         assert_eq!(l.dropped.len(), 1);
-        assert_eq!(l.taxonomy.len(), 2, "root and `ok`; the cycle and its subtree are gone");
+        assert_eq!(
+            l.taxonomy.len(),
+            2,
+            "root and `ok`; the cycle and its subtree are gone"
+        );
         assert!(l.taxonomy.node("below").is_none());
     }
 

@@ -1,2 +1,164 @@
-//! placeholder
-pub struct LoadOptions;
+//! Loading datasets by name or path: the bundled real sets, the synthetic world, and folders in
+//! aisle's generic format.
+//!
+//! | name | source | default split |
+//! |---|---|---|
+//! | `bestbuy_xbox` | Best Buy mobile search logs (query -> click) | `event` 80/10/10, plus `query_disjoint` |
+//! | `instacart` | Instacart catalog and 593 customers' orders | `leave_last_order_out`, queries from the taxonomy |
+//! | `flipkart_sample` | 1,002 Flipkart products, category trees to depth 7 | none (catalog only) |
+//! | `bestbuy_categories` | Best Buy's 4,584-node category tree | none (taxonomy only) |
+//! | `synthetic` | the embedded synthetic world, generated in memory | `event` 80/10/10, plus `query_disjoint` |
+//!
+//! Real data is read from the data folder: `$AISLE_DATA_DIR`, else `../shared/data` from the
+//! working directory, else the `shared/data` folder beside this source tree.
+
+pub mod bestbuy;
+pub mod flipkart;
+pub mod instacart;
+pub mod pylit;
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result, Strictness};
+use crate::split::{self, Fractions};
+
+/// Names of the datasets aisle knows.
+pub const NAMES: [&str; 5] = [
+    "bestbuy_xbox",
+    "instacart",
+    "flipkart_sample",
+    "bestbuy_categories",
+    "synthetic",
+];
+
+/// How to load a dataset.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The folder holding the real datasets; see [`data_dir`].
+    pub data_dir: Option<PathBuf>,
+    pub strictness: Strictness,
+    /// Seed of the splits (and of the synthetic world).
+    pub seed: u64,
+    /// Whether to compute the splits.
+    pub splits: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            data_dir: None,
+            strictness: Strictness::Strict,
+            seed: 42,
+            splits: true,
+        }
+    }
+}
+
+/// The folder of the real datasets: the explicit one, `$AISLE_DATA_DIR`, `../shared/data`, or the
+/// `shared/data` folder beside this repository (where CI and development checkouts have it).
+pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("AISLE_DATA_DIR") {
+        return PathBuf::from(p);
+    }
+    let from_cwd = PathBuf::from("../shared/data");
+    if from_cwd.is_dir() {
+        return from_cwd;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+}
+
+/// The folder of a bundled real dataset, or an error saying where it was looked for.
+pub fn dataset_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
+    let dir = data_dir.join(name);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(Error::Dataset(format!(
+            "dataset `{name}` not found at {} (set AISLE_DATA_DIR or --data-dir to the folder holding {name}/)",
+            dir.display()
+        )))
+    }
+}
+
+/// Loads a dataset by name (see [`NAMES`]) or from a folder in the generic format, and computes
+/// its default splits.
+pub fn load(name_or_path: &str, opts: &LoadOptions) -> Result<Dataset> {
+    let data = data_dir(opts.data_dir.as_deref());
+    let mut ds = match name_or_path {
+        "bestbuy_xbox" => bestbuy::load_xbox(&data, opts.strictness)?,
+        "instacart" => instacart::load(&dataset_dir(&data, "instacart")?, opts.strictness)?,
+        "flipkart_sample" => {
+            flipkart::load(&dataset_dir(&data, "flipkart_sample")?, opts.strictness)?
+        }
+        "bestbuy_categories" => bestbuy::load_categories_dataset(&data)?,
+        "synthetic" => {
+            let cfg = crate::synth::SynthConfig {
+                seed: opts.seed,
+                ..Default::default()
+            };
+            crate::synth::generate(&cfg)?.dataset
+        }
+        other => {
+            let path = Path::new(other);
+            if !path.is_dir() {
+                return Err(Error::Dataset(format!(
+                    "`{other}` is neither a dataset name ({}) nor a folder",
+                    NAMES.join(", ")
+                )));
+            }
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("dataset")
+                .to_owned();
+            crate::io::generic::load_dir(path, &name, opts.strictness)?
+        }
+    };
+    if opts.splits {
+        add_default_splits(&mut ds, opts.seed)?;
+    }
+    Ok(ds)
+}
+
+/// The default protocols: search logs get an event split and a query-disjoint split; purchase
+/// histories without queries get leave-last-order-out with taxonomy queries; a catalog alone gets
+/// none.
+pub fn add_default_splits(ds: &mut Dataset, seed: u64) -> Result<()> {
+    if ds.interactions.is_empty() {
+        return Ok(());
+    }
+    let searches = ds.interactions.iter().filter(|e| e.query.is_some()).count();
+    if searches > 0 {
+        let event = split::event_split(ds, Fractions::default(), seed)?;
+        let disjoint = split::query_disjoint_split(ds, Fractions::default(), seed)?;
+        ds.set_split(event);
+        ds.set_split(disjoint);
+    } else {
+        let s = split::leave_last_order_out(ds)?;
+        ds.set_split(s);
+        let note = "queries are built from the taxonomy (the leaf category's name), not typed by customers (Ai et al., SIGIR 2017)";
+        if !ds.notes.iter().any(|n| n == note) {
+            ds.notes.push(note.into());
+        }
+    }
+    Ok(())
+}
+
+/// The data folder when it holds `name`, or `None` after printing why a test is skipped.
+/// Tests that need real data call this and return early on `None`.
+pub fn test_data(name: &str) -> Option<PathBuf> {
+    let dir = data_dir(None);
+    if dir.join(name).is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: real dataset `{name}` not found under {} (set AISLE_DATA_DIR)",
+            dir.display()
+        );
+        None
+    }
+}

@@ -16,7 +16,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
-use crate::error::{Error, ImportReport, Location, Result, Strictness};
+use crate::error::{Error, ImportReport, Result, Strictness};
 use crate::io::table::{for_each_record, Encoding, FieldCtx, TableReader};
 use crate::model::{Interaction, Judgment, Kind, Product, User};
 use crate::taxonomy::{Taxonomy, TaxonomyBuilder, TaxonomyError};
@@ -56,7 +56,7 @@ pub fn read_taxonomy(
     const REQ: [&str; 1] = ["id"];
     let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
     let mut b = TaxonomyBuilder::new();
-    for_each_record(&mut reader, &REQ, strictness, report, |mut r| {
+    for_each_record(&mut reader, &REQ, strictness, report, |mut r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let id = ctx.required(r.take(0), "id", "a category id")?;
         let name = r.take(2).unwrap_or_else(|| id.clone());
@@ -76,7 +76,7 @@ pub fn finish_taxonomy(
 ) -> Result<Taxonomy> {
     let to_err = |source: TaxonomyError| Error::Taxonomy {
         file: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     match strictness {
         Strictness::Strict => b.build().map_err(to_err),
@@ -92,7 +92,10 @@ pub fn finish_taxonomy(
 }
 
 /// Parses the `attributes` field: a JSON object of scalar values, e.g. `{"colour":"black"}`.
-fn parse_attributes(text: &str, at: impl Fn() -> Location) -> Result<Vec<(String, String)>> {
+fn parse_attributes(
+    text: &str,
+    at: impl Fn() -> crate::error::At,
+) -> Result<Vec<(String, String)>> {
     let bad = |found: &str| Error::Field {
         at: at(),
         expected: "a JSON object of names to scalar values, e.g. {\"colour\":\"black\"}".into(),
@@ -131,7 +134,7 @@ pub fn read_products(
     const REQ: [&str; 3] = ["id", "title", "category"];
     let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
     let mut first_line = std::collections::HashMap::new();
-    for_each_record(&mut reader, &REQ, strictness, report, |mut r| {
+    for_each_record(&mut reader, &REQ, strictness, report, |mut r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let id = ctx.required(r.take(0), "id", "a product id")?;
         let title = ctx.required(r.take(1), "title", "a product title")?;
@@ -182,7 +185,7 @@ pub fn read_users(
     const REQ: [&str; 1] = ["id"];
     let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
     let mut first_line = std::collections::HashMap::new();
-    for_each_record(&mut reader, &REQ, strictness, report, |mut r| {
+    for_each_record(&mut reader, &REQ, strictness, report, |mut r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let id = ctx.required(r.take(0), "id", "a user id")?;
         let user = User {
@@ -214,19 +217,24 @@ pub fn read_interactions(
     strictness: Strictness,
     report: &mut ImportReport,
 ) -> Result<()> {
-    const COLS: [&str; 7] = ["user", "product", "kind", "time", "session", "query", "price"];
+    const COLS: [&str; 7] = [
+        "user", "product", "kind", "time", "session", "query", "price",
+    ];
     const REQ: [&str; 4] = ["user", "product", "kind", "time"];
     let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
-    for_each_record(&mut reader, &REQ, strictness, report, |r| {
+    for_each_record(&mut reader, &REQ, strictness, report, |r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let user_id = ctx.required(r.get(0).map(str::to_owned), "user", "a user id")?;
         let product_id = ctx.required(r.get(1).map(str::to_owned), "product", "a product id")?;
-        let product = ds.catalog.find(&product_id).ok_or_else(|| Error::UnknownRef {
-            at: ctx.at("product"),
-            what: "product",
-            id: product_id.clone(),
-            hint: "not an id of the products file".into(),
-        })?;
+        let product = ds
+            .catalog
+            .find(&product_id)
+            .ok_or_else(|| Error::UnknownRef {
+                at: ctx.at("product"),
+                what: "product",
+                id: product_id.clone(),
+                hint: "not an id of the products file".into(),
+            })?;
         let kind_text = r.get(2).unwrap_or("");
         let kind = Kind::parse(kind_text).ok_or_else(|| Error::Field {
             at: ctx.at("kind"),
@@ -282,7 +290,7 @@ pub fn read_judgments(
     const COLS: [&str; 3] = ["query", "product", "relevance"];
     const REQ: [&str; 3] = COLS;
     let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
-    for_each_record(&mut reader, &REQ, strictness, report, |r| {
+    for_each_record(&mut reader, &REQ, strictness, report, |r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let q = ctx.required(r.get(0).map(str::to_owned), "query", "a query text")?;
         let pid = r.get(1).unwrap_or("");
@@ -333,7 +341,10 @@ pub fn load_dir(dir: &Path, name: &str, strictness: Strictness) -> Result<Datase
 }
 
 /// Writes `path` through a temporary file renamed into place, so a crash never leaves half a file.
-pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = path.with_extension(format!(
         "{}.tmp{}",
         path.extension().and_then(|e| e.to_str()).unwrap_or(""),
@@ -372,7 +383,8 @@ pub fn write_dir(ds: &Dataset, dir: &Path) -> Result<()> {
         c.write_record(["id", "parent", "name"]).map_err(csv_io)?;
         for n in t.nodes().skip(1) {
             let parent = t.parent(n).map(|p| t.id(p)).unwrap_or("");
-            c.write_record([t.id(n), parent, t.name(n)]).map_err(csv_io)?;
+            c.write_record([t.id(n), parent, t.name(n)])
+                .map_err(csv_io)?;
         }
         c.flush()
     })?;
@@ -442,14 +454,13 @@ pub fn write_dir(ds: &Dataset, dir: &Path) -> Result<()> {
         })?;
     }
     if !ds.interactions.is_empty() {
-        write_atomically(&dir.join("interactions.csv"), |w| {
-            write_interactions(ds, w)
-        })?;
+        write_atomically(&dir.join("interactions.csv"), |w| write_interactions(ds, w))?;
     }
     if !ds.judgments.is_empty() {
         write_atomically(&dir.join("judgments.csv"), |w| {
             let mut c = csv_writer(w);
-            c.write_record(["query", "product", "relevance"]).map_err(csv_io)?;
+            c.write_record(["query", "product", "relevance"])
+                .map_err(csv_io)?;
             for j in &ds.judgments {
                 c.write_record([
                     ds.queries.text(j.query),
@@ -467,8 +478,10 @@ pub fn write_dir(ds: &Dataset, dir: &Path) -> Result<()> {
 /// Interactions as CSV (the largest table: 10M rows at the scale benchmark's size).
 fn write_interactions(ds: &Dataset, w: &mut dyn Write) -> std::io::Result<()> {
     let mut c = csv_writer(w);
-    c.write_record(["user", "product", "kind", "time", "session", "query", "price"])
-        .map_err(csv_io)?;
+    c.write_record([
+        "user", "product", "kind", "time", "session", "query", "price",
+    ])
+    .map_err(csv_io)?;
     let (mut time, mut session, mut price) = (String::new(), String::new(), String::new());
     for e in &ds.interactions {
         use std::fmt::Write as _;

@@ -7,14 +7,16 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Location, Result};
+use crate::error::{At, Error, Location, Result};
 
 /// How the bytes of a file are decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     /// UTF-8; anything else is an [`Error::InvalidUtf8`] naming the field.
     Utf8,
-    /// ISO-8859-1: every byte is the code point of the same value.
+    /// ISO-8859-1 as Windows-1252 decodes it: bytes 0x80-0x9F are the Windows-1252 punctuation
+    /// (dashes, quotes) that files labelled Latin-1 carry in practice; all others are the code
+    /// point of the same value.
     Latin1,
 }
 
@@ -68,7 +70,7 @@ enum Inner {
     },
 }
 
-fn decode(bytes: &[u8], encoding: Encoding, at: impl FnOnce() -> Location) -> Result<String> {
+fn decode(bytes: &[u8], encoding: Encoding, at: impl FnOnce() -> At) -> Result<String> {
     match encoding {
         Encoding::Utf8 => match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
@@ -77,7 +79,20 @@ fn decode(bytes: &[u8], encoding: Encoding, at: impl FnOnce() -> Location) -> Re
                 valid_up_to: e.valid_up_to(),
             }),
         },
-        Encoding::Latin1 => Ok(bytes.iter().map(|&b| b as char).collect()),
+        Encoding::Latin1 => Ok(bytes.iter().map(|&b| windows_1252(b)).collect()),
+    }
+}
+
+/// The Windows-1252 character of a byte.
+fn windows_1252(b: u8) -> char {
+    const C1: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
+        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
+        'ž', 'Ÿ',
+    ];
+    match b {
+        0x80..=0x9F => C1[(b - 0x80) as usize],
+        _ => b as char,
     }
 }
 
@@ -297,11 +312,7 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
         _ => e.to_string(),
     };
     Error::Malformed {
-        at: Location {
-            file: path.to_path_buf(),
-            line,
-            field: None,
-        },
+        at: Location::new(path, line, None),
         message,
     }
 }
@@ -325,7 +336,7 @@ pub struct FieldCtx<'a> {
 }
 
 impl FieldCtx<'_> {
-    pub fn at(&self, field: &str) -> Location {
+    pub fn at(&self, field: &str) -> At {
         Location::field(self.path, self.line, field)
     }
 
@@ -378,17 +389,18 @@ impl FieldCtx<'_> {
     }
 }
 
-/// Reads every row of a table, calling `row` for each; row errors are skipped or returned
+/// Reads every row of a table, calling `row` for each (with the report, for rows it merges or
+/// drops on purpose); row errors are skipped or returned
 /// according to `report`/`strictness` (see [`crate::error::ImportReport::skip_or_fail`]).
 pub fn for_each_record(
     reader: &mut TableReader,
     required: &[&'static str],
     strictness: crate::error::Strictness,
     report: &mut crate::error::ImportReport,
-    mut row: impl FnMut(Record) -> Result<()>,
+    mut row: impl FnMut(Record, &mut crate::error::ImportReport) -> Result<()>,
 ) -> Result<()> {
     while let Some(rec) = reader.next_record(required) {
-        let result = rec.and_then(&mut row);
+        let result = rec.and_then(|r| row(r, report));
         if let Err(e) = result {
             report.skip_or_fail(strictness, e)?;
         }
@@ -405,11 +417,12 @@ pub fn read_to_string(path: &Path) -> Result<String> {
         let line = 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count() as u64;
         Error::InvalidUtf8 {
             at: Location::line(path, line),
-            valid_up_to: valid - bytes[..valid]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map(|p| p + 1)
-                .unwrap_or(0),
+            valid_up_to: valid
+                - bytes[..valid]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|p| p + 1)
+                    .unwrap_or(0),
         }
     })
 }

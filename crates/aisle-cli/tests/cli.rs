@@ -1,0 +1,163 @@
+//! The `aisle` binary end to end: exit codes, messages and the stats of every bundled dataset.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn aisle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aisle"))
+        .args(args)
+        .output()
+        .expect("run aisle")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The real data folder, or `None` (with a printed reason) when it is absent.
+fn data_dir(name: &str) -> Option<std::path::PathBuf> {
+    aisle_core::adapters::test_data(name)
+}
+
+fn small_dataset(dir: &Path) {
+    std::fs::write(
+        dir.join("taxonomy.csv"),
+        "id,parent,name\nel,,Electronics\ntv,el,TVs\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("products.csv"),
+        "id,title,category\np1,LG OLED TV,tv\np2,Samsung QLED TV,tv\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("interactions.csv"),
+        "user,product,kind,time,query\nu1,p1,click,1,oled tv\nu1,p2,click,2,qled\nu2,p9,click,3,tv\n",
+    )
+    .expect("write");
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_location() {
+    let d = tempfile::tempdir().expect("tempdir");
+    small_dataset(d.path());
+    let path = d.path().to_str().expect("utf-8 path");
+    let out = aisle(&["dataset", "stats", path]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("interactions.csv:4: field `product`: unknown product id `p9`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn lenient_prints_counts_per_reason() {
+    let d = tempfile::tempdir().expect("tempdir");
+    small_dataset(d.path());
+    let path = d.path().to_str().expect("utf-8 path");
+    let out = aisle(&["dataset", "stats", path, "--lenient"]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("lenient import skipped or merged 1 rows"),
+        "{err}"
+    );
+    assert!(err.contains("unknown product id"), "{err}");
+    assert!(stdout.contains("products"), "{stdout}");
+}
+
+#[test]
+fn unknown_dataset_name_is_a_clear_error() {
+    let out = aisle(&["dataset", "stats", "no_such_dataset_here"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("neither a dataset name"), "{err}");
+}
+
+fn stats_json(name: &str) -> serde_json::Value {
+    let out = aisle(&["dataset", "stats", name, "--json"]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{name}: {err}");
+    serde_json::from_str(&stdout).expect("stats JSON")
+}
+
+#[test]
+fn stats_bestbuy_xbox() {
+    if data_dir("bestbuy_xbox").is_none() || data_dir("bestbuy_categories").is_none() {
+        return;
+    }
+    let s = stats_json("bestbuy_xbox");
+    assert_eq!(s["products"], 437);
+    assert_eq!(s["interactions"], 42_065);
+    let event = &s["splits"][0];
+    assert_eq!(event["name"], "event");
+    let test = event["test_queries"].as_u64().expect("count");
+    assert!(
+        (4_200..=4_210).contains(&test),
+        "10% of 42,065 events: {test}"
+    );
+    let unseen = event["test_queries_unseen_in_train"]
+        .as_u64()
+        .expect("count");
+    // The reference split of these logs had 8% of test events with an unseen query.
+    assert!((150..700).contains(&unseen), "{unseen}");
+    let disjoint = &s["splits"][1];
+    assert_eq!(disjoint["name"], "query_disjoint");
+    assert_eq!(
+        disjoint["test_queries"],
+        disjoint["test_queries_unseen_in_train"]
+    );
+}
+
+#[test]
+fn stats_instacart() {
+    if data_dir("instacart").is_none() {
+        return;
+    }
+    let s = stats_json("instacart");
+    assert_eq!(s["products"], 49_688);
+    assert_eq!(s["users"], 593);
+    assert_eq!(s["interactions_by_kind"][3][1], 150_000);
+    let split = &s["splits"][0];
+    assert_eq!(split["name"], "leave_last_order_out");
+    assert!(split["test_queries"].as_u64().expect("count") > 1_000);
+    assert!(s["notes"].to_string().contains("built from the taxonomy"));
+}
+
+#[test]
+fn stats_flipkart_and_categories() {
+    if data_dir("flipkart_sample").is_some() {
+        let s = stats_json("flipkart_sample");
+        assert_eq!(s["products"], 1_002);
+        assert_eq!(s["max_depth"], 7);
+        assert_eq!(s["splits"].as_array().map(Vec::len), Some(0));
+    }
+    if data_dir("bestbuy_categories").is_some() {
+        let s = stats_json("bestbuy_categories");
+        assert_eq!(s["taxonomy_nodes"], 4_724);
+        assert_eq!(s["max_depth"], 6);
+    }
+}
+
+#[test]
+fn stats_table_output_is_aligned_text() {
+    let d = tempfile::tempdir().expect("tempdir");
+    small_dataset(d.path());
+    std::fs::write(
+        d.path().join("interactions.csv"),
+        "user,product,kind,time,query\nu1,p1,click,1,oled tv\nu1,p2,click,2,qled\n",
+    )
+    .expect("write");
+    let out = aisle(&["dataset", "stats", d.path().to_str().expect("path")]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(stdout.contains("taxonomy by depth"), "{stdout}");
+    assert!(stdout.contains("products per non-empty leaf"), "{stdout}");
+    assert!(stdout.contains("splits"), "{stdout}");
+}
