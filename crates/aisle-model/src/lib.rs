@@ -1,0 +1,24 @@
+//! aisle-model: what turns text into vectors.
+//!
+//! It owns the text [`featurize`]r (hashed word and character n-grams), the n-gram two-tower
+//! encoder ([`tower`]) with its hand-written backward pass, the [`Model`] that ties them to a
+//! product-text recipe, and the model file ([`artifact`]). It does not train (aisle-train) or
+//! search (aisle-search).
+//!
+//! ```
+//! use aisle_model::{Model, ModelConfig};
+//! let model = Model::new(ModelConfig::default());
+//! let q = model.encode_query("samsung 55 inch qled");
+//! assert_eq!(q.len(), 128);
+//! ```
+
+pub mod artifact;
+pub mod error;
+pub mod featurize;
+pub mod model;
+pub mod tower;
+
+pub use error::{ModelError, Result};
+pub use featurize::{FeatureRows, Featurizer, FeaturizerConfig};
+pub use model::{product_text, Model, ModelConfig, ProductFields};
+pub use tower::{Pooling, Side, TowerConfig, TwoTower};

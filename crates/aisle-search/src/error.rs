@@ -1,0 +1,69 @@
+//! The one error type of aisle-search.
+
+use std::path::PathBuf;
+
+/// What can go wrong while building, saving, loading or querying an index.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The lexical engine (tantivy) failed.
+    #[error("lexical index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+
+    /// The ANN engine (usearch) failed; `context` says which operation.
+    #[error("vector index: {context}: {message}")]
+    Usearch { context: String, message: String },
+
+    /// A vector, a set of rows or a saved index has another dimension than expected.
+    #[error("dimension mismatch{}: expected {expected}, got {actual}", in_path(.path))]
+    DimensionMismatch {
+        expected: usize,
+        actual: usize,
+        /// The saved index, when the mismatch was found in a file.
+        path: Option<PathBuf>,
+    },
+
+    /// A saved index that aisle cannot use (not an index, another metric or scalar type, another
+    /// aisle format version, a truncated file).
+    #[error("index file {}: {reason}", .path.display())]
+    BadIndexFile { path: PathBuf, reason: String },
+
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A caller passed something out of range (an empty dimension, rows not a multiple of it,
+    /// non-finite values).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+fn in_path(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" in {}", p.display()),
+        None => String::new(),
+    }
+}
+
+impl SearchError {
+    /// Wraps an error from usearch (which reports C++ exceptions as strings).
+    pub(crate) fn usearch(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        SearchError::Usearch {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SearchError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with [`SearchError`].
+pub type Result<T, E = SearchError> = std::result::Result<T, E>;

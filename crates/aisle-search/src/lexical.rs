@@ -1,0 +1,627 @@
+//! Lexical retrieval: BM25 over product text, with one tantivy field per kind of text.
+//!
+//! Each product becomes one document with the fields `title`, `brand`, `taxonomy` (the names on
+//! the path from the top-level category to the product's node), `attributes` (attribute values)
+//! and `description`, plus its [`ProductId`] as a fast `u64` field. A query is tokenized with the
+//! same analyzer as the documents and becomes a disjunction of one BM25 term query per (token,
+//! field), each weighted by the field's boost: user text is never parsed as tantivy query syntax,
+//! so no input can cause a syntax error.
+
+use aisle_core::{Catalog, NodeId, ProductId, Taxonomy};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::TopDocs;
+use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    TextAnalyzer,
+};
+use tantivy::{Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+use crate::error::{Result, SearchError};
+
+/// Name under which the product-text analyzer is registered in the index.
+const ANALYZER: &str = "aisle_en";
+/// Name of the fast field holding the product id.
+const PRODUCT_ID_FIELD: &str = "product_id";
+/// Tokens longer than this (bytes) are dropped: they are hashes, URLs or garbage, not words.
+const MAX_TOKEN_BYTES: usize = 40;
+/// Distinct query tokens beyond this are ignored, bounding the cost of a pasted paragraph.
+pub const MAX_QUERY_TERMS: usize = 32;
+/// Indexing buffer before tantivy flushes a segment; large enough that catalogs of a few million
+/// titles stay in one segment, so document order (and score ties) follow catalog order.
+const WRITER_MEMORY_BYTES: usize = 256 << 20;
+
+/// How much a query term matching each field counts (BM25 score multipliers). A boost of 0 leaves
+/// the field out of the index altogether.
+///
+/// Serialised with defaults for missing keys, so a config file may set only some of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldBoosts {
+    pub title: f32,
+    pub brand: f32,
+    /// Names of the taxonomy path (e.g. "Video Games", "Xbox 360", "Shooter").
+    pub taxonomy: f32,
+    /// Attribute values (not names).
+    pub attributes: f32,
+    pub description: f32,
+}
+
+impl Default for FieldBoosts {
+    fn default() -> Self {
+        FieldBoosts {
+            title: 2.0,
+            brand: 1.5,
+            taxonomy: 1.0,
+            attributes: 1.0,
+            description: 0.5,
+        }
+    }
+}
+
+impl FieldBoosts {
+    /// `(name, boost)` for each field, in schema order.
+    pub fn as_pairs(&self) -> [(&'static str, f32); 5] {
+        [
+            ("title", self.title),
+            ("brand", self.brand),
+            ("taxonomy", self.taxonomy),
+            ("attributes", self.attributes),
+            ("description", self.description),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, boost) in self.as_pairs() {
+            if !boost.is_finite() || boost < 0.0 {
+                return Err(SearchError::InvalidArgument(format!(
+                    "BM25 boost of field `{name}` must be a finite number >= 0, got {boost}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text fields of the schema, in the order of [`FieldBoosts::as_pairs`].
+#[derive(Clone, Copy, Debug)]
+struct TextFields {
+    title: Field,
+    brand: Field,
+    taxonomy: Field,
+    attributes: Field,
+    description: Field,
+}
+
+/// A BM25 index over a catalog, held in RAM. Cheap to query from many threads at once (`&self`).
+pub struct Bm25Index {
+    searcher: Searcher,
+    analyzer: TextAnalyzer,
+    /// `(field, boost)` for the fields with a boost above 0.
+    weighted_fields: Vec<(Field, f32)>,
+    boosts: FieldBoosts,
+    /// `products[segment_ord][doc_id]`: the product of each document, read back from the fast
+    /// field once after indexing.
+    products: Vec<Vec<ProductId>>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Bm25Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bm25Index")
+            .field("len", &self.len)
+            .field("segments", &self.products.len())
+            .field("boosts", &self.boosts)
+            .finish()
+    }
+}
+
+/// The analyzer for both documents and queries: split on non-alphanumerics, drop very long
+/// tokens, lowercase, fold accents to ASCII, English Snowball stemming ("games" -> "game").
+fn product_text_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+fn schema() -> (Schema, TextFields, Field) {
+    let mut builder = Schema::builder();
+    // Frequencies but no positions: queries are bags of terms, never phrases.
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(ANALYZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = TextFields {
+        title: builder.add_text_field("title", text.clone()),
+        brand: builder.add_text_field("brand", text.clone()),
+        taxonomy: builder.add_text_field("taxonomy", text.clone()),
+        attributes: builder.add_text_field("attributes", text.clone()),
+        description: builder.add_text_field("description", text),
+    };
+    let product_id = builder.add_u64_field(PRODUCT_ID_FIELD, FAST);
+    (builder.build(), fields, product_id)
+}
+
+/// The names on the taxonomy path of each node (root excluded), computed once per node.
+struct PathNames<'t> {
+    taxonomy: &'t Taxonomy,
+    cache: Vec<Option<Vec<&'t str>>>,
+}
+
+impl<'t> PathNames<'t> {
+    fn new(taxonomy: &'t Taxonomy) -> Self {
+        PathNames {
+            taxonomy,
+            cache: vec![None; taxonomy.len()],
+        }
+    }
+
+    /// Empty when the node is not in this taxonomy (a catalog paired with another taxonomy).
+    fn get(&mut self, node: NodeId) -> &[&'t str] {
+        let Some(slot) = self.cache.get_mut(node.index()) else {
+            return &[];
+        };
+        let taxonomy = self.taxonomy;
+        slot.get_or_insert_with(|| {
+            taxonomy
+                .path(node)
+                .into_iter()
+                .map(|n| taxonomy.name(n))
+                .filter(|name| !name.is_empty())
+                .collect()
+        })
+    }
+}
+
+impl Bm25Index {
+    /// Indexes every product of the catalog (in catalog order, on one indexing thread: 100k
+    /// titles take well under a second).
+    pub fn build(catalog: &Catalog, taxonomy: &Taxonomy, boosts: &FieldBoosts) -> Result<Self> {
+        boosts.validate()?;
+        let (schema, fields, product_id) = schema();
+        let index = Index::create_in_ram(schema);
+        index
+            .tokenizers()
+            .register(ANALYZER, product_text_analyzer());
+
+        let options = IndexWriterOptions::builder()
+            .num_worker_threads(1)
+            .memory_budget_per_thread(WRITER_MEMORY_BYTES)
+            .build();
+        let mut writer: IndexWriter<TantivyDocument> = index.writer_with_options(options)?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+
+        let mut paths = PathNames::new(taxonomy);
+        for (pid, p) in catalog.iter() {
+            let mut doc = TantivyDocument::default();
+            doc.add_u64(product_id, u64::from(pid.0));
+            let mut add = |field: Field, boost: f32, text: &str| {
+                if boost > 0.0 && !text.is_empty() {
+                    doc.add_text(field, text);
+                }
+            };
+            add(fields.title, boosts.title, &p.title);
+            add(fields.brand, boosts.brand, &p.brand);
+            for name in paths.get(p.category) {
+                add(fields.taxonomy, boosts.taxonomy, name);
+            }
+            for (_, value) in &p.attributes {
+                add(fields.attributes, boosts.attributes, value);
+            }
+            add(fields.description, boosts.description, &p.description);
+            writer.add_document(doc)?;
+        }
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let searcher = reader.searcher();
+        let products = Self::read_product_ids(&searcher)?;
+
+        let weighted_fields = [
+            (fields.title, boosts.title),
+            (fields.brand, boosts.brand),
+            (fields.taxonomy, boosts.taxonomy),
+            (fields.attributes, boosts.attributes),
+            (fields.description, boosts.description),
+        ]
+        .into_iter()
+        .filter(|&(_, b)| b > 0.0)
+        .collect();
+
+        Ok(Bm25Index {
+            searcher,
+            analyzer: product_text_analyzer(),
+            weighted_fields,
+            boosts: boosts.clone(),
+            products,
+            len: catalog.len(),
+        })
+    }
+
+    /// The product of every document, per segment, from the fast field.
+    fn read_product_ids(searcher: &Searcher) -> Result<Vec<Vec<ProductId>>> {
+        let mut out = Vec::with_capacity(searcher.segment_readers().len());
+        for segment in searcher.segment_readers() {
+            let column = segment.fast_fields().u64(PRODUCT_ID_FIELD)?;
+            let ids = (0..segment.max_doc())
+                .map(|doc| {
+                    let raw = column.first(doc).ok_or_else(|| {
+                        SearchError::InvalidArgument(format!(
+                            "document {doc} of the BM25 index has no product id"
+                        ))
+                    })?;
+                    u32::try_from(raw).map(ProductId).map_err(|_| {
+                        SearchError::InvalidArgument(format!("product id {raw} exceeds u32"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(ids);
+        }
+        Ok(out)
+    }
+
+    /// Number of indexed products.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The boosts the index was built with.
+    pub fn boosts(&self) -> &FieldBoosts {
+        &self.boosts
+    }
+
+    /// The distinct analyzed terms of a query (lowercased, folded, stemmed), in order of first
+    /// appearance, at most [`MAX_QUERY_TERMS`].
+    pub fn query_terms(&self, query: &str) -> Vec<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(query);
+        let mut terms: Vec<String> = Vec::new();
+        while terms.len() < MAX_QUERY_TERMS && stream.advance() {
+            let text = &stream.token().text;
+            if !text.is_empty() && !terms.iter().any(|t| t == text) {
+                terms.push(text.clone());
+            }
+        }
+        terms
+    }
+
+    /// The `k` products with the highest BM25 score for `query`, best first (ties broken by
+    /// product id). Products matching no query term are never returned, so the list may be
+    /// shorter than `k`; a query with no word characters returns nothing.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<(ProductId, f32)>> {
+        let k = k.min(self.len);
+        if k == 0 || self.weighted_fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let terms = self.query_terms(query);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+            Vec::with_capacity(terms.len() * self.weighted_fields.len());
+        for term in &terms {
+            for &(field, boost) in &self.weighted_fields {
+                let tq = TermQuery::new(
+                    Term::from_field_text(field, term),
+                    IndexRecordOption::WithFreqs,
+                );
+                clauses.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(tq), boost)),
+                ));
+            }
+        }
+        let query = BooleanQuery::new(clauses);
+        let top = self
+            .searcher
+            .search(&query, &TopDocs::with_limit(k).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let pid = self
+                .products
+                .get(addr.segment_ord as usize)
+                .and_then(|seg| seg.get(addr.doc_id as usize))
+                .copied()
+                .ok_or_else(|| {
+                    SearchError::InvalidArgument(format!(
+                        "BM25 hit {addr:?} is not a known document"
+                    ))
+                })?;
+            hits.push((pid, score));
+        }
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(hits)
+    }
+
+    /// [`search`](Self::search) for many queries, in parallel over rayon's pool; results in query
+    /// order.
+    pub fn search_many(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<(ProductId, f32)>>> {
+        use rayon::prelude::*;
+        queries.par_iter().map(|q| self.search(q, k)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aisle_core::{Product, TaxonomyBuilder};
+
+    fn product(id: &str, title: &str, brand: &str, description: &str, category: NodeId) -> Product {
+        Product {
+            id: id.into(),
+            title: title.into(),
+            description: description.into(),
+            brand: brand.into(),
+            price: None,
+            attributes: vec![],
+            category,
+        }
+    }
+
+    /// A tiny catalog: games and accessories under a two-level taxonomy.
+    fn fixture() -> (Catalog, Taxonomy) {
+        let mut tb = TaxonomyBuilder::new();
+        tb.add_path([("vg", "Video Games"), ("shooter", "Shooter")], None);
+        tb.add_path([("vg", "Video Games"), ("racing", "Racing")], None);
+        tb.add_path([("acc", "Accessories"), ("ctrl", "Controllers")], None);
+        let tax = tb.build().expect("valid taxonomy");
+        let n = |id: &str| tax.node(id).expect("node");
+        let mut c = Catalog::new();
+        let items = [
+            product(
+                "p0",
+                "Gears of War 3",
+                "Microsoft",
+                "A third-person shooter with chainsaws.",
+                n("shooter"),
+            ),
+            product(
+                "p1",
+                "Halo Reach",
+                "Microsoft",
+                "The prequel to Halo, a war story.",
+                n("shooter"),
+            ),
+            product(
+                "p2",
+                "Forza Motorsport 4",
+                "Microsoft",
+                "Racing simulation with 500 cars.",
+                n("racing"),
+            ),
+            product(
+                "p3",
+                "Need for Speed Hot Pursuit",
+                "Electronic Arts",
+                "Police chases and racing.",
+                n("racing"),
+            ),
+            product(
+                "p4",
+                "Wireless Controller Black",
+                "Microsoft",
+                "Pad for the console.",
+                n("ctrl"),
+            ),
+            product(
+                "p5",
+                "Charging Kit",
+                "Nyko",
+                "Keeps your Sony controller charged.",
+                n("ctrl"),
+            ),
+            product(
+                "p6",
+                "Battery Pack",
+                "Generic",
+                "Works with Nyko and other chargers.",
+                n("ctrl"),
+            ),
+        ];
+        for p in items {
+            c.push(p).expect("unique ids");
+        }
+        (c, tax)
+    }
+
+    fn build(boosts: &FieldBoosts) -> (Bm25Index, Catalog) {
+        let (c, t) = fixture();
+        let idx = Bm25Index::build(&c, &t, boosts).expect("index builds");
+        (idx, c)
+    }
+
+    fn ids(hits: &[(ProductId, f32)], c: &Catalog) -> Vec<String> {
+        hits.iter().map(|(p, _)| c.get(*p).id.clone()).collect()
+    }
+
+    #[test]
+    fn exact_title_ranks_first() {
+        let (idx, c) = build(&FieldBoosts::default());
+        assert_eq!(idx.len(), 7);
+        for (pid, p) in c.iter() {
+            let hits = idx.search(&p.title, 3).expect("search");
+            assert_eq!(
+                hits[0].0,
+                pid,
+                "title {:?} -> {:?}",
+                p.title,
+                ids(&hits, &c)
+            );
+            assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1), "sorted by score");
+        }
+    }
+
+    #[test]
+    fn stemming_and_case_folding_match() {
+        let (idx, c) = build(&FieldBoosts::default());
+        let hits = idx.search("CONTROLLERS", 10).expect("search");
+        assert!(ids(&hits, &c).contains(&"p4".to_string()));
+        let hits = idx.search("Motórsport", 1).expect("search");
+        assert_eq!(ids(&hits, &c), ["p2"]);
+    }
+
+    #[test]
+    fn brand_match_outranks_description_match() {
+        // "nyko" is p5's brand and appears in p6's description.
+        let (idx, c) = build(&FieldBoosts::default());
+        let hits = idx.search("nyko", 10).expect("search");
+        assert_eq!(ids(&hits, &c), ["p5", "p6"]);
+
+        // With the description weighted above the brand, the order flips.
+        let flipped = FieldBoosts {
+            brand: 0.1,
+            description: 5.0,
+            ..FieldBoosts::default()
+        };
+        let (idx, c) = build(&flipped);
+        let hits = idx.search("nyko", 10).expect("search");
+        assert_eq!(ids(&hits, &c), ["p6", "p5"]);
+
+        // A zero boost removes the field.
+        let no_brand = FieldBoosts {
+            brand: 0.0,
+            ..FieldBoosts::default()
+        };
+        let (idx, c) = build(&no_brand);
+        let hits = idx.search("nyko", 10).expect("search");
+        assert_eq!(ids(&hits, &c), ["p6"]);
+    }
+
+    #[test]
+    fn taxonomy_names_are_searchable() {
+        let (idx, c) = build(&FieldBoosts::default());
+        // "Racing" is in p2's description too, but "video games" only in the path names.
+        let hits = idx.search("video games", 10).expect("search");
+        let mut got = ids(&hits, &c);
+        got.sort();
+        assert_eq!(got, ["p0", "p1", "p2", "p3"]);
+        let hits = idx.search("accessories", 10).expect("search");
+        assert_eq!(hits.len(), 3);
+    }
+
+    #[test]
+    fn attribute_values_are_searchable() {
+        let (mut c, t) = fixture();
+        let mut p = product("p7", "Headset", "Turtle Beach", "", NodeId(0));
+        p.attributes = vec![("colour".into(), "crimson".into())];
+        c.push(p).expect("unique");
+        let idx = Bm25Index::build(&c, &t, &FieldBoosts::default()).expect("builds");
+        let hits = idx.search("crimson", 10).expect("search");
+        assert_eq!(ids(&hits, &c), ["p7"]);
+        // The attribute name is not indexed.
+        assert!(idx.search("colour", 10).expect("search").is_empty());
+    }
+
+    #[test]
+    fn query_syntax_is_never_an_error() {
+        let (idx, c) = build(&FieldBoosts::default());
+        let nasty = [
+            "\"gears of war",
+            "title:halo",
+            "(forza",
+            "-racing",
+            "halo*",
+            "AND",
+            "OR NOT AND",
+            "halo AND",
+            "[1 TO 5}",
+            "^2 ~ \\ / : ! { }",
+            "gears~2 OR \"",
+            "*",
+            "\u{0}\u{7f}\u{200b}",
+            "ｈａｌｏ",
+        ];
+        for q in nasty {
+            let hits = idx.search(q, 5).unwrap_or_else(|e| panic!("{q:?}: {e}"));
+            assert!(hits.len() <= 5);
+        }
+        assert_eq!(ids(&idx.search("title:halo", 1).expect("ok"), &c), ["p1"]);
+        assert_eq!(ids(&idx.search("(forza", 1).expect("ok"), &c), ["p2"]);
+    }
+
+    #[test]
+    fn empty_and_degenerate_queries_return_nothing() {
+        let (idx, _) = build(&FieldBoosts::default());
+        assert!(idx.search("", 10).expect("ok").is_empty());
+        assert!(idx.search("   \t ", 10).expect("ok").is_empty());
+        assert!(idx.search("!!! ???", 10).expect("ok").is_empty());
+        assert!(idx.search("halo", 0).expect("ok").is_empty());
+        assert!(idx.search("zzzunknownzzz", 10).expect("ok").is_empty());
+        // A k larger than the catalog is fine.
+        assert_eq!(idx.search("microsoft", usize::MAX).expect("ok").len(), 4);
+    }
+
+    #[test]
+    fn long_queries_are_capped() {
+        let (idx, _) = build(&FieldBoosts::default());
+        let long: String = (0..1000).map(|i| format!("w{i} ")).collect();
+        assert_eq!(idx.query_terms(&long).len(), MAX_QUERY_TERMS);
+        assert!(idx.search(&long, 10).expect("ok").is_empty());
+    }
+
+    #[test]
+    fn ties_are_broken_by_product_id() {
+        let mut tb = TaxonomyBuilder::new();
+        tb.add_path([("a", "A")], None);
+        let t = tb.build().expect("taxonomy");
+        let mut c = Catalog::new();
+        for i in 0..20 {
+            c.push(product(&format!("p{i}"), "same title", "", "", NodeId(1)))
+                .expect("unique");
+        }
+        let idx = Bm25Index::build(&c, &t, &FieldBoosts::default()).expect("builds");
+        let hits = idx.search("same", 5).expect("ok");
+        let got: Vec<u32> = hits.iter().map(|h| h.0 .0).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn search_many_matches_search() {
+        let (idx, _) = build(&FieldBoosts::default());
+        let qs = ["halo", "racing", "", "controller"];
+        let many = idx.search_many(&qs, 3).expect("ok");
+        for (q, got) in qs.iter().zip(&many) {
+            assert_eq!(got, &idx.search(q, 3).expect("ok"));
+        }
+    }
+
+    #[test]
+    fn bad_boosts_and_foreign_categories_are_handled() {
+        let (c, t) = fixture();
+        let bad = FieldBoosts {
+            title: f32::NAN,
+            ..FieldBoosts::default()
+        };
+        assert!(Bm25Index::build(&c, &t, &bad).is_err());
+        // A product filed under a node this taxonomy lacks is still indexed, without path names.
+        let mut c2 = Catalog::new();
+        c2.push(product("x", "orphan item", "", "", NodeId(999)))
+            .expect("unique");
+        let idx = Bm25Index::build(&c2, &t, &FieldBoosts::default()).expect("builds");
+        assert_eq!(idx.search("orphan", 1).expect("ok").len(), 1);
+    }
+
+    #[test]
+    fn boosts_round_trip_through_serde() {
+        let b: FieldBoosts = serde_json::from_str(r#"{"title": 3.0}"#).expect("partial config");
+        assert_eq!(b.title, 3.0);
+        assert_eq!(b.brand, FieldBoosts::default().brand);
+        let s = serde_json::to_string(&b).expect("serialises");
+        assert_eq!(serde_json::from_str::<FieldBoosts>(&s).expect("parses"), b);
+        assert!(serde_json::from_str::<FieldBoosts>(r#"{"titel": 1}"#).is_err());
+    }
+}

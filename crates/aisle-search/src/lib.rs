@@ -1,0 +1,28 @@
+//! aisle-search: retrieval over a catalog.
+//!
+//! It owns the lexical index ([`Bm25Index`], BM25 over product text with tantivy) and the vector
+//! indexes behind one trait ([`VectorIndex`]: [`ExactIndex`] by brute force, [`HnswIndex`] with
+//! usearch). It does not embed text (that is `aisle-model`) nor decide how scores are fused and
+//! served (the Searcher, built on these). Every index answers `&self` queries from many threads.
+//!
+//! ```no_run
+//! use aisle_core::adapters::{load, LoadOptions};
+//! use aisle_search::{Bm25Index, FieldBoosts};
+//!
+//! let ds = load("bestbuy_xbox", &LoadOptions::default())?;
+//! let bm25 = Bm25Index::build(&ds.catalog, &ds.taxonomy, &FieldBoosts::default())?;
+//! for (product, score) in bm25.search("gears of war", 10)? {
+//!     println!("{score:.2} {}", ds.catalog.get(product).title);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod lexical;
+pub mod vector;
+
+pub use error::{Result, SearchError};
+pub use lexical::{Bm25Index, FieldBoosts};
+pub use vector::{
+    recall_at_k, search_batch, ExactIndex, HnswIndex, HnswParams, Quantization, VectorIndex,
+};

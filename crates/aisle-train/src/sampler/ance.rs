@@ -1,0 +1,178 @@
+//! ANCE: negatives from the model's own nearest neighbours (Xiong et al., ICLR 2021).
+//!
+//! Every `refresh_every` steps the catalog is re-encoded with the current model and re-indexed,
+//! and the training queries are re-encoded; that refresh is the cost TB-HNS avoids, and
+//! [`Sampler::prepare`] returns it in milliseconds for the training log. Each query's top list is
+//! then searched once, on first use after a refresh, and positives are removed from it.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use aisle_core::rng::Rng;
+use aisle_core::ProductId;
+use aisle_model::{Model, Side};
+use aisle_search::vector::{ExactIndex, VectorIndex};
+
+use super::{draw_with, SampleCtx, SampleStats, Sampler};
+use crate::data::Pair;
+use crate::error::Result;
+
+/// The ANCE sampler.
+pub struct AnceSampler {
+    refresh_every: u64,
+    depth: usize,
+    dim: usize,
+    index: Option<Box<dyn VectorIndex>>,
+    /// Query vectors at the last refresh, `queries x dim`.
+    query_vectors: Vec<f32>,
+    lists: Vec<OnceLock<Vec<ProductId>>>,
+    last_refresh: Option<u64>,
+    refreshes: u64,
+}
+
+impl AnceSampler {
+    pub fn new(refresh_every: u64, depth: usize) -> Self {
+        AnceSampler {
+            refresh_every: refresh_every.max(1),
+            depth,
+            dim: 0,
+            index: None,
+            query_vectors: Vec::new(),
+            lists: Vec::new(),
+            last_refresh: None,
+            refreshes: 0,
+        }
+    }
+
+    pub fn refresh_every(&self) -> u64 {
+        self.refresh_every
+    }
+
+    /// Number of refreshes so far.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes
+    }
+
+    fn refresh(&mut self, model: &Model, ctx: &SampleCtx) -> Result<()> {
+        let d = model.dim();
+        let products = model.encode_rows(Side::Product, &ctx.data.product_rows);
+        self.index = Some(Box::new(ExactIndex::new(d, products)?));
+        self.query_vectors = model.encode_rows(Side::Query, &ctx.data.query_rows);
+        self.dim = d;
+        self.lists = (0..ctx.data.queries.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        self.refreshes += 1;
+        Ok(())
+    }
+
+    /// The model's own top non-positive products for training query `q` at the last refresh.
+    pub fn list(&self, ctx: &SampleCtx, q: u32) -> &[ProductId] {
+        let Some(slot) = self.lists.get(q as usize) else {
+            return &[];
+        };
+        slot.get_or_init(|| {
+            let Some(index) = &self.index else {
+                return Vec::new();
+            };
+            let v = &self.query_vectors[q as usize * self.dim..(q as usize + 1) * self.dim];
+            let want = self.depth + ctx.data.positives[q as usize].len();
+            match index.search(v, want) {
+                Ok(hits) => hits
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .filter(|&p| !ctx.data.is_positive(q, p))
+                    .take(self.depth)
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        })
+    }
+}
+
+impl Sampler for AnceSampler {
+    fn name(&self) -> String {
+        format!("ance(refresh={},top={})", self.refresh_every, self.depth)
+    }
+
+    fn prepare(&mut self, step: u64, model: &Model, ctx: &SampleCtx) -> Result<f64> {
+        // A resumed run starts with no index and refreshes at once: checkpoints are taken at
+        // multiples of `refresh_every`, so that is the step an uninterrupted run refreshes at.
+        let due = match self.last_refresh {
+            None => true,
+            Some(last) => step >= last + self.refresh_every,
+        };
+        if !due {
+            return Ok(0.0);
+        }
+        let start = Instant::now();
+        self.refresh(model, ctx)?;
+        self.last_refresh = Some(step);
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
+
+    fn sample(
+        &self,
+        ctx: &SampleCtx,
+        pair: &Pair,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<ProductId>,
+    ) -> SampleStats {
+        let list = self.list(ctx, pair.query);
+        draw_with(ctx, pair, k, rng, out, |rng| rng.choose(list).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::testing::world;
+
+    #[test]
+    fn negatives_are_the_models_own_top_non_positives() {
+        let (ds, data, model) = world();
+        let ctx = SampleCtx {
+            data: &data,
+            dataset: &ds,
+            step: 0,
+        };
+        let mut s = AnceSampler::new(10, 3);
+        let ms = s.prepare(0, &model, &ctx).expect("refresh");
+        assert!(ms >= 0.0);
+        assert_eq!(s.refreshes(), 1);
+        assert_eq!(s.prepare(5, &model, &ctx).expect("no refresh"), 0.0);
+        assert_eq!(s.refreshes(), 1);
+        let pair = data.pairs[0];
+        // The expected list: exact ranking of every product by the model, positives removed.
+        let q = model.encode_query(&data.queries[pair.query as usize]);
+        let mut scored: Vec<(f32, ProductId)> = ds
+            .catalog
+            .iter()
+            .map(|(id, p)| {
+                (
+                    aisle_model::tower::dot(&q, &model.encode_product(p, &ds.taxonomy)),
+                    id,
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let expected: Vec<ProductId> = scored
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|&p| !data.is_positive(pair.query, p))
+            .take(3)
+            .collect();
+        let mut got = s.list(&ctx, pair.query).to_vec();
+        let mut want = expected.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        let mut rng = Rng::new(3);
+        let mut out = Vec::new();
+        s.sample(&ctx, &pair, 5, &mut rng, &mut out);
+        assert!(out.iter().all(|p| expected.contains(p)));
+        s.prepare(10, &model, &ctx).expect("refresh");
+        assert_eq!(s.refreshes(), 2);
+    }
+}

@@ -1,0 +1,312 @@
+//! Sampler specifications: what a config file or `--sampler` names, and building the sampler.
+//!
+//! The command-line syntax:
+//!
+//! ```text
+//! in-batch                          no sampled negatives (k = 0)
+//! random                            uniform over the catalog
+//! popularity[:alpha=0.75]           by training popularity
+//! bm25[:top=50]                     from the query's BM25 top list
+//! ance[:refresh=200,top=50]         from the model's own top list, re-indexed every 200 steps
+//! taxonomy[:leaf=1,sibling=1,cousin=0.5]    TB-HNS
+//! mix:0.5*taxonomy+0.5*random       a weighted mixture ('+' between parts)
+//! curriculum:random->taxonomy@500..1500     from the first to the second over steps 500..1500
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AnceSampler, Bm25Sampler, Curriculum, Mixture, PopularitySampler, Sampler, TaxonomySampler,
+    TaxonomyWeights, UniformSampler,
+};
+use crate::data::TrainData;
+use crate::error::{Result, TrainError};
+
+/// A sampler, as configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SamplerSpec {
+    InBatch,
+    Random,
+    Popularity {
+        alpha: f64,
+    },
+    Bm25 {
+        top: usize,
+    },
+    Ance {
+        refresh: u64,
+        top: usize,
+    },
+    Taxonomy(TaxonomyWeights),
+    Mix {
+        parts: Vec<(f64, SamplerSpec)>,
+    },
+    Curriculum {
+        from: Box<SamplerSpec>,
+        to: Box<SamplerSpec>,
+        start: u64,
+        end: u64,
+    },
+}
+
+fn params(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for kv in text.split(',').filter(|s| !s.trim().is_empty()) {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            TrainError::Config(format!("sampler parameter `{kv}` is not name=value"))
+        })?;
+        map.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(map)
+}
+
+fn take<T: std::str::FromStr>(
+    map: &mut BTreeMap<String, String>,
+    key: &str,
+    default: T,
+) -> Result<T> {
+    match map.remove(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            TrainError::Config(format!("sampler parameter `{key}`: cannot read `{v}`"))
+        }),
+    }
+}
+
+fn no_more(name: &str, map: BTreeMap<String, String>) -> Result<()> {
+    match map.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(TrainError::Config(format!(
+            "sampler `{name}` has no parameter `{k}`"
+        ))),
+    }
+}
+
+impl SamplerSpec {
+    /// Parses the command-line syntax (see the module documentation).
+    pub fn parse(text: &str) -> Result<SamplerSpec> {
+        let text = text.trim();
+        let (name, rest) = match text.split_once(':') {
+            Some((n, r)) => (n.trim(), r),
+            None => (text, ""),
+        };
+        match name {
+            "mix" => {
+                let parts = rest
+                    .split('+')
+                    .map(|part| {
+                        let (w, spec) = part.split_once('*').ok_or_else(|| {
+                            TrainError::Config(format!(
+                                "mixture part `{part}` is not weight*sampler"
+                            ))
+                        })?;
+                        let w: f64 = w.trim().parse().map_err(|_| {
+                            TrainError::Config(format!("mixture weight `{w}` is not a number"))
+                        })?;
+                        if !(w.is_finite() && w >= 0.0) {
+                            return Err(TrainError::Config(format!(
+                                "mixture weight {w} must be >= 0"
+                            )));
+                        }
+                        Ok((w, SamplerSpec::parse(spec)?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if parts.iter().all(|(w, _)| *w == 0.0) {
+                    return Err(TrainError::Config(
+                        "a mixture needs a positive weight".into(),
+                    ));
+                }
+                return Ok(SamplerSpec::Mix { parts });
+            }
+            "curriculum" => {
+                let bad = || {
+                    TrainError::Config(format!(
+                        "curriculum `{rest}` is not FIRST->SECOND@START..END (e.g. random->taxonomy@500..1500)"
+                    ))
+                };
+                let (samplers, steps) = rest.rsplit_once('@').ok_or_else(bad)?;
+                let (from, to) = samplers.split_once("->").ok_or_else(bad)?;
+                let (start, end) = steps.split_once("..").ok_or_else(bad)?;
+                return Ok(SamplerSpec::Curriculum {
+                    from: Box::new(SamplerSpec::parse(from)?),
+                    to: Box::new(SamplerSpec::parse(to)?),
+                    start: start.trim().parse().map_err(|_| bad())?,
+                    end: end.trim().parse().map_err(|_| bad())?,
+                });
+            }
+            _ => {}
+        }
+        let mut p = params(rest)?;
+        let spec = match name {
+            "in-batch" | "in_batch" | "inbatch" => SamplerSpec::InBatch,
+            "random" | "uniform" => SamplerSpec::Random,
+            "popularity" => SamplerSpec::Popularity {
+                alpha: take(&mut p, "alpha", 0.75)?,
+            },
+            "bm25" => SamplerSpec::Bm25 {
+                top: take(&mut p, "top", 50)?,
+            },
+            "ance" => SamplerSpec::Ance {
+                refresh: take(&mut p, "refresh", 200)?,
+                top: take(&mut p, "top", 50)?,
+            },
+            "taxonomy" | "tbhns" | "tb-hns" => {
+                let d = TaxonomyWeights::default();
+                SamplerSpec::Taxonomy(TaxonomyWeights {
+                    leaf: take(&mut p, "leaf", d.leaf)?,
+                    sibling: take(&mut p, "sibling", d.sibling)?,
+                    cousin: take(&mut p, "cousin", d.cousin)?,
+                })
+            }
+            other => {
+                return Err(TrainError::Config(format!(
+                    "unknown sampler `{other}`: expected in-batch, random, popularity, bm25, ance, taxonomy, mix:..., curriculum:..."
+                )))
+            }
+        };
+        no_more(name, p)?;
+        Ok(spec)
+    }
+
+    /// True when the spec draws no negatives (in-batch only).
+    pub fn is_in_batch(&self) -> bool {
+        matches!(self, SamplerSpec::InBatch)
+    }
+
+    /// The ANCE refresh interval anywhere in the spec (checkpoints must fall on it).
+    pub fn ance_refresh(&self) -> Option<u64> {
+        match self {
+            SamplerSpec::Ance { refresh, .. } => Some(*refresh),
+            SamplerSpec::Mix { parts } => parts.iter().find_map(|(_, s)| s.ance_refresh()),
+            SamplerSpec::Curriculum { from, to, .. } => from.ance_refresh().or(to.ance_refresh()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SamplerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SamplerSpec::InBatch => write!(f, "in-batch"),
+            SamplerSpec::Random => write!(f, "random"),
+            SamplerSpec::Popularity { alpha } => write!(f, "popularity:alpha={alpha}"),
+            SamplerSpec::Bm25 { top } => write!(f, "bm25:top={top}"),
+            SamplerSpec::Ance { refresh, top } => write!(f, "ance:refresh={refresh},top={top}"),
+            SamplerSpec::Taxonomy(w) => write!(
+                f,
+                "taxonomy:leaf={},sibling={},cousin={}",
+                w.leaf, w.sibling, w.cousin
+            ),
+            SamplerSpec::Mix { parts } => {
+                write!(f, "mix:")?;
+                for (i, (w, s)) in parts.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, "+")?;
+                    }
+                    write!(f, "{w}*{s}")?;
+                }
+                Ok(())
+            }
+            SamplerSpec::Curriculum {
+                from,
+                to,
+                start,
+                end,
+            } => {
+                write!(f, "curriculum:{from}->{to}@{start}..{end}")
+            }
+        }
+    }
+}
+
+/// Builds the sampler a spec names (`None` for in-batch only).
+pub fn build(
+    spec: &SamplerSpec,
+    ds: &aisle_core::Dataset,
+    data: &TrainData,
+) -> Result<Option<Box<dyn Sampler>>> {
+    Ok(Some(match spec {
+        SamplerSpec::InBatch => return Ok(None),
+        SamplerSpec::Random => Box::new(UniformSampler),
+        SamplerSpec::Popularity { alpha } => Box::new(PopularitySampler::new(data, *alpha)),
+        SamplerSpec::Bm25 { top } => Box::new(Bm25Sampler::new(ds, data, *top)?),
+        SamplerSpec::Ance { refresh, top } => Box::new(AnceSampler::new(*refresh, *top)),
+        SamplerSpec::Taxonomy(w) => Box::new(TaxonomySampler::new(ds, *w)),
+        SamplerSpec::Mix { parts } => {
+            let mut built = Vec::new();
+            for (w, s) in parts {
+                let s = build(s, ds, data)?.ok_or_else(|| {
+                    TrainError::Config("in-batch cannot be part of a mixture".into())
+                })?;
+                built.push((*w, s));
+            }
+            Box::new(Mixture::new(built))
+        }
+        SamplerSpec::Curriculum {
+            from,
+            to,
+            start,
+            end,
+        } => {
+            let in_batch = || TrainError::Config("in-batch cannot be part of a curriculum".into());
+            let from = build(from, ds, data)?.ok_or_else(in_batch)?;
+            let to = build(to, ds, data)?.ok_or_else(in_batch)?;
+            Box::new(Curriculum::new(from, to, *start, *end))
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_and_round_trips() {
+        for text in [
+            "in-batch",
+            "random",
+            "popularity:alpha=0.5",
+            "bm25:top=30",
+            "ance:refresh=100,top=20",
+            "taxonomy:leaf=1,sibling=0.5,cousin=0",
+            "mix:0.5*taxonomy:leaf=1,sibling=1,cousin=0.5+0.5*random",
+            "curriculum:random->taxonomy:leaf=1,sibling=1,cousin=0.5@500..1500",
+        ] {
+            let spec = SamplerSpec::parse(text).expect(text);
+            assert_eq!(
+                SamplerSpec::parse(&spec.to_string()).expect("again"),
+                spec,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            SamplerSpec::parse("taxonomy").expect("defaults"),
+            SamplerSpec::Taxonomy(TaxonomyWeights::default())
+        );
+        assert_eq!(
+            SamplerSpec::parse("ance:refresh=50")
+                .expect("ance")
+                .ance_refresh(),
+            Some(50)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        for bad in [
+            "nope",
+            "bm25:depth=3",
+            "bm25:top=x",
+            "mix:taxonomy",
+            "mix:0*random",
+            "curriculum:random",
+            "taxonomy:leaf",
+        ] {
+            assert!(SamplerSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The training loop.
+//!
+//! One step: take the next `B` pairs of the epoch's shuffled order, let the sampler draw `k`
+//! negatives per pair, encode the `B` queries and `B (1 + k)` candidates, compute MNRL, run the
+//! towers' backward pass, and update the touched embedding rows (sparse) and the heads (dense).
+//!
+//! Everything random derives from `(seed, step, position)`, and every parallel reduction sums in
+//! a fixed order, so a run is the same whatever the thread count, and a run resumed from a
+//! checkpoint ends with the same model as an uninterrupted one.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use aisle_core::rng::Rng;
+use aisle_core::{Dataset, ProductId, Split};
+use aisle_model::tower::{Cache, Dense, Pooling};
+use aisle_model::{Model, ModelConfig, Side};
+
+use crate::data::{Pair, TrainData};
+use crate::error::{Result, TrainError};
+use crate::eval::{recall_at_k, ValidationSet};
+use crate::loss::mnrl;
+use crate::optim::{
+    adam_update, bias_corrections, row_adagrad_update, DenseAdam, OptimConfig, SparseState,
+};
+use crate::sampler::{self, SampleCtx, SampleStats, Sampler, SamplerSpec};
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub sampler: SamplerSpec,
+    /// Pairs per step.
+    pub batch_size: usize,
+    /// Sampled negatives per pair (ignored, i.e. 0, for the in-batch sampler).
+    pub negatives: usize,
+    pub steps: u64,
+    pub seed: u64,
+    /// Steps between training-log lines.
+    pub log_every: u64,
+    /// Steps between validation Recall@10 measurements (0 = only at the end).
+    pub eval_every: u64,
+    /// At most this many validation queries (a seeded sample) per measurement.
+    pub eval_queries: usize,
+    /// Steps between checkpoints (0 = none).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelConfig::default(),
+            optim: OptimConfig::default(),
+            sampler: SamplerSpec::Taxonomy(Default::default()),
+            batch_size: 256,
+            negatives: 4,
+            steps: 2000,
+            seed: 42,
+            log_every: 50,
+            eval_every: 250,
+            eval_queries: 1000,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Negatives per pair actually drawn.
+    pub fn k(&self) -> usize {
+        if self.sampler.is_in_batch() {
+            0
+        } else {
+            self.negatives
+        }
+    }
+
+    /// Checks the settings that would otherwise fail late.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size < 2 {
+            return Err(TrainError::Config("batch_size must be at least 2".into()));
+        }
+        if self.model.tower.dim == 0 {
+            return Err(TrainError::Config("dim must be at least 1".into()));
+        }
+        if !(10..=28).contains(&self.model.featurizer.buckets_log2) {
+            return Err(TrainError::Config(format!(
+                "buckets_log2 must be within 10..=28, got {}",
+                self.model.featurizer.buckets_log2
+            )));
+        }
+        if !(self.model.scale.is_finite() && self.model.scale > 0.0) {
+            return Err(TrainError::Config("scale must be a positive number".into()));
+        }
+        if let (Some(r), c) = (self.sampler.ance_refresh(), self.checkpoint_every) {
+            if c > 0 && c % r != 0 {
+                return Err(TrainError::Config(format!(
+                    "checkpoint_every ({c}) must be a multiple of the ANCE refresh interval ({r}) so that a resumed run re-indexes where an uninterrupted one does"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Timings and counts of one step.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub sample_ms: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub refresh_ms: f64,
+    pub removed_positives: u32,
+    pub fallbacks: u32,
+    pub masked_in_batch: u32,
+    pub touched_rows: usize,
+}
+
+/// A training run in progress.
+pub struct Trainer<'a> {
+    pub cfg: TrainConfig,
+    pub ds: &'a Dataset,
+    pub split: &'a Split,
+    pub data: TrainData,
+    pub model: Model,
+    sampler: Option<Box<dyn Sampler>>,
+    pub(crate) sparse: SparseState,
+    pub(crate) dense: Vec<DenseAdam>,
+    /// Rows that have ever been updated (their optimiser state is non-zero).
+    pub(crate) touched: Vec<bool>,
+    /// Steps done so far.
+    pub step: u64,
+    epoch: Option<(u64, Vec<u32>)>,
+    caches: Vec<Cache>,
+    validation: ValidationSet,
+}
+
+/// Raw pointer to a slice that parallel workers write at disjoint rows.
+struct RowWriter(*mut f32);
+// SAFETY: workers only touch disjoint rows (the unique ids of one step), see `apply_sparse`.
+unsafe impl Send for RowWriter {}
+unsafe impl Sync for RowWriter {}
+
+impl RowWriter {
+    /// # Safety
+    /// No other thread may access row `r` while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize, d: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(r * d), d)
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// A fresh run: a new model, training data from `split`, the configured sampler.
+    pub fn new(cfg: TrainConfig, ds: &'a Dataset, split: &'a Split) -> Result<Trainer<'a>> {
+        cfg.validate()?;
+        let model = Model::new(cfg.model.clone());
+        let data = TrainData::build(ds, split, &model);
+        if data.pairs.is_empty() {
+            return Err(TrainError::Config(format!(
+                "split `{}` of `{}` has no training pairs",
+                split.name, ds.name
+            )));
+        }
+        if ds.catalog.len() < 2 {
+            return Err(TrainError::Config(
+                "the catalog needs at least two products".into(),
+            ));
+        }
+        let sampler = sampler::build(&cfg.sampler, ds, &data)?;
+        let rows = model.towers.rows;
+        let d = model.dim();
+        let validation = ValidationSet::new(ds, &split.validation, cfg.eval_queries, cfg.seed);
+        Ok(Trainer {
+            sparse: SparseState::new(cfg.optim.sparse, rows, d),
+            dense: model
+                .towers
+                .heads
+                .iter()
+                .map(|_| DenseAdam::new(d))
+                .collect(),
+            touched: vec![false; rows],
+            step: 0,
+            epoch: None,
+            caches: Vec::new(),
+            validation,
+            cfg,
+            ds,
+            split,
+            data,
+            model,
+            sampler,
+        })
+    }
+
+    /// Facts about the sampler worth logging once.
+    pub fn sampler_notes(&self) -> Vec<String> {
+        self.sampler.as_ref().map(|s| s.notes()).unwrap_or_default()
+    }
+
+    /// The sampler's name ("in-batch" when none).
+    pub fn sampler_name(&self) -> String {
+        self.sampler
+            .as_ref()
+            .map(|s| s.name())
+            .unwrap_or_else(|| "in-batch".into())
+    }
+
+    /// Pair indices of the batch of `step`.
+    fn batch(&mut self, step: u64) -> Vec<u32> {
+        let n = self.data.pairs.len() as u64;
+        let b = self.cfg.batch_size as u64;
+        (0..b)
+            .map(|i| {
+                let pos = step * b + i;
+                let (epoch, offset) = (pos / n, (pos % n) as usize);
+                if self.epoch.as_ref().map(|e| e.0) != Some(epoch) {
+                    let mut order: Vec<u32> = (0..n as u32).collect();
+                    Rng::stream(self.cfg.seed ^ 0xE90C_0000, epoch).shuffle(&mut order);
+                    self.epoch = Some((epoch, order));
+                }
+                self.epoch.as_ref().map(|e| e.1[offset]).unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Runs one step.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let step = self.step;
+        let k = self.cfg.k();
+        let d = self.model.dim();
+        let mut stats = StepStats {
+            step,
+            ..Default::default()
+        };
+        let batch = self.batch(step);
+        let pairs: Vec<Pair> = batch.iter().map(|&i| self.data.pairs[i as usize]).collect();
+        let b = pairs.len();
+
+        // 1. Negatives.
+        let t0 = Instant::now();
+        let mut negatives: Vec<ProductId> = Vec::with_capacity(b * k);
+        if let Some(sampler) = self.sampler.as_mut() {
+            let ctx = SampleCtx {
+                data: &self.data,
+                dataset: self.ds,
+                step,
+            };
+            stats.refresh_ms = sampler.prepare(step, &self.model, &ctx)?;
+            let t_sample = Instant::now();
+            let sampler = &**sampler;
+            let seed = self.cfg.seed;
+            let drawn: Vec<(Vec<ProductId>, SampleStats)> = pairs
+                .par_iter()
+                .enumerate()
+                .map(|(i, pair)| {
+                    let mut rng = Rng::stream(seed ^ 0x5A3F_1E00, step * b as u64 + i as u64);
+                    let mut out = Vec::with_capacity(k);
+                    let s = sampler.sample(&ctx, pair, k, &mut rng, &mut out);
+                    out.truncate(k);
+                    (out, s)
+                })
+                .collect();
+            let mut total = SampleStats::default();
+            for (out, s) in drawn {
+                negatives.extend(out);
+                total += s;
+            }
+            stats.removed_positives = total.removed_positives;
+            stats.fallbacks = total.fallbacks;
+            stats.sample_ms = t_sample.elapsed().as_secs_f64() * 1e3;
+        } else {
+            stats.sample_ms = t0.elapsed().as_secs_f64() * 1e3;
+        }
+
+        // 2. Forward: queries, then candidates (positives, then negatives pair by pair).
+        let t1 = Instant::now();
+        let n_texts = b + b + b * k;
+        let texts: Vec<(Side, &[u32])> = pairs
+            .iter()
+            .map(|p| (Side::Query, self.data.query_rows.row(p.query as usize)))
+            .chain(
+                pairs
+                    .iter()
+                    .map(|p| p.product)
+                    .chain(negatives.iter().copied())
+                    .map(|p| (Side::Product, self.data.product_rows.row(p.index()))),
+            )
+            .collect();
+        self.caches.resize_with(n_texts, Cache::default);
+        let towers = &self.model.towers;
+        self.caches
+            .par_iter_mut()
+            .zip(texts.par_iter())
+            .for_each(|(cache, (side, ids))| towers.forward(*side, ids, cache));
+        let mut zq = Vec::with_capacity(b * d);
+        let mut zc = Vec::with_capacity((n_texts - b) * d);
+        for (i, c) in self.caches.iter().enumerate() {
+            if i < b {
+                zq.extend_from_slice(&c.z);
+            } else {
+                zc.extend_from_slice(&c.z);
+            }
+        }
+        let data = &self.data;
+        let masked = |i: usize, j: usize| {
+            pairs[j].product == pairs[i].product
+                || data.is_positive(pairs[i].query, pairs[j].product)
+        };
+        stats.masked_in_batch = (0..b)
+            .map(|i| (0..b).filter(|&j| j != i && masked(i, j)).count() as u32)
+            .sum();
+        let out = mnrl(&zq, &zc, d, k, self.model.cfg.scale, &masked);
+        stats.loss = out.loss;
+        stats.accuracy = out.accuracy;
+        stats.forward_ms = t1.elapsed().as_secs_f64() * 1e3;
+
+        // 3. Backward through the towers, in fixed chunks so that sums do not depend on threads.
+        let t2 = Instant::now();
+        const CHUNK: usize = 64;
+        let n_heads = self.model.towers.heads.len();
+        let caches = &self.caches;
+        let partial: Vec<(Vec<Dense>, Vec<f32>)> = (0..n_texts)
+            .collect::<Vec<_>>()
+            .par_chunks(CHUNK)
+            .map(|chunk| {
+                let mut grads: Vec<Dense> = (0..n_heads).map(|_| zero_dense(d)).collect();
+                let mut dxs = vec![0.0f32; chunk.len() * d];
+                let mut dx = Vec::with_capacity(d);
+                for (slot, &t) in chunk.iter().enumerate() {
+                    let (side, _) = texts[t];
+                    let dz = if t < b {
+                        &out.d_query[t * d..(t + 1) * d]
+                    } else {
+                        &out.d_candidates[(t - b) * d..(t - b + 1) * d]
+                    };
+                    let h = towers.head_index(side);
+                    towers.backward(side, &caches[t], dz, &mut grads[h], &mut dx);
+                    dxs[slot * d..(slot + 1) * d].copy_from_slice(&dx);
+                }
+                (grads, dxs)
+            })
+            .collect();
+        let mut head_grads: Vec<Dense> = (0..n_heads).map(|_| zero_dense(d)).collect();
+        let mut dx_all = Vec::with_capacity(n_texts * d);
+        for (grads, dxs) in partial {
+            for (acc, g) in head_grads.iter_mut().zip(&grads) {
+                for (a, x) in acc.w.iter_mut().zip(&g.w) {
+                    *a += x;
+                }
+                for (a, x) in acc.b.iter_mut().zip(&g.b) {
+                    *a += x;
+                }
+            }
+            dx_all.extend_from_slice(&dxs);
+        }
+
+        // 4. Updates: sparse rows, then heads.
+        let opt_step = step + 1;
+        stats.touched_rows = apply_sparse(
+            SparseTarget {
+                emb: &mut self.model.towers.emb,
+                state: &mut self.sparse,
+                touched: &mut self.touched,
+                d,
+                pooling: self.model.cfg.tower.pooling,
+                cfg: &self.cfg.optim,
+            },
+            &texts,
+            &dx_all,
+            opt_step,
+        );
+        for (h, g) in head_grads.iter().enumerate() {
+            self.dense[h].step(
+                &self.cfg.optim,
+                opt_step,
+                &mut self.model.towers.heads[h],
+                g,
+            );
+        }
+        stats.backward_ms = t2.elapsed().as_secs_f64() * 1e3;
+        self.step += 1;
+        Ok(stats)
+    }
+
+    /// Validation Recall@10 of the current model (`None` when the split has no validation part).
+    pub fn validate(&self) -> Result<Option<f64>> {
+        if self.validation.is_empty() {
+            return Ok(None);
+        }
+        recall_at_k(&self.model, &self.data.product_rows, &self.validation, 10).map(Some)
+    }
+
+    /// The validation set used by [`validate`](Self::validate).
+    pub fn validation_set(&self) -> &ValidationSet {
+        &self.validation
+    }
+}
+
+/// What the sparse update writes: the embedding table, its optimiser state and the touched flags.
+struct SparseTarget<'a> {
+    emb: &'a mut [f32],
+    state: &'a mut SparseState,
+    touched: &'a mut [bool],
+    d: usize,
+    pooling: Pooling,
+    cfg: &'a OptimConfig,
+}
+
+/// Sums each touched row's gradient (in text order) and applies the sparse optimiser.
+/// Returns the number of distinct rows updated.
+fn apply_sparse(
+    target: SparseTarget,
+    texts: &[(Side, &[u32])],
+    dx_all: &[f32],
+    opt_step: u64,
+) -> usize {
+    let SparseTarget {
+        emb,
+        state,
+        touched,
+        d,
+        pooling,
+        cfg,
+    } = target;
+    // (row, text) for every feature occurrence, sorted: each row's contributions are then
+    // contiguous and in text order.
+    let mut occ: Vec<(u32, u32)> = texts
+        .iter()
+        .enumerate()
+        .flat_map(|(t, (_, ids))| ids.iter().map(move |&r| (r, t as u32)))
+        .collect();
+    occ.par_sort_unstable();
+    let mut starts: Vec<usize> = Vec::new();
+    for i in 0..occ.len() {
+        if i == 0 || occ[i].0 != occ[i - 1].0 {
+            starts.push(i);
+        }
+    }
+    let n_rows = starts.len();
+    starts.push(occ.len());
+    let weights: Vec<f32> = texts
+        .iter()
+        .map(|(_, ids)| pooling.weight(ids.len()))
+        .collect();
+    let bc = bias_corrections(cfg, opt_step);
+    let emb = RowWriter(emb.as_mut_ptr());
+    let (m_ptr, v_ptr, acc_ptr) = match state {
+        SparseState::Adam { m, v } => (
+            RowWriter(m.as_mut_ptr()),
+            RowWriter(v.as_mut_ptr()),
+            RowWriter(std::ptr::null_mut()),
+        ),
+        SparseState::RowAdagrad { acc } => (
+            RowWriter(std::ptr::null_mut()),
+            RowWriter(std::ptr::null_mut()),
+            RowWriter(acc.as_mut_ptr()),
+        ),
+    };
+    let adam = matches!(state, SparseState::Adam { .. });
+    let occ = &occ;
+    let starts = &starts;
+    (0..n_rows).into_par_iter().with_min_len(64).for_each_init(
+        || vec![0.0f32; d],
+        |g, u| {
+            let (s, e) = (starts[u], starts[u + 1]);
+            let row = occ[s].0 as usize;
+            g.iter_mut().for_each(|x| *x = 0.0);
+            for &(_, t) in &occ[s..e] {
+                let t = t as usize;
+                let w = weights[t];
+                for (gi, xi) in g.iter_mut().zip(&dx_all[t * d..(t + 1) * d]) {
+                    *gi += w * xi;
+                }
+            }
+            // SAFETY: `row` is unique to this task (rows are grouped), and the pointers are
+            // to `rows x d` (Adam moments, table) or `rows` (Adagrad) buffers that outlive
+            // this parallel loop and are not otherwise accessed during it.
+            unsafe {
+                let p = emb.row(row, d);
+                if adam {
+                    adam_update(
+                        cfg,
+                        cfg.lr_embedding,
+                        bc,
+                        p,
+                        g,
+                        m_ptr.row(row, d),
+                        v_ptr.row(row, d),
+                    );
+                } else {
+                    row_adagrad_update(cfg, cfg.lr_embedding, p, g, &mut acc_ptr.row(row, 1)[0]);
+                }
+            }
+        },
+    );
+    for u in 0..n_rows {
+        touched[occ[starts[u]].0 as usize] = true;
+    }
+    n_rows
+}
+
+fn zero_dense(d: usize) -> Dense {
+    Dense {
+        dim: d,
+        w: vec![0.0; d * d],
+        b: vec![0.0; d],
+    }
+}
