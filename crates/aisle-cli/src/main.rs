@@ -11,6 +11,8 @@ use aisle_core::stats::{fmt_n, DatasetStats};
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
+mod train;
+
 #[derive(Parser)]
 #[command(name = "aisle", version, about = "Personalized semantic product search", long_about = None)]
 struct Cli {
@@ -27,6 +29,10 @@ enum Command {
     },
     /// Generate a synthetic retail world and write it in the generic format.
     Generate(GenerateArgs),
+    /// Train the two-tower model (TB-HNS by default) and write model.aisle and train_log.jsonl.
+    Train(Box<train::TrainArgs>),
+    /// Embed a catalog or a list of queries with a trained model (.npy or .jsonl).
+    Encode(train::EncodeArgs),
     /// Benchmarks (not tests): print measured figures.
     Bench {
         #[command(subcommand)]
@@ -34,11 +40,9 @@ enum Command {
     },
 }
 
-#[derive(Args)]
-struct LoadArgs {
-    /// A dataset name (bestbuy_xbox, instacart, flipkart_sample, bestbuy_categories, synthetic)
-    /// or a folder in the generic format (docs/data-format.md).
-    dataset: String,
+/// Where datasets are read from and how strictly.
+#[derive(Args, Clone)]
+pub(crate) struct DataOpts {
     /// Folder of the real datasets [default: $AISLE_DATA_DIR, else ../shared/data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -50,7 +54,7 @@ struct LoadArgs {
     seed: u64,
 }
 
-impl LoadArgs {
+impl DataOpts {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             data_dir: self.data_dir.clone(),
@@ -64,9 +68,10 @@ impl LoadArgs {
         }
     }
 
-    fn load(&self) -> Result<aisle_core::Dataset> {
-        let ds = adapters::load(&self.dataset, &self.options())
-            .with_context(|| format!("loading dataset `{}`", self.dataset))?;
+    /// Loads a dataset by name or folder, printing what a lenient import skipped.
+    pub(crate) fn load(&self, dataset: &str) -> Result<aisle_core::Dataset> {
+        let ds = adapters::load(dataset, &self.options())
+            .with_context(|| format!("loading dataset `{dataset}`"))?;
         if self.lenient && !ds.report.is_empty() {
             eprintln!(
                 "lenient import skipped or merged {} rows:",
@@ -77,6 +82,21 @@ impl LoadArgs {
             }
         }
         Ok(ds)
+    }
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// A dataset name (bestbuy_xbox, instacart, flipkart_sample, bestbuy_categories, synthetic)
+    /// or a folder in the generic format (docs/data-format.md).
+    dataset: String,
+    #[command(flatten)]
+    opts: DataOpts,
+}
+
+impl LoadArgs {
+    fn load(&self) -> Result<aisle_core::Dataset> {
+        self.opts.load(&self.dataset)
     }
 }
 
@@ -177,6 +197,8 @@ enum BenchCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Training throughput: pairs/s per sampler, where step time goes, peak memory.
+    Train(train::BenchTrainArgs),
 }
 
 fn main() {
@@ -233,8 +255,11 @@ fn run(cli: Cli) -> Result<()> {
                 start.elapsed().as_secs_f64() - generated
             );
         }
+        Command::Train(args) => train::train(*args)?,
+        Command::Encode(args) => train::encode(args)?,
         Command::Bench { command } => match command {
             BenchCommand::Generate { world, out } => bench_generate(&world, out)?,
+            BenchCommand::Train(args) => train::bench_train(args)?,
         },
     }
     Ok(())
@@ -293,7 +318,7 @@ fn bench_generate(args: &WorldArgs, out: Option<PathBuf>) -> Result<()> {
 }
 
 /// Peak resident set size of this process (VmHWM), on Linux.
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

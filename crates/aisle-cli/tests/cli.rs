@@ -161,3 +161,140 @@ fn stats_table_output_is_aligned_text() {
     assert!(stdout.contains("products per non-empty leaf"), "{stdout}");
     assert!(stdout.contains("splits"), "{stdout}");
 }
+
+/// A generated world small enough to train on in a second.
+fn tiny_world(dir: &Path) -> String {
+    let world = dir.join("world");
+    let w = world.to_str().expect("utf-8 path").to_owned();
+    let out = aisle(&[
+        "generate",
+        "--products",
+        "400",
+        "--users",
+        "40",
+        "--sessions",
+        "400",
+        "--out",
+        &w,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    w
+}
+
+#[test]
+fn train_writes_model_and_log_and_encode_exports_npy_and_jsonl() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let run = d.path().join("run");
+    let run_s = run.to_str().expect("utf-8 path");
+    let out = aisle(&[
+        "train",
+        "--dataset",
+        &world,
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--dim",
+        "16",
+        "--buckets-log2",
+        "14",
+        "--eval-every",
+        "10",
+        "--quiet",
+        "--out",
+        run_s,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("validation R@10      0:"), "{stdout}");
+    assert!(run.join("model.aisle").is_file());
+    let log = std::fs::read_to_string(run.join("train_log.jsonl")).expect("log");
+    assert!(log.lines().count() >= 4, "{log}");
+
+    let model = run.join("model.aisle");
+    let model_s = model.to_str().expect("utf-8 path");
+    let queries = d.path().join("q.txt");
+    std::fs::write(&queries, "oled tv\n\nrunning shoes\nkids jacket\n").expect("write");
+    let npy = d.path().join("q.npy");
+    let out = aisle(&[
+        "encode",
+        "--model",
+        model_s,
+        "--queries",
+        queries.to_str().expect("utf-8"),
+        "--out",
+        npy.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let bytes = std::fs::read(&npy).expect("npy");
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + header_len) % 64, 0, "data is 64-byte aligned");
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).expect("ascii header");
+    assert!(header.contains("'shape': (3, 16)"), "{header}");
+    assert_eq!(bytes.len(), 10 + header_len + 3 * 16 * 4);
+    let ids = std::fs::read_to_string(d.path().join("q.ids.txt")).expect("ids");
+    assert_eq!(ids, "oled tv\nrunning shoes\nkids jacket\n");
+
+    let jsonl = d.path().join("catalog.jsonl");
+    let out = aisle(&[
+        "encode",
+        "--model",
+        model_s,
+        "--dataset",
+        &world,
+        "--out",
+        jsonl.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 400);
+    let v: Vec<f64> = lines[0]["vector"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "unit vectors, got norm {norm}");
+}
+
+#[test]
+fn train_refuses_bad_configs_and_corrupt_models_clearly() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "batch_size = 64\nnegativs = 3\n").expect("write");
+    let out = aisle(&["train", "--config", cfg.to_str().expect("utf-8")]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("bad.toml") && err.contains("negativs"),
+        "{err}"
+    );
+
+    let out = aisle(&["train", "--sampler", "taxonomy:leef=1"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("leef"), "{err}");
+
+    let model = d.path().join("model.aisle");
+    std::fs::write(&model, b"AISLEMDL not really a model").expect("write");
+    let out = aisle(&[
+        "encode",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--queries",
+        cfg.to_str().expect("utf-8"),
+        "--out",
+        d.path().join("x.npy").to_str().expect("utf-8"),
+    ]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("model.aisle"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -11,6 +11,7 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Which features to extract, and how many buckets to hash them into.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FeaturizerConfig {
     /// log2 of the number of hash buckets (the embedding table's rows).
     pub buckets_log2: u8,

@@ -10,6 +10,7 @@ use crate::tower::{Side, TowerConfig, TwoTower};
 
 /// Which product fields make up the product text, in this order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProductFields {
     pub title: bool,
     pub brand: bool,
@@ -64,6 +65,7 @@ pub fn product_text(p: &Product, taxonomy: &Taxonomy, fields: &ProductFields) ->
 
 /// Everything that defines a model besides its learned weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub featurizer: FeaturizerConfig,
     pub tower: TowerConfig,

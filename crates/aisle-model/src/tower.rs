@@ -47,6 +47,7 @@ pub enum Side {
 
 /// Shape of the towers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TowerConfig {
     /// Embedding and output dimension.
     pub dim: usize,

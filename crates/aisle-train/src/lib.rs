@@ -3,18 +3,21 @@
 //! It owns the training data ([`data`]), the multiple-negatives ranking loss ([`loss`]), the
 //! optimisers ([`optim`]), the negative samplers ([`sampler`]: random, popularity, in-batch, BM25,
 //! ANCE, TB-HNS, mixtures and curricula), the loop ([`trainer`]), checkpoints ([`checkpoint`]) and
-//! the training log. It builds on aisle-core (data), aisle-model (towers) and aisle-search (BM25
-//! lists and the ANCE index).
+//! a whole run with its training log ([`run`]), and the throughput [`bench`]. It builds on
+//! aisle-core (data), aisle-model (towers) and aisle-search (BM25 lists and the ANCE index).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod optim;
+pub mod run;
 pub mod sampler;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
+pub use run::{run, LogLine, Observer, RunOptions, RunSummary, Silent};
 pub use sampler::{Sampler, SamplerSpec};
 pub use trainer::{StepStats, TrainConfig, Trainer};

@@ -18,6 +18,7 @@ pub enum SparseKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
     pub sparse: SparseKind,
     /// Learning rate of the embedding table.

@@ -29,7 +29,7 @@ use crate::sampler::{self, SampleCtx, SampleStats, Sampler, SamplerSpec};
 
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub model: ModelConfig,
     pub optim: OptimConfig,

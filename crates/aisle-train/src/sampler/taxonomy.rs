@@ -21,6 +21,7 @@ use crate::data::Pair;
 
 /// Relative weights of the three pools.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaxonomyWeights {
     pub leaf: f64,
     pub sibling: f64,

@@ -1,0 +1,529 @@
+//! `aisle train`, `aisle encode` and `aisle bench train`: argument parsing and printing around
+//! aisle-train and aisle-model.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use aisle_core::stats::fmt_n;
+use aisle_core::{Dataset, Split};
+use aisle_model::{FeatureRows, Side};
+use aisle_train::bench::BenchFigures;
+use aisle_train::run::{RunOptions, CHECKPOINT_FILE};
+use aisle_train::{Observer, SamplerSpec, StepStats, TrainConfig};
+
+use crate::DataOpts;
+
+/// Training settings that the command line may override (over `--config`, over the defaults).
+#[derive(Args, Clone, Default)]
+pub struct TrainOverrides {
+    /// A TOML file of training settings (see docs/training.md); flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Negative sampler: in-batch, random, popularity, bm25, ance, taxonomy, mix:..., curriculum:...
+    /// (see docs/training.md) [default: taxonomy]
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// Sampled negatives per pair [default: 4].
+    #[arg(long)]
+    pub negatives: Option<usize>,
+    /// Training steps [default: 2000].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Pairs per step [default: 256].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Embedding dimension [default: 128].
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// log2 of the hashed feature buckets [default: 20].
+    #[arg(long)]
+    pub buckets_log2: Option<u8>,
+    /// Seed of the model and the training order [default: 42].
+    #[arg(long)]
+    pub train_seed: Option<u64>,
+}
+
+impl TrainOverrides {
+    /// The configuration: defaults, then the TOML file, then the flags.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<TrainConfig>(&text).with_context(|| {
+                    format!("{}: not a valid training configuration", path.display())
+                })?
+            }
+            None => TrainConfig::default(),
+        };
+        if let Some(s) = &self.sampler {
+            cfg.sampler = SamplerSpec::parse(s).with_context(|| format!("--sampler {s}"))?;
+        }
+        if let Some(k) = self.negatives {
+            cfg.negatives = k;
+        }
+        if let Some(n) = self.steps {
+            cfg.steps = n;
+        }
+        if let Some(b) = self.batch_size {
+            cfg.batch_size = b;
+        }
+        if let Some(d) = self.dim {
+            cfg.model.tower.dim = d;
+        }
+        if let Some(b) = self.buckets_log2 {
+            cfg.model.featurizer.buckets_log2 = b;
+        }
+        if let Some(s) = self.train_seed {
+            cfg.seed = s;
+            cfg.model.tower.seed = s;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A dataset name (bestbuy_xbox, instacart, synthetic, ...) or a folder in the generic format.
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+    #[command(flatten)]
+    pub data: DataOpts,
+    /// The split to train on [default: the dataset's first, its default protocol].
+    #[arg(long)]
+    pub split: Option<String>,
+    #[command(flatten)]
+    pub train: TrainOverrides,
+    /// Output folder for model.aisle, train_log.jsonl and checkpoints
+    /// [default: out/train/DATASET-SAMPLER].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Steps between training-log lines [default: 50].
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Steps between validation Recall@10 measurements; 0 measures only at the end [default: 250].
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Steps between checkpoints (0 = none) [default: 0].
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the run in --out from its checkpoint (or from this checkpoint file).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The split named `name`, or the dataset's default.
+pub fn pick_split<'a>(ds: &'a Dataset, name: Option<&str>) -> Result<&'a Split> {
+    match name {
+        Some(n) => ds.split(n).with_context(|| {
+            let names: Vec<&str> = ds.splits.iter().map(|s| s.name.as_str()).collect();
+            format!(
+                "dataset `{}` has no split `{n}` (it has: {})",
+                ds.name,
+                names.join(", ")
+            )
+        }),
+        None => ds
+            .default_split()
+            .with_context(|| format!("dataset `{}` has no interactions to train on", ds.name)),
+    }
+}
+
+/// A file-name-safe short form of a sampler name.
+fn slug(text: &str) -> String {
+    let s: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut out = String::new();
+    for part in s.split('-').filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+struct Bar {
+    bar: ProgressBar,
+    loss: f64,
+    recall: Option<f64>,
+}
+
+impl Observer for Bar {
+    fn started(&mut self, first: u64, total: u64, _sampler: &str) {
+        self.bar.set_length(total);
+        self.bar.set_position(first);
+        self.bar.reset_eta();
+    }
+
+    fn stepped(&mut self, s: &StepStats) {
+        // An exponential mean keeps the shown loss readable.
+        self.loss = if s.step == 0 || self.loss == 0.0 {
+            s.loss
+        } else {
+            0.95 * self.loss + 0.05 * s.loss
+        };
+        self.bar.inc(1);
+        if s.step % 10 == 0 {
+            self.message();
+        }
+    }
+
+    fn evaluated(&mut self, _step: u64, r: f64) {
+        self.recall = Some(r);
+        self.message();
+    }
+}
+
+impl Bar {
+    fn message(&self) {
+        let r = self
+            .recall
+            .map(|r| format!("  val R@10 {r:.4}"))
+            .unwrap_or_default();
+        self.bar.set_message(format!("loss {:.4}{r}", self.loss));
+    }
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let mut cfg = args.train.config()?;
+    if let Some(n) = args.log_every {
+        cfg.log_every = n;
+    }
+    if let Some(n) = args.eval_every {
+        cfg.eval_every = n;
+    }
+    if let Some(n) = args.checkpoint_every {
+        cfg.checkpoint_every = n;
+    }
+    cfg.validate()?;
+    let ds = args.data.load(&args.dataset)?;
+    let split = pick_split(&ds, args.split.as_deref())?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("out/train").join(format!(
+            "{}-{}",
+            slug(&ds.name),
+            slug(&cfg.sampler.to_string())
+        ))
+    });
+    let resume = args.resume.as_ref().map(|p| {
+        if p.as_os_str().is_empty() {
+            out.join(CHECKPOINT_FILE)
+        } else {
+            p.clone()
+        }
+    });
+    eprintln!(
+        "training on {} (split `{}`: {}), sampler {}, k = {}, batch {}, dim {}, {} steps, seed {}",
+        ds.name,
+        split.name,
+        split.description,
+        cfg.sampler,
+        cfg.k(),
+        cfg.batch_size,
+        cfg.model.tower.dim,
+        cfg.steps,
+        cfg.seed
+    );
+    for note in &ds.notes {
+        eprintln!("note: {note}");
+    }
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+            .context("progress bar template")?,
+    );
+    let mut observer = Bar {
+        bar,
+        loss: 0.0,
+        recall: None,
+    };
+    let summary = aisle_train::run(
+        cfg,
+        &ds,
+        split,
+        &RunOptions {
+            out_dir: out.clone(),
+            resume,
+        },
+        &mut observer,
+    )?;
+    observer.bar.finish_and_clear();
+    println!("sampler              {}", summary.sampler);
+    println!(
+        "steps                {} ({} in this run)",
+        fmt_n(summary.steps as usize),
+        fmt_n(summary.steps_run as usize)
+    );
+    println!(
+        "training time        {:.1} s ({:.0} pairs/s; sampling {:.1}%, refresh {:.1} s)",
+        summary.train_wall_s,
+        summary.pairs_per_s,
+        100.0 * summary.sample_share,
+        summary.refresh_s
+    );
+    println!(
+        "positives removed    {} (candidates the false-negative rule rejected)",
+        fmt_n(summary.removed_positives as usize)
+    );
+    if !summary.recall_curve.is_empty() {
+        let curve: Vec<String> = summary
+            .recall_curve
+            .iter()
+            .map(|(step, _, r)| format!("{step}:{r:.4}"))
+            .collect();
+        println!("validation R@10      {}", curve.join("  "));
+    }
+    println!("model                {}", summary.model.display());
+    println!("log                  {}", summary.log.display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EncodeArgs {
+    /// A model file written by `aisle train` (model.aisle).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Embed this dataset's catalog.
+    #[arg(long, conflicts_with = "queries")]
+    pub dataset: Option<String>,
+    #[command(flatten)]
+    pub data: DataOpts,
+    /// Embed the queries of this text file, one a line.
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Output: FILE.npy (float32 rows, with FILE.ids.txt beside it) or FILE.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn encode(args: EncodeArgs) -> Result<()> {
+    let (model, meta) = aisle_model::artifact::load(&args.model)?;
+    let d = model.dim();
+    let (ids, vectors) = match (&args.dataset, &args.queries) {
+        (Some(name), None) => {
+            let ds = args.data.load(name)?;
+            let rows = model.product_features(&ds.catalog, &ds.taxonomy);
+            let ids: Vec<String> = ds.catalog.iter().map(|(_, p)| p.id.clone()).collect();
+            (ids, model.encode_rows(Side::Product, &rows))
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let queries: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let rows = FeatureRows::build(&model.featurizer, &queries);
+            let v = model.encode_rows(Side::Query, &rows);
+            (queries, v)
+        }
+        _ => bail!("say what to encode: --dataset NAME (its catalog) or --queries FILE"),
+    };
+    let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "npy" => {
+            write_atomic(&args.out, &npy_bytes(&vectors, ids.len(), d))?;
+            let ids_path = args.out.with_extension("ids.txt");
+            let mut text = ids.join("\n");
+            text.push('\n');
+            write_atomic(&ids_path, text.as_bytes())?;
+            println!(
+                "wrote {} x {d} float32 to {} and their ids to {}",
+                fmt_n(ids.len()),
+                args.out.display(),
+                ids_path.display()
+            );
+        }
+        "jsonl" => {
+            let mut buf = Vec::new();
+            for (id, v) in ids.iter().zip(vectors.chunks(d)) {
+                serde_json::to_writer(&mut buf, &serde_json::json!({"id": id, "vector": v}))?;
+                buf.push(b'\n');
+            }
+            write_atomic(&args.out, &buf)?;
+            println!(
+                "wrote {} vectors of {d} to {}",
+                fmt_n(ids.len()),
+                args.out.display()
+            );
+        }
+        _ => bail!(
+            "--out {}: use a .npy or .jsonl file name",
+            args.out.display()
+        ),
+    }
+    if let Some(ds) = meta.get("dataset") {
+        eprintln!("(model trained on {ds}, sampler {})", meta["sampler"]);
+    }
+    Ok(())
+}
+
+/// A NumPy .npy (format 1.0) of a row-major `n x d` float32 matrix.
+fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    // magic (6) + version (2) + header length (2) + header, padded with spaces so that the data
+    // starts at a multiple of 64 bytes, and ended by a newline.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// Datasets to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "instacart,bestbuy_xbox")]
+    pub datasets: Vec<String>,
+    #[command(flatten)]
+    pub data: DataOpts,
+    /// Samplers to measure, each with its k, as SAMPLER/K, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "in-batch/0,taxonomy/4,random/4,bm25/4,ance:refresh=200/4"
+    )]
+    pub runs: Vec<String>,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u64,
+    /// Timed steps per run.
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// log2 of the hashed feature buckets.
+    #[arg(long, default_value_t = 20)]
+    pub buckets_log2: u8,
+}
+
+pub fn bench_train(args: BenchTrainArgs) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    println!(
+        "aisle bench train: batch {}, dim {}, 2^{} buckets, {} warm-up + {} timed steps per run, {threads} threads",
+        args.batch_size, args.dim, args.buckets_log2, args.warmup, args.steps
+    );
+    println!("goals: >= 50,000 pairs/s in-batch (k = 0); >= 15,000 pairs/s with k = 4 taxonomy negatives; sampling < 5% of step time; peak < 2 GiB");
+    println!();
+    println!(
+        "{:<14} {:<30} {:>2} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>7}",
+        "dataset",
+        "sampler",
+        "k",
+        "pairs/s",
+        "step ms",
+        "sample",
+        "forward",
+        "backward",
+        "sample%",
+        "refresh ms",
+        "q ids",
+        "p ids"
+    );
+    let mut all: Vec<(String, BenchFigures)> = Vec::new();
+    for name in &args.datasets {
+        let ds = args.data.load(name)?;
+        let split = pick_split(&ds, None)?;
+        for run in &args.runs {
+            let (spec, k) = run
+                .rsplit_once('/')
+                .with_context(|| format!("--runs {run}: expected SAMPLER/K"))?;
+            let k: usize = k
+                .parse()
+                .with_context(|| format!("--runs {run}: K must be a whole number"))?;
+            let mut cfg = TrainConfig {
+                sampler: SamplerSpec::parse(spec)?,
+                negatives: k,
+                batch_size: args.batch_size,
+                ..TrainConfig::default()
+            };
+            cfg.model.tower.dim = args.dim;
+            cfg.model.featurizer.buckets_log2 = args.buckets_log2;
+            let f = aisle_train::bench::bench(cfg, &ds, split, args.warmup, args.steps)?;
+            let refresh = if f.refreshes > 0 {
+                format!(
+                    "{:.0} x{}",
+                    f.refresh_ms_total / f.refreshes as f64,
+                    f.refreshes
+                )
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:<14} {:<30} {:>2} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6.1}% {:>11} {:>7.1} {:>7.1}",
+                ds.name,
+                f.sampler,
+                f.negatives,
+                f.pairs_per_s,
+                f.step_ms,
+                f.sample_ms,
+                f.forward_ms,
+                f.backward_ms,
+                100.0 * f.sample_share,
+                refresh,
+                f.query_ids,
+                f.product_ids
+            );
+            all.push((ds.name.clone(), f));
+        }
+    }
+    println!();
+    match crate::peak_rss_bytes() {
+        Some(p) => println!(
+            "peak memory {:.2} GiB (whole process: every run above, the datasets and the 2^{} x {} table with its Adam moments)",
+            p as f64 / (1u64 << 30) as f64,
+            args.buckets_log2,
+            args.dim
+        ),
+        None => println!("peak memory unknown (no /proc/self/status)"),
+    }
+    println!("refresh ms: mean milliseconds of one ANCE re-encode and re-index, and how many fell in the timed steps");
+    println!("step ms = sample + forward + backward (+ refresh for ANCE), per step; q ids / p ids: mean hashed features per text");
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! A whole training run: the loop around [`Trainer::train_step`] with its training log,
+//! validation, checkpoints, `--resume`, and the model artifact at the end.
+//!
+//! The run writes into one folder:
+//!
+//! ```text
+//! model.aisle        the trained model (aisle_model::artifact), written at the end
+//! train_log.jsonl    one JSON object a line: `start`, `step` (every log_every steps), `eval`,
+//!                    `checkpoint`, `end` (see LogLine)
+//! checkpoint.aisle   the latest checkpoint, when checkpoint_every > 0
+//! ```
+//!
+//! Wall seconds in the log count training only (sampling, forward, backward, refresh); the time
+//! spent measuring validation Recall@10 and writing checkpoints is logged apart, so that a
+//! convergence plot against wall seconds shows what training cost.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use aisle_core::{Dataset, Split};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+use crate::trainer::{StepStats, TrainConfig, Trainer};
+
+/// File names inside a run folder.
+pub const MODEL_FILE: &str = "model.aisle";
+pub const LOG_FILE: &str = "train_log.jsonl";
+pub const CHECKPOINT_FILE: &str = "checkpoint.aisle";
+
+/// Where a run writes and whether it continues an earlier one.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    /// Continue from this checkpoint (made with the same configuration, dataset and split).
+    pub resume: Option<PathBuf>,
+}
+
+/// One line of the training log.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogLine {
+    Start {
+        dataset: String,
+        split: String,
+        sampler: String,
+        pairs: usize,
+        queries: usize,
+        products: usize,
+        resumed_from: Option<u64>,
+        notes: Vec<String>,
+        config: Box<TrainConfig>,
+    },
+    /// Means over the steps since the previous `step` line.
+    Step {
+        step: u64,
+        loss: f64,
+        accuracy: f64,
+        pairs_per_s: f64,
+        sample_ms: f64,
+        forward_ms: f64,
+        backward_ms: f64,
+        refresh_ms: f64,
+        removed_positives: u64,
+        fallbacks: u64,
+        masked_in_batch: u64,
+        touched_rows: f64,
+        /// Training seconds since the start of this process's part of the run.
+        wall_s: f64,
+    },
+    Eval {
+        step: u64,
+        recall_at_10: f64,
+        queries: usize,
+        wall_s: f64,
+        eval_s: f64,
+    },
+    Checkpoint {
+        step: u64,
+        path: PathBuf,
+        write_s: f64,
+    },
+    End {
+        steps: u64,
+        wall_s: f64,
+        pairs_per_s: f64,
+        sample_share: f64,
+        refresh_s: f64,
+        final_recall_at_10: Option<f64>,
+        model: PathBuf,
+    },
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub sampler: String,
+    pub steps: u64,
+    /// Steps run by this process (fewer than `steps` after a resume).
+    pub steps_run: u64,
+    pub train_wall_s: f64,
+    pub pairs_per_s: f64,
+    /// Share of training time spent drawing negatives.
+    pub sample_share: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub sample_s: f64,
+    pub refresh_s: f64,
+    /// (step, training seconds, validation Recall@10) at every measurement.
+    pub recall_curve: Vec<(u64, f64, f64)>,
+    pub final_recall_at_10: Option<f64>,
+    pub removed_positives: u64,
+    pub model: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Called after every step and every evaluation (progress bars, the CLI's messages).
+pub trait Observer {
+    fn started(&mut self, _first_step: u64, _total_steps: u64, _sampler: &str) {}
+    fn stepped(&mut self, _stats: &StepStats) {}
+    fn evaluated(&mut self, _step: u64, _recall_at_10: f64) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+struct Log {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl Log {
+    fn open(path: &Path, append: bool) -> Result<Log> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| TrainError::io(path, e))?;
+        Ok(Log {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, line: &LogLine) -> Result<()> {
+        let io = |e| TrainError::io(&self.path, e);
+        let text = serde_json::to_string(line).map_err(|e| io(e.into()))?;
+        writeln!(self.out, "{text}").map_err(io)?;
+        // Flushed at every line: a run that is killed keeps its log up to the last line.
+        self.out.flush().map_err(io)
+    }
+}
+
+/// Sums of step statistics over a logging interval.
+#[derive(Default)]
+struct Interval {
+    steps: u64,
+    loss: f64,
+    accuracy: f64,
+    sample_ms: f64,
+    forward_ms: f64,
+    backward_ms: f64,
+    refresh_ms: f64,
+    removed: u64,
+    fallbacks: u64,
+    masked: u64,
+    touched: f64,
+}
+
+impl Interval {
+    fn add(&mut self, s: &StepStats) {
+        self.steps += 1;
+        self.loss += s.loss;
+        self.accuracy += s.accuracy;
+        self.sample_ms += s.sample_ms;
+        self.forward_ms += s.forward_ms;
+        self.backward_ms += s.backward_ms;
+        self.refresh_ms += s.refresh_ms;
+        self.removed += s.removed_positives as u64;
+        self.fallbacks += s.fallbacks as u64;
+        self.masked += s.masked_in_batch as u64;
+        self.touched += s.touched_rows as f64;
+    }
+
+    fn line(&self, step: u64, batch: usize, wall_s: f64) -> LogLine {
+        let n = self.steps.max(1) as f64;
+        let ms = self.sample_ms + self.forward_ms + self.backward_ms + self.refresh_ms;
+        LogLine::Step {
+            step,
+            loss: self.loss / n,
+            accuracy: self.accuracy / n,
+            pairs_per_s: if ms > 0.0 {
+                self.steps as f64 * batch as f64 / (ms / 1e3)
+            } else {
+                0.0
+            },
+            sample_ms: self.sample_ms / n,
+            forward_ms: self.forward_ms / n,
+            backward_ms: self.backward_ms / n,
+            refresh_ms: self.refresh_ms / n,
+            removed_positives: self.removed,
+            fallbacks: self.fallbacks,
+            masked_in_batch: self.masked,
+            touched_rows: self.touched / n,
+            wall_s,
+        }
+    }
+}
+
+/// Measures validation Recall@10, logs it and adds it to `curve`.
+fn measure(
+    trainer: &Trainer,
+    log: &mut Log,
+    observer: &mut dyn Observer,
+    curve: &mut Vec<(u64, f64, f64)>,
+    wall_s: f64,
+) -> Result<()> {
+    let t = Instant::now();
+    if let Some(r) = trainer.validate()? {
+        log.write(&LogLine::Eval {
+            step: trainer.step,
+            recall_at_10: r,
+            queries: trainer.validation_set().len(),
+            wall_s,
+            eval_s: t.elapsed().as_secs_f64(),
+        })?;
+        observer.evaluated(trainer.step, r);
+        curve.push((trainer.step, wall_s, r));
+    }
+    Ok(())
+}
+
+/// Trains `cfg` on `split` of `ds`, writing the log, checkpoints and the model into
+/// `opts.out_dir`. Returns what the run measured.
+pub fn run(
+    cfg: TrainConfig,
+    ds: &Dataset,
+    split: &Split,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    let dir = &opts.out_dir;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut trainer = Trainer::new(cfg, ds, split)?;
+    if let Some(ckpt) = &opts.resume {
+        checkpoint::restore(&mut trainer, ckpt)?;
+    }
+    let resumed_from = opts.resume.as_ref().map(|_| trainer.step);
+    let cfg = trainer.cfg.clone();
+    let log_path = dir.join(LOG_FILE);
+    let mut log = Log::open(&log_path, resumed_from.is_some())?;
+    let sampler = trainer.sampler_name();
+    log.write(&LogLine::Start {
+        dataset: ds.name.clone(),
+        split: split.name.clone(),
+        sampler: sampler.clone(),
+        pairs: trainer.data.pairs.len(),
+        queries: trainer.data.queries.len(),
+        products: ds.catalog.len(),
+        resumed_from,
+        notes: trainer.sampler_notes(),
+        config: Box::new(cfg.clone()),
+    })?;
+    observer.started(trainer.step, cfg.steps, &sampler);
+
+    let first_step = trainer.step;
+    let mut wall_s = 0.0;
+    let mut totals = Interval::default();
+    let mut interval = Interval::default();
+    let mut curve: Vec<(u64, f64, f64)> = Vec::new();
+    if first_step == 0 && cfg.eval_every > 0 {
+        measure(&trainer, &mut log, observer, &mut curve, 0.0)?;
+    }
+    while trainer.step < cfg.steps {
+        let stats = trainer.train_step()?;
+        wall_s += (stats.sample_ms + stats.forward_ms + stats.backward_ms + stats.refresh_ms) / 1e3;
+        totals.add(&stats);
+        interval.add(&stats);
+        observer.stepped(&stats);
+        let step = trainer.step;
+        if cfg.log_every > 0 && step % cfg.log_every == 0 {
+            log.write(&interval.line(step, cfg.batch_size, wall_s))?;
+            interval = Interval::default();
+        }
+        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
+            measure(&trainer, &mut log, observer, &mut curve, wall_s)?;
+        }
+        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
+            let t = Instant::now();
+            let path = dir.join(CHECKPOINT_FILE);
+            checkpoint::save(&trainer, &path)?;
+            log.write(&LogLine::Checkpoint {
+                step,
+                path,
+                write_s: t.elapsed().as_secs_f64(),
+            })?;
+        }
+    }
+    if interval.steps > 0 {
+        log.write(&interval.line(trainer.step, cfg.batch_size, wall_s))?;
+    }
+    measure(&trainer, &mut log, observer, &mut curve, wall_s)?;
+
+    let last_recall = curve.last().map(|c| c.2);
+    let model_path = dir.join(MODEL_FILE);
+    let meta = serde_json::json!({
+        "dataset": ds.name,
+        "split": split.name,
+        "sampler": sampler,
+        "steps": trainer.step,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "negatives": cfg.k(),
+        "validation_recall_at_10": last_recall,
+        "aisle_version": env!("CARGO_PKG_VERSION"),
+    });
+    aisle_model::artifact::save(&trainer.model, &meta, &model_path)?;
+    let steps_run = trainer.step - first_step;
+    let pairs_per_s = if wall_s > 0.0 {
+        steps_run as f64 * cfg.batch_size as f64 / wall_s
+    } else {
+        0.0
+    };
+    let total_ms = wall_s * 1e3;
+    let sample_share = if total_ms > 0.0 {
+        totals.sample_ms / total_ms
+    } else {
+        0.0
+    };
+    log.write(&LogLine::End {
+        steps: trainer.step,
+        wall_s,
+        pairs_per_s,
+        sample_share,
+        refresh_s: totals.refresh_ms / 1e3,
+        final_recall_at_10: last_recall,
+        model: model_path.clone(),
+    })?;
+    Ok(RunSummary {
+        sampler,
+        steps: trainer.step,
+        steps_run,
+        train_wall_s: wall_s,
+        pairs_per_s,
+        sample_share,
+        forward_s: totals.forward_ms / 1e3,
+        backward_s: totals.backward_ms / 1e3,
+        sample_s: totals.sample_ms / 1e3,
+        refresh_s: totals.refresh_ms / 1e3,
+        recall_curve: curve,
+        final_recall_at_10: last_recall,
+        removed_positives: totals.removed,
+        model: model_path,
+        log: log_path,
+    })
+}

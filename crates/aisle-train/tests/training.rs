@@ -1,0 +1,209 @@
+//! Whole training runs on a small synthetic world: determinism, thread independence, resume,
+//! the training log, and refusal of bad checkpoints.
+
+use std::path::Path;
+
+use aisle_core::adapters::add_default_splits;
+use aisle_core::synth::{self, SynthConfig, TaxonomySource};
+use aisle_core::Dataset;
+use aisle_model::TwoTower;
+use aisle_train::run::{RunOptions, CHECKPOINT_FILE, LOG_FILE, MODEL_FILE};
+use aisle_train::{run, SamplerSpec, Silent, TrainConfig, TrainError, Trainer};
+
+fn world() -> Dataset {
+    let w = synth::generate(&SynthConfig {
+        products: 600,
+        users: 60,
+        sessions: 600,
+        seed: 5,
+        taxonomy: TaxonomySource::BuiltIn,
+    })
+    .expect("world");
+    let mut ds = w.dataset;
+    add_default_splits(&mut ds, 5).expect("splits");
+    ds
+}
+
+fn config(sampler: &str, steps: u64) -> TrainConfig {
+    let mut cfg = TrainConfig {
+        sampler: SamplerSpec::parse(sampler).expect("sampler"),
+        negatives: 3,
+        batch_size: 32,
+        steps,
+        log_every: 5,
+        eval_every: 10,
+        eval_queries: 200,
+        ..TrainConfig::default()
+    };
+    cfg.model.featurizer.buckets_log2 = 14;
+    cfg.model.tower.dim = 16;
+    cfg
+}
+
+fn train_steps(cfg: &TrainConfig, ds: &Dataset) -> TwoTower {
+    let split = ds.default_split().expect("split");
+    let mut t = Trainer::new(cfg.clone(), ds, split).expect("trainer");
+    for _ in 0..cfg.steps {
+        t.train_step().expect("step");
+    }
+    t.model.towers
+}
+
+fn run_in(dir: &Path, cfg: TrainConfig, ds: &Dataset, resume: bool) -> aisle_train::Result<()> {
+    let split = ds.default_split().expect("split");
+    let opts = RunOptions {
+        out_dir: dir.to_path_buf(),
+        resume: resume.then(|| dir.join(CHECKPOINT_FILE)),
+    };
+    run(cfg, ds, split, &opts, &mut Silent).map(|_| ())
+}
+
+fn load_towers(path: &Path) -> TwoTower {
+    aisle_model::artifact::load(path).expect("model").0.towers
+}
+
+#[test]
+fn same_seed_same_model_and_another_seed_another() {
+    let ds = world();
+    for sampler in ["taxonomy", "mix:0.5*taxonomy+0.5*random", "in-batch"] {
+        let cfg = config(sampler, 12);
+        let a = train_steps(&cfg, &ds);
+        let b = train_steps(&cfg, &ds);
+        assert!(a == b, "{sampler}: two runs with one seed differ");
+        let mut other = cfg.clone();
+        other.seed = 7;
+        assert!(
+            train_steps(&other, &ds) != a,
+            "{sampler}: the seed changes nothing"
+        );
+    }
+}
+
+#[test]
+fn thread_count_does_not_change_the_model() {
+    let ds = world();
+    let cfg = config("ance:refresh=5,top=20", 12);
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("pool")
+    };
+    let one = pool(1).install(|| train_steps(&cfg, &ds));
+    let three = pool(3).install(|| train_steps(&cfg, &ds));
+    assert!(one == three);
+}
+
+#[test]
+fn resumed_run_ends_with_the_uninterrupted_model() {
+    let ds = world();
+    for sampler in ["taxonomy", "ance:refresh=10,top=20"] {
+        let root = tempfile::tempdir().expect("tmp");
+        let (whole, parts) = (root.path().join("whole"), root.path().join("parts"));
+        let mut cfg = config(sampler, 40);
+        cfg.checkpoint_every = 20;
+        run_in(&whole, cfg.clone(), &ds, false).expect("uninterrupted");
+        let mut first = cfg.clone();
+        first.steps = 20;
+        run_in(&parts, first, &ds, false).expect("first half");
+        run_in(&parts, cfg, &ds, true).expect("resumed");
+        assert!(
+            load_towers(&whole.join(MODEL_FILE)) == load_towers(&parts.join(MODEL_FILE)),
+            "{sampler}: resumed model differs"
+        );
+        // The resumed log continues the first one: one start line per part, steps 5..=40.
+        let log = std::fs::read_to_string(parts.join(LOG_FILE)).expect("log");
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        let starts = lines.iter().filter(|l| l["event"] == "start").count();
+        assert_eq!(starts, 2);
+        let steps: Vec<u64> = lines
+            .iter()
+            .filter(|l| l["event"] == "step")
+            .map(|l| l["step"].as_u64().expect("step"))
+            .collect();
+        assert_eq!(steps, (1..=8).map(|i| i * 5).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn the_log_records_loss_timing_and_rising_validation_recall() {
+    let ds = world();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config("taxonomy", 60);
+    let split = ds.default_split().expect("split");
+    let opts = RunOptions {
+        out_dir: dir.path().to_path_buf(),
+        resume: None,
+    };
+    let summary = run(cfg, &ds, split, &opts, &mut Silent).expect("run");
+    let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).expect("log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines[0]["event"], "start");
+    assert_eq!(lines.last().expect("end")["event"], "end");
+    let step = lines
+        .iter()
+        .find(|l| l["event"] == "step")
+        .expect("a step line");
+    for field in [
+        "loss",
+        "pairs_per_s",
+        "sample_ms",
+        "forward_ms",
+        "backward_ms",
+        "refresh_ms",
+        "wall_s",
+    ] {
+        assert!(step[field].is_number(), "step line lacks {field}");
+    }
+    let evals: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["event"] == "eval")
+        .map(|l| l["recall_at_10"].as_f64().expect("recall"))
+        .collect();
+    assert_eq!(evals.len(), 7, "steps 0, 10, ..., 60");
+    assert!(
+        evals[6] > evals[0] + 0.02,
+        "validation Recall@10 did not rise: {evals:?}"
+    );
+    assert_eq!(summary.final_recall_at_10, Some(evals[6]));
+    assert!(summary.pairs_per_s > 0.0);
+    // The model file loads and carries how it was made.
+    let (_, meta) = aisle_model::artifact::load(&summary.model).expect("model");
+    assert_eq!(meta["steps"], 60);
+    assert_eq!(meta["dataset"], ds.name.as_str());
+}
+
+#[test]
+fn corrupt_or_mismatched_checkpoints_are_refused() {
+    let ds = world();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config("taxonomy", 10);
+    cfg.checkpoint_every = 10;
+    run_in(dir.path(), cfg.clone(), &ds, false).expect("run");
+    let ckpt = dir.path().join(CHECKPOINT_FILE);
+
+    let mut other = cfg.clone();
+    other.steps = 20;
+    other.negatives = 5;
+    match run_in(dir.path(), other, &ds, true) {
+        Err(TrainError::Resume { why, .. }) => assert!(why.contains("configuration"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let mut bytes = std::fs::read(&ckpt).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5A;
+    std::fs::write(&ckpt, &bytes).expect("write");
+    let mut more = cfg;
+    more.steps = 20;
+    match run_in(dir.path(), more, &ds, true) {
+        Err(TrainError::Resume { why, .. }) => assert!(why.contains("checksum"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
