@@ -12,6 +12,7 @@ use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Split};
 use aisle_model::{FeatureRows, Side};
 use aisle_train::bench::BenchFigures;
+use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE};
 use aisle_train::{Observer, SamplerSpec, StepStats, TrainConfig};
 
@@ -45,6 +46,18 @@ pub struct TrainOverrides {
     /// Seed of the model and the training order [default: 42].
     #[arg(long)]
     pub train_seed: Option<u64>,
+    /// Optimiser of the embedding table: row-adagrad (one accumulator per row) or adam (lazy,
+    /// per element) [default: row-adagrad].
+    #[arg(long, value_parser = parse_sparse)]
+    pub optimizer: Option<SparseKind>,
+}
+
+fn parse_sparse(s: &str) -> Result<SparseKind, String> {
+    match s {
+        "adam" => Ok(SparseKind::Adam),
+        "row-adagrad" | "row_adagrad" | "adagrad" => Ok(SparseKind::RowAdagrad),
+        _ => Err(format!("`{s}`: expected adam or row-adagrad")),
+    }
 }
 
 impl TrainOverrides {
@@ -77,6 +90,9 @@ impl TrainOverrides {
         }
         if let Some(b) = self.buckets_log2 {
             cfg.model.featurizer.buckets_log2 = b;
+        }
+        if let Some(o) = self.optimizer {
+            cfg.optim.sparse = o;
         }
         if let Some(s) = self.train_seed {
             cfg.seed = s;
@@ -441,18 +457,21 @@ pub struct BenchTrainArgs {
     /// log2 of the hashed feature buckets.
     #[arg(long, default_value_t = 20)]
     pub buckets_log2: u8,
+    /// Optimiser of the embedding table: row-adagrad or adam.
+    #[arg(long, value_parser = parse_sparse, default_value = "row-adagrad")]
+    pub optimizer: SparseKind,
 }
 
 pub fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     println!(
-        "aisle bench train: batch {}, dim {}, 2^{} buckets, {} warm-up + {} timed steps per run, {threads} threads",
-        args.batch_size, args.dim, args.buckets_log2, args.warmup, args.steps
+        "aisle bench train: batch {}, dim {}, 2^{} buckets, {:?} embedding optimiser, {} warm-up + {} timed steps per run, {threads} threads",
+        args.batch_size, args.dim, args.buckets_log2, args.optimizer, args.warmup, args.steps
     );
     println!("goals: >= 50,000 pairs/s in-batch (k = 0); >= 15,000 pairs/s with k = 4 taxonomy negatives; sampling < 5% of step time; peak < 2 GiB");
     println!();
     println!(
-        "{:<14} {:<30} {:>2} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>7}",
+        "{:<14} {:<38} {:>2} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>7}",
         "dataset",
         "sampler",
         "k",
@@ -485,18 +504,14 @@ pub fn bench_train(args: BenchTrainArgs) -> Result<()> {
             };
             cfg.model.tower.dim = args.dim;
             cfg.model.featurizer.buckets_log2 = args.buckets_log2;
+            cfg.optim.sparse = args.optimizer;
             let f = aisle_train::bench::bench(cfg, &ds, split, args.warmup, args.steps)?;
-            let refresh = if f.refreshes > 0 {
-                format!(
-                    "{:.0} x{}",
-                    f.refresh_ms_total / f.refreshes as f64,
-                    f.refreshes
-                )
-            } else {
-                "-".into()
+            let refresh = match f.refresh_every {
+                Some(r) => format!("{:.0} /{r}", f.refresh_ms),
+                None => "-".into(),
             };
             println!(
-                "{:<14} {:<30} {:>2} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6.1}% {:>11} {:>7.1} {:>7.1}",
+                "{:<14} {:<38} {:>2} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6.1}% {:>11} {:>7.1} {:>7.1}",
                 ds.name,
                 f.sampler,
                 f.negatives,
@@ -516,14 +531,14 @@ pub fn bench_train(args: BenchTrainArgs) -> Result<()> {
     println!();
     match crate::peak_rss_bytes() {
         Some(p) => println!(
-            "peak memory {:.2} GiB (whole process: every run above, the datasets and the 2^{} x {} table with its Adam moments)",
+            "peak memory {:.2} GiB (whole process: every run above, the datasets and the 2^{} x {} table with its optimiser state)",
             p as f64 / (1u64 << 30) as f64,
             args.buckets_log2,
             args.dim
         ),
         None => println!("peak memory unknown (no /proc/self/status)"),
     }
-    println!("refresh ms: mean milliseconds of one ANCE re-encode and re-index, and how many fell in the timed steps");
-    println!("step ms = sample + forward + backward (+ refresh for ANCE), per step; q ids / p ids: mean hashed features per text");
+    println!("refresh ms /R: milliseconds of one ANCE re-encode and re-index, done every R steps; pairs/s counts it at that interval");
+    println!("step ms = sample + forward + backward per step (refresh apart); sample% = sampling's share of it; q ids / p ids: mean hashed features per text");
     Ok(())
 }

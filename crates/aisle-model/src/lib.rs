@@ -15,6 +15,7 @@
 pub mod artifact;
 pub mod error;
 pub mod featurize;
+pub mod linalg;
 pub mod model;
 pub mod tower;
 

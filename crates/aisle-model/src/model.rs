@@ -134,15 +134,16 @@ impl Model {
 
     /// Encodes every row of `rows` on `side` into a flat `len x dim` matrix, in parallel.
     pub fn encode_rows(&self, side: Side, rows: &FeatureRows) -> Vec<f32> {
-        let d = self.dim();
-        let mut out = vec![0.0f32; rows.len() * d];
-        out.par_chunks_mut(d).enumerate().for_each_init(
-            crate::tower::Cache::default,
-            |cache, (i, slot)| {
-                self.towers.forward(side, rows.row(i), cache);
-                slot.copy_from_slice(&cache.z);
-            },
-        );
+        const CHUNK: usize = 4096;
+        let mut out = Vec::with_capacity(rows.len() * self.dim());
+        let mut cache = crate::tower::Cache::default();
+        for start in (0..rows.len()).step_by(CHUNK) {
+            let texts: Vec<&[u32]> = (start..rows.len().min(start + CHUNK))
+                .map(|i| rows.row(i))
+                .collect();
+            self.towers.forward(side, &texts, &mut cache);
+            out.extend_from_slice(&cache.z);
+        }
         out
     }
 

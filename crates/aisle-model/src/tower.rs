@@ -14,7 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use rayon::prelude::*;
+
 use aisle_core::rng::Rng;
+
+use crate::linalg::{gemm, Mat};
 
 /// How feature embeddings are pooled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +129,34 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + acc.iter().sum::<f32>()
 }
 
+/// How many feature ids ahead the pooling loop prefetches: the rows a step reads are scattered
+/// over a table far larger than the caches, so each read would otherwise wait on memory
+/// (`aisle bench train` measured the forward pass; see docs/training.md).
+pub const PREFETCH_AHEAD: usize = 4;
+
+/// Asks the CPU to bring `row` into cache (a hint: it never faults and changes no value).
+#[inline(always)]
+pub fn prefetch(row: &[f32]) {
+    prefetch_ptr(row.as_ptr(), row.len());
+}
+
+/// [`prefetch`] of the `len` floats at `p`; `p` need not be valid (a prefetch cannot fault).
+#[inline(always)]
+pub fn prefetch_ptr(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for line in (0..len).step_by(16) {
+            // SAFETY: prefetch is a hint that reads nothing architecturally and cannot fault,
+            // whatever the address; `wrapping_add` computes it without claiming validity. SSE is
+            // part of the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line) as *const i8) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
 /// `y += alpha * x`.
 #[inline]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
@@ -144,18 +176,31 @@ pub struct TwoTower {
     pub heads: Vec<Dense>,
 }
 
-/// What a forward pass keeps for the backward pass of one text.
+/// What a forward pass over `n` texts keeps for the backward pass: row-major `n x dim` matrices.
 #[derive(Clone, Debug, Default)]
 pub struct Cache {
-    /// Pooled embedding.
+    pub n: usize,
+    /// Pooled embeddings.
     pub x: Vec<f32>,
-    /// tanh output.
+    /// tanh outputs.
     pub a: Vec<f32>,
-    /// |a|.
-    pub norm: f32,
-    /// Normalised output.
+    /// |a| of each row.
+    pub norm: Vec<f32>,
+    /// Normalised outputs.
     pub z: Vec<f32>,
 }
+
+impl Cache {
+    /// Output row `i`.
+    pub fn z_row(&self, i: usize) -> &[f32] {
+        let d = self.z.len() / self.n.max(1);
+        &self.z[i * d..(i + 1) * d]
+    }
+}
+
+/// Rows per parallel task of the batched passes: fixed, so that results do not depend on the
+/// number of threads.
+const BLOCK: usize = 32;
 
 /// Initial value of embedding row `r`: uniform with standard deviation `init_std` (uniform rather
 /// than normal because a 2^20 x 128 table is 134M draws, and a uniform draw is a multiply).
@@ -170,7 +215,6 @@ pub fn init_row(cfg: &TowerConfig, r: usize, out: &mut [f32]) {
 impl TwoTower {
     /// Fresh parameters: embeddings from the seed, identity heads.
     pub fn new(cfg: TowerConfig, rows: usize) -> TwoTower {
-        use rayon::prelude::*;
         let d = cfg.dim;
         let mut emb = vec![0.0f32; rows * d];
         emb.par_chunks_mut(d)
@@ -204,43 +248,73 @@ impl TwoTower {
         &self.emb[r as usize * d..(r as usize + 1) * d]
     }
 
-    /// Forward pass of one text, keeping what backward needs.
-    pub fn forward(&self, side: Side, ids: &[u32], cache: &mut Cache) {
+    /// Forward pass of `texts` (feature ids each) on `side`, keeping what backward needs.
+    pub fn forward(&self, side: Side, texts: &[&[u32]], cache: &mut Cache) {
         let d = self.cfg.dim;
-        cache.x.clear();
-        cache.x.resize(d, 0.0);
-        for &id in ids {
-            let row = self.row(id);
-            for (xi, ri) in cache.x.iter_mut().zip(row) {
-                *xi += ri;
-            }
+        let n = texts.len();
+        cache.n = n;
+        for m in [&mut cache.x, &mut cache.a, &mut cache.z] {
+            m.clear();
+            m.resize(n * d, 0.0);
         }
-        let w = self.cfg.pooling.weight(ids.len());
-        for xi in cache.x.iter_mut() {
-            *xi *= w;
-        }
-        cache.a.clear();
-        cache.a.resize(d, 0.0);
-        self.heads[self.head_index(side)].forward(&cache.x, &mut cache.a);
-        for ai in cache.a.iter_mut() {
-            *ai = ai.tanh();
-        }
-        let norm = dot(&cache.a, &cache.a).sqrt().max(1e-12);
-        cache.norm = norm;
-        cache.z.clear();
-        cache.z.extend(cache.a.iter().map(|ai| ai / norm));
+        cache.norm.clear();
+        cache.norm.resize(n, 0.0);
+        let head = &self.heads[self.head_index(side)];
+        let w_t = Mat::new(&head.w, d, d).t();
+        cache
+            .x
+            .par_chunks_mut(BLOCK * d)
+            .zip(cache.a.par_chunks_mut(BLOCK * d))
+            .zip(cache.z.par_chunks_mut(BLOCK * d))
+            .zip(cache.norm.par_chunks_mut(BLOCK))
+            .enumerate()
+            .for_each(|(blk, (((x, a), z), norm))| {
+                let rows = norm.len();
+                // x = w_n * sum_i E[f_i]
+                for (r, xr) in x.chunks_mut(d).enumerate() {
+                    let ids = texts[blk * BLOCK + r];
+                    for (j, &id) in ids.iter().enumerate() {
+                        if let Some(&ahead) = ids.get(j + PREFETCH_AHEAD) {
+                            prefetch(self.row(ahead));
+                        }
+                        for (xi, ei) in xr.iter_mut().zip(self.row(id)) {
+                            *xi += ei;
+                        }
+                    }
+                    let w = self.cfg.pooling.weight(ids.len());
+                    for xi in xr.iter_mut() {
+                        *xi *= w;
+                    }
+                }
+                // a = tanh(x W^T + b)
+                for ar in a.chunks_mut(d) {
+                    ar.copy_from_slice(&head.b);
+                }
+                gemm(1.0, Mat::new(x, rows, d), w_t, 1.0, a);
+                for ((ar, zr), nr) in a.chunks_mut(d).zip(z.chunks_mut(d)).zip(norm.iter_mut()) {
+                    for ai in ar.iter_mut() {
+                        *ai = ai.tanh();
+                    }
+                    // z = a / |a|
+                    *nr = dot(ar, ar).sqrt().max(1e-12);
+                    for (zi, ai) in zr.iter_mut().zip(ar.iter()) {
+                        *zi = ai / *nr;
+                    }
+                }
+            });
     }
 
     /// The normalised embedding of one text.
     pub fn encode(&self, side: Side, ids: &[u32]) -> Vec<f32> {
         let mut c = Cache::default();
-        self.forward(side, ids, &mut c);
+        self.forward(side, &[ids], &mut c);
         c.z
     }
 
-    /// Backward pass of one text: given `dz = dL/dz`, adds `dL/dW` and `dL/db` of the side's head
-    /// into `grad_head` and returns `dL/dx` in `dx`; the gradient of embedding row `f_i` is then
-    /// `pool_weight * dx` for every feature id (the caller accumulates those sparsely).
+    /// Backward pass of a forward pass over `n` texts: given `dz = dL/dz` (`n x dim`), adds
+    /// `dL/dW` and `dL/db` of the side's head into `grad_head` and writes `dL/dx` (`n x dim`) into
+    /// `dx`; the gradient of embedding row `f` of text `t` is then `pool_weight(t) * dx[t]` for
+    /// every occurrence of `f` in `t` (the caller accumulates those sparsely).
     pub fn backward(
         &self,
         side: Side,
@@ -250,25 +324,56 @@ impl TwoTower {
         dx: &mut Vec<f32>,
     ) {
         let d = self.cfg.dim;
+        let n = cache.n;
         let head = &self.heads[self.head_index(side)];
-        // z = a / |a|  =>  da = (dz - z (z . dz)) / |a|
-        let zdz = dot(&cache.z, dz);
-        let mut dh = vec![0.0f32; d];
-        for i in 0..d {
-            let da = (dz[i] - cache.z[i] * zdz) / cache.norm;
-            // a = tanh(h)  =>  dh = da (1 - a^2)
-            dh[i] = da * (1.0 - cache.a[i] * cache.a[i]);
-        }
+        // z = a / |a|  =>  da = (dz - z (z . dz)) / |a|;  a = tanh(h)  =>  dh = da (1 - a^2)
+        let mut dh = vec![0.0f32; n * d];
+        dh.par_chunks_mut(BLOCK * d)
+            .enumerate()
+            .for_each(|(blk, out)| {
+                for (r, dhr) in out.chunks_mut(d).enumerate() {
+                    let t = blk * BLOCK + r;
+                    let (z, a) = (&cache.z[t * d..(t + 1) * d], &cache.a[t * d..(t + 1) * d]);
+                    let g = &dz[t * d..(t + 1) * d];
+                    let zdz = dot(z, g);
+                    let norm = cache.norm[t];
+                    for i in 0..d {
+                        dhr[i] = (g[i] - z[i] * zdz) / norm * (1.0 - a[i] * a[i]);
+                    }
+                }
+            });
         dx.clear();
-        dx.resize(d, 0.0);
-        for (o, &g) in dh.iter().enumerate() {
-            if g == 0.0 {
-                continue;
-            }
-            grad_head.b[o] += g;
-            axpy(g, &cache.x, &mut grad_head.w[o * d..(o + 1) * d]);
-            axpy(g, &head.w[o * d..(o + 1) * d], dx);
-        }
+        dx.resize(n * d, 0.0);
+        let dh_m = Mat::new(&dh, n, d);
+        let w = Mat::new(&head.w, d, d);
+        rayon::join(
+            || {
+                // dW += dh^T x;  db += column sums of dh
+                gemm(
+                    1.0,
+                    dh_m.t(),
+                    Mat::new(&cache.x, n, d),
+                    1.0,
+                    &mut grad_head.w,
+                );
+                for row in dh.chunks(d) {
+                    for (b, g) in grad_head.b.iter_mut().zip(row) {
+                        *b += g;
+                    }
+                }
+            },
+            || {
+                // dx = dh W
+                dx.par_chunks_mut(BLOCK * d)
+                    .enumerate()
+                    .for_each(|(blk, out)| {
+                        let rows = out.len() / d;
+                        let start = blk * BLOCK * d;
+                        let block = Mat::new(&dh[start..start + rows * d], rows, d);
+                        gemm(1.0, block, w, 0.0, out);
+                    });
+            },
+        );
     }
 }
 
@@ -298,10 +403,25 @@ mod tests {
         t
     }
 
-    /// L = c . z for a fixed random c.
-    fn loss(t: &TwoTower, side: Side, ids: &[u32], c: &[f32]) -> f64 {
-        let z = t.encode(side, ids);
-        z.iter()
+    /// A batch of 40 texts (more than one parallel block): text 0 holds rows 1, 4 (twice) and
+    /// 7, which no other text holds.
+    fn batch() -> Vec<Vec<u32>> {
+        let others = [0u32, 2, 3, 5, 6, 8, 9];
+        let mut texts = vec![vec![1u32, 4, 4, 7]];
+        for t in 1..40usize {
+            texts.push((0..1 + t % 4).map(|i| others[(t * 3 + i) % 7]).collect());
+        }
+        texts
+    }
+
+    /// L = sum_t c_t . z_t for fixed c.
+    fn loss(t: &TwoTower, side: Side, texts: &[Vec<u32>], c: &[f32]) -> f64 {
+        let refs: Vec<&[u32]> = texts.iter().map(|v| v.as_slice()).collect();
+        let mut cache = Cache::default();
+        t.forward(side, &refs, &mut cache);
+        cache
+            .z
+            .iter()
             .zip(c)
             .map(|(a, b)| (*a as f64) * (*b as f64))
             .sum()
@@ -309,10 +429,13 @@ mod tests {
 
     fn check_gradients(shared: bool, pooling: Pooling, side: Side) {
         let mut t = tiny(shared, pooling);
-        let ids = [1u32, 4, 4, 7];
-        let c: Vec<f32> = (0..6).map(|i| (i as f32 * 0.7).sin()).collect();
+        let texts = batch();
+        let refs: Vec<&[u32]> = texts.iter().map(|v| v.as_slice()).collect();
+        let c: Vec<f32> = (0..6 * texts.len())
+            .map(|i| (i as f32 * 0.7).sin())
+            .collect();
         let mut cache = Cache::default();
-        t.forward(side, &ids, &mut cache);
+        t.forward(side, &refs, &mut cache);
         let hi = t.head_index(side);
         let mut gh = Dense {
             dim: 6,
@@ -321,20 +444,21 @@ mod tests {
         };
         let mut dx = Vec::new();
         t.backward(side, &cache, &c, &mut gh, &mut dx);
-        let pw = pooling.weight(ids.len());
+        assert_eq!(dx.len(), 6 * texts.len());
+        let pw = pooling.weight(texts[0].len());
         let eps = 1e-3f32;
         let tol = |analytic: f64, numeric: f64| {
             (analytic - numeric).abs() <= 2e-3 * (1.0 + numeric.abs())
         };
-        // Embedding rows: row 4 appears twice.
+        // Embedding rows of text 0: row 4 appears twice.
         for (row, mult) in [(1u32, 1.0f32), (4, 2.0), (7, 1.0)] {
-            for (k, &dxk) in dx.iter().enumerate() {
+            for (k, &dxk) in dx[..6].iter().enumerate() {
                 let i = row as usize * 6 + k;
                 let orig = t.emb[i];
                 t.emb[i] = orig + eps;
-                let up = loss(&t, side, &ids, &c);
+                let up = loss(&t, side, &texts, &c);
                 t.emb[i] = orig - eps;
-                let down = loss(&t, side, &ids, &c);
+                let down = loss(&t, side, &texts, &c);
                 t.emb[i] = orig;
                 let numeric = (up - down) / (2.0 * eps as f64);
                 let analytic = (mult * pw * dxk) as f64;
@@ -347,9 +471,9 @@ mod tests {
         for i in 0..36 {
             let orig = t.heads[hi].w[i];
             t.heads[hi].w[i] = orig + eps;
-            let up = loss(&t, side, &ids, &c);
+            let up = loss(&t, side, &texts, &c);
             t.heads[hi].w[i] = orig - eps;
-            let down = loss(&t, side, &ids, &c);
+            let down = loss(&t, side, &texts, &c);
             t.heads[hi].w[i] = orig;
             let numeric = (up - down) / (2.0 * eps as f64);
             assert!(
@@ -361,9 +485,9 @@ mod tests {
         for i in 0..6 {
             let orig = t.heads[hi].b[i];
             t.heads[hi].b[i] = orig + eps;
-            let up = loss(&t, side, &ids, &c);
+            let up = loss(&t, side, &texts, &c);
             t.heads[hi].b[i] = orig - eps;
-            let down = loss(&t, side, &ids, &c);
+            let down = loss(&t, side, &texts, &c);
             t.heads[hi].b[i] = orig;
             let numeric = (up - down) / (2.0 * eps as f64);
             assert!(
@@ -393,6 +517,17 @@ mod tests {
         assert_eq!(t.emb, t2.emb);
         // Identity heads: both sides agree before training.
         assert_eq!(z, t.encode(Side::Product, &[1, 2, 3]));
+        // A text encodes the same alone and inside a batch.
+        let texts: Vec<Vec<u32>> = (0..70u32).map(|i| vec![i, i + 1, 2 * i]).collect();
+        let refs: Vec<&[u32]> = texts.iter().map(|v| v.as_slice()).collect();
+        let mut cache = Cache::default();
+        t.forward(Side::Query, &refs, &mut cache);
+        for (i, ids) in refs.iter().enumerate() {
+            let alone = t.encode(Side::Query, ids);
+            for (a, b) in alone.iter().zip(cache.z_row(i)) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use aisle_model::linalg::{gemm, Mat};
 use aisle_model::tower::{axpy, dot};
 
 /// The loss of one batch and its gradients with respect to the normalised vectors.
@@ -43,96 +44,87 @@ pub fn mnrl(
 ) -> LossOutput {
     let b = zq.len() / d;
     debug_assert_eq!(zc.len(), (b + b * k) * d);
-    // Per query: softmax gradient over [in-batch B | own k negatives], and dL/dz(q_i).
-    struct Row {
-        loss: f64,
-        correct: bool,
-        g_in: Vec<f32>,
-        g_neg: Vec<f32>,
-        dq: Vec<f32>,
-    }
-    let rows: Vec<Row> = (0..b)
-        .into_par_iter()
-        .map(|i| {
-            let q = &zq[i * d..(i + 1) * d];
-            let mut logits = vec![f32::NEG_INFINITY; b + k];
-            for (j, l) in logits.iter_mut().enumerate().take(b) {
-                if j == i || !masked(i, j) {
-                    *l = scale * dot(q, &zc[j * d..(j + 1) * d]);
+    let q = Mat::new(zq, b, d);
+    let c_in = Mat::new(&zc[..b * d], b, d);
+    // In-batch logits, B x B: l_ij = s * q_i . p_j.
+    let mut l_in = vec![0.0f32; b * b];
+    gemm(scale, q, c_in.t(), 0.0, &mut l_in);
+    // Per query: the softmax gradient over [in-batch B | own k negatives], divided by B for the
+    // mean, written over its logits; masked entries get 0.
+    let inv_b = 1.0 / b as f32;
+    // One chunk per query even when k = 0 (a zip with no chunks would drop every row).
+    let mut g_neg = vec![0.0f32; b * k.max(1)];
+    let rows: Vec<(f64, bool)> = l_in
+        .par_chunks_mut(b)
+        .zip(g_neg.par_chunks_mut(k.max(1)))
+        .enumerate()
+        .map(|(i, (g_in, g_own))| {
+            let qi = &zq[i * d..(i + 1) * d];
+            for (j, l) in g_in.iter_mut().enumerate() {
+                if j != i && masked(i, j) {
+                    *l = f32::NEG_INFINITY;
                 }
             }
-            for t in 0..k {
+            let g_own = &mut g_own[..k];
+            for (t, l) in g_own.iter_mut().enumerate() {
                 let c = b + i * k + t;
-                logits[b + t] = scale * dot(q, &zc[c * d..(c + 1) * d]);
+                *l = scale * dot(qi, &zc[c * d..(c + 1) * d]);
             }
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f64;
-            for l in &logits {
-                sum += ((l - max) as f64).exp();
-            }
-            let lse = max as f64 + sum.ln();
-            let loss = lse - logits[i] as f64;
-            let correct = logits
+            let pos = g_in[i];
+            let max = g_in
                 .iter()
+                .chain(g_own.iter())
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = g_in
+                .iter()
+                .chain(g_own.iter())
+                .map(|&l| ((l - max) as f64).exp())
+                .sum();
+            let loss = max as f64 + sum.ln() - pos as f64;
+            let correct = g_in
+                .iter()
+                .chain(g_own.iter())
                 .enumerate()
-                .all(|(j, &l)| j == i || l < logits[i]);
-            // d loss_i / d l_ij = softmax_ij - [j == i], divided by B for the mean.
-            let inv_b = 1.0 / b as f32;
-            let mut g: Vec<f32> = logits
-                .iter()
-                .map(|&l| ((((l - max) as f64).exp() / sum) as f32) * inv_b)
-                .collect();
-            g[i] -= inv_b;
-            let mut dq = vec![0.0f32; d];
-            for (j, &gj) in g.iter().enumerate().take(b) {
-                if gj != 0.0 {
-                    axpy(scale * gj, &zc[j * d..(j + 1) * d], &mut dq);
-                }
+                .all(|(j, &l)| j == i || l < pos);
+            for l in g_in.iter_mut().chain(g_own.iter_mut()) {
+                *l = ((((*l - max) as f64).exp() / sum) as f32) * inv_b;
             }
-            for t in 0..k {
-                let c = b + i * k + t;
-                axpy(scale * g[b + t], &zc[c * d..(c + 1) * d], &mut dq);
-            }
-            let g_neg = g.split_off(b);
-            Row {
-                loss,
-                correct,
-                g_in: g,
-                g_neg,
-                dq,
-            }
+            g_in[i] -= inv_b;
+            (loss, correct)
         })
         .collect();
+    let g_in = Mat::new(&l_in, b, b);
     let mut out = LossOutput {
-        loss: rows.iter().map(|r| r.loss).sum::<f64>() / b.max(1) as f64,
-        accuracy: rows.iter().filter(|r| r.correct).count() as f64 / b.max(1) as f64,
-        d_query: Vec::with_capacity(b * d),
+        loss: rows.iter().map(|r| r.0).sum::<f64>() / b.max(1) as f64,
+        accuracy: rows.iter().filter(|r| r.1).count() as f64 / b.max(1) as f64,
+        d_query: vec![0.0; b * d],
         d_candidates: vec![0.0; zc.len()],
     };
-    for r in &rows {
-        out.d_query.extend_from_slice(&r.dq);
-    }
-    // In-batch candidate j collects from every query, in query order (deterministic).
     let (d_in, d_neg) = out.d_candidates.split_at_mut(b * d);
-    d_in.par_chunks_mut(d).enumerate().for_each(|(j, dc)| {
-        for (i, r) in rows.iter().enumerate() {
-            let g = r.g_in[j];
-            if g != 0.0 {
-                axpy(scale * g, &zq[i * d..(i + 1) * d], dc);
-            }
-        }
-    });
-    if k > 0 {
-        d_neg
-            .par_chunks_mut(d * k)
-            .enumerate()
-            .for_each(|(i, dcs)| {
-                let q = &zq[i * d..(i + 1) * d];
-                for (t, dc) in dcs.chunks_mut(d).enumerate() {
-                    axpy(scale * rows[i].g_neg[t], q, dc);
+    let d_query = &mut out.d_query;
+    rayon::join(
+        || {
+            // dL/dq_i = s * (sum_j g_ij p_j + sum_t g_it n_it)
+            gemm(scale, g_in, c_in, 0.0, d_query);
+            for (i, dq) in d_query.chunks_mut(d).enumerate() {
+                for t in 0..k {
+                    let c = b + i * k + t;
+                    axpy(scale * g_neg[i * k + t], &zc[c * d..(c + 1) * d], dq);
                 }
-            });
-    }
+            }
+        },
+        || {
+            // dL/dp_j = s * sum_i g_ij q_i;  dL/dn_it = s * g_it q_i
+            gemm(scale, g_in.t(), q, 0.0, d_in);
+            for (i, dcs) in d_neg.chunks_mut(d * k.max(1)).enumerate() {
+                let qi = &zq[i * d..(i + 1) * d];
+                for (t, dc) in dcs.chunks_mut(d).enumerate() {
+                    axpy(scale * g_neg[i * k + t], qi, dc);
+                }
+            }
+        },
+    );
     out
 }
 
@@ -152,7 +144,13 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        let (b, k, d) = (3, 2, 4);
+        for k in [0, 2] {
+            check_gradients(k);
+        }
+    }
+
+    fn check_gradients(k: usize) {
+        let (b, d) = (3, 4);
         let mut rng = Rng::new(11);
         let mut zq = unit_rows(b, d, &mut rng);
         let mut zc = unit_rows(b + b * k, d, &mut rng);

@@ -7,6 +7,7 @@ use aisle_core::adapters::add_default_splits;
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Dataset;
 use aisle_model::TwoTower;
+use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE, LOG_FILE, MODEL_FILE};
 use aisle_train::{run, SamplerSpec, Silent, TrainConfig, TrainError, Trainer};
 
@@ -97,10 +98,14 @@ fn thread_count_does_not_change_the_model() {
 #[test]
 fn resumed_run_ends_with_the_uninterrupted_model() {
     let ds = world();
-    for sampler in ["taxonomy", "ance:refresh=10,top=20"] {
+    for (sampler, optimizer) in [
+        ("taxonomy", SparseKind::RowAdagrad),
+        ("ance:refresh=10,top=20", SparseKind::Adam),
+    ] {
         let root = tempfile::tempdir().expect("tmp");
         let (whole, parts) = (root.path().join("whole"), root.path().join("parts"));
         let mut cfg = config(sampler, 40);
+        cfg.optim.sparse = optimizer;
         cfg.checkpoint_every = 20;
         run_in(&whole, cfg.clone(), &ds, false).expect("uninterrupted");
         let mut first = cfg.clone();
