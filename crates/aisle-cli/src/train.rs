@@ -1,7 +1,6 @@
 //! `aisle train`, `aisle encode` and `aisle bench train`: argument parsing and printing around
 //! aisle-train and aisle-model.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -409,23 +408,10 @@ fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
     out
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+/// Writes `bytes` to `path` through a temporary file renamed into place.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    Ok(())
+    aisle_core::io::write_atomic(path, |w| w.write_all(bytes))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[derive(Args)]
@@ -435,11 +421,11 @@ pub struct BenchTrainArgs {
     pub datasets: Vec<String>,
     #[command(flatten)]
     pub data: DataOpts,
-    /// Samplers to measure, each with its k, as SAMPLER/K, comma-separated.
+    /// Samplers to measure, each with its k, as SAMPLER/K, separated by spaces.
     #[arg(
         long,
-        value_delimiter = ',',
-        default_value = "in-batch/0,taxonomy/4,random/4,bm25/4,ance:refresh=200/4"
+        value_delimiter = ' ',
+        default_value = "in-batch/0 taxonomy/4 random/4 bm25/4 ance:refresh=200/4 ance:refresh=200,index=exact/4"
     )]
     pub runs: Vec<String>,
     /// Untimed steps before the timed ones.

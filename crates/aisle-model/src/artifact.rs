@@ -15,7 +15,6 @@
 //! regenerated from the seed on load, so a 2^20-row table trained on a small catalog is megabytes,
 //! not half a gigabyte.
 
-use std::io::Write;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -99,22 +98,7 @@ pub fn to_bytes(model: &Model, meta: &serde_json::Value) -> Result<Vec<u8>> {
 /// Saves a model through a temporary file renamed into place.
 pub fn save(model: &Model, meta: &serde_json::Value, path: &Path) -> Result<()> {
     let bytes = to_bytes(model, meta)?;
-    let io = |e| ModelError::io(path, e);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    aisle_core::io::write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| ModelError::io(path, e))
 }
 
 struct Reader<'a> {

@@ -5,7 +5,6 @@
 //! file (see `aisle_model::artifact`), the touched rows' ids and optimiser state, each head's Adam
 //! moments, and a CRC-32 of everything before it. Written to a temporary file and renamed.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -79,22 +78,7 @@ pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
     }
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
-    let io = |e| TrainError::io(path, e);
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    aisle_core::io::write_atomic(path, |w| w.write_all(&buf)).map_err(|e| TrainError::io(path, e))
 }
 
 struct Cursor<'a> {

@@ -5,22 +5,59 @@
 //! [`Sampler::prepare`] returns it in milliseconds for the training log. Each query's top list is
 //! then searched once, on first use after a refresh, and positives are removed from it.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use aisle_core::rng::Rng;
 use aisle_core::ProductId;
 use aisle_model::{Model, Side};
-use aisle_search::vector::{ExactIndex, VectorIndex};
+use aisle_search::vector::{ExactIndex, HnswIndex, HnswParams, VectorIndex};
 
 use super::{draw_with, SampleCtx, SampleStats, Sampler};
 use crate::data::Pair;
 use crate::error::Result;
 
+/// Which index a refresh builds over the re-encoded catalog.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnceIndex {
+    /// usearch HNSW, as ANCE re-indexes in production; built on one thread so that a run is
+    /// the same every time (a graph built by several threads depends on their timing).
+    #[default]
+    Hnsw,
+    /// Brute force: the exact neighbours, cheap to build on small catalogs.
+    Exact,
+}
+
+impl fmt::Display for AnceIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AnceIndex::Hnsw => "hnsw",
+            AnceIndex::Exact => "exact",
+        })
+    }
+}
+
+impl FromStr for AnceIndex {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hnsw" => Ok(AnceIndex::Hnsw),
+            "exact" => Ok(AnceIndex::Exact),
+            _ => Err(format!("`{s}`: expected hnsw or exact")),
+        }
+    }
+}
+
 /// The ANCE sampler.
 pub struct AnceSampler {
     refresh_every: u64,
     depth: usize,
+    kind: AnceIndex,
     dim: usize,
     index: Option<Box<dyn VectorIndex>>,
     /// Query vectors at the last refresh, `queries x dim`.
@@ -31,10 +68,11 @@ pub struct AnceSampler {
 }
 
 impl AnceSampler {
-    pub fn new(refresh_every: u64, depth: usize) -> Self {
+    pub fn new(refresh_every: u64, depth: usize, kind: AnceIndex) -> Self {
         AnceSampler {
             refresh_every: refresh_every.max(1),
             depth,
+            kind,
             dim: 0,
             index: None,
             query_vectors: Vec::new(),
@@ -56,7 +94,16 @@ impl AnceSampler {
     fn refresh(&mut self, model: &Model, ctx: &SampleCtx) -> Result<()> {
         let d = model.dim();
         let products = model.encode_rows(Side::Product, &ctx.data.product_rows);
-        self.index = Some(Box::new(ExactIndex::new(d, products)?));
+        self.index = Some(match self.kind {
+            AnceIndex::Exact => Box::new(ExactIndex::new(d, products)?),
+            AnceIndex::Hnsw => {
+                let params = HnswParams {
+                    build_threads: 1,
+                    ..HnswParams::default()
+                };
+                Box::new(HnswIndex::build(d, &products, &params)?)
+            }
+        });
         self.query_vectors = model.encode_rows(Side::Query, &ctx.data.query_rows);
         self.dim = d;
         self.lists = (0..ctx.data.queries.len())
@@ -68,31 +115,48 @@ impl AnceSampler {
 
     /// The model's own top non-positive products for training query `q` at the last refresh.
     pub fn list(&self, ctx: &SampleCtx, q: u32) -> &[ProductId] {
+        self.list_counted(ctx, q).0
+    }
+
+    /// [`list`](Self::list), and how many positives the search returned and the list left out
+    /// when this call built it (0 when it was built before).
+    fn list_counted(&self, ctx: &SampleCtx, q: u32) -> (&[ProductId], u32) {
         let Some(slot) = self.lists.get(q as usize) else {
-            return &[];
+            return (&[], 0);
         };
-        slot.get_or_init(|| {
+        let mut removed = 0;
+        let list = slot.get_or_init(|| {
             let Some(index) = &self.index else {
                 return Vec::new();
             };
             let v = &self.query_vectors[q as usize * self.dim..(q as usize + 1) * self.dim];
             let want = self.depth + ctx.data.positives[q as usize].len();
-            match index.search(v, want) {
-                Ok(hits) => hits
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .filter(|&p| !ctx.data.is_positive(q, p))
-                    .take(self.depth)
-                    .collect(),
-                Err(_) => Vec::new(),
+            // A failed search leaves the list empty: the draws then fall back to uniform, and
+            // the log counts them as fallbacks.
+            let hits = index.search(v, want).unwrap_or_default();
+            let mut list = Vec::with_capacity(self.depth);
+            for (p, _) in hits {
+                if list.len() == self.depth {
+                    break;
+                }
+                if ctx.data.is_positive(q, p) {
+                    removed += 1;
+                } else {
+                    list.push(p);
+                }
             }
-        })
+            list
+        });
+        (list, removed)
     }
 }
 
 impl Sampler for AnceSampler {
     fn name(&self) -> String {
-        format!("ance(refresh={},top={})", self.refresh_every, self.depth)
+        format!(
+            "ance(refresh={},top={},index={})",
+            self.refresh_every, self.depth, self.kind
+        )
     }
 
     fn prepare(&mut self, step: u64, model: &Model, ctx: &SampleCtx) -> Result<f64> {
@@ -119,8 +183,10 @@ impl Sampler for AnceSampler {
         rng: &mut Rng,
         out: &mut Vec<ProductId>,
     ) -> SampleStats {
-        let list = self.list(ctx, pair.query);
-        draw_with(ctx, pair, k, rng, out, |rng| rng.choose(list).copied())
+        let (list, removed) = self.list_counted(ctx, pair.query);
+        let mut stats = draw_with(ctx, pair, k, rng, out, |rng| rng.choose(list).copied());
+        stats.removed_positives += removed;
+        stats
     }
 }
 
@@ -137,42 +203,45 @@ mod tests {
             dataset: &ds,
             step: 0,
         };
-        let mut s = AnceSampler::new(10, 3);
-        let ms = s.prepare(0, &model, &ctx).expect("refresh");
-        assert!(ms >= 0.0);
-        assert_eq!(s.refreshes(), 1);
-        assert_eq!(s.prepare(5, &model, &ctx).expect("no refresh"), 0.0);
-        assert_eq!(s.refreshes(), 1);
-        let pair = data.pairs[0];
-        // The expected list: exact ranking of every product by the model, positives removed.
-        let q = model.encode_query(&data.queries[pair.query as usize]);
-        let mut scored: Vec<(f32, ProductId)> = ds
-            .catalog
-            .iter()
-            .map(|(id, p)| {
-                (
-                    aisle_model::tower::dot(&q, &model.encode_product(p, &ds.taxonomy)),
-                    id,
-                )
-            })
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let expected: Vec<ProductId> = scored
-            .into_iter()
-            .map(|(_, p)| p)
-            .filter(|&p| !data.is_positive(pair.query, p))
-            .take(3)
-            .collect();
-        let mut got = s.list(&ctx, pair.query).to_vec();
-        let mut want = expected.clone();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want);
-        let mut rng = Rng::new(3);
-        let mut out = Vec::new();
-        s.sample(&ctx, &pair, 5, &mut rng, &mut out);
-        assert!(out.iter().all(|p| expected.contains(p)));
-        s.prepare(10, &model, &ctx).expect("refresh");
-        assert_eq!(s.refreshes(), 2);
+        // On 16 products the HNSW graph finds the exact neighbours too.
+        for kind in [AnceIndex::Exact, AnceIndex::Hnsw] {
+            let mut s = AnceSampler::new(10, 3, kind);
+            let ms = s.prepare(0, &model, &ctx).expect("refresh");
+            assert!(ms >= 0.0);
+            assert_eq!(s.refreshes(), 1);
+            assert_eq!(s.prepare(5, &model, &ctx).expect("no refresh"), 0.0);
+            assert_eq!(s.refreshes(), 1);
+            let pair = data.pairs[0];
+            // The expected list: exact ranking of every product by the model, positives removed.
+            let q = model.encode_query(&data.queries[pair.query as usize]);
+            let mut scored: Vec<(f32, ProductId)> = ds
+                .catalog
+                .iter()
+                .map(|(id, p)| {
+                    (
+                        aisle_model::tower::dot(&q, &model.encode_product(p, &ds.taxonomy)),
+                        id,
+                    )
+                })
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let expected: Vec<ProductId> = scored
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|&p| !data.is_positive(pair.query, p))
+                .take(3)
+                .collect();
+            let mut got = s.list(&ctx, pair.query).to_vec();
+            let mut want = expected.clone();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{kind}");
+            let mut rng = Rng::new(3);
+            let mut out = Vec::new();
+            s.sample(&ctx, &pair, 5, &mut rng, &mut out);
+            assert!(out.iter().all(|p| expected.contains(p)));
+            s.prepare(10, &model, &ctx).expect("refresh");
+            assert_eq!(s.refreshes(), 2);
+        }
     }
 }

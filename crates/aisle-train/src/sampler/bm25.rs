@@ -80,3 +80,45 @@ impl Sampler for Bm25Sampler {
         draw_with(ctx, pair, k, rng, out, |rng| rng.choose(list).copied())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::testing::world;
+
+    #[test]
+    fn negatives_are_lexical_matches_that_are_not_positives() {
+        let (ds, data, _) = world();
+        let s = Bm25Sampler::new(&ds, &data, 6).expect("bm25 lists");
+        let ctx = SampleCtx {
+            data: &data,
+            dataset: &ds,
+            step: 0,
+        };
+        // "oled tv" has positives p0 and p1; the other oled items (p2, p3) match it best, then
+        // the qled TVs through the shared "tv" path name; headphones and sofas never match.
+        let pair = data.pairs[0];
+        let list = s.list(pair.query);
+        assert!(!list.is_empty());
+        assert!(list.iter().all(|&p| !data.is_positive(pair.query, p)));
+        assert_eq!(
+            s.removed_at_build(),
+            2 + 1,
+            "p0, p1 from `oled tv`, p12 from `sofa`"
+        );
+        let top2: Vec<ProductId> = list.iter().take(2).copied().collect();
+        assert!(
+            top2.contains(&ProductId(2)) && top2.contains(&ProductId(3)),
+            "{top2:?}"
+        );
+        assert!(list.iter().all(|p| p.0 < 8), "only TVs match: {list:?}");
+        let mut rng = Rng::new(1);
+        for _ in 0..50 {
+            let mut out = Vec::new();
+            let stats = s.sample(&ctx, &pair, 3, &mut rng, &mut out);
+            assert_eq!(out.len(), 3);
+            assert_eq!(stats.fallbacks, 0);
+            assert!(out.iter().all(|p| list.contains(p)));
+        }
+    }
+}

@@ -20,7 +20,7 @@ mod spec;
 mod taxonomy;
 mod uniform;
 
-pub use ance::AnceSampler;
+pub use ance::{AnceIndex, AnceSampler};
 pub use bm25::Bm25Sampler;
 pub use mixture::{Curriculum, Mixture};
 pub use popularity::PopularitySampler;

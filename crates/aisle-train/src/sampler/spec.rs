@@ -7,7 +7,8 @@
 //! random                            uniform over the catalog
 //! popularity[:alpha=0.75]           by training popularity
 //! bm25[:top=50]                     from the query's BM25 top list
-//! ance[:refresh=200,top=50]         from the model's own top list, re-indexed every 200 steps
+//! ance[:refresh=200,top=50,index=hnsw]   from the model's own top list, re-indexed every 200
+//!                                   steps in an HNSW graph (or index=exact: brute force)
 //! taxonomy[:leaf=1,sibling=1,cousin=0.5]    TB-HNS
 //! mix:0.5*taxonomy+0.5*random       a weighted mixture ('+' between parts)
 //! curriculum:random->taxonomy@500..1500     from the first to the second over steps 500..1500
@@ -19,8 +20,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AnceSampler, Bm25Sampler, Curriculum, Mixture, PopularitySampler, Sampler, TaxonomySampler,
-    TaxonomyWeights, UniformSampler,
+    AnceIndex, AnceSampler, Bm25Sampler, Curriculum, Mixture, PopularitySampler, Sampler,
+    TaxonomySampler, TaxonomyWeights, UniformSampler,
 };
 use crate::data::TrainData;
 use crate::error::{Result, TrainError};
@@ -40,6 +41,8 @@ pub enum SamplerSpec {
     Ance {
         refresh: u64,
         top: usize,
+        #[serde(default)]
+        index: AnceIndex,
     },
     Taxonomy(TaxonomyWeights),
     Mix {
@@ -153,6 +156,7 @@ impl SamplerSpec {
             "ance" => SamplerSpec::Ance {
                 refresh: take(&mut p, "refresh", 200)?,
                 top: take(&mut p, "top", 50)?,
+                index: take(&mut p, "index", AnceIndex::default())?,
             },
             "taxonomy" | "tbhns" | "tb-hns" => {
                 let d = TaxonomyWeights::default();
@@ -195,7 +199,11 @@ impl fmt::Display for SamplerSpec {
             SamplerSpec::Random => write!(f, "random"),
             SamplerSpec::Popularity { alpha } => write!(f, "popularity:alpha={alpha}"),
             SamplerSpec::Bm25 { top } => write!(f, "bm25:top={top}"),
-            SamplerSpec::Ance { refresh, top } => write!(f, "ance:refresh={refresh},top={top}"),
+            SamplerSpec::Ance {
+                refresh,
+                top,
+                index,
+            } => write!(f, "ance:refresh={refresh},top={top},index={index}"),
             SamplerSpec::Taxonomy(w) => write!(
                 f,
                 "taxonomy:leaf={},sibling={},cousin={}",
@@ -234,7 +242,11 @@ pub fn build(
         SamplerSpec::Random => Box::new(UniformSampler),
         SamplerSpec::Popularity { alpha } => Box::new(PopularitySampler::new(data, *alpha)),
         SamplerSpec::Bm25 { top } => Box::new(Bm25Sampler::new(ds, data, *top)?),
-        SamplerSpec::Ance { refresh, top } => Box::new(AnceSampler::new(*refresh, *top)),
+        SamplerSpec::Ance {
+            refresh,
+            top,
+            index,
+        } => Box::new(AnceSampler::new(*refresh, *top, *index)),
         SamplerSpec::Taxonomy(w) => Box::new(TaxonomySampler::new(ds, *w)),
         SamplerSpec::Mix { parts } => {
             let mut built = Vec::new();
@@ -271,7 +283,8 @@ mod tests {
             "random",
             "popularity:alpha=0.5",
             "bm25:top=30",
-            "ance:refresh=100,top=20",
+            "ance:refresh=100,top=20,index=exact",
+            "ance:refresh=100,top=20,index=hnsw",
             "taxonomy:leaf=1,sibling=0.5,cousin=0",
             "mix:0.5*taxonomy:leaf=1,sibling=1,cousin=0.5+0.5*random",
             "curriculum:random->taxonomy:leaf=1,sibling=1,cousin=0.5@500..1500",
