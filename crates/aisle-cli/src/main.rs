@@ -11,6 +11,7 @@ use aisle_core::stats::{fmt_n, DatasetStats};
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
+mod eval;
 mod train;
 
 #[derive(Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Embed a catalog or a list of queries with a trained model (.npy or .jsonl).
     Encode(train::EncodeArgs),
+    /// Recall@K, NDCG@10 and MRR of baselines and trained models, with intervals and segments.
+    Eval(eval::EvalArgs),
     /// Benchmarks (not tests): print measured figures.
     Bench {
         #[command(subcommand)]
@@ -55,6 +58,11 @@ pub(crate) struct DataOpts {
 }
 
 impl DataOpts {
+    /// Seed of the splits (and of the synthetic world).
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
     fn options(&self) -> LoadOptions {
         LoadOptions {
             data_dir: self.data_dir.clone(),
@@ -257,6 +265,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => train::train(*args)?,
         Command::Encode(args) => train::encode(args)?,
+        Command::Eval(args) => eval::eval(args)?,
         Command::Bench { command } => match command {
             BenchCommand::Generate { world, out } => bench_generate(&world, out)?,
             BenchCommand::Train(args) => train::bench_train(args)?,

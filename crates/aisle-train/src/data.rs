@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use aisle_core::{normalize_query, Dataset, Kind, ProductId, Split, UserId};
+use aisle_core::{normalize_query, Dataset, Interaction, Kind, ProductId, Split, UserId};
 use aisle_model::{FeatureRows, Model};
 
 /// One training pair.
@@ -24,6 +24,32 @@ pub enum QuerySource {
     Logged,
     /// The name of the product's category (purchase histories without queries; Ai et al. 2017).
     Taxonomy,
+}
+
+impl QuerySource {
+    /// Logged when any interaction of the dataset carries a query, taxonomy otherwise.
+    pub fn of(ds: &Dataset) -> QuerySource {
+        if ds.interactions.iter().any(|e| e.query.is_some()) {
+            QuerySource::Logged
+        } else {
+            QuerySource::Taxonomy
+        }
+    }
+
+    /// The normalised query a training interaction pairs with its product, or `None` when it
+    /// trains nothing (a view, or an event without a query in a logged dataset).
+    pub fn query_text(self, ds: &Dataset, e: &Interaction) -> Option<String> {
+        if e.kind == Kind::View {
+            return None;
+        }
+        match (self, e.query) {
+            (QuerySource::Logged, Some(q)) => Some(ds.queries.text(q).to_owned()),
+            (QuerySource::Logged, None) => None,
+            (QuerySource::Taxonomy, _) => Some(normalize_query(
+                ds.taxonomy.name(ds.catalog.get(e.product).category),
+            )),
+        }
+    }
 }
 
 /// Everything a training run reads, built once per run.
@@ -47,12 +73,7 @@ impl TrainData {
     /// query; when the dataset has no queries at all, every purchase with its category's name as
     /// the query.
     pub fn build(ds: &Dataset, split: &Split, model: &Model) -> TrainData {
-        let logged = ds.interactions.iter().any(|e| e.query.is_some());
-        let source = if logged {
-            QuerySource::Logged
-        } else {
-            QuerySource::Taxonomy
-        };
+        let source = QuerySource::of(ds);
         let mut queries: Vec<String> = Vec::new();
         let mut query_index: HashMap<String, u32> = HashMap::new();
         let mut intern = |text: String| -> u32 {
@@ -69,15 +90,8 @@ impl TrainData {
         for &i in &split.train {
             let e = &ds.interactions[i as usize];
             popularity[e.product.index()] += 1;
-            if e.kind == Kind::View {
+            let Some(text) = source.query_text(ds, e) else {
                 continue;
-            }
-            let text = match (source, e.query) {
-                (QuerySource::Logged, Some(q)) => ds.queries.text(q).to_owned(),
-                (QuerySource::Logged, None) => continue,
-                (QuerySource::Taxonomy, _) => {
-                    normalize_query(ds.taxonomy.name(ds.catalog.get(e.product).category))
-                }
             };
             let query = intern(text);
             pairs.push(Pair {

@@ -1,0 +1,102 @@
+//! `aisle eval`: baselines and trained models on a split's test (or validation) queries.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use aisle_eval::{
+    evaluate, Bm25Ranker, DenseRanker, EvalConfig, MemorisationRanker, Part, PopularityRanker,
+    Ranker,
+};
+
+use crate::train::pick_split;
+use crate::DataOpts;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PartArg {
+    Test,
+    Validation,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A dataset name or a folder in the generic format.
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+    #[command(flatten)]
+    pub data: DataOpts,
+    /// The split [default: the dataset's first].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Which queries of the split.
+    #[arg(long, value_enum, default_value_t = PartArg::Test)]
+    pub part: PartArg,
+    /// A trained model to evaluate, as PATH or NAME=PATH (repeatable).
+    #[arg(long)]
+    pub model: Vec<String>,
+    /// Leave out BM25, popularity and query memorisation.
+    #[arg(long)]
+    pub no_baselines: bool,
+    /// Bootstrap resamples of the 95% intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let ds = args.data.load(&args.dataset)?;
+    let split = pick_split(&ds, args.split.as_deref())?;
+    let mut owned: Vec<Box<dyn Ranker>> = Vec::new();
+    if !args.no_baselines {
+        owned.push(Box::new(Bm25Ranker::new(&ds)?));
+        owned.push(Box::new(PopularityRanker::new(&ds, split)));
+        owned.push(Box::new(MemorisationRanker::new(&ds, split)));
+    }
+    for spec in &args.model {
+        let (name, path) = match spec.split_once('=') {
+            Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
+            None => (None, PathBuf::from(spec)),
+        };
+        let (model, meta) = aisle_model::artifact::load(&path)?;
+        let name = name.unwrap_or_else(|| match meta.get("sampler").and_then(|s| s.as_str()) {
+            Some(s) => format!("dense {s}"),
+            None => format!("dense {}", path.display()),
+        });
+        if let Some(trained_on) = meta.get("dataset").and_then(|d| d.as_str()) {
+            if trained_on != ds.name {
+                eprintln!(
+                    "warning: {} was trained on `{trained_on}`, evaluated on `{}`",
+                    path.display(),
+                    ds.name
+                );
+            }
+        }
+        owned.push(Box::new(DenseRanker::new(name, model, &ds).with_context(
+            || format!("encoding the catalog with {}", path.display()),
+        )?));
+    }
+    anyhow::ensure!(
+        !owned.is_empty(),
+        "nothing to evaluate: give --model or drop --no-baselines"
+    );
+    let rankers: Vec<&dyn Ranker> = owned.iter().map(|r| r.as_ref()).collect();
+    let cfg = EvalConfig {
+        part: match args.part {
+            PartArg::Test => Part::Test,
+            PartArg::Validation => Part::Validation,
+        },
+        resamples: args.resamples,
+        seed: args.data.seed(),
+        ..EvalConfig::default()
+    };
+    let report = evaluate(&ds, split, &rankers, &cfg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}

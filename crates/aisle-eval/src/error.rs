@@ -1,0 +1,15 @@
+//! Errors of aisle-eval.
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Search(#[from] aisle_search::SearchError),
+    #[error(transparent)]
+    Model(#[from] aisle_model::ModelError),
+    #[error("nothing to evaluate: {0}")]
+    Empty(String),
+    #[error("{0}")]
+    Ranker(String),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;

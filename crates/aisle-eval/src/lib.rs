@@ -1,0 +1,29 @@
+//! aisle-eval: measuring retrieval.
+//!
+//! It owns the ranking [`metrics`] (Recall@K, graded NDCG, MRR, bootstrap intervals, the paired
+//! randomization test), the [`rankers`] an evaluation compares (BM25, popularity, query-log
+//! memorisation, a trained dense model) and [`evaluate`], which runs them on a split's validation
+//! or test queries with micro and macro means and segments (head / torso / tail / unseen queries,
+//! cold-start products, cold-start users). It trains nothing and serves nothing.
+//!
+//! ```no_run
+//! use aisle_core::adapters::{load, LoadOptions};
+//! use aisle_eval::{evaluate, Bm25Ranker, EvalConfig, PopularityRanker, Ranker};
+//! let ds = load("bestbuy_xbox", &LoadOptions::default())?;
+//! let split = ds.default_split().expect("a split");
+//! let bm25 = Bm25Ranker::new(&ds)?;
+//! let pop = PopularityRanker::new(&ds, split);
+//! let rankers: [&dyn Ranker; 2] = [&bm25, &pop];
+//! let report = evaluate(&ds, split, &rankers, &EvalConfig::default())?;
+//! print!("{}", report.render());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod evaluate;
+pub mod metrics;
+pub mod rankers;
+
+pub use error::{EvalError, Result};
+pub use evaluate::{evaluate, EvalConfig, Part, Report, Row};
+pub use rankers::{Bm25Ranker, Case, DenseRanker, MemorisationRanker, PopularityRanker, Ranker};
