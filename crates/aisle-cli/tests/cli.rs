@@ -214,6 +214,34 @@ fn train_writes_model_and_log_and_encode_exports_npy_and_jsonl() {
 
     let model = run.join("model.aisle");
     let model_s = model.to_str().expect("utf-8 path");
+
+    let out = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--model",
+        &format!("tbhns={model_s}"),
+        "--resamples",
+        "50",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for row in [
+        "BM25",
+        "popularity",
+        "query memorisation",
+        "tbhns",
+        "unseen queries",
+    ] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+    let out = aisle(&["eval", "--dataset", &world, "--no-baselines"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("nothing to evaluate"),
+        "{:?}",
+        text(&out)
+    );
     let queries = d.path().join("q.txt");
     std::fs::write(&queries, "oled tv\n\nrunning shoes\nkids jacket\n").expect("write");
     let npy = d.path().join("q.npy");
