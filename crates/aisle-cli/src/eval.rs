@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use aisle_eval::{
     evaluate, Bm25Ranker, DenseRanker, EvalConfig, MemorisationRanker, Part, PopularityRanker,
-    Ranker,
+    Ranker, RepurchaseRanker,
 };
 
 use crate::train::pick_split;
@@ -35,7 +35,7 @@ pub struct EvalArgs {
     /// A trained model to evaluate, as PATH or NAME=PATH (repeatable).
     #[arg(long)]
     pub model: Vec<String>,
-    /// Leave out BM25, popularity and query memorisation.
+    /// Leave out BM25, popularity, query memorisation and per-user re-purchase.
     #[arg(long)]
     pub no_baselines: bool,
     /// Bootstrap resamples of the 95% intervals.
@@ -54,6 +54,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         owned.push(Box::new(Bm25Ranker::new(&ds)?));
         owned.push(Box::new(PopularityRanker::new(&ds, split)));
         owned.push(Box::new(MemorisationRanker::new(&ds, split)));
+        if split
+            .test
+            .iter()
+            .chain(&split.validation)
+            .any(|q| q.user.is_some())
+        {
+            owned.push(Box::new(RepurchaseRanker::new(&ds, split)));
+        }
     }
     for spec in &args.model {
         let (name, path) = match spec.split_once('=') {

@@ -1,7 +1,7 @@
 //! aisle-core: the ground floor of aisle.
 //!
 //! It owns the retail domain ([`Catalog`], [`Taxonomy`], [`Users`], [`Interaction`], [`Judgment`],
-//! [`Dataset`]), the importers for aisle's generic format and for the bundled real datasets
+//! [`Dataset`]), customers' [`Histories`] without leakage, the importers for aisle's generic format and for the bundled real datasets
 //! ([`adapters`]), the evaluation splits ([`split`]), dataset statistics ([`stats`]) and the
 //! synthetic retail world ([`synth`]). It knows nothing of models, indexes or servers.
 //!
@@ -17,6 +17,7 @@
 pub mod adapters;
 pub mod dataset;
 pub mod error;
+pub mod history;
 pub mod io;
 pub mod model;
 pub mod rng;
@@ -27,6 +28,7 @@ pub mod taxonomy;
 
 pub use dataset::Dataset;
 pub use error::{Error, ImportReport, Location, Result, Strictness};
+pub use history::Histories;
 pub use model::{
     normalize_query, Catalog, Interaction, Judgment, Kind, Product, ProductId, Queries, QueryId,
     User, UserId, Users,

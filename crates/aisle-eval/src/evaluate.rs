@@ -167,6 +167,7 @@ pub fn evaluate(
         .map(|q| Case {
             text: ds.queries.text(q.query),
             user: q.user,
+            before: q.before,
         })
         .collect();
     let seg = segments(ds, split, &queries);

@@ -2,7 +2,7 @@
 //!
 //! It owns the ranking [`metrics`] (Recall@K, graded NDCG, MRR, bootstrap intervals, the paired
 //! randomization test), the [`rankers`] an evaluation compares (BM25, popularity, query-log
-//! memorisation, a trained dense model) and [`evaluate`], which runs them on a split's validation
+//! memorisation, per-user re-purchase, a trained dense model) and [`evaluate`], which runs them on a split's validation
 //! or test queries with micro and macro means and segments (head / torso / tail / unseen queries,
 //! cold-start products, cold-start users). It trains nothing and serves nothing.
 //!
@@ -26,4 +26,6 @@ pub mod rankers;
 
 pub use error::{EvalError, Result};
 pub use evaluate::{evaluate, EvalConfig, Part, Report, Row};
-pub use rankers::{Bm25Ranker, Case, DenseRanker, MemorisationRanker, PopularityRanker, Ranker};
+pub use rankers::{
+    Bm25Ranker, Case, DenseRanker, MemorisationRanker, PopularityRanker, Ranker, RepurchaseRanker,
+};

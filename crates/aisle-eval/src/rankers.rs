@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use aisle_core::{Dataset, ProductId, Split, UserId};
+use aisle_core::{Dataset, Histories, Kind, ProductId, Split, UserId};
 use aisle_model::{FeatureRows, Model, Side};
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
 use aisle_search::vector::{search_batch, ExactIndex};
@@ -17,6 +17,9 @@ pub struct Case<'a> {
     /// Normalised query text.
     pub text: &'a str,
     pub user: Option<UserId>,
+    /// History cut-off: a personalized ranker may use only the user's training interactions
+    /// with `time < before`.
+    pub before: i64,
 }
 
 /// A retrieval system under evaluation.
@@ -193,5 +196,216 @@ impl Ranker for DenseRanker {
             .into_iter()
             .map(|hits| hits.into_iter().map(|(p, _)| p).collect())
             .collect())
+    }
+}
+
+/// Lower-cased words of a text (letters and digits).
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Per-user re-purchase: the products this customer bought before the query (from training
+/// interactions only) that match it, most bought first (then most recent), then query
+/// memorisation for the rest of the list. A product matches when the query is its category's
+/// name or when every query word is in its title or category path. On data without purchases
+/// (search logs), clicks and add-to-carts count as buying.
+pub struct RepurchaseRanker {
+    histories: Histories,
+    /// Product and counted-or-not of every interaction.
+    product: Vec<ProductId>,
+    counts: Vec<bool>,
+    time: Vec<i64>,
+    category: Vec<String>,
+    /// Sorted, distinct words of each product's title and category path.
+    words: Vec<Vec<String>>,
+    memorisation: MemorisationRanker,
+}
+
+impl RepurchaseRanker {
+    pub fn new(ds: &Dataset, split: &Split) -> Self {
+        let purchases = ds.interactions.iter().any(|e| e.kind == Kind::Purchase);
+        let t = &ds.taxonomy;
+        let mut category = Vec::with_capacity(ds.catalog.len());
+        let mut word_sets = Vec::with_capacity(ds.catalog.len());
+        for (_, p) in ds.catalog.iter() {
+            category.push(aisle_core::normalize_query(t.name(p.category)));
+            let mut w = words(&p.title);
+            for n in t.path(p.category) {
+                w.extend(words(t.name(n)));
+            }
+            w.sort_unstable();
+            w.dedup();
+            word_sets.push(w);
+        }
+        RepurchaseRanker {
+            histories: Histories::from_split(ds, split),
+            product: ds.interactions.iter().map(|e| e.product).collect(),
+            counts: ds
+                .interactions
+                .iter()
+                .map(|e| {
+                    if purchases {
+                        e.kind == Kind::Purchase
+                    } else {
+                        e.kind != Kind::View
+                    }
+                })
+                .collect(),
+            time: ds.interactions.iter().map(|e| e.time).collect(),
+            category,
+            words: word_sets,
+            memorisation: MemorisationRanker::new(ds, split),
+        }
+    }
+
+    fn matches(&self, p: ProductId, query: &str, query_words: &[String]) -> bool {
+        self.category[p.index()] == query
+            || (!query_words.is_empty()
+                && query_words
+                    .iter()
+                    .all(|w| self.words[p.index()].binary_search(w).is_ok()))
+    }
+}
+
+impl Ranker for RepurchaseRanker {
+    fn name(&self) -> String {
+        "re-purchase".into()
+    }
+
+    fn rank(&self, cases: &[Case], depth: usize) -> Result<Vec<Vec<ProductId>>> {
+        let fallback = self.memorisation.rank(cases, depth)?;
+        Ok(cases
+            .iter()
+            .zip(fallback)
+            .map(|(c, fallback)| {
+                let mut bought: HashMap<ProductId, (u32, i64)> = HashMap::new();
+                if let Some(u) = c.user {
+                    let query_words = words(c.text);
+                    for &i in self.histories.before(u, c.before, usize::MAX) {
+                        let i = i as usize;
+                        let p = self.product[i];
+                        if self.counts[i] && self.matches(p, c.text, &query_words) {
+                            let e = bought.entry(p).or_default();
+                            e.0 += 1;
+                            e.1 = e.1.max(self.time[i]);
+                        }
+                    }
+                }
+                let mut ranked: Vec<(ProductId, (u32, i64))> = bought.into_iter().collect();
+                ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let mut out: Vec<ProductId> = ranked.into_iter().map(|r| r.0).take(depth).collect();
+                for p in fallback {
+                    if out.len() >= depth {
+                        break;
+                    }
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
+                }
+                out
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aisle_core::{Catalog, Interaction, Product, TaxonomyBuilder};
+
+    /// tv (p0..p3) and sofa (p4, p5); user u bought p1 twice and p2 once at times 1..3, p3 at
+    /// time 20 (after the cut-off), a sofa at time 2; user v bought p0 five times.
+    fn shop() -> (Dataset, Split) {
+        let mut b = TaxonomyBuilder::new();
+        b.add_node("el", "Electronics", None, None);
+        b.add_node("tv", "TV", Some("el"), None);
+        b.add_node("home", "Home", None, None);
+        b.add_node("sofa", "Sofas", Some("home"), None);
+        let mut ds = Dataset::new("shop", b.build().expect("tree"));
+        let mut catalog = Catalog::new();
+        for (i, (leaf, title)) in [
+            ("tv", "LG OLED"),
+            ("tv", "Samsung QLED"),
+            ("tv", "Sony Bravia"),
+            ("tv", "TCL Roku"),
+            ("sofa", "Grey corner sofa"),
+            ("sofa", "Leather sofa"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let category = ds.taxonomy.node(leaf).expect("leaf");
+            catalog
+                .push(Product {
+                    id: format!("p{i}"),
+                    title: title.into(),
+                    description: String::new(),
+                    brand: String::new(),
+                    price: None,
+                    attributes: vec![],
+                    category,
+                })
+                .expect("unique");
+        }
+        ds.catalog = catalog;
+        let u = ds.users.get_or_insert("u");
+        let v = ds.users.get_or_insert("v");
+        let mut events = vec![(u, 1, 1), (u, 1, 2), (u, 2, 3), (u, 4, 2), (u, 3, 20)];
+        events.extend((0..5).map(|t| (v, 0, t)));
+        for (user, p, time) in events {
+            ds.interactions.push(Interaction {
+                user,
+                product: ProductId(p),
+                kind: Kind::Purchase,
+                time,
+                session: None,
+                query: None,
+                price: None,
+            });
+        }
+        let split = Split {
+            name: "all".into(),
+            description: String::new(),
+            seed: 0,
+            train: (0..ds.interactions.len() as u32).collect(),
+            validation: vec![],
+            test: vec![],
+            cold_start: vec![false; 6],
+        };
+        (ds, split)
+    }
+
+    #[test]
+    fn repurchase_ranks_the_users_matching_purchases_before_the_cut_off() {
+        let (ds, split) = shop();
+        let r = RepurchaseRanker::new(&ds, &split);
+        let u = ds.users.find("u");
+        let case = |text, user, before| Case { text, user, before };
+        let got = r
+            .rank(
+                &[
+                    case("tv", u, 10),
+                    case("tv", None, 10),
+                    case("sony", u, 10),
+                    case("tv", u, 3),
+                ],
+                4,
+            )
+            .expect("rank");
+        // p1 (twice) before p2; p3 was bought after the cut-off and the sofa does not match;
+        // then the category's best sellers (p0, bought five times by v).
+        assert_eq!(
+            got[0],
+            vec![ProductId(1), ProductId(2), ProductId(0), ProductId(3)]
+        );
+        // No user: memorisation alone.
+        assert_eq!(got[1][0], ProductId(0));
+        // A text query matches by title words.
+        assert_eq!(got[2][0], ProductId(2));
+        // A cut-off of 3 keeps only the purchases at times 1 and 2.
+        assert_eq!(got[3][..2], [ProductId(1), ProductId(0)]);
     }
 }
