@@ -3,6 +3,7 @@
 # scripts/train-every-sampler.sh trained. The tables in docs/evaluation.md come from this script.
 #
 #   scripts/eval-every-sampler.sh [DATASET ...]     (default: bestbuy_xbox instacart)
+#   SPLIT=query_disjoint scripts/eval-every-sampler.sh bestbuy_xbox   (models trained on that split)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 aisle=target/release/aisle
@@ -11,13 +12,16 @@ datasets=("$@")
 [ ${#datasets[@]} -gt 0 ] || datasets=(bestbuy_xbox instacart)
 for ds in "${datasets[@]}"; do
   models=()
-  for dir in out/train-every-sampler/"$ds"-*/; do
+  prefix="out/train-every-sampler/$ds${SPLIT:+@$SPLIT}-"
+  for dir in "$prefix"*/; do
     [ -f "$dir/model.aisle" ] || continue
     name=${dir%/}
-    name=${name#out/train-every-sampler/"$ds"-}
+    name=${name#"$prefix"}
     models+=(--model "dense:$name=$dir/model.aisle")
   done
   [ ${#models[@]} -gt 0 ] || { echo "no models for $ds: run scripts/train-every-sampler.sh first" >&2; exit 1; }
-  "$aisle" eval --dataset "$ds" "${models[@]}"
+  split_args=()
+  [ -z "${SPLIT:-}" ] || split_args=(--split "$SPLIT")
+  "$aisle" eval --dataset "$ds" "${split_args[@]}" "${models[@]}"
   echo
 done

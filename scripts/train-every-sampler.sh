@@ -5,6 +5,9 @@
 # data in ../shared/data (or $AISLE_DATA_DIR). Runs go to out/train-every-sampler/.
 #
 #   scripts/train-every-sampler.sh [DATASET ...]     (default: bestbuy_xbox instacart)
+#   SPLIT=query_disjoint SAMPLERS="in-batch taxonomy" scripts/train-every-sampler.sh bestbuy_xbox
+#
+# SPLIT picks another split than the dataset's default; SAMPLERS (space-separated) a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 aisle=target/release/aisle
@@ -13,13 +16,17 @@ datasets=("$@")
 [ ${#datasets[@]} -gt 0 ] || datasets=(bestbuy_xbox instacart)
 samplers=(in-batch random popularity bm25 ance "ance:index=exact" taxonomy
   "mix:0.5*taxonomy+0.5*random" "curriculum:random->taxonomy@500..1500")
+[ -z "${SAMPLERS:-}" ] || read -r -a samplers <<< "$SAMPLERS"
+split_args=()
+[ -z "${SPLIT:-}" ] || split_args=(--split "$SPLIT")
 for ds in "${datasets[@]}"; do
   for s in "${samplers[@]}"; do
     slug=$(printf '%s' "$s" | tr -c 'a-z0-9' '-')
     start=$(date +%s.%N)
-    out=$("$aisle" train --dataset "$ds" --sampler "$s" --quiet --out "out/train-every-sampler/$ds-$slug" 2>/dev/null)
+    out=$("$aisle" train --dataset "$ds" "${split_args[@]}" --sampler "$s" --quiet \
+      --out "out/train-every-sampler/$ds${SPLIT:+@$SPLIT}-$slug" 2>/dev/null)
     end=$(date +%s.%N)
-    printf '== %s | %s | %.1f s wall (load, train, validation, files)\n' "$ds" "$s" "$(echo "$end - $start" | bc)"
+    printf '== %s | %s | %.1f s wall (load, train, validation, files)\n' "$ds${SPLIT:+ ($SPLIT)}" "$s" "$(echo "$end - $start" | bc)"
     echo "$out" | grep -E "training time|validation R@10|positives removed"
   done
 done
