@@ -82,9 +82,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 );
             }
         }
-        owned.push(Box::new(DenseRanker::new(name, model, &ds).with_context(
-            || format!("encoding the catalog with {}", path.display()),
-        )?));
+        let history = meta
+            .get("personalize")
+            .and_then(|p| p.get("history"))
+            .and_then(|h| h.as_u64())
+            .unwrap_or(50) as usize;
+        owned.push(Box::new(
+            DenseRanker::new(name, model, &ds, split, history)
+                .with_context(|| format!("encoding the catalog with {}", path.display()))?,
+        ));
     }
     anyhow::ensure!(
         !owned.is_empty(),

@@ -13,6 +13,7 @@ use aisle_model::{FeatureRows, Side};
 use aisle_train::bench::BenchFigures;
 use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE};
+use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::{Observer, SamplerSpec, StepStats, TrainConfig};
 
 use crate::DataOpts;
@@ -45,6 +46,13 @@ pub struct TrainOverrides {
     /// Seed of the model and the training order [default: 42].
     #[arg(long)]
     pub train_seed: Option<u64>,
+    /// Train the personalized query tower too: each query read with the customer's earlier
+    /// interactions (the last 50, or --history).
+    #[arg(long)]
+    pub personalized: bool,
+    /// Earlier interactions the personalized tower reads [default: 50].
+    #[arg(long)]
+    pub history: Option<usize>,
     /// Optimiser of the embedding table: row-adagrad (one accumulator per row) or adam (lazy,
     /// per element) [default: row-adagrad].
     #[arg(long, value_parser = parse_sparse)]
@@ -89,6 +97,15 @@ impl TrainOverrides {
         }
         if let Some(b) = self.buckets_log2 {
             cfg.model.featurizer.buckets_log2 = b;
+        }
+        if self.personalized && cfg.personalize.is_none() {
+            cfg.personalize = Some(PersonalizeConfig::default());
+        }
+        if let Some(n) = self.history {
+            match cfg.personalize.as_mut() {
+                Some(p) => p.history = n,
+                None => anyhow::bail!("--history needs --personalized"),
+            }
         }
         if let Some(o) = self.optimizer {
             cfg.optim.sparse = o;

@@ -123,8 +123,10 @@ fn segments(ds: &Dataset, split: &Split, queries: &[&EvalQuery]) -> Segments {
         if band.contains_key(text) {
             s.push("seen queries");
         }
-        if q.user.is_some_and(|u| !trained_users.contains(&u)) {
-            s.push("cold-start users");
+        match q.user {
+            Some(u) if trained_users.contains(&u) => s.push("users with history"),
+            Some(_) => s.push("cold-start users"),
+            None => {}
         }
         for name in &s {
             *sizes.entry((*name).to_owned()).or_default() += 1;

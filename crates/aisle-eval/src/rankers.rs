@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use aisle_core::{Dataset, Histories, Kind, ProductId, Split, UserId};
+use aisle_model::personal::{kind_weight, PersonalCache};
 use aisle_model::{FeatureRows, Model, Side};
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
 use aisle_search::vector::{search_batch, ExactIndex};
@@ -164,21 +165,45 @@ impl Ranker for Bm25Ranker {
 }
 
 /// A trained two-tower model over the whole catalog, searched exactly (the ANN's recall cost is
-/// measured by the search crate, not mixed into model quality here).
+/// measured by the search crate, not mixed into model quality here). A model with a
+/// personalized tower reads each query with its customer's training history before the query's
+/// cut-off; with no customer, or none known, the query vector is the plain one.
 pub struct DenseRanker {
     name: String,
     model: Model,
     index: ExactIndex,
+    /// Histories and how many earlier interactions to read, for a personalized model.
+    personal: Option<(Histories, usize)>,
+    /// Interactions, for resolving histories (empty for a plain model).
+    events: Vec<aisle_core::Interaction>,
 }
 
 impl DenseRanker {
-    pub fn new(name: impl Into<String>, model: Model, ds: &Dataset) -> Result<Self> {
+    /// `history`: earlier interactions a personalized model reads (ignored by a plain one).
+    pub fn new(
+        name: impl Into<String>,
+        model: Model,
+        ds: &Dataset,
+        split: &Split,
+        history: usize,
+    ) -> Result<Self> {
         let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
         let index = ExactIndex::new(model.dim(), vectors)?;
+        let personal = model
+            .personal
+            .as_ref()
+            .map(|_| (Histories::from_split(ds, split), history));
+        let events = if personal.is_some() {
+            ds.interactions.clone()
+        } else {
+            Vec::new()
+        };
         Ok(DenseRanker {
             name: name.into(),
             model,
             index,
+            personal,
+            events,
         })
     }
 }
@@ -189,9 +214,31 @@ impl Ranker for DenseRanker {
     }
 
     fn rank(&self, cases: &[Case], depth: usize) -> Result<Vec<Vec<ProductId>>> {
+        use rayon::prelude::*;
         let texts: Vec<&str> = cases.iter().map(|c| c.text).collect();
         let rows = FeatureRows::build(&self.model.featurizer, &texts);
-        let queries = self.model.encode_rows(Side::Query, &rows);
+        let mut queries = self.model.encode_rows(Side::Query, &rows);
+        if let (Some(tower), Some((histories, n))) = (&self.model.personal, &self.personal) {
+            let d = self.model.dim();
+            let items = self.index.rows();
+            queries
+                .par_chunks_mut(d)
+                .zip(cases.par_iter())
+                .for_each_init(PersonalCache::default, |cache, (q, c)| {
+                    let Some(user) = c.user else { return };
+                    let events = histories.before(user, c.before, *n);
+                    let mut h = Vec::with_capacity(events.len() * d);
+                    let mut w = Vec::with_capacity(events.len());
+                    for &i in events {
+                        let e = &self.events[i as usize];
+                        let p = e.product.index();
+                        h.extend_from_slice(&items[p * d..(p + 1) * d]);
+                        w.push(kind_weight(e.kind));
+                    }
+                    tower.forward(q, &h, &w, cache);
+                    q.copy_from_slice(&cache.out);
+                });
+        }
         Ok(search_batch(&self.index, &queries, depth)?
             .into_iter()
             .map(|hits| hits.into_iter().map(|(p, _)| p).collect())

@@ -118,3 +118,72 @@ fn oracle_baselines_segments_and_significance() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+#[test]
+fn personalized_ranking_without_a_history_is_the_plain_ranking() {
+    use aisle_core::UserId;
+    use aisle_eval::DenseRanker;
+    use aisle_train::trainer::PersonalizeConfig;
+    use aisle_train::{SamplerSpec, TrainConfig, Trainer};
+
+    let ds = world();
+    let split = ds.default_split().expect("split");
+    let mut cfg = TrainConfig {
+        sampler: SamplerSpec::parse("taxonomy").expect("sampler"),
+        batch_size: 32,
+        steps: 30,
+        personalize: Some(PersonalizeConfig {
+            history: 10,
+            refresh: 10,
+            ..PersonalizeConfig::default()
+        }),
+        ..TrainConfig::default()
+    };
+    cfg.model.featurizer.buckets_log2 = 14;
+    cfg.model.tower.dim = 16;
+    let mut t = Trainer::new(cfg, &ds, split).expect("trainer");
+    for _ in 0..30 {
+        t.train_step().expect("step");
+    }
+    let personal = t.model.clone();
+    let mut plain = t.model.clone();
+    plain.personal = None;
+    let p = DenseRanker::new("personal", personal, &ds, split, 10).expect("ranker");
+    let q = DenseRanker::new("plain", plain, &ds, split, 10).expect("ranker");
+    // Customers with a history: the last test queries' users, asked at their cut-offs.
+    let with: Vec<Case> = split
+        .test
+        .iter()
+        .filter(|e| e.user.is_some())
+        .take(50)
+        .map(|e| Case {
+            text: ds.queries.text(e.query),
+            user: e.user,
+            before: e.before,
+        })
+        .collect();
+    let without: Vec<Case> = with
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Case {
+            user: match i % 3 {
+                0 => None,
+                1 => Some(UserId(u32::MAX - 1)),
+                _ => c.user,
+            },
+            // No interaction is before the earliest time: an empty history.
+            before: if i % 3 == 2 { i64::MIN } else { c.before },
+            ..*c
+        })
+        .collect();
+    assert_eq!(
+        p.rank(&without, 20).expect("rank"),
+        q.rank(&without, 20).expect("rank"),
+        "no user, an unknown user or an empty history must rank as the plain model"
+    );
+    assert_ne!(
+        p.rank(&with, 20).expect("rank"),
+        q.rank(&with, 20).expect("rank"),
+        "histories changed nothing"
+    );
+}

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::model::{Model, ModelConfig};
+use crate::personal::Personalizer;
 use crate::tower::{init_row, Dense, TwoTower};
 
 pub const MAGIC: &[u8; 8] = b"AISLEMDL";
@@ -33,6 +34,10 @@ struct Header {
     rows: usize,
     stored_rows: usize,
     heads: usize,
+    /// The personalized query tower's parameters, when there is one (few: JSON keeps them
+    /// exactly, and the checksum covers the header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    personal: Option<Personalizer>,
     /// Free-form facts about how the model was made (dataset, sampler, steps, ...).
     meta: serde_json::Value,
 }
@@ -67,6 +72,7 @@ pub fn to_bytes(model: &Model, meta: &serde_json::Value) -> Result<Vec<u8>> {
         rows: t.rows,
         stored_rows: stored.len(),
         heads: t.heads.len(),
+        personal: model.personal.clone(),
         meta: meta.clone(),
     };
     let header = serde_json::to_vec(&header).map_err(|e| ModelError::Config(e.to_string()))?;
@@ -184,7 +190,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Model, serde_json::Value
     let cfg = header.config;
     let d = cfg.tower.dim;
     let buckets = 1usize << cfg.featurizer.buckets_log2.clamp(1, 31);
-    if header.rows != buckets || d == 0 || header.heads == 0 || header.heads > 2 {
+    let personal_ok = header
+        .personal
+        .as_ref()
+        .is_none_or(|p| p.v_q.len() == d && p.v_u.len() == d);
+    if header.rows != buckets || d == 0 || header.heads == 0 || header.heads > 2 || !personal_ok {
         return Err(corrupt("header does not describe a valid model"));
     }
     let mut towers = TwoTower::new(cfg.tower.clone(), header.rows);
@@ -216,6 +226,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Model, serde_json::Value
             cfg,
             featurizer,
             towers,
+            personal: header.personal,
         },
         header.meta,
     ))
@@ -271,6 +282,24 @@ mod tests {
         assert_eq!(back.encode_query("oled tv"), m.encode_query("oled tv"));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn the_personalized_tower_round_trips_exactly() {
+        let mut m = small();
+        let mut p = Personalizer::new(8);
+        p.b0 = 0.1 + 0.2; // not representable exactly: JSON must keep every bit
+        p.tau = 1.0 / 3.0;
+        p.v_q = (0..8).map(|i| (i as f32).sin() * 1e-7).collect();
+        p.v_u = (0..8).map(|i| (i as f32 * 1.7).cos()).collect();
+        m.personal = Some(p);
+        let bytes = to_bytes(&m, &serde_json::Value::Null).expect("bytes");
+        let (back, _) = from_bytes(&bytes, Path::new("m.aisle")).expect("load");
+        assert_eq!(back.personal, m.personal);
+        // A personalizer of the wrong width is refused.
+        m.personal.as_mut().expect("some").v_u.pop();
+        let bytes = to_bytes(&m, &serde_json::Value::Null).expect("bytes");
+        assert!(from_bytes(&bytes, Path::new("m.aisle")).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod featurize;
 pub mod linalg;
 pub mod model;
+pub mod personal;
 pub mod tower;
 
 pub use error::{ModelError, Result};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use aisle_core::{Catalog, Product, Taxonomy};
 
 use crate::featurize::{FeatureRows, Featurizer, FeaturizerConfig};
+use crate::personal::Personalizer;
 use crate::tower::{Side, TowerConfig, TwoTower};
 
 /// Which product fields make up the product text, in this order.
@@ -91,6 +92,8 @@ pub struct Model {
     pub cfg: ModelConfig,
     pub featurizer: Featurizer,
     pub towers: TwoTower,
+    /// The personalized query tower, when the model was trained with one.
+    pub personal: Option<Personalizer>,
 }
 
 impl Model {
@@ -102,6 +105,7 @@ impl Model {
             cfg,
             featurizer,
             towers,
+            personal: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Layout (little-endian): magic `AISLECKP`, u32 version, u64-length JSON header, u64-length model
 //! file (see `aisle_model::artifact`), the touched rows' ids and optimiser state, each head's Adam
-//! moments, and a CRC-32 of everything before it. Written to a temporary file and renamed.
+//! moments, the personalized tower's Adam moments (none without one), and a CRC-32 of everything
+//! before it. Written to a temporary file and renamed.
 
 use std::path::Path;
 
@@ -16,7 +17,7 @@ use crate::optim::SparseState;
 use crate::trainer::{TrainConfig, Trainer};
 
 const MAGIC: &[u8; 8] = b"AISLECKP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -76,6 +77,8 @@ pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
             put_f32s(&mut buf, x);
         }
     }
+    put_f32s(&mut buf, &trainer.personal_m);
+    put_f32s(&mut buf, &trainer.personal_v);
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     aisle_core::io::write_atomic(path, |w| w.write_all(&buf)).map_err(|e| TrainError::io(path, e))
@@ -181,10 +184,16 @@ pub fn restore(trainer: &mut Trainer, path: &Path) -> Result<()> {
             c.f32s(x).ok_or_else(short)?;
         }
     }
+    c.f32s(&mut trainer.personal_m).ok_or_else(short)?;
+    c.f32s(&mut trainer.personal_v).ok_or_else(short)?;
     if c.pos != body.len() {
         return Err(fail("trailing bytes"));
     }
     trainer.model = model;
     trainer.step = header.step;
+    // History items are re-encoded at the next step, as an uninterrupted run does (checkpoints
+    // fall on multiples of the refresh interval).
+    trainer.items.clear();
+    trainer.items_step = None;
     Ok(())
 }

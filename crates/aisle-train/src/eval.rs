@@ -3,7 +3,10 @@
 //! segments, intervals and baselines, belongs to aisle-eval.)
 
 use aisle_core::rng::Rng;
-use aisle_core::{Dataset, EvalQuery, ProductId};
+use rayon::prelude::*;
+
+use aisle_core::{Dataset, EvalQuery, Histories, ProductId, UserId};
+use aisle_model::personal::{history_of, PersonalCache};
 use aisle_model::{FeatureRows, Model, Side};
 use aisle_search::vector::{search_batch, ExactIndex};
 
@@ -14,6 +17,9 @@ use crate::error::Result;
 pub struct ValidationSet {
     pub texts: Vec<String>,
     pub relevant: Vec<Vec<ProductId>>,
+    /// Who asked, and the history cut-off, for the personalized tower.
+    pub users: Vec<Option<UserId>>,
+    pub before: Vec<i64>,
 }
 
 impl ValidationSet {
@@ -29,6 +35,8 @@ impl ValidationSet {
         for i in order {
             let q = &queries[i];
             set.texts.push(ds.queries.text(q.query).to_owned());
+            set.users.push(q.user);
+            set.before.push(q.before);
             let mut rel: Vec<ProductId> =
                 q.relevant.iter().filter(|r| r.1 > 0).map(|r| r.0).collect();
             rel.sort_unstable();
@@ -46,20 +54,38 @@ impl ValidationSet {
     }
 }
 
-/// Mean over queries of |relevant in top k| / |relevant|.
+/// Customers' histories for a personalized model: the dataset, the training histories and how
+/// many earlier interactions to read.
+pub type PersonalCtx<'a> = (&'a Dataset, &'a Histories, usize);
+
+/// Mean over queries of |relevant in top k| / |relevant|. With `personal` and a model that has a
+/// personalized tower, each query is read with its customer's history before its cut-off.
 pub fn recall_at_k(
     model: &Model,
     product_rows: &FeatureRows,
     set: &ValidationSet,
     k: usize,
+    personal: Option<PersonalCtx>,
 ) -> Result<f64> {
     if set.is_empty() {
         return Ok(0.0);
     }
     let d = model.dim();
-    let index = ExactIndex::new(d, model.encode_rows(Side::Product, product_rows))?;
+    let products = model.encode_rows(Side::Product, product_rows);
     let rows = FeatureRows::build(&model.featurizer, &set.texts);
-    let queries = model.encode_rows(Side::Query, &rows);
+    let mut queries = model.encode_rows(Side::Query, &rows);
+    if let (Some(tower), Some((ds, histories, n))) = (&model.personal, personal) {
+        queries.par_chunks_mut(d).enumerate().for_each_init(
+            PersonalCache::default,
+            |cache, (i, q)| {
+                let (h, w) =
+                    history_of(ds, histories, &products, d, set.users[i], set.before[i], n);
+                tower.forward(q, &h, &w, cache);
+                q.copy_from_slice(&cache.out);
+            },
+        );
+    }
+    let index = ExactIndex::new(d, products)?;
     let hits = search_batch(&index, &queries, k)?;
     let mut sum = 0.0;
     for (found, rel) in hits.iter().zip(&set.relevant) {

@@ -319,6 +319,7 @@ pub fn run(
         "batch_size": cfg.batch_size,
         "negatives": cfg.k(),
         "validation_recall_at_10": last_recall,
+        "personalize": cfg.personalize,
         "aisle_version": env!("CARGO_PKG_VERSION"),
     });
     aisle_model::artifact::save(&trainer.model, &meta, &model_path)?;

@@ -17,7 +17,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use aisle_core::rng::Rng;
-use aisle_core::{Dataset, ProductId, Split};
+use aisle_core::{Dataset, Histories, ProductId, Split};
+use aisle_model::personal::{history_of, PersonalCache, Personalizer};
 use aisle_model::tower::{axpy, prefetch_ptr, Cache, Dense, Pooling, PREFETCH_AHEAD};
 use aisle_model::{Model, ModelConfig, Side};
 
@@ -51,6 +52,30 @@ pub struct TrainConfig {
     pub eval_queries: usize,
     /// Steps between checkpoints (0 = none).
     pub checkpoint_every: u64,
+    /// The personalized query tower (`None`: plain queries).
+    pub personalize: Option<PersonalizeConfig>,
+}
+
+/// Settings of the personalized query tower.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersonalizeConfig {
+    /// At most this many earlier interactions per customer (the most recent).
+    pub history: usize,
+    /// Steps between re-encodings of the catalog, whose vectors stand for history items.
+    pub refresh: u64,
+    /// Learning rate of the personalizer's parameters (Adam).
+    pub lr: f32,
+}
+
+impl Default for PersonalizeConfig {
+    fn default() -> Self {
+        PersonalizeConfig {
+            history: 50,
+            refresh: 100,
+            lr: 0.01,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -67,6 +92,7 @@ impl Default for TrainConfig {
             eval_every: 250,
             eval_queries: 1000,
             checkpoint_every: 0,
+            personalize: None,
         }
     }
 }
@@ -97,6 +123,19 @@ impl TrainConfig {
         }
         if !(self.model.scale.is_finite() && self.model.scale > 0.0) {
             return Err(TrainError::Config("scale must be a positive number".into()));
+        }
+        if let Some(p) = &self.personalize {
+            if p.history == 0 || p.refresh == 0 {
+                return Err(TrainError::Config(
+                    "personalize.history and personalize.refresh must be at least 1".into(),
+                ));
+            }
+            if self.checkpoint_every > 0 && self.checkpoint_every % p.refresh != 0 {
+                return Err(TrainError::Config(format!(
+                    "checkpoint_every ({}) must be a multiple of personalize.refresh ({}) so that a resumed run re-encodes where an uninterrupted one does",
+                    self.checkpoint_every, p.refresh
+                )));
+            }
         }
         if let (Some(r), c) = (self.sampler.ance_refresh(), self.checkpoint_every) {
             if c > 0 && c % r != 0 {
@@ -135,6 +174,14 @@ pub struct Trainer<'a> {
     sampler: Option<Box<dyn Sampler>>,
     pub(crate) sparse: SparseState,
     pub(crate) dense: Vec<DenseAdam>,
+    /// Adam moments of the personalizer's flat parameters (empty without one).
+    pub(crate) personal_m: Vec<f32>,
+    pub(crate) personal_v: Vec<f32>,
+    /// Training histories, for the personalized tower.
+    histories: Option<Histories>,
+    /// Catalog vectors standing for history items, and the step they were encoded at.
+    pub(crate) items: Vec<f32>,
+    pub(crate) items_step: Option<u64>,
     /// Rows that have ever been updated (their optimiser state is non-zero).
     pub(crate) touched: Vec<bool>,
     /// Steps done so far.
@@ -166,7 +213,12 @@ impl<'a> Trainer<'a> {
     /// A fresh run: a new model, training data from `split`, the configured sampler.
     pub fn new(cfg: TrainConfig, ds: &'a Dataset, split: &'a Split) -> Result<Trainer<'a>> {
         cfg.validate()?;
-        let model = Model::new(cfg.model.clone());
+        let mut model = Model::new(cfg.model.clone());
+        let histories = cfg.personalize.as_ref().map(|_| {
+            model.personal = Some(Personalizer::new(cfg.model.tower.dim));
+            Histories::from_split(ds, split)
+        });
+        let n_personal = model.personal.as_ref().map_or(0, |p| p.len());
         let data = TrainData::build(ds, split, &model);
         if data.pairs.is_empty() {
             return Err(TrainError::Config(format!(
@@ -197,6 +249,11 @@ impl<'a> Trainer<'a> {
             q_cache: Cache::default(),
             p_cache: Cache::default(),
             row_slot: vec![NO_SLOT; rows],
+            personal_m: vec![0.0; n_personal],
+            personal_v: vec![0.0; n_personal],
+            histories,
+            items: Vec::new(),
+            items_step: None,
             validation,
             cfg,
             ds,
@@ -319,7 +376,47 @@ impl<'a> Trainer<'a> {
             }
             m
         };
-        let zq = gather(q_cache, &q_slot);
+        let zq_plain = gather(q_cache, &q_slot);
+        let mut items_ms = 0.0;
+        // The personalized tower: each pair's query read with its customer's earlier items.
+        let personal = match (&self.cfg.personalize, &self.histories, &self.model.personal) {
+            (Some(pcfg), Some(histories), Some(tower)) => {
+                if self.items_step.is_none_or(|s| step >= s + pcfg.refresh) {
+                    let t = Instant::now();
+                    self.items = self.model.encode_rows(Side::Product, &data.product_rows);
+                    self.items_step = Some(step);
+                    items_ms = t.elapsed().as_secs_f64() * 1e3;
+                    stats.refresh_ms += items_ms;
+                }
+                let items = &self.items;
+                let ds = self.ds;
+                let per_pair: Vec<PairHistory> = pairs
+                    .par_iter()
+                    .zip(zq_plain.par_chunks(d))
+                    .map(|(pair, q)| {
+                        let before = ds.interactions[pair.event as usize].time;
+                        let (vectors, weights) =
+                            history_of(ds, histories, items, d, pair.user, before, pcfg.history);
+                        let mut cache = PersonalCache::default();
+                        tower.forward(q, &vectors, &weights, &mut cache);
+                        PairHistory {
+                            vectors,
+                            weights,
+                            cache,
+                        }
+                    })
+                    .collect();
+                Some((tower, per_pair))
+            }
+            _ => None,
+        };
+        let zq: Vec<f32> = match &personal {
+            Some((_, per_pair)) => per_pair
+                .iter()
+                .flat_map(|p| p.cache.out.iter().copied())
+                .collect(),
+            None => zq_plain.clone(),
+        };
         let zc = gather(p_cache, &c_slot);
         let masked = |i: usize, j: usize| {
             pairs[j].product == pairs[i].product
@@ -331,7 +428,8 @@ impl<'a> Trainer<'a> {
         let out = mnrl(&zq, &zc, d, k, self.model.cfg.scale, &masked);
         stats.loss = out.loss;
         stats.accuracy = out.accuracy;
-        stats.forward_ms = t1.elapsed().as_secs_f64() * 1e3;
+        // The catalog re-encoding is refresh time, not forward time.
+        stats.forward_ms = t1.elapsed().as_secs_f64() * 1e3 - items_ms;
 
         // 3. Backward: gradients of repeated texts summed (in batch order), then the towers.
         let t2 = Instant::now();
@@ -345,7 +443,45 @@ impl<'a> Trainer<'a> {
             }
             m
         };
-        let dzq = scatter(&out.d_query, &q_slot, uq.len());
+        // Back through the personalized tower, its parameters' gradients summed in fixed chunks.
+        let (d_query, personal_grad) = match &personal {
+            Some((tower, per_pair)) => {
+                let parts: Vec<(Vec<f32>, Vec<f32>)> = per_pair
+                    .par_chunks(BLOCK_PAIRS)
+                    .enumerate()
+                    .map(|(c, chunk)| {
+                        let mut grad = tower.zeros_like();
+                        let mut dqs = Vec::with_capacity(chunk.len() * d);
+                        let mut dq = Vec::with_capacity(d);
+                        for (j, ph) in chunk.iter().enumerate() {
+                            let i = c * BLOCK_PAIRS + j;
+                            tower.backward(
+                                &zq_plain[i * d..(i + 1) * d],
+                                &ph.vectors,
+                                &ph.weights,
+                                &ph.cache,
+                                &out.d_query[i * d..(i + 1) * d],
+                                &mut grad,
+                                &mut dq,
+                            );
+                            dqs.extend_from_slice(&dq);
+                        }
+                        (dqs, grad.to_flat())
+                    })
+                    .collect();
+                let mut dq_all = Vec::with_capacity(b * d);
+                let mut grad = vec![0.0f32; tower.len()];
+                for (dqs, g) in parts {
+                    dq_all.extend_from_slice(&dqs);
+                    for (a, x) in grad.iter_mut().zip(&g) {
+                        *a += x;
+                    }
+                }
+                (dq_all, Some(grad))
+            }
+            None => (out.d_query.clone(), None),
+        };
+        let dzq = scatter(&d_query, &q_slot, uq.len());
         let dzp = scatter(&out.d_candidates, &c_slot, up.len());
         let mut head_grads: Vec<Dense> = towers.heads.iter().map(|_| zero_dense(d)).collect();
         let (mut dxq, mut dxp) = (Vec::new(), Vec::new());
@@ -354,8 +490,26 @@ impl<'a> Trainer<'a> {
         towers.backward(Side::Query, q_cache, &dzq, &mut head_grads[hq], &mut dxq);
         towers.backward(Side::Product, p_cache, &dzp, &mut head_grads[hp], &mut dxp);
 
-        // 4. Updates: sparse rows, then heads.
+        // 4. Updates: sparse rows, then heads, then the personalized tower.
         let opt_step = step + 1;
+        if let (Some(g), Some(pcfg), Some(tower)) = (
+            &personal_grad,
+            &self.cfg.personalize,
+            self.model.personal.as_mut(),
+        ) {
+            let mut flat = tower.to_flat();
+            let bc = bias_corrections(&self.cfg.optim, opt_step);
+            adam_update(
+                &self.cfg.optim,
+                pcfg.lr,
+                bc,
+                &mut flat,
+                g,
+                &mut self.personal_m,
+                &mut self.personal_v,
+            );
+            tower.set_flat(&flat);
+        }
         let texts: Vec<&[u32]> = q_texts.into_iter().chain(p_texts).collect();
         dxq.extend_from_slice(&dxp);
         stats.touched_rows = apply_sparse(
@@ -390,7 +544,18 @@ impl<'a> Trainer<'a> {
         if self.validation.is_empty() {
             return Ok(None);
         }
-        recall_at_k(&self.model, &self.data.product_rows, &self.validation, 10).map(Some)
+        let personal = match (&self.cfg.personalize, &self.histories) {
+            (Some(p), Some(h)) => Some((self.ds, h, p.history)),
+            _ => None,
+        };
+        recall_at_k(
+            &self.model,
+            &self.data.product_rows,
+            &self.validation,
+            10,
+            personal,
+        )
+        .map(Some)
     }
 
     /// The validation set used by [`validate`](Self::validate).
@@ -529,6 +694,17 @@ fn apply_sparse(target: SparseTarget, texts: &[&[u32]], dx_all: &[f32], opt_step
         touched[r as usize] = true;
     }
     rows.len()
+}
+
+/// Pairs per parallel task of the personalized backward pass (fixed: sums do not depend on the
+/// thread count).
+const BLOCK_PAIRS: usize = 32;
+
+/// One pair's history and what the personalized forward pass kept.
+struct PairHistory {
+    vectors: Vec<f32>,
+    weights: Vec<f32>,
+    cache: PersonalCache,
 }
 
 /// Distinct keys in first-seen order, and each key's index among them.

@@ -9,6 +9,7 @@ use aisle_core::Dataset;
 use aisle_model::TwoTower;
 use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE, LOG_FILE, MODEL_FILE};
+use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::{run, SamplerSpec, Silent, TrainConfig, TrainError, Trainer};
 
 fn world() -> Dataset {
@@ -98,14 +99,22 @@ fn thread_count_does_not_change_the_model() {
 #[test]
 fn resumed_run_ends_with_the_uninterrupted_model() {
     let ds = world();
-    for (sampler, optimizer) in [
-        ("taxonomy", SparseKind::RowAdagrad),
-        ("ance:refresh=10,top=20", SparseKind::Adam),
+    for (sampler, optimizer, personalized) in [
+        ("taxonomy", SparseKind::RowAdagrad, false),
+        ("ance:refresh=10,top=20", SparseKind::Adam, false),
+        ("taxonomy", SparseKind::RowAdagrad, true),
     ] {
         let root = tempfile::tempdir().expect("tmp");
         let (whole, parts) = (root.path().join("whole"), root.path().join("parts"));
         let mut cfg = config(sampler, 40);
         cfg.optim.sparse = optimizer;
+        if personalized {
+            cfg.personalize = Some(PersonalizeConfig {
+                history: 8,
+                refresh: 10,
+                ..PersonalizeConfig::default()
+            });
+        }
         cfg.checkpoint_every = 20;
         run_in(&whole, cfg.clone(), &ds, false).expect("uninterrupted");
         let mut first = cfg.clone();
@@ -116,6 +125,14 @@ fn resumed_run_ends_with_the_uninterrupted_model() {
             load_towers(&whole.join(MODEL_FILE)) == load_towers(&parts.join(MODEL_FILE)),
             "{sampler}: resumed model differs"
         );
+        let personal = |dir: &Path| {
+            aisle_model::artifact::load(&dir.join(MODEL_FILE))
+                .expect("model")
+                .0
+                .personal
+        };
+        assert_eq!(personal(&whole), personal(&parts));
+        assert_eq!(personal(&whole).is_some(), personalized);
         // The resumed log continues the first one: one start line per part, steps 5..=40.
         let log = std::fs::read_to_string(parts.join(LOG_FILE)).expect("log");
         let lines: Vec<serde_json::Value> = log
@@ -211,4 +228,36 @@ fn corrupt_or_mismatched_checkpoints_are_refused() {
         Err(TrainError::Resume { why, .. }) => assert!(why.contains("checksum"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+#[test]
+fn the_personalized_tower_learns_deterministically() {
+    let ds = world();
+    let split = ds.default_split().expect("split");
+    let mut cfg = config("taxonomy", 60);
+    cfg.personalize = Some(PersonalizeConfig {
+        history: 10,
+        refresh: 20,
+        ..PersonalizeConfig::default()
+    });
+    let mut t = Trainer::new(cfg.clone(), &ds, split).expect("trainer");
+    let before = t.model.personal.clone().expect("a personalizer");
+    for _ in 0..cfg.steps {
+        t.train_step().expect("step");
+    }
+    let after = t.model.personal.clone().expect("a personalizer");
+    assert_ne!(before, after, "the personalizer's parameters never moved");
+    // Same seed, same personalized model, whatever the thread count.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool")
+        .install(|| {
+            let mut t = Trainer::new(cfg.clone(), &ds, split).expect("trainer");
+            for _ in 0..cfg.steps {
+                t.train_step().expect("step");
+            }
+            (t.model.towers, t.model.personal)
+        });
+    assert!(one.0 == t.model.towers && one.1 == t.model.personal);
 }

@@ -1,0 +1,339 @@
+//! The personalized query tower: what a customer bought before, read in the light of the query.
+//!
+//! For a query vector `q` (unit length, from the query tower) and the vectors `h_1..h_n` of the
+//! customer's earlier products (unit length, from the product tower), with interaction weights
+//! `w_j` (a purchase counts more than a click):
+//!
+//! ```text
+//! e_0 = b0                              the zero slot: attending to nothing (Ai et al., CIKM 2019)
+//! e_j = tau * (q . h_j) + ln w_j
+//! a   = softmax(e_0, e_1, .., e_n)
+//! u   = sum_j a_j h_j                   the zero slot adds nothing
+//! g   = sigmoid(v_q . q + v_u . u + c)  how much of u to add
+//! q'  = (q + g u) / |q + g u|
+//! ```
+//!
+//! With no history, `q'` is `q` itself, bit for bit (the function returns it untouched). The
+//! backward pass sits beside the forward pass; a finite-difference test checks every gradient.
+
+use serde::{Deserialize, Serialize};
+
+use aisle_core::{Dataset, Histories, Kind, UserId};
+
+use crate::tower::{axpy, dot};
+
+/// How much an earlier interaction says about the customer: a purchase most, a view least.
+pub fn kind_weight(kind: Kind) -> f32 {
+    match kind {
+        Kind::Purchase => 1.0,
+        Kind::AddToCart => 0.7,
+        Kind::Click => 0.5,
+        Kind::View => 0.3,
+    }
+}
+
+/// The vectors (`n x dim`, from `items`, the catalog's product vectors) and weights of the
+/// customer's last `n` training interactions strictly before `before`; empty for no user, an
+/// unknown user or no history. `histories` holds training interactions only, so nothing held
+/// out can enter.
+pub fn history_of(
+    ds: &Dataset,
+    histories: &Histories,
+    items: &[f32],
+    dim: usize,
+    user: Option<UserId>,
+    before: i64,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let Some(user) = user else {
+        return (Vec::new(), Vec::new());
+    };
+    let events = histories.before(user, before, n);
+    let mut vectors = Vec::with_capacity(events.len() * dim);
+    let mut weights = Vec::with_capacity(events.len());
+    for &i in events {
+        let e = &ds.interactions[i as usize];
+        let p = e.product.index();
+        vectors.extend_from_slice(&items[p * dim..(p + 1) * dim]);
+        weights.push(kind_weight(e.kind));
+    }
+    (vectors, weights)
+}
+
+/// The personalizer's parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Personalizer {
+    /// Logit of the zero slot.
+    pub b0: f32,
+    /// Attention sharpness.
+    pub tau: f32,
+    /// Gate weights on `q` and on `u`, and its bias.
+    pub v_q: Vec<f32>,
+    pub v_u: Vec<f32>,
+    pub c: f32,
+}
+
+/// What the forward pass keeps for the backward pass of one query.
+#[derive(Clone, Debug, Default)]
+pub struct PersonalCache {
+    /// Attention over [zero slot, h_1..h_n].
+    pub a: Vec<f32>,
+    pub u: Vec<f32>,
+    pub g: f32,
+    pub norm: f32,
+    /// The output q'.
+    pub out: Vec<f32>,
+}
+
+/// Gradients of the personalizer's parameters (same shapes).
+pub type PersonalGrad = Personalizer;
+
+impl Personalizer {
+    /// Starts attending mildly, with the zero slot as likely as an average item, and a gate at
+    /// one half.
+    pub fn new(dim: usize) -> Personalizer {
+        Personalizer {
+            b0: 0.0,
+            tau: 5.0,
+            v_q: vec![0.0; dim],
+            v_u: vec![0.0; dim],
+            c: 0.0,
+        }
+    }
+
+    /// Zero gradients of this shape.
+    pub fn zeros_like(&self) -> PersonalGrad {
+        Personalizer {
+            b0: 0.0,
+            tau: 0.0,
+            v_q: vec![0.0; self.v_q.len()],
+            v_u: vec![0.0; self.v_u.len()],
+            c: 0.0,
+        }
+    }
+
+    /// Number of parameters (for the optimiser's flat view).
+    pub fn len(&self) -> usize {
+        3 + self.v_q.len() + self.v_u.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The parameters as one flat vector: b0, tau, c, v_q, v_u.
+    pub fn to_flat(&self) -> Vec<f32> {
+        let mut v = vec![self.b0, self.tau, self.c];
+        v.extend_from_slice(&self.v_q);
+        v.extend_from_slice(&self.v_u);
+        v
+    }
+
+    /// Sets the parameters from [`to_flat`](Self::to_flat)'s layout.
+    pub fn set_flat(&mut self, v: &[f32]) {
+        let d = self.v_q.len();
+        self.b0 = v[0];
+        self.tau = v[1];
+        self.c = v[2];
+        self.v_q.copy_from_slice(&v[3..3 + d]);
+        self.v_u.copy_from_slice(&v[3 + d..3 + 2 * d]);
+    }
+
+    /// `q'` for query vector `q` and history vectors `history` (`n x dim`, row-major) with
+    /// weights `weights` (`n`, each > 0). Returns `q` unchanged when the history is empty.
+    pub fn forward(&self, q: &[f32], history: &[f32], weights: &[f32], cache: &mut PersonalCache) {
+        let d = q.len();
+        let n = weights.len();
+        cache.out.clear();
+        if n == 0 {
+            cache.a.clear();
+            cache.u.clear();
+            cache.g = 0.0;
+            cache.norm = 1.0;
+            cache.out.extend_from_slice(q);
+            return;
+        }
+        cache.a.clear();
+        cache.a.push(self.b0);
+        for (h, w) in history.chunks(d).zip(weights) {
+            cache.a.push(self.tau * dot(q, h) + w.ln());
+        }
+        let max = cache.a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for e in cache.a.iter_mut() {
+            *e = (*e - max).exp();
+            sum += *e;
+        }
+        for e in cache.a.iter_mut() {
+            *e /= sum;
+        }
+        cache.u.clear();
+        cache.u.resize(d, 0.0);
+        for (h, &a) in history.chunks(d).zip(&cache.a[1..]) {
+            axpy(a, h, &mut cache.u);
+        }
+        let s = dot(&self.v_q, q) + dot(&self.v_u, &cache.u) + self.c;
+        cache.g = 1.0 / (1.0 + (-s).exp());
+        cache
+            .out
+            .extend(q.iter().zip(&cache.u).map(|(qi, ui)| qi + cache.g * ui));
+        cache.norm = dot(&cache.out, &cache.out).sqrt().max(1e-12);
+        for x in cache.out.iter_mut() {
+            *x /= cache.norm;
+        }
+    }
+
+    /// Backward of [`forward`](Self::forward): given `d_out = dL/dq'`, adds the parameters'
+    /// gradients into `grad` and writes `dL/dq` into `dq`. With an empty history `dq = d_out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        q: &[f32],
+        history: &[f32],
+        weights: &[f32],
+        cache: &PersonalCache,
+        d_out: &[f32],
+        grad: &mut PersonalGrad,
+        dq: &mut Vec<f32>,
+    ) {
+        let d = q.len();
+        dq.clear();
+        if weights.is_empty() {
+            dq.extend_from_slice(d_out);
+            return;
+        }
+        // q' = p / |p|, p = q + g u
+        let od = dot(&cache.out, d_out);
+        let dp: Vec<f32> = d_out
+            .iter()
+            .zip(&cache.out)
+            .map(|(g, o)| (g - o * od) / cache.norm)
+            .collect();
+        dq.extend_from_slice(&dp);
+        let dg = dot(&dp, &cache.u);
+        let mut du: Vec<f32> = dp.iter().map(|x| cache.g * x).collect();
+        // g = sigmoid(s)
+        let ds = dg * cache.g * (1.0 - cache.g);
+        axpy(ds, q, &mut grad.v_q);
+        axpy(ds, &cache.u, &mut grad.v_u);
+        grad.c += ds;
+        axpy(ds, &self.v_q, dq);
+        axpy(ds, &self.v_u, &mut du);
+        // u = sum_j a_j h_j, then the softmax.
+        let da: Vec<f32> = std::iter::once(0.0)
+            .chain(history.chunks(d).map(|h| dot(&du, h)))
+            .collect();
+        let mean = dot(&cache.a, &da);
+        grad.b0 += cache.a[0] * (da[0] - mean);
+        for (j, h) in history.chunks(d).enumerate() {
+            let de = cache.a[j + 1] * (da[j + 1] - mean);
+            // e_j = tau (q . h_j) + ln w_j
+            grad.tau += de * dot(q, h);
+            axpy(de * self.tau, h, dq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aisle_core::rng::Rng;
+
+    fn unit(d: usize, rng: &mut Rng) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..d).map(|_| rng.normal() as f32).collect();
+        let n = dot(&v, &v).sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+
+    fn setup() -> (Personalizer, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let d = 5;
+        let mut rng = Rng::new(4);
+        let mut p = Personalizer::new(d);
+        p.b0 = 0.3;
+        p.tau = 2.0;
+        p.c = -0.2;
+        p.v_q = (0..d).map(|_| rng.normal() as f32 * 0.5).collect();
+        p.v_u = (0..d).map(|_| rng.normal() as f32 * 0.5).collect();
+        let q = unit(d, &mut rng);
+        let history: Vec<f32> = (0..3).flat_map(|_| unit(d, &mut rng)).collect();
+        let weights = vec![1.0, 0.5, 0.8];
+        let c: Vec<f32> = (0..d).map(|i| (i as f32 * 0.9).cos()).collect();
+        (p, q, history, weights, c)
+    }
+
+    fn loss(p: &Personalizer, q: &[f32], h: &[f32], w: &[f32], c: &[f32]) -> f64 {
+        let mut cache = PersonalCache::default();
+        p.forward(q, h, w, &mut cache);
+        cache
+            .out
+            .iter()
+            .zip(c)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let (mut p, mut q, h, w, c) = setup();
+        let mut cache = PersonalCache::default();
+        p.forward(&q, &h, &w, &mut cache);
+        let mut grad = p.zeros_like();
+        let mut dq = Vec::new();
+        p.backward(&q, &h, &w, &cache, &c, &mut grad, &mut dq);
+        let eps = 1e-3f32;
+        let close = |a: f32, n: f64, what: &str| {
+            assert!(
+                (a as f64 - n).abs() <= 2e-3 * (1.0 + n.abs()),
+                "{what}: {a} vs {n}"
+            );
+        };
+        for i in 0..q.len() {
+            let o = q[i];
+            q[i] = o + eps;
+            let up = loss(&p, &q, &h, &w, &c);
+            q[i] = o - eps;
+            let down = loss(&p, &q, &h, &w, &c);
+            q[i] = o;
+            close(dq[i], (up - down) / (2.0 * eps as f64), &format!("q[{i}]"));
+        }
+        let flat = p.to_flat();
+        let g = grad.to_flat();
+        for i in 0..flat.len() {
+            let mut f = flat.clone();
+            f[i] += eps;
+            p.set_flat(&f);
+            let up = loss(&p, &q, &h, &w, &c);
+            f[i] -= 2.0 * eps;
+            p.set_flat(&f);
+            let down = loss(&p, &q, &h, &w, &c);
+            p.set_flat(&flat);
+            close(
+                g[i],
+                (up - down) / (2.0 * eps as f64),
+                &format!("param[{i}]"),
+            );
+        }
+    }
+
+    #[test]
+    fn no_history_is_the_plain_query_bit_for_bit_and_a_strong_zero_slot_nearly_so() {
+        let (mut p, q, h, w, _) = setup();
+        let mut cache = PersonalCache::default();
+        p.forward(&q, &[], &[], &mut cache);
+        assert_eq!(cache.out, q);
+        let mut dq = Vec::new();
+        let mut grad = p.zeros_like();
+        p.backward(&q, &[], &[], &cache, &q, &mut grad, &mut dq);
+        assert_eq!(dq, q);
+        assert_eq!(grad, p.zeros_like());
+        // The zero slot takes the attention: u -> 0, q' -> q.
+        p.b0 = 50.0;
+        p.forward(&q, &h, &w, &mut cache);
+        assert!(cache.a[0] > 0.999);
+        for (a, b) in cache.out.iter().zip(&q) {
+            assert!((a - b).abs() < 1e-4);
+        }
+        assert!((dot(&cache.out, &cache.out) - 1.0).abs() < 1e-5);
+    }
+}
