@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Split};
+use aisle_model::personal::Fusion;
 use aisle_model::{FeatureRows, Side};
 use aisle_train::bench::BenchFigures;
 use aisle_train::optim::SparseKind;
@@ -53,6 +54,9 @@ pub struct TrainOverrides {
     /// Earlier interactions the personalized tower reads [default: 50].
     #[arg(long)]
     pub history: Option<usize>,
+    /// How the personalized tower joins history and query: gated or concat [default: gated].
+    #[arg(long)]
+    pub fusion: Option<Fusion>,
     /// Optimiser of the embedding table: row-adagrad (one accumulator per row) or adam (lazy,
     /// per element) [default: row-adagrad].
     #[arg(long, value_parser = parse_sparse)]
@@ -101,10 +105,15 @@ impl TrainOverrides {
         if self.personalized && cfg.personalize.is_none() {
             cfg.personalize = Some(PersonalizeConfig::default());
         }
-        if let Some(n) = self.history {
-            match cfg.personalize.as_mut() {
-                Some(p) => p.history = n,
-                None => anyhow::bail!("--history needs --personalized"),
+        if self.history.is_some() || self.fusion.is_some() {
+            let Some(p) = cfg.personalize.as_mut() else {
+                anyhow::bail!("--history and --fusion need --personalized");
+            };
+            if let Some(n) = self.history {
+                p.history = n;
+            }
+            if let Some(f) = self.fusion {
+                p.fusion = f;
             }
         }
         if let Some(o) = self.optimizer {

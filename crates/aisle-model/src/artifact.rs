@@ -190,10 +190,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Model, serde_json::Value
     let cfg = header.config;
     let d = cfg.tower.dim;
     let buckets = 1usize << cfg.featurizer.buckets_log2.clamp(1, 31);
-    let personal_ok = header
-        .personal
-        .as_ref()
-        .is_none_or(|p| p.v_q.len() == d && p.v_u.len() == d);
+    let personal_ok = header.personal.as_ref().is_none_or(|p| p.fits(d));
     if header.rows != buckets || d == 0 || header.heads == 0 || header.heads > 2 || !personal_ok {
         return Err(corrupt("header does not describe a valid model"));
     }
@@ -287,7 +284,7 @@ mod tests {
     #[test]
     fn the_personalized_tower_round_trips_exactly() {
         let mut m = small();
-        let mut p = Personalizer::new(8);
+        let mut p = Personalizer::new(8, crate::personal::Fusion::Gated);
         p.b0 = 0.1 + 0.2; // not representable exactly: JSON must keep every bit
         p.tau = 1.0 / 3.0;
         p.v_q = (0..8).map(|i| (i as f32).sin() * 1e-7).collect();

@@ -60,17 +60,55 @@ pub fn history_of(
     (vectors, weights)
 }
 
+/// How the attended history `u` joins the query vector `q`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    /// `q' = normalize(q + g u)`, `g = sigmoid(v_q . q + v_u . u + c)`.
+    #[default]
+    Gated,
+    /// `q' = normalize(W [q; u] + b)`, `W` starting as `[I 0]`.
+    Concat,
+}
+
+impl std::fmt::Display for Fusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fusion::Gated => "gated",
+            Fusion::Concat => "concat",
+        })
+    }
+}
+
+impl std::str::FromStr for Fusion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gated" => Ok(Fusion::Gated),
+            "concat" => Ok(Fusion::Concat),
+            _ => Err(format!("`{s}`: expected gated or concat")),
+        }
+    }
+}
+
 /// The personalizer's parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Personalizer {
+    #[serde(default)]
+    pub fusion: Fusion,
     /// Logit of the zero slot.
     pub b0: f32,
     /// Attention sharpness.
     pub tau: f32,
-    /// Gate weights on `q` and on `u`, and its bias.
+    /// Gated fusion: gate weights on `q` and on `u`, and its bias.
     pub v_q: Vec<f32>,
     pub v_u: Vec<f32>,
     pub c: f32,
+    /// Concat fusion: `dim x 2 dim` projection, row-major, and its bias (empty when gated).
+    #[serde(default)]
+    pub w: Vec<f32>,
+    #[serde(default)]
+    pub bw: Vec<f32>,
 }
 
 /// What the forward pass keeps for the backward pass of one query.
@@ -79,6 +117,7 @@ pub struct PersonalCache {
     /// Attention over [zero slot, h_1..h_n].
     pub a: Vec<f32>,
     pub u: Vec<f32>,
+    /// The gate (gated fusion).
     pub g: f32,
     pub norm: f32,
     /// The output q'.
@@ -89,54 +128,83 @@ pub struct PersonalCache {
 pub type PersonalGrad = Personalizer;
 
 impl Personalizer {
-    /// Starts attending mildly, with the zero slot as likely as an average item, and a gate at
-    /// one half.
-    pub fn new(dim: usize) -> Personalizer {
+    /// Starts attending mildly, with the zero slot as likely as an average item; the gate at one
+    /// half, or the projection passing `q` through.
+    pub fn new(dim: usize, fusion: Fusion) -> Personalizer {
+        let (w, bw) = match fusion {
+            Fusion::Gated => (Vec::new(), Vec::new()),
+            Fusion::Concat => {
+                let mut w = vec![0.0; dim * 2 * dim];
+                for i in 0..dim {
+                    w[i * 2 * dim + i] = 1.0;
+                }
+                (w, vec![0.0; dim])
+            }
+        };
         Personalizer {
+            fusion,
             b0: 0.0,
             tau: 5.0,
             v_q: vec![0.0; dim],
             v_u: vec![0.0; dim],
             c: 0.0,
+            w,
+            bw,
         }
     }
 
     /// Zero gradients of this shape.
     pub fn zeros_like(&self) -> PersonalGrad {
         Personalizer {
+            fusion: self.fusion,
             b0: 0.0,
             tau: 0.0,
             v_q: vec![0.0; self.v_q.len()],
             v_u: vec![0.0; self.v_u.len()],
             c: 0.0,
+            w: vec![0.0; self.w.len()],
+            bw: vec![0.0; self.bw.len()],
         }
     }
 
     /// Number of parameters (for the optimiser's flat view).
     pub fn len(&self) -> usize {
-        3 + self.v_q.len() + self.v_u.len()
+        3 + self.v_q.len() + self.v_u.len() + self.w.len() + self.bw.len()
     }
 
     pub fn is_empty(&self) -> bool {
         false
     }
 
-    /// The parameters as one flat vector: b0, tau, c, v_q, v_u.
+    /// True when the shapes fit vectors of `dim`.
+    pub fn fits(&self, dim: usize) -> bool {
+        let concat = match self.fusion {
+            Fusion::Gated => self.w.is_empty() && self.bw.is_empty(),
+            Fusion::Concat => self.w.len() == 2 * dim * dim && self.bw.len() == dim,
+        };
+        self.v_q.len() == dim && self.v_u.len() == dim && concat
+    }
+
+    /// The parameters as one flat vector: b0, tau, c, v_q, v_u, w, bw.
     pub fn to_flat(&self) -> Vec<f32> {
         let mut v = vec![self.b0, self.tau, self.c];
-        v.extend_from_slice(&self.v_q);
-        v.extend_from_slice(&self.v_u);
+        for part in [&self.v_q, &self.v_u, &self.w, &self.bw] {
+            v.extend_from_slice(part);
+        }
         v
     }
 
     /// Sets the parameters from [`to_flat`](Self::to_flat)'s layout.
     pub fn set_flat(&mut self, v: &[f32]) {
-        let d = self.v_q.len();
         self.b0 = v[0];
         self.tau = v[1];
         self.c = v[2];
-        self.v_q.copy_from_slice(&v[3..3 + d]);
-        self.v_u.copy_from_slice(&v[3 + d..3 + 2 * d]);
+        let mut at = 3;
+        for part in [&mut self.v_q, &mut self.v_u, &mut self.w, &mut self.bw] {
+            let n = part.len();
+            part.copy_from_slice(&v[at..at + n]);
+            at += n;
+        }
     }
 
     /// `q'` for query vector `q` and history vectors `history` (`n x dim`, row-major) with
@@ -172,11 +240,23 @@ impl Personalizer {
         for (h, &a) in history.chunks(d).zip(&cache.a[1..]) {
             axpy(a, h, &mut cache.u);
         }
-        let s = dot(&self.v_q, q) + dot(&self.v_u, &cache.u) + self.c;
-        cache.g = 1.0 / (1.0 + (-s).exp());
-        cache
-            .out
-            .extend(q.iter().zip(&cache.u).map(|(qi, ui)| qi + cache.g * ui));
+        match self.fusion {
+            Fusion::Gated => {
+                let s = dot(&self.v_q, q) + dot(&self.v_u, &cache.u) + self.c;
+                cache.g = 1.0 / (1.0 + (-s).exp());
+                cache
+                    .out
+                    .extend(q.iter().zip(&cache.u).map(|(qi, ui)| qi + cache.g * ui));
+            }
+            Fusion::Concat => {
+                for o in 0..d {
+                    let row = &self.w[o * 2 * d..(o + 1) * 2 * d];
+                    cache
+                        .out
+                        .push(self.bw[o] + dot(&row[..d], q) + dot(&row[d..], &cache.u));
+                }
+            }
+        }
         cache.norm = dot(&cache.out, &cache.out).sqrt().max(1e-12);
         for x in cache.out.iter_mut() {
             *x /= cache.norm;
@@ -202,23 +282,40 @@ impl Personalizer {
             dq.extend_from_slice(d_out);
             return;
         }
-        // q' = p / |p|, p = q + g u
+        // q' = p / |p|
         let od = dot(&cache.out, d_out);
         let dp: Vec<f32> = d_out
             .iter()
             .zip(&cache.out)
             .map(|(g, o)| (g - o * od) / cache.norm)
             .collect();
-        dq.extend_from_slice(&dp);
-        let dg = dot(&dp, &cache.u);
-        let mut du: Vec<f32> = dp.iter().map(|x| cache.g * x).collect();
-        // g = sigmoid(s)
-        let ds = dg * cache.g * (1.0 - cache.g);
-        axpy(ds, q, &mut grad.v_q);
-        axpy(ds, &cache.u, &mut grad.v_u);
-        grad.c += ds;
-        axpy(ds, &self.v_q, dq);
-        axpy(ds, &self.v_u, &mut du);
+        let mut du = vec![0.0f32; d];
+        match self.fusion {
+            Fusion::Gated => {
+                // p = q + g u, g = sigmoid(s)
+                dq.extend_from_slice(&dp);
+                axpy(cache.g, &dp, &mut du);
+                let ds = dot(&dp, &cache.u) * cache.g * (1.0 - cache.g);
+                axpy(ds, q, &mut grad.v_q);
+                axpy(ds, &cache.u, &mut grad.v_u);
+                grad.c += ds;
+                axpy(ds, &self.v_q, dq);
+                axpy(ds, &self.v_u, &mut du);
+            }
+            Fusion::Concat => {
+                // p = W [q; u] + b
+                dq.resize(d, 0.0);
+                for (o, &g) in dp.iter().enumerate() {
+                    grad.bw[o] += g;
+                    let gw = &mut grad.w[o * 2 * d..(o + 1) * 2 * d];
+                    axpy(g, q, &mut gw[..d]);
+                    axpy(g, &cache.u, &mut gw[d..]);
+                    let row = &self.w[o * 2 * d..(o + 1) * 2 * d];
+                    axpy(g, &row[..d], dq);
+                    axpy(g, &row[d..], &mut du);
+                }
+            }
+        }
         // u = sum_j a_j h_j, then the softmax.
         let da: Vec<f32> = std::iter::once(0.0)
             .chain(history.chunks(d).map(|h| dot(&du, h)))
@@ -246,10 +343,13 @@ mod tests {
         v
     }
 
-    fn setup() -> (Personalizer, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn setup(fusion: Fusion) -> (Personalizer, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let d = 5;
         let mut rng = Rng::new(4);
-        let mut p = Personalizer::new(d);
+        let mut p = Personalizer::new(d, fusion);
+        for w in p.w.iter_mut().chain(p.bw.iter_mut()) {
+            *w += rng.normal() as f32 * 0.3;
+        }
         p.b0 = 0.3;
         p.tau = 2.0;
         p.c = -0.2;
@@ -275,7 +375,13 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        let (mut p, mut q, h, w, c) = setup();
+        for fusion in [Fusion::Gated, Fusion::Concat] {
+            check_gradients(fusion);
+        }
+    }
+
+    fn check_gradients(fusion: Fusion) {
+        let (mut p, mut q, h, w, c) = setup(fusion);
         let mut cache = PersonalCache::default();
         p.forward(&q, &h, &w, &mut cache);
         let mut grad = p.zeros_like();
@@ -295,7 +401,11 @@ mod tests {
             q[i] = o - eps;
             let down = loss(&p, &q, &h, &w, &c);
             q[i] = o;
-            close(dq[i], (up - down) / (2.0 * eps as f64), &format!("q[{i}]"));
+            close(
+                dq[i],
+                (up - down) / (2.0 * eps as f64),
+                &format!("{fusion} q[{i}]"),
+            );
         }
         let flat = p.to_flat();
         let g = grad.to_flat();
@@ -318,7 +428,7 @@ mod tests {
 
     #[test]
     fn no_history_is_the_plain_query_bit_for_bit_and_a_strong_zero_slot_nearly_so() {
-        let (mut p, q, h, w, _) = setup();
+        let (mut p, q, h, w, _) = setup(Fusion::Gated);
         let mut cache = PersonalCache::default();
         p.forward(&q, &[], &[], &mut cache);
         assert_eq!(cache.out, q);
@@ -335,5 +445,32 @@ mod tests {
             assert!((a - b).abs() < 1e-4);
         }
         assert!((dot(&cache.out, &cache.out) - 1.0).abs() < 1e-5);
+    }
+}
+
+#[cfg(test)]
+mod concat_tests {
+    use super::*;
+
+    #[test]
+    fn concat_starts_as_the_plain_query_and_both_fusions_parse() {
+        let p = Personalizer::new(3, Fusion::Concat);
+        assert!(p.fits(3) && !p.fits(4));
+        let q = [0.6f32, 0.8, 0.0];
+        let h = [0.0f32, 0.0, 1.0];
+        let mut cache = PersonalCache::default();
+        p.forward(&q, &h, &[1.0], &mut cache);
+        for (a, b) in cache.out.iter().zip(&q) {
+            assert!((a - b).abs() < 1e-6, "[I 0] passes q through");
+        }
+        assert_eq!("concat".parse::<Fusion>(), Ok(Fusion::Concat));
+        assert_eq!("gated".parse::<Fusion>(), Ok(Fusion::Gated));
+        assert!("sum".parse::<Fusion>().is_err());
+        let mut flat = p.to_flat();
+        flat[0] = 1.5;
+        let mut back = p.clone();
+        back.set_flat(&flat);
+        assert_eq!(back.b0, 1.5);
+        assert_eq!(back.to_flat(), flat);
     }
 }

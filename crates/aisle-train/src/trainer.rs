@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use aisle_core::rng::Rng;
 use aisle_core::{Dataset, Histories, ProductId, Split};
-use aisle_model::personal::{history_of, PersonalCache, Personalizer};
+use aisle_model::personal::{history_of, Fusion, PersonalCache, Personalizer};
 use aisle_model::tower::{axpy, prefetch_ptr, Cache, Dense, Pooling, PREFETCH_AHEAD};
 use aisle_model::{Model, ModelConfig, Side};
 
@@ -66,6 +66,8 @@ pub struct PersonalizeConfig {
     pub refresh: u64,
     /// Learning rate of the personalizer's parameters (Adam).
     pub lr: f32,
+    /// How the attended history joins the query: gated sum or concat + projection.
+    pub fusion: Fusion,
 }
 
 impl Default for PersonalizeConfig {
@@ -74,6 +76,7 @@ impl Default for PersonalizeConfig {
             history: 50,
             refresh: 100,
             lr: 0.01,
+            fusion: Fusion::Gated,
         }
     }
 }
@@ -214,8 +217,8 @@ impl<'a> Trainer<'a> {
     pub fn new(cfg: TrainConfig, ds: &'a Dataset, split: &'a Split) -> Result<Trainer<'a>> {
         cfg.validate()?;
         let mut model = Model::new(cfg.model.clone());
-        let histories = cfg.personalize.as_ref().map(|_| {
-            model.personal = Some(Personalizer::new(cfg.model.tower.dim));
+        let histories = cfg.personalize.as_ref().map(|p| {
+            model.personal = Some(Personalizer::new(cfg.model.tower.dim, p.fusion));
             Histories::from_split(ds, split)
         });
         let n_personal = model.personal.as_ref().map_or(0, |p| p.len());
