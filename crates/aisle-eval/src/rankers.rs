@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use aisle_core::{Dataset, Histories, Kind, ProductId, Split, UserId};
-use aisle_model::personal::{kind_weight, PersonalCache};
 use aisle_model::{FeatureRows, Model, Side};
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
 use aisle_search::vector::{search_batch, ExactIndex};
@@ -174,7 +173,7 @@ pub struct DenseRanker {
     index: ExactIndex,
     /// Histories and how many earlier interactions to read, for a personalized model.
     personal: Option<(Histories, usize)>,
-    /// Interactions, for resolving histories (empty for a plain model).
+    /// The dataset's interactions, which histories index into (empty for a plain model).
     events: Vec<aisle_core::Interaction>,
 }
 
@@ -214,30 +213,18 @@ impl Ranker for DenseRanker {
     }
 
     fn rank(&self, cases: &[Case], depth: usize) -> Result<Vec<Vec<ProductId>>> {
-        use rayon::prelude::*;
         let texts: Vec<&str> = cases.iter().map(|c| c.text).collect();
         let rows = FeatureRows::build(&self.model.featurizer, &texts);
         let mut queries = self.model.encode_rows(Side::Query, &rows);
         if let (Some(tower), Some((histories, n))) = (&self.model.personal, &self.personal) {
-            let d = self.model.dim();
-            let items = self.index.rows();
-            queries
-                .par_chunks_mut(d)
-                .zip(cases.par_iter())
-                .for_each_init(PersonalCache::default, |cache, (q, c)| {
-                    let Some(user) = c.user else { return };
-                    let events = histories.before(user, c.before, *n);
-                    let mut h = Vec::with_capacity(events.len() * d);
-                    let mut w = Vec::with_capacity(events.len());
-                    for &i in events {
-                        let e = &self.events[i as usize];
-                        let p = e.product.index();
-                        h.extend_from_slice(&items[p * d..(p + 1) * d]);
-                        w.push(kind_weight(e.kind));
-                    }
-                    tower.forward(q, &h, &w, cache);
-                    q.copy_from_slice(&cache.out);
-                });
+            tower.personalize_rows(
+                &mut queries,
+                self.index.rows(),
+                &self.events,
+                histories,
+                *n,
+                |i| (cases[i].user, cases[i].before),
+            );
         }
         Ok(search_batch(&self.index, &queries, depth)?
             .into_iter()

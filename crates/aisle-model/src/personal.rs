@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use aisle_core::{Dataset, Histories, Kind, UserId};
+use aisle_core::{Histories, Interaction, Kind, UserId};
 
 use crate::tower::{axpy, dot};
 
@@ -35,9 +35,9 @@ pub fn kind_weight(kind: Kind) -> f32 {
 /// The vectors (`n x dim`, from `items`, the catalog's product vectors) and weights of the
 /// customer's last `n` training interactions strictly before `before`; empty for no user, an
 /// unknown user or no history. `histories` holds training interactions only, so nothing held
-/// out can enter.
+/// out can enter; `interactions` are the dataset's, which its indices point into.
 pub fn history_of(
-    ds: &Dataset,
+    interactions: &[Interaction],
     histories: &Histories,
     items: &[f32],
     dim: usize,
@@ -52,7 +52,7 @@ pub fn history_of(
     let mut vectors = Vec::with_capacity(events.len() * dim);
     let mut weights = Vec::with_capacity(events.len());
     for &i in events {
-        let e = &ds.interactions[i as usize];
+        let e = &interactions[i as usize];
         let p = e.product.index();
         vectors.extend_from_slice(&items[p * dim..(p + 1) * dim]);
         weights.push(kind_weight(e.kind));
@@ -261,6 +261,31 @@ impl Personalizer {
         for x in cache.out.iter_mut() {
             *x /= cache.norm;
         }
+    }
+
+    /// Personalizes a batch of query vectors in place (`queries`: rows of `dim`), in parallel:
+    /// row `i` is read with the history of `who(i)` = (customer, cut-off). Rows with no customer
+    /// or no history stay as they are.
+    pub fn personalize_rows(
+        &self,
+        queries: &mut [f32],
+        items: &[f32],
+        interactions: &[Interaction],
+        histories: &Histories,
+        n: usize,
+        who: impl Fn(usize) -> (Option<UserId>, i64) + Sync,
+    ) {
+        use rayon::prelude::*;
+        let d = self.v_q.len();
+        queries.par_chunks_mut(d).enumerate().for_each_init(
+            PersonalCache::default,
+            |cache, (i, q)| {
+                let (user, before) = who(i);
+                let (h, w) = history_of(interactions, histories, items, d, user, before, n);
+                self.forward(q, &h, &w, cache);
+                q.copy_from_slice(&cache.out);
+            },
+        );
     }
 
     /// Backward of [`forward`](Self::forward): given `d_out = dL/dq'`, adds the parameters'

@@ -3,10 +3,7 @@
 //! segments, intervals and baselines, belongs to aisle-eval.)
 
 use aisle_core::rng::Rng;
-use rayon::prelude::*;
-
 use aisle_core::{Dataset, EvalQuery, Histories, ProductId, UserId};
-use aisle_model::personal::{history_of, PersonalCache};
 use aisle_model::{FeatureRows, Model, Side};
 use aisle_search::vector::{search_batch, ExactIndex};
 
@@ -75,14 +72,13 @@ pub fn recall_at_k(
     let rows = FeatureRows::build(&model.featurizer, &set.texts);
     let mut queries = model.encode_rows(Side::Query, &rows);
     if let (Some(tower), Some((ds, histories, n))) = (&model.personal, personal) {
-        queries.par_chunks_mut(d).enumerate().for_each_init(
-            PersonalCache::default,
-            |cache, (i, q)| {
-                let (h, w) =
-                    history_of(ds, histories, &products, d, set.users[i], set.before[i], n);
-                tower.forward(q, &h, &w, cache);
-                q.copy_from_slice(&cache.out);
-            },
+        tower.personalize_rows(
+            &mut queries,
+            &products,
+            &ds.interactions,
+            histories,
+            n,
+            |i| (set.users[i], set.before[i]),
         );
     }
     let index = ExactIndex::new(d, products)?;

@@ -398,8 +398,15 @@ impl<'a> Trainer<'a> {
                     .zip(zq_plain.par_chunks(d))
                     .map(|(pair, q)| {
                         let before = ds.interactions[pair.event as usize].time;
-                        let (vectors, weights) =
-                            history_of(ds, histories, items, d, pair.user, before, pcfg.history);
+                        let (vectors, weights) = history_of(
+                            &ds.interactions,
+                            histories,
+                            items,
+                            d,
+                            pair.user,
+                            before,
+                            pcfg.history,
+                        );
                         let mut cache = PersonalCache::default();
                         tower.forward(q, &vectors, &weights, &mut cache);
                         PairHistory {
