@@ -35,6 +35,16 @@ pub trait VectorIndex: Send + Sync {
 
     /// The `k` products most similar to `query` (inner product), best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>>;
+
+    /// [`search`](Self::search) for every `dim`-long row of `queries`, results in row order;
+    /// by default in parallel, one search per row. Callers check that `queries` is whole rows.
+    fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(ProductId, f32)>>> {
+        use rayon::prelude::*;
+        queries
+            .par_chunks_exact(self.dim())
+            .map(|q| self.search(q, k))
+            .collect()
+    }
 }
 
 /// Checks that `query` has length `dim` and only finite values.
@@ -97,19 +107,14 @@ pub(crate) fn check_ids(ids: &[ProductId], rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs `search` for every `dim`-long row of `queries` in parallel (rayon); results in row order.
+/// Searches every `dim`-long row of `queries` ([`VectorIndex::search_many`]); results in row order.
 pub fn search_batch(
     index: &dyn VectorIndex,
     queries: &[f32],
     k: usize,
 ) -> Result<Vec<Vec<(ProductId, f32)>>> {
-    use rayon::prelude::*;
-    let dim = index.dim();
-    check_rows(queries, dim)?;
-    queries
-        .par_chunks_exact(dim)
-        .map(|q| index.search(q, k))
-        .collect()
+    check_rows(queries, index.dim())?;
+    index.search_many(queries, k)
 }
 
 /// Mean Recall@k of an approximate index against the exact one: for each query (a `dim`-long row

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use aisle_core::ProductId;
+use aisle_model::linalg::{gemm, Mat};
 
 use super::{check_ids, check_query, check_rows, VectorIndex};
 use crate::error::{Result, SearchError};
@@ -132,35 +133,47 @@ impl ExactIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
-        for (row, &id) in self.rows.chunks_exact(self.dim).zip(&self.ids) {
-            let score = dot(query, row);
-            if heap.len() == k {
-                // Cheap rejection before the filter and the heap: most rows are not close.
-                let worst = heap.peek().map_or(f32::NEG_INFINITY, |w| w.score);
-                if score < worst {
-                    continue;
-                }
-            }
-            if !keep(id) {
-                continue;
-            }
-            let hit = Worst { score, id };
-            if heap.len() < k {
-                heap.push(hit);
-            } else if heap.peek().is_some_and(|w| hit < *w) {
-                heap.pop();
-                heap.push(hit);
-            }
-        }
-        // Ascending in `Worst` order is best first.
-        Ok(heap
-            .into_sorted_vec()
-            .into_iter()
-            .map(|w| (w.id, w.score))
-            .collect())
+        let scores = self.rows.chunks_exact(self.dim).map(|row| dot(query, row));
+        Ok(top_k(scores.zip(self.ids.iter().copied()), k, keep))
     }
 }
+
+/// The `k` best of `(score, product)` pairs that `keep` accepts, best first (ties: smaller id).
+fn top_k(
+    scored: impl Iterator<Item = (f32, ProductId)>,
+    k: usize,
+    keep: impl Fn(ProductId) -> bool,
+) -> Vec<(ProductId, f32)> {
+    let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
+    for (score, id) in scored {
+        if heap.len() == k {
+            // Cheap rejection before the filter and the heap: most rows are not close.
+            let worst = heap.peek().map_or(f32::NEG_INFINITY, |w| w.score);
+            if score < worst {
+                continue;
+            }
+        }
+        if !keep(id) {
+            continue;
+        }
+        let hit = Worst { score, id };
+        if heap.len() < k {
+            heap.push(hit);
+        } else if heap.peek().is_some_and(|w| hit < *w) {
+            heap.pop();
+            heap.push(hit);
+        }
+    }
+    // Ascending in `Worst` order is best first.
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|w| (w.id, w.score))
+        .collect()
+}
+
+/// Queries per matrix product in [`ExactIndex`]'s batch search: the score block is
+/// `QUERY_BLOCK x products` floats (12.7 MB at 49,688 products).
+const QUERY_BLOCK: usize = 64;
 
 impl VectorIndex for ExactIndex {
     fn dim(&self) -> usize {
@@ -174,6 +187,43 @@ impl VectorIndex for ExactIndex {
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>> {
         self.search_filtered(query, k, |_| true)
     }
+
+    /// Scores blocks of queries against the whole matrix with one matrix product each (sgemm,
+    /// AVX2/FMA where the CPU has them), then keeps each query's top `k`. Measured on Instacart's
+    /// 4,608 test queries x 49,688 products: about 5x faster than one scan per query. Scores may
+    /// differ from [`search`](VectorIndex::search)'s in the last bits (another summation order).
+    fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(ProductId, f32)>>> {
+        use rayon::prelude::*;
+        let d = self.dim;
+        for q in queries.chunks(d) {
+            check_query(q, d)?;
+        }
+        let n = self.ids.len();
+        let k = k.min(n);
+        let products = Mat::new(&self.rows, n, d);
+        let blocks: Vec<Vec<Vec<(ProductId, f32)>>> = queries
+            .par_chunks(QUERY_BLOCK * d)
+            .map(|block| {
+                let rows = block.len() / d;
+                if k == 0 {
+                    return vec![Vec::new(); rows];
+                }
+                let mut scores = vec![0.0f32; rows * n];
+                gemm(
+                    1.0,
+                    Mat::new(block, rows, d),
+                    products.t(),
+                    0.0,
+                    &mut scores,
+                );
+                scores
+                    .chunks(n)
+                    .map(|s| top_k(s.iter().copied().zip(self.ids.iter().copied()), k, |_| true))
+                    .collect()
+            })
+            .collect();
+        Ok(blocks.into_iter().flatten().collect())
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +232,45 @@ mod tests {
 
     fn naive_dot(a: &[f32], b: &[f32]) -> f64 {
         a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    #[test]
+    fn batch_search_matches_one_search_per_query() {
+        let (n, d) = (300, 24);
+        let unit = |seed: usize| -> Vec<f32> {
+            let v: Vec<f32> = (0..d)
+                .map(|j| ((seed * 31 + j * 7) as f32 * 0.173).sin())
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / norm).collect()
+        };
+        let rows: Vec<f32> = (0..n).flat_map(unit).collect();
+        let index = ExactIndex::new(d, rows).expect("index");
+        // 150 queries: more than two blocks, the last one partial.
+        let queries: Vec<f32> = (0..150).flat_map(|i| unit(1000 + i)).collect();
+        let many = index.search_many(&queries, 10).expect("batch");
+        assert_eq!(many.len(), 150);
+        for (q, got) in queries.chunks(d).zip(&many) {
+            let want = index.search(q, 10).expect("search");
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g.1 - w.1).abs() < 1e-5, "{g:?} vs {w:?}");
+            }
+            let ids = |v: &[(ProductId, f32)]| v.iter().map(|h| h.0).collect::<Vec<_>>();
+            // Scores can differ in the last bits; the products found are the same.
+            let (mut a, mut b) = (ids(got), ids(&want));
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+        assert!(index
+            .search_many(&queries, 0)
+            .expect("k = 0")
+            .iter()
+            .all(Vec::is_empty));
+        let mut bad = queries.clone();
+        bad[5] = f32::NAN;
+        assert!(index.search_many(&bad, 10).is_err());
     }
 
     #[test]
