@@ -75,21 +75,10 @@ impl Histories {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::add_default_splits;
-    use crate::synth::{self, SynthConfig, TaxonomySource};
 
     #[test]
     fn histories_hold_only_training_events_before_the_cut_off() {
-        let w = synth::generate(&SynthConfig {
-            products: 400,
-            users: 40,
-            sessions: 600,
-            seed: 8,
-            taxonomy: TaxonomySource::BuiltIn,
-        })
-        .expect("world");
-        let mut ds = w.dataset;
-        add_default_splits(&mut ds, 8).expect("splits");
+        let mut ds = crate::synth::small_dataset(400, 40, 600, 8).expect("world");
         // Instacart's protocol too: the held-out orders are the users' last ones.
         let lloo = crate::split::leave_last_order_out(&mut ds).expect("leave last order out");
         ds.set_split(lloo);

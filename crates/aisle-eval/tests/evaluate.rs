@@ -1,25 +1,14 @@
 //! An evaluation end to end on a small synthetic world: an oracle ranks perfectly, the baselines
 //! behave as defined, segments partition the queries, and the paired test separates rows.
 
-use aisle_core::adapters::add_default_splits;
-use aisle_core::synth::{self, SynthConfig, TaxonomySource};
+use aisle_core::synth;
 use aisle_core::{Dataset, ProductId};
 use aisle_eval::{
     evaluate, Bm25Ranker, Case, EvalConfig, MemorisationRanker, PopularityRanker, Ranker, Result,
 };
 
 fn world() -> Dataset {
-    let w = synth::generate(&SynthConfig {
-        products: 500,
-        users: 50,
-        sessions: 800,
-        seed: 3,
-        taxonomy: TaxonomySource::BuiltIn,
-    })
-    .expect("world");
-    let mut ds = w.dataset;
-    add_default_splits(&mut ds, 3).expect("splits");
-    ds
+    synth::small_dataset(500, 50, 800, 3).expect("world")
 }
 
 /// Ranks each test query's relevant products first (by grade), then nothing.

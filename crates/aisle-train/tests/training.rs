@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use aisle_core::adapters::add_default_splits;
-use aisle_core::synth::{self, SynthConfig, TaxonomySource};
+use aisle_core::synth;
 use aisle_core::Dataset;
 use aisle_model::TwoTower;
 use aisle_train::optim::SparseKind;
@@ -13,17 +12,7 @@ use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::{run, SamplerSpec, Silent, TrainConfig, TrainError, Trainer};
 
 fn world() -> Dataset {
-    let w = synth::generate(&SynthConfig {
-        products: 600,
-        users: 60,
-        sessions: 600,
-        seed: 5,
-        taxonomy: TaxonomySource::BuiltIn,
-    })
-    .expect("world");
-    let mut ds = w.dataset;
-    add_default_splits(&mut ds, 5).expect("splits");
-    ds
+    synth::small_dataset(600, 60, 600, 5).expect("world")
 }
 
 fn config(sampler: &str, steps: u64) -> TrainConfig {

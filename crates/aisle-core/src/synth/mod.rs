@@ -362,6 +362,21 @@ pub fn default_world() -> Result<World> {
     generate(&SynthConfig::default())
 }
 
+/// A small world on the built-in taxonomy with its default splits (event and query-disjoint),
+/// for tests and examples that need real-looking data in a fraction of a second.
+pub fn small_dataset(products: usize, users: usize, sessions: usize, seed: u64) -> Result<Dataset> {
+    let mut ds = generate(&SynthConfig {
+        products,
+        users,
+        sessions,
+        seed,
+        taxonomy: TaxonomySource::BuiltIn,
+    })?
+    .dataset;
+    crate::adapters::add_default_splits(&mut ds, seed)?;
+    Ok(ds)
+}
+
 fn io_err(e: serde_json::Error) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
