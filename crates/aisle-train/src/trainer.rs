@@ -420,13 +420,14 @@ impl<'a> Trainer<'a> {
             }
             _ => None,
         };
-        let zq: Vec<f32> = match &personal {
-            Some((_, per_pair)) => per_pair
+        // Plain runs use the tower output as it is (no copy on the hot path).
+        let zq_personal: Option<Vec<f32>> = personal.as_ref().map(|(_, per_pair)| {
+            per_pair
                 .iter()
                 .flat_map(|p| p.cache.out.iter().copied())
-                .collect(),
-            None => zq_plain.clone(),
-        };
+                .collect()
+        });
+        let zq: &[f32] = zq_personal.as_deref().unwrap_or(&zq_plain);
         let zc = gather(p_cache, &c_slot);
         let masked = |i: usize, j: usize| {
             pairs[j].product == pairs[i].product
@@ -435,7 +436,7 @@ impl<'a> Trainer<'a> {
         stats.masked_in_batch = (0..b)
             .map(|i| (0..b).filter(|&j| j != i && masked(i, j)).count() as u32)
             .sum();
-        let out = mnrl(&zq, &zc, d, k, self.model.cfg.scale, &masked);
+        let out = mnrl(zq, &zc, d, k, self.model.cfg.scale, &masked);
         stats.loss = out.loss;
         stats.accuracy = out.accuracy;
         // The catalog re-encoding is refresh time, not forward time.
@@ -454,7 +455,7 @@ impl<'a> Trainer<'a> {
             m
         };
         // Back through the personalized tower, its parameters' gradients summed in fixed chunks.
-        let (d_query, personal_grad) = match &personal {
+        let (dq_personal, personal_grad) = match &personal {
             Some((tower, per_pair)) => {
                 let parts: Vec<(Vec<f32>, Vec<f32>)> = per_pair
                     .par_chunks(BLOCK_PAIRS)
@@ -487,11 +488,12 @@ impl<'a> Trainer<'a> {
                         *a += x;
                     }
                 }
-                (dq_all, Some(grad))
+                (Some(dq_all), Some(grad))
             }
-            None => (out.d_query.clone(), None),
+            None => (None, None),
         };
-        let dzq = scatter(&d_query, &q_slot, uq.len());
+        let d_query: &[f32] = dq_personal.as_deref().unwrap_or(&out.d_query);
+        let dzq = scatter(d_query, &q_slot, uq.len());
         let dzp = scatter(&out.d_candidates, &c_slot, up.len());
         let mut head_grads: Vec<Dense> = towers.heads.iter().map(|_| zero_dense(d)).collect();
         let (mut dxq, mut dxp) = (Vec::new(), Vec::new());
