@@ -1,6 +1,7 @@
 //! `aisle eval`: baselines and trained models on a split's test (or validation) queries.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -9,6 +10,8 @@ use aisle_eval::{
     evaluate, Bm25Ranker, DenseRanker, EvalConfig, MemorisationRanker, Part, PopularityRanker,
     Ranker, RepurchaseRanker,
 };
+
+use aisle_search::Mode;
 
 use crate::train::pick_split;
 use crate::DataOpts;
@@ -35,6 +38,10 @@ pub struct EvalArgs {
     /// A trained model to evaluate, as PATH or NAME=PATH (repeatable).
     #[arg(long)]
     pub model: Vec<String>,
+    /// Also evaluate each model fused with BM25 in this mode (rrf, rrf:K or weighted:ALPHA),
+    /// through the same Searcher `aisle serve` uses.
+    #[arg(long, value_parser = parse_hybrid)]
+    pub hybrid: Option<Mode>,
     /// Leave out BM25, popularity, query memorisation and per-user re-purchase.
     #[arg(long)]
     pub no_baselines: bool,
@@ -46,8 +53,15 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+fn parse_hybrid(s: &str) -> Result<Mode, String> {
+    match Mode::parse(s)? {
+        m @ Mode::Hybrid(_) => Ok(m),
+        _ => Err(format!("`{s}`: expected rrf, rrf:K or weighted:ALPHA")),
+    }
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let ds = args.data.load(&args.dataset)?;
+    let ds = Arc::new(args.data.load(&args.dataset)?);
     let split = pick_split(&ds, args.split.as_deref())?;
     let mut owned: Vec<Box<dyn Ranker>> = Vec::new();
     if !args.no_baselines {
@@ -87,10 +101,24 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             .and_then(|p| p.get("history"))
             .and_then(|h| h.as_u64())
             .unwrap_or(50) as usize;
+        let hybrid = args.hybrid.map(|mode| (mode, model.clone()));
         owned.push(Box::new(
-            DenseRanker::new(name, model, &ds, split, history)
+            DenseRanker::new(name.clone(), model, &ds, split, history)
                 .with_context(|| format!("encoding the catalog with {}", path.display()))?,
         ));
+        if let Some((mode, model)) = hybrid {
+            owned.push(Box::new(
+                DenseRanker::with_mode(
+                    format!("{name} + BM25 ({mode})"),
+                    model,
+                    &ds,
+                    split,
+                    history,
+                    mode,
+                )
+                .with_context(|| format!("encoding the catalog with {}", path.display()))?,
+            ));
+        }
     }
     anyhow::ensure!(
         !owned.is_empty(),

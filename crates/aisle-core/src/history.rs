@@ -22,8 +22,19 @@ pub struct Histories {
 impl Histories {
     /// The histories of `split`'s training part.
     pub fn from_split(ds: &Dataset, split: &Split) -> Histories {
+        Self::of(ds, split.train.iter().copied())
+    }
+
+    /// Every interaction of the dataset: what a live service knows of its customers (not for
+    /// evaluation, where held-out events must stay out).
+    pub fn all(ds: &Dataset) -> Histories {
+        Self::of(ds, 0..ds.interactions.len() as u32)
+    }
+
+    /// The histories of the interactions `events` (indices into `ds.interactions`).
+    fn of(ds: &Dataset, events: impl Iterator<Item = u32>) -> Histories {
         let mut by_user: Vec<Vec<u32>> = vec![Vec::new(); ds.users.len()];
-        for &i in &split.train {
+        for i in events {
             by_user[ds.interactions[i as usize].user.index()].push(i);
         }
         for h in &mut by_user {
@@ -49,6 +60,11 @@ impl Histories {
         };
         let end = t.partition_point(|&x| x < before);
         &h[end.saturating_sub(n)..end]
+    }
+
+    /// Number of interactions held for the user.
+    pub fn count(&self, user: UserId) -> usize {
+        self.by_user.get(user.index()).map_or(0, Vec::len)
     }
 
     /// True when the user has any training interaction.

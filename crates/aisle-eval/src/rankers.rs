@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use aisle_core::{Dataset, Histories, Kind, ProductId, Split, UserId};
-use aisle_model::{FeatureRows, Model, Side};
+use aisle_model::Model;
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
-use aisle_search::vector::{search_batch, ExactIndex};
+use aisle_search::{HistoryInput, IndexChoice, Mode, Request, Searcher, SearcherOptions, MAX_K};
 use aisle_train::data::QuerySource;
 
 use crate::error::Result;
@@ -163,18 +165,15 @@ impl Ranker for Bm25Ranker {
     }
 }
 
-/// A trained two-tower model over the whole catalog, searched exactly (the ANN's recall cost is
-/// measured by the search crate, not mixed into model quality here). A model with a
-/// personalized tower reads each query with its customer's training history before the query's
-/// cut-off; with no customer, or none known, the query vector is the plain one.
+/// A trained two-tower model over the whole catalog, through the same [`Searcher`] that
+/// `aisle serve` serves, searched exactly (the ANN's recall cost is measured by the search
+/// crate, not mixed into model quality here). A model with a personalized tower reads each query
+/// with its customer's training history before the query's cut-off; with no customer, or none
+/// known, the query vector is the plain one. In hybrid mode the dense list is fused with BM25's.
 pub struct DenseRanker {
     name: String,
-    model: Model,
-    index: ExactIndex,
-    /// Histories and how many earlier interactions to read, for a personalized model.
-    personal: Option<(Histories, usize)>,
-    /// The dataset's interactions, which histories index into (empty for a plain model).
-    events: Vec<aisle_core::Interaction>,
+    searcher: Searcher,
+    mode: Mode,
 }
 
 impl DenseRanker {
@@ -182,27 +181,36 @@ impl DenseRanker {
     pub fn new(
         name: impl Into<String>,
         model: Model,
-        ds: &Dataset,
+        ds: &Arc<Dataset>,
         split: &Split,
         history: usize,
     ) -> Result<Self> {
-        let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
-        let index = ExactIndex::new(model.dim(), vectors)?;
-        let personal = model
-            .personal
-            .as_ref()
-            .map(|_| (Histories::from_split(ds, split), history));
-        let events = if personal.is_some() {
-            ds.interactions.clone()
+        Self::with_mode(name, model, ds, split, history, Mode::Dense)
+    }
+
+    /// A ranker searching in `mode` (dense, or hybrid with BM25).
+    pub fn with_mode(
+        name: impl Into<String>,
+        model: Model,
+        ds: &Arc<Dataset>,
+        split: &Split,
+        history: usize,
+        mode: Mode,
+    ) -> Result<Self> {
+        let histories = if model.personal.is_some() {
+            Histories::from_split(ds, split)
         } else {
-            Vec::new()
+            Histories::default()
+        };
+        let opts = SearcherOptions {
+            index: IndexChoice::Exact,
+            history,
+            lexical: (mode != Mode::Dense).then(FieldBoosts::default),
         };
         Ok(DenseRanker {
             name: name.into(),
-            model,
-            index,
-            personal,
-            events,
+            searcher: Searcher::build(Arc::clone(ds), model, histories, &opts)?,
+            mode,
         })
     }
 }
@@ -213,22 +221,28 @@ impl Ranker for DenseRanker {
     }
 
     fn rank(&self, cases: &[Case], depth: usize) -> Result<Vec<Vec<ProductId>>> {
-        let texts: Vec<&str> = cases.iter().map(|c| c.text).collect();
-        let rows = FeatureRows::build(&self.model.featurizer, &texts);
-        let mut queries = self.model.encode_rows(Side::Query, &rows);
-        if let (Some(tower), Some((histories, n))) = (&self.model.personal, &self.personal) {
-            tower.personalize_rows(
-                &mut queries,
-                self.index.rows(),
-                &self.events,
-                histories,
-                *n,
-                |i| (cases[i].user, cases[i].before),
-            );
+        if cases.is_empty() || depth == 0 {
+            return Ok(vec![Vec::new(); cases.len()]);
         }
-        Ok(search_batch(&self.index, &queries, depth)?
+        let requests: Vec<Request> = cases
+            .iter()
+            .map(|c| Request {
+                history: match c.user {
+                    Some(user) => HistoryInput::User {
+                        user,
+                        before: c.before,
+                    },
+                    None => HistoryInput::None,
+                },
+                mode: self.mode,
+                ..Request::new(c.text, depth.min(MAX_K))
+            })
+            .collect();
+        Ok(self
+            .searcher
+            .search_many(&requests)?
             .into_iter()
-            .map(|hits| hits.into_iter().map(|(p, _)| p).collect())
+            .map(|r| r.hits.into_iter().map(|h| h.product).collect())
             .collect())
     }
 }

@@ -115,7 +115,7 @@ fn personalized_ranking_without_a_history_is_the_plain_ranking() {
     use aisle_train::trainer::PersonalizeConfig;
     use aisle_train::{SamplerSpec, TrainConfig, Trainer};
 
-    let ds = world();
+    let ds = std::sync::Arc::new(world());
     let split = ds.default_split().expect("split");
     let mut cfg = TrainConfig {
         sampler: SamplerSpec::parse("taxonomy").expect("sampler"),

@@ -287,10 +287,17 @@ impl Bm25Index {
     /// The distinct analyzed terms of a query (lowercased, folded, stemmed), in order of first
     /// appearance, at most [`MAX_QUERY_TERMS`].
     pub fn query_terms(&self, query: &str) -> Vec<String> {
+        self.analyze(query, MAX_QUERY_TERMS)
+    }
+
+    /// The distinct analyzed terms of any text, as the index sees them, at most `max`: what a
+    /// product's text and a query share is what BM25 matched ([`Searcher`](crate::Searcher)'s
+    /// explanations).
+    pub fn analyze(&self, text: &str, max: usize) -> Vec<String> {
         let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(query);
+        let mut stream = analyzer.token_stream(text);
         let mut terms: Vec<String> = Vec::new();
-        while terms.len() < MAX_QUERY_TERMS && stream.advance() {
+        while terms.len() < max && stream.advance() {
             let text = &stream.token().text;
             if !text.is_empty() && !terms.iter().any(|t| t == text) {
                 terms.push(text.clone());

@@ -2,8 +2,10 @@
 //!
 //! It owns the lexical index ([`Bm25Index`], BM25 over product text with tantivy) and the vector
 //! indexes behind one trait ([`VectorIndex`]: [`ExactIndex`] by brute force, [`HnswIndex`] with
-//! usearch). It does not embed text (that is `aisle-model`) nor decide how scores are fused and
-//! served (the Searcher, built on these). Every index answers `&self` queries from many threads.
+//! usearch), and the [`Searcher`], which puts a trained model, these indexes and the customers'
+//! histories together: evaluation and the HTTP server both search through it. It does not embed
+//! text itself (that is `aisle-model`) nor speak HTTP (`aisle-serve`). Every index and the
+//! Searcher answer `&self` queries from many threads.
 //!
 //! ```no_run
 //! use aisle_core::adapters::{load, LoadOptions};
@@ -19,10 +21,15 @@
 
 pub mod error;
 pub mod lexical;
+pub mod searcher;
 pub mod vector;
 
 pub use error::{Result, SearchError};
 pub use lexical::{Bm25Index, FieldBoosts};
+pub use searcher::{
+    Explanation, HistoryInput, Hit, HybridFusion, IndexChoice, Mode, Request, Results, Searcher,
+    SearcherOptions, MAX_K,
+};
 pub use vector::{
     recall_at_k, search_batch, ExactIndex, HnswIndex, HnswParams, Quantization, VectorIndex,
 };

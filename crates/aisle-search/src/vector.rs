@@ -36,6 +36,15 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` products most similar to `query` (inner product), best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>>;
 
+    /// Like [`search`](Self::search), over only the products `keep` accepts (a taxonomy filter).
+    /// An approximate index may return fewer than `k` hits when the filter is very selective.
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(ProductId) -> bool + Sync),
+    ) -> Result<Vec<(ProductId, f32)>>;
+
     /// [`search`](Self::search) for every `dim`-long row of `queries`, results in row order;
     /// by default in parallel, one search per row. Callers check that `queries` is whole rows.
     fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(ProductId, f32)>>> {

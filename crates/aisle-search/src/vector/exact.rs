@@ -188,6 +188,15 @@ impl VectorIndex for ExactIndex {
         self.search_filtered(query, k, |_| true)
     }
 
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(ProductId) -> bool + Sync),
+    ) -> Result<Vec<(ProductId, f32)>> {
+        self.search_filtered(query, k, keep)
+    }
+
     /// Scores blocks of queries against the whole matrix with one matrix product each (sgemm,
     /// AVX2/FMA where the CPU has them), then keeps each query's top `k`. Measured on Instacart's
     /// 4,608 test queries x 49,688 products: about 5x faster than one scan per query. Scores may

@@ -433,6 +433,15 @@ impl VectorIndex for HnswIndex {
         .map_err(|e| SearchError::usearch("search", e))?;
         self.hits(&matches.keys, &matches.distances)
     }
+
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(ProductId) -> bool + Sync),
+    ) -> Result<Vec<(ProductId, f32)>> {
+        self.search_filtered(query, k, keep)
+    }
 }
 
 /// usearch takes paths as UTF-8 strings.

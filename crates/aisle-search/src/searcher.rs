@@ -1,0 +1,763 @@
+//! The Searcher: what `aisle eval` measures and what `aisle serve` serves, one type for both.
+//!
+//! ```text
+//! query text (+ customer or inline history)
+//!   -> query tower -> personalized tower (when the model has one and there is a history)
+//!   -> vector index top-k (ANN or exact), restricted to a taxonomy subtree when asked
+//!   -> optional fusion with BM25 (reciprocal rank fusion, or a weighted score sum)
+//!   -> hits with explanations (taxonomy path, history items that raised a hit, lexical matches)
+//! ```
+//!
+//! A request with no customer, an unknown customer or an empty history is searched with the
+//! plain query vector, bit for bit (the personalized tower returns it untouched).
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use aisle_core::{Dataset, Histories, Kind, NodeId, ProductId, UserId};
+use aisle_model::personal::{kind_weight, PersonalCache};
+use aisle_model::{FeatureRows, Model, Side};
+
+use crate::error::{Result, SearchError};
+use crate::lexical::{Bm25Index, FieldBoosts};
+use crate::vector::{dot, ExactIndex, HnswIndex, HnswParams, VectorIndex};
+
+/// The most hits one request may ask for.
+pub const MAX_K: usize = 1000;
+
+/// Candidates each side contributes to a hybrid fusion, at least (more when `k` is larger).
+const FUSION_DEPTH: usize = 100;
+
+/// A taxonomy filter keeping at most this many products is searched exactly over the subtree's
+/// own rows (a contiguous slice, see [`Searcher`]'s `by_pre`) instead of by a filtered graph
+/// walk, which may run out of neighbours when few nodes pass.
+const EXACT_FILTER_MAX: usize = 20_000;
+
+/// History items named in a hit's explanation, at most.
+const EXPLAIN_HISTORY: usize = 3;
+
+/// How a hybrid search joins the dense and the lexical lists.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HybridFusion {
+    /// Reciprocal rank fusion: `sum over lists of 1 / (k + rank)` (Cormack et al., SIGIR 2009).
+    Rrf { k: f32 },
+    /// `alpha * cosine + (1 - alpha) * bm25 / max bm25 of the query`, over the union of both
+    /// lists (a product outside the BM25 list scores 0 there; every candidate's cosine is exact).
+    Weighted { alpha: f32 },
+}
+
+impl Default for HybridFusion {
+    fn default() -> Self {
+        HybridFusion::Rrf { k: 60.0 }
+    }
+}
+
+/// Which retrieval a request runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The two-tower model alone.
+    #[default]
+    Dense,
+    /// BM25 alone.
+    Lexical,
+    /// Both, fused.
+    Hybrid(HybridFusion),
+}
+
+impl Mode {
+    /// Parses `dense`, `lexical`, `hybrid` (= `rrf`), `rrf[:K]` or `weighted[:ALPHA]`.
+    pub fn parse(s: &str) -> std::result::Result<Mode, String> {
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        let num = |default: f32, lo: f32, hi: f32| -> std::result::Result<f32, String> {
+            match arg {
+                None => Ok(default),
+                Some(a) => match a.parse::<f32>() {
+                    Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+                    _ => Err(format!("`{s}`: `{a}` must be a number in [{lo}, {hi}]")),
+                },
+            }
+        };
+        match name {
+            "dense" if arg.is_none() => Ok(Mode::Dense),
+            "lexical" | "bm25" if arg.is_none() => Ok(Mode::Lexical),
+            "hybrid" | "rrf" => Ok(Mode::Hybrid(HybridFusion::Rrf {
+                k: num(60.0, 0.0, 1e6)?,
+            })),
+            "weighted" => Ok(Mode::Hybrid(HybridFusion::Weighted {
+                alpha: num(0.5, 0.0, 1.0)?,
+            })),
+            _ => Err(format!(
+                "`{s}`: expected dense, lexical, hybrid, rrf[:K] or weighted[:ALPHA]"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Dense => f.write_str("dense"),
+            Mode::Lexical => f.write_str("lexical"),
+            Mode::Hybrid(HybridFusion::Rrf { k }) => write!(f, "rrf:{k}"),
+            Mode::Hybrid(HybridFusion::Weighted { alpha }) => write!(f, "weighted:{alpha}"),
+        }
+    }
+}
+
+/// Which vector index the Searcher builds or opens.
+#[derive(Clone, Debug)]
+pub enum IndexChoice {
+    /// Brute force over every product: exact, the right choice below some 100k products.
+    Exact,
+    /// A usearch HNSW graph built now.
+    Hnsw(HnswParams),
+    /// A graph saved by `aisle index`, memory-mapped.
+    Saved(std::path::PathBuf),
+}
+
+/// How a Searcher is put together.
+#[derive(Clone, Debug)]
+pub struct SearcherOptions {
+    pub index: IndexChoice,
+    /// Earlier interactions the personalized tower reads.
+    pub history: usize,
+    /// Build the BM25 index (needed by lexical and hybrid requests, and for lexical matches in
+    /// explanations).
+    pub lexical: Option<FieldBoosts>,
+}
+
+impl Default for SearcherOptions {
+    fn default() -> Self {
+        SearcherOptions {
+            index: IndexChoice::Exact,
+            history: 50,
+            lexical: Some(FieldBoosts::default()),
+        }
+    }
+}
+
+/// Where a request's history comes from.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum HistoryInput<'a> {
+    /// None: a plain search.
+    #[default]
+    None,
+    /// The customer's stored interactions strictly before `before` (`i64::MAX` when serving).
+    User { user: UserId, before: i64 },
+    /// Given with the request, oldest first (the last `history` of them are read).
+    Inline(&'a [(ProductId, Kind)]),
+}
+
+/// One search.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// Query text, normalised as the model was trained ([`aisle_core::normalize_query`]).
+    pub text: &'a str,
+    /// Hits wanted, 1..=[`MAX_K`].
+    pub k: usize,
+    pub history: HistoryInput<'a>,
+    /// Keep only products in this node's subtree.
+    pub category: Option<NodeId>,
+    pub mode: Mode,
+    /// Fill each hit's [`Explanation`].
+    pub explain: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A plain dense request for `k` hits.
+    pub fn new(text: &'a str, k: usize) -> Request<'a> {
+        Request {
+            text,
+            k,
+            history: HistoryInput::None,
+            category: None,
+            mode: Mode::Dense,
+            explain: false,
+        }
+    }
+}
+
+/// Why a hit is where it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Explanation {
+    /// History items that raised the hit: attention weight times their similarity to it, the
+    /// largest positive contributions first.
+    pub history: Vec<(ProductId, f32)>,
+    /// Query terms (analyzed: lowercased, stemmed) found in the product's text.
+    pub lexical_matches: Vec<String>,
+}
+
+/// One result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    pub product: ProductId,
+    /// The score the list is ordered by (cosine, BM25 or the fused score, by mode).
+    pub score: f32,
+    /// Cosine of the (personalized) query vector and the product vector.
+    pub dense: Option<f32>,
+    /// BM25 score, where BM25 ran and matched.
+    pub lexical: Option<f32>,
+    pub explanation: Option<Explanation>,
+}
+
+/// The answer to one [`Request`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Results {
+    pub hits: Vec<Hit>,
+    /// History items the personalized tower read (0: the plain query vector was used).
+    pub history_used: usize,
+}
+
+impl Results {
+    pub fn personalized(&self) -> bool {
+        self.history_used > 0
+    }
+}
+
+/// The query side of a request after the towers: its vector and what personalization did.
+struct Encoded {
+    vector: Vec<f32>,
+    /// `(product, attention)` of each history item read.
+    attention: Vec<(ProductId, f32)>,
+}
+
+/// A trained model, its product vectors in a vector index, BM25 over the same catalog, and the
+/// customers' histories. Immutable: answers `&self` requests from many threads; a new model or
+/// index means a new Searcher (the server swaps whole Searchers).
+pub struct Searcher {
+    ds: Arc<Dataset>,
+    model: Model,
+    /// Product vectors, row `p` for `ProductId(p)`.
+    vectors: Vec<f32>,
+    index: Box<dyn VectorIndex>,
+    bm25: Option<Bm25Index>,
+    histories: Histories,
+    history_len: usize,
+    /// Products sorted by the pre-order rank of their category: a subtree's products are one
+    /// contiguous run, found by two binary searches.
+    by_pre: Vec<ProductId>,
+    pre_of: Vec<u32>,
+    index_kind: &'static str,
+}
+
+impl std::fmt::Debug for Searcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Searcher")
+            .field("dataset", &self.ds.name)
+            .field("products", &self.ds.catalog.len())
+            .field("dim", &self.model.dim())
+            .field("index", &self.index_kind)
+            .field("personalized", &self.model.personal.is_some())
+            .finish()
+    }
+}
+
+impl Searcher {
+    /// Encodes the catalog with `model`, builds (or opens) the vector index and BM25, and keeps
+    /// `histories` as the customer store (a split's training part for evaluation, every
+    /// interaction when serving).
+    pub fn build(
+        ds: Arc<Dataset>,
+        model: Model,
+        histories: Histories,
+        opts: &SearcherOptions,
+    ) -> Result<Searcher> {
+        let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
+        Self::with_vectors(ds, model, vectors, histories, opts)
+    }
+
+    /// Like [`build`](Self::build), with the catalog's vectors already encoded by `model`.
+    pub fn with_vectors(
+        ds: Arc<Dataset>,
+        model: Model,
+        vectors: Vec<f32>,
+        histories: Histories,
+        opts: &SearcherOptions,
+    ) -> Result<Searcher> {
+        let d = model.dim();
+        if vectors.len() != ds.catalog.len() * d {
+            return Err(SearchError::InvalidArgument(format!(
+                "{} values are not {} products x {d} dimensions",
+                vectors.len(),
+                ds.catalog.len()
+            )));
+        }
+        let (index, index_kind): (Box<dyn VectorIndex>, _) = match &opts.index {
+            IndexChoice::Exact => (Box::new(ExactIndex::new(d, vectors.clone())?), "exact"),
+            IndexChoice::Hnsw(params) => (Box::new(HnswIndex::build(d, &vectors, params)?), "hnsw"),
+            IndexChoice::Saved(path) => {
+                let index = HnswIndex::view(path, d)?;
+                check_saved_index(&index, &vectors, d, path)?;
+                (Box::new(index), "hnsw (saved)")
+            }
+        };
+        let bm25 = match &opts.lexical {
+            Some(boosts) => Some(Bm25Index::build(&ds.catalog, &ds.taxonomy, boosts)?),
+            None => None,
+        };
+        let t = &ds.taxonomy;
+        let pre_of: Vec<u32> = ds
+            .catalog
+            .products()
+            .iter()
+            .map(|p| t.pre_range(p.category).start)
+            .collect();
+        let mut by_pre: Vec<ProductId> = ds.catalog.iter().map(|(id, _)| id).collect();
+        by_pre.sort_by_key(|p| (pre_of[p.index()], *p));
+        Ok(Searcher {
+            ds,
+            model,
+            vectors,
+            index,
+            bm25,
+            histories,
+            history_len: opts.history,
+            by_pre,
+            pre_of,
+            index_kind,
+        })
+    }
+
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.ds
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn histories(&self) -> &Histories {
+        &self.histories
+    }
+
+    /// "exact", "hnsw" or "hnsw (saved)".
+    pub fn index_kind(&self) -> &'static str {
+        self.index_kind
+    }
+
+    pub fn has_lexical(&self) -> bool {
+        self.bm25.is_some()
+    }
+
+    /// The product vector of `p` (unit length).
+    pub fn vector(&self, p: ProductId) -> &[f32] {
+        let d = self.model.dim();
+        &self.vectors[p.index() * d..(p.index() + 1) * d]
+    }
+
+    /// Checks what a request asks for before any work.
+    fn check(&self, r: &Request) -> Result<()> {
+        if r.k == 0 || r.k > MAX_K {
+            return Err(SearchError::InvalidArgument(format!(
+                "k must be in 1..={MAX_K}, got {}",
+                r.k
+            )));
+        }
+        if matches!(r.mode, Mode::Lexical | Mode::Hybrid(_)) && self.bm25.is_none() {
+            return Err(SearchError::InvalidArgument(format!(
+                "mode {} needs the BM25 index, which this Searcher was built without",
+                r.mode
+            )));
+        }
+        if let Some(c) = r.category {
+            if c.index() >= self.ds.taxonomy.len() {
+                return Err(SearchError::InvalidArgument(format!(
+                    "category {} is not a taxonomy node",
+                    c.0
+                )));
+            }
+        }
+        if let HistoryInput::Inline(items) = r.history {
+            if let Some((p, _)) = items
+                .iter()
+                .find(|(p, _)| p.index() >= self.ds.catalog.len())
+            {
+                return Err(SearchError::InvalidArgument(format!(
+                    "history product {} is not in the catalog",
+                    p.0
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers one request.
+    pub fn search(&self, request: &Request) -> Result<Results> {
+        let mut out = self.search_many(std::slice::from_ref(request))?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Answers many requests, in parallel, results in request order. Queries are encoded
+    /// together; unfiltered dense requests with the same `k` go through the index's batch search
+    /// (one matrix product per block on an exact index).
+    pub fn search_many(&self, requests: &[Request]) -> Result<Vec<Results>> {
+        for r in requests {
+            self.check(r)?;
+        }
+        let texts: Vec<&str> = requests.iter().map(|r| r.text).collect();
+        let encoded = self.encode(requests, &texts);
+        let batch_k = requests.first().map_or(0, |r| r.k);
+        let batch = requests.len() > 1
+            && requests
+                .iter()
+                .all(|r| r.mode == Mode::Dense && r.category.is_none() && r.k == batch_k);
+        let dense_lists: Vec<Option<Vec<(ProductId, f32)>>> = if batch {
+            let rows: Vec<f32> = encoded
+                .iter()
+                .flat_map(|e| e.vector.iter().copied())
+                .collect();
+            self.index
+                .search_many(&rows, batch_k)?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None; requests.len()]
+        };
+        requests
+            .par_iter()
+            .zip(encoded.par_iter())
+            .zip(dense_lists.into_par_iter())
+            .map(|((r, e), dense)| self.finish(r, e, dense))
+            .collect()
+    }
+
+    /// Query vectors for every request, personalized where a history is given or stored.
+    fn encode(&self, requests: &[Request], texts: &[&str]) -> Vec<Encoded> {
+        let d = self.model.dim();
+        let rows = FeatureRows::build(&self.model.featurizer, texts);
+        let plain = self.model.encode_rows(Side::Query, &rows);
+        plain
+            .par_chunks(d)
+            .zip(requests.par_iter())
+            .map_init(PersonalCache::default, |cache, (q, r)| {
+                let Some(tower) = &self.model.personal else {
+                    return Encoded {
+                        vector: q.to_vec(),
+                        attention: Vec::new(),
+                    };
+                };
+                let (items, h, w) = self.history_vectors(r.history);
+                tower.forward(q, &h, &w, cache);
+                // cache.a[0] is the zero slot; it is empty when there was no history.
+                let attention = items
+                    .into_iter()
+                    .zip(cache.a.iter().skip(1).copied())
+                    .collect();
+                Encoded {
+                    vector: cache.out.clone(),
+                    attention,
+                }
+            })
+            .collect()
+    }
+
+    /// The products, vectors and weights of the history a request reads.
+    fn history_vectors(&self, input: HistoryInput) -> (Vec<ProductId>, Vec<f32>, Vec<f32>) {
+        let d = self.model.dim();
+        match input {
+            HistoryInput::None => (Vec::new(), Vec::new(), Vec::new()),
+            HistoryInput::User { user, before } => {
+                let events = self.histories.before(user, before, self.history_len);
+                let mut items = Vec::with_capacity(events.len());
+                let mut h = Vec::with_capacity(events.len() * d);
+                let mut w = Vec::with_capacity(events.len());
+                for &i in events {
+                    let e = &self.ds.interactions[i as usize];
+                    items.push(e.product);
+                    h.extend_from_slice(self.vector(e.product));
+                    w.push(kind_weight(e.kind));
+                }
+                (items, h, w)
+            }
+            HistoryInput::Inline(all) => {
+                let recent = &all[all.len().saturating_sub(self.history_len)..];
+                let mut h = Vec::with_capacity(recent.len() * d);
+                for (p, _) in recent {
+                    h.extend_from_slice(self.vector(*p));
+                }
+                let w = recent.iter().map(|(_, k)| kind_weight(*k)).collect();
+                (recent.iter().map(|(p, _)| *p).collect(), h, w)
+            }
+        }
+    }
+
+    /// The products of `category`'s subtree, as a contiguous run of `by_pre`.
+    fn subtree(&self, category: NodeId) -> &[ProductId] {
+        let range = self.ds.taxonomy.pre_range(category);
+        let lo = self
+            .by_pre
+            .partition_point(|p| self.pre_of[p.index()] < range.start);
+        let hi = self
+            .by_pre
+            .partition_point(|p| self.pre_of[p.index()] < range.end);
+        &self.by_pre[lo..hi]
+    }
+
+    /// The dense top `k` for one query vector, within `category` when given.
+    fn dense_top(
+        &self,
+        q: &[f32],
+        k: usize,
+        category: Option<NodeId>,
+    ) -> Result<Vec<(ProductId, f32)>> {
+        let Some(c) = category else {
+            return self.index.search(q, k);
+        };
+        let products = self.subtree(c);
+        if products.len() <= EXACT_FILTER_MAX || self.index_kind == "exact" {
+            let mut scored: Vec<(ProductId, f32)> = products
+                .iter()
+                .map(|&p| (p, dot(q, self.vector(p))))
+                .collect();
+            let k = k.min(scored.len());
+            if k == 0 {
+                return Ok(Vec::new());
+            }
+            let by_score = |a: &(ProductId, f32), b: &(ProductId, f32)| {
+                b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+            };
+            if k < scored.len() {
+                scored.select_nth_unstable_by(k - 1, by_score);
+                scored.truncate(k);
+            }
+            scored.sort_by(by_score);
+            return Ok(scored);
+        }
+        let t = &self.ds.taxonomy;
+        let catalog = &self.ds.catalog;
+        self.index.search_where(q, k, &|p: ProductId| {
+            p.index() < catalog.len() && t.is_ancestor_or_self(c, catalog.get(p).category)
+        })
+    }
+
+    /// BM25's top `k`, within `category` when given (BM25 is searched deeper and filtered).
+    fn lexical_top(
+        &self,
+        text: &str,
+        k: usize,
+        category: Option<NodeId>,
+    ) -> Result<Vec<(ProductId, f32)>> {
+        let Some(bm25) = &self.bm25 else {
+            return Ok(Vec::new());
+        };
+        let Some(c) = category else {
+            return bm25.search(text, k);
+        };
+        let t = &self.ds.taxonomy;
+        let deep = bm25.search(text, (k * 10).max(FUSION_DEPTH * 10))?;
+        Ok(deep
+            .into_iter()
+            .filter(|(p, _)| t.is_ancestor_or_self(c, self.ds.catalog.get(*p).category))
+            .take(k)
+            .collect())
+    }
+
+    /// Retrieval, fusion and explanations for one request.
+    fn finish(
+        &self,
+        r: &Request,
+        e: &Encoded,
+        dense: Option<Vec<(ProductId, f32)>>,
+    ) -> Result<Results> {
+        let mut hits: Vec<Hit> = match r.mode {
+            Mode::Dense => {
+                let list = match dense {
+                    Some(l) => l,
+                    None => self.dense_top(&e.vector, r.k, r.category)?,
+                };
+                list.into_iter()
+                    .map(|(product, s)| Hit {
+                        product,
+                        score: s,
+                        dense: Some(s),
+                        lexical: None,
+                        explanation: None,
+                    })
+                    .collect()
+            }
+            Mode::Lexical => self
+                .lexical_top(r.text, r.k, r.category)?
+                .into_iter()
+                .map(|(product, s)| Hit {
+                    product,
+                    score: s,
+                    dense: Some(dot(&e.vector, self.vector(product))),
+                    lexical: Some(s),
+                    explanation: None,
+                })
+                .collect(),
+            Mode::Hybrid(fusion) => {
+                let depth = r.k.max(FUSION_DEPTH);
+                let dense = self.dense_top(&e.vector, depth, r.category)?;
+                let lexical = self.lexical_top(r.text, depth, r.category)?;
+                self.fuse(&e.vector, &dense, &lexical, fusion, r.k)
+            }
+        };
+        if r.explain {
+            let terms = self
+                .bm25
+                .as_ref()
+                .map(|b| b.query_terms(r.text))
+                .unwrap_or_default();
+            for h in &mut hits {
+                h.explanation = Some(self.explain(h.product, &terms, &e.attention));
+            }
+        }
+        Ok(Results {
+            hits,
+            history_used: e.attention.len(),
+        })
+    }
+
+    /// Fuses a dense and a lexical list into the top `k`.
+    fn fuse(
+        &self,
+        q: &[f32],
+        dense: &[(ProductId, f32)],
+        lexical: &[(ProductId, f32)],
+        fusion: HybridFusion,
+        k: usize,
+    ) -> Vec<Hit> {
+        use std::collections::HashMap;
+        /// A candidate's place in each list.
+        #[derive(Default)]
+        struct Seen {
+            dense_rank: Option<usize>,
+            lexical_rank: Option<usize>,
+            bm25: Option<f32>,
+        }
+        let mut seen: HashMap<ProductId, Seen> =
+            HashMap::with_capacity(dense.len() + lexical.len());
+        for (rank, (p, _)) in dense.iter().enumerate() {
+            seen.entry(*p).or_default().dense_rank = Some(rank);
+        }
+        for (rank, (p, s)) in lexical.iter().enumerate() {
+            let e = seen.entry(*p).or_default();
+            e.lexical_rank = Some(rank);
+            e.bm25 = Some(*s);
+        }
+        let max_bm25 = lexical.first().map_or(1.0, |l| l.1.max(f32::MIN_POSITIVE));
+        let mut hits: Vec<Hit> = seen
+            .into_iter()
+            .map(|(product, seen)| {
+                let (dr, lr, ls) = (seen.dense_rank, seen.lexical_rank, seen.bm25);
+                let cosine = dot(q, self.vector(product));
+                let score = match fusion {
+                    HybridFusion::Rrf { k } => {
+                        let rrf = |r: Option<usize>| r.map_or(0.0, |r| 1.0 / (k + 1.0 + r as f32));
+                        rrf(dr) + rrf(lr)
+                    }
+                    HybridFusion::Weighted { alpha } => {
+                        alpha * cosine + (1.0 - alpha) * ls.map_or(0.0, |s| s / max_bm25)
+                    }
+                };
+                Hit {
+                    product,
+                    score,
+                    dense: Some(cosine),
+                    lexical: ls,
+                    explanation: None,
+                }
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product.cmp(&b.product)));
+        hits.truncate(k);
+        hits
+    }
+
+    /// What raised `p`: the history items' attention-weighted similarity to it, and the query
+    /// terms its text contains.
+    fn explain(
+        &self,
+        p: ProductId,
+        terms: &[String],
+        attention: &[(ProductId, f32)],
+    ) -> Explanation {
+        let v = self.vector(p);
+        let mut history: Vec<(ProductId, f32)> = Vec::new();
+        for &(h, a) in attention {
+            let c = a * dot(self.vector(h), v);
+            if c <= 0.0 {
+                continue;
+            }
+            match history.iter_mut().find(|(q, _)| *q == h) {
+                Some(e) => e.1 += c,
+                None => history.push((h, c)),
+            }
+        }
+        history.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        history.truncate(EXPLAIN_HISTORY);
+        let lexical_matches = match (&self.bm25, terms.is_empty()) {
+            (Some(bm25), false) => {
+                let product = self.ds.catalog.get(p);
+                let t = &self.ds.taxonomy;
+                let mut text = format!("{} {} ", product.title, product.brand);
+                for n in t.path(product.category) {
+                    text.push_str(t.name(n));
+                    text.push(' ');
+                }
+                for (_, value) in &product.attributes {
+                    text.push_str(value);
+                    text.push(' ');
+                }
+                let have = bm25.analyze(&text, usize::MAX);
+                terms.iter().filter(|t| have.contains(t)).cloned().collect()
+            }
+            _ => Vec::new(),
+        };
+        Explanation {
+            history,
+            lexical_matches,
+        }
+    }
+}
+
+/// Checks that a saved graph holds this catalog's vectors: as many as there are products, and a
+/// few products, searched with their own vector, find themselves at similarity about 1.
+fn check_saved_index(
+    index: &HnswIndex,
+    vectors: &[f32],
+    d: usize,
+    path: &std::path::Path,
+) -> Result<()> {
+    let n = vectors.len() / d;
+    let bad = |reason: String| SearchError::BadIndexFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if index.len() != n {
+        return Err(bad(format!(
+            "it holds {} vectors, the catalog has {n} products (rebuild it with `aisle index`)",
+            index.len()
+        )));
+    }
+    let probes: Vec<usize> = (0..8.min(n)).map(|i| i * n / 8.min(n).max(1)).collect();
+    let mut found = 0;
+    for &p in &probes {
+        let q = &vectors[p * d..(p + 1) * d];
+        if let Some((id, s)) = index.search(q, 1)?.first() {
+            if id.index() == p || *s > 0.999 {
+                found += 1;
+            }
+        }
+    }
+    if found * 4 < probes.len() * 3 {
+        return Err(bad(format!(
+            "only {found} of {} products found themselves: the index was built with another model \
+             or catalog (rebuild it with `aisle index`)",
+            probes.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,423 @@
+use super::*;
+
+use aisle_core::synth::small_dataset;
+use aisle_model::personal::{Fusion, Personalizer};
+use aisle_model::ModelConfig;
+
+/// A small world and an untrained model (random towers embed text deterministically, which is
+/// all these tests need); `personal` adds an untrained personalized tower, which at its initial
+/// gate of one half does move queries that have a history.
+fn world(personal: bool) -> (Arc<Dataset>, Model) {
+    let ds = small_dataset(600, 30, 400, 7).expect("world");
+    let mut cfg = ModelConfig::default();
+    cfg.featurizer.buckets_log2 = 14;
+    cfg.tower.dim = 32;
+    let mut model = Model::new(cfg);
+    if personal {
+        model.personal = Some(Personalizer::new(32, Fusion::Gated));
+    }
+    (Arc::new(ds), model)
+}
+
+fn searcher(personal: bool, index: IndexChoice) -> Searcher {
+    let (ds, model) = world(personal);
+    let histories = Histories::all(&ds);
+    Searcher::build(
+        ds,
+        model,
+        histories,
+        &SearcherOptions {
+            index,
+            ..SearcherOptions::default()
+        },
+    )
+    .expect("searcher")
+}
+
+fn ids(r: &Results) -> Vec<ProductId> {
+    r.hits.iter().map(|h| h.product).collect()
+}
+
+/// A user with at least `n` stored interactions.
+fn user_with_history(s: &Searcher, n: usize) -> UserId {
+    s.dataset()
+        .users
+        .iter()
+        .map(|(u, _)| u)
+        .find(|&u| s.histories().count(u) >= n)
+        .expect("a user with history")
+}
+
+#[test]
+fn dense_results_are_the_exact_top_k_of_the_query_vector() {
+    let s = searcher(false, IndexChoice::Exact);
+    let text = "running shoes";
+    let r = s.search(&Request::new(text, 10)).expect("search");
+    assert_eq!(r.hits.len(), 10);
+    assert!(!r.personalized());
+    let q = s.model().encode_query(text);
+    let mut all: Vec<(ProductId, f32)> = s
+        .dataset()
+        .catalog
+        .iter()
+        .map(|(p, _)| (p, dot(&q, s.vector(p))))
+        .collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let want: Vec<ProductId> = all.iter().take(10).map(|x| x.0).collect();
+    assert_eq!(ids(&r), want);
+    for (h, (_, score)) in r.hits.iter().zip(&all) {
+        assert!((h.score - score).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn a_batch_answers_as_one_request_at_a_time() {
+    let s = searcher(true, IndexChoice::Exact);
+    let u = user_with_history(&s, 3);
+    let texts = ["red dress", "laptop", "garden hose", "coffee"];
+    let mut requests: Vec<Request> = texts.iter().map(|t| Request::new(t, 7)).collect();
+    requests[1].history = HistoryInput::User {
+        user: u,
+        before: i64::MAX,
+    };
+    let batch = s.search_many(&requests).expect("batch");
+    for (r, b) in requests.iter().zip(&batch) {
+        let one = s.search(r).expect("one");
+        // Same products; the batch's matrix product may differ in the last bits of a score.
+        assert_eq!(ids(&one), ids(b));
+    }
+    assert!(batch[1].personalized());
+    assert!(!batch[0].personalized());
+}
+
+#[test]
+fn no_history_unknown_user_and_empty_inline_history_search_with_the_plain_vector() {
+    let s = searcher(true, IndexChoice::Exact);
+    let text = "winter jacket";
+    let plain = s.search(&Request::new(text, 20)).expect("plain");
+    let unknown = Request {
+        history: HistoryInput::User {
+            user: UserId(u32::MAX),
+            before: i64::MAX,
+        },
+        ..Request::new(text, 20)
+    };
+    let u = user_with_history(&s, 1);
+    let before_anything = Request {
+        history: HistoryInput::User {
+            user: u,
+            before: i64::MIN,
+        },
+        ..Request::new(text, 20)
+    };
+    let empty_inline = Request {
+        history: HistoryInput::Inline(&[]),
+        ..Request::new(text, 20)
+    };
+    for r in [unknown, before_anything, empty_inline] {
+        let got = s.search(&r).expect("search");
+        assert!(!got.personalized());
+        // Bit for bit: the same products and the same scores.
+        assert_eq!(got, plain);
+    }
+    // A real history moves the query.
+    let with = s
+        .search(&Request {
+            history: HistoryInput::User {
+                user: u,
+                before: i64::MAX,
+            },
+            ..Request::new(text, 20)
+        })
+        .expect("personal");
+    assert!(with.personalized());
+    assert_ne!(with.hits, plain.hits);
+    // A plain model ignores any history.
+    let p = searcher(false, IndexChoice::Exact);
+    let r = Request {
+        history: HistoryInput::User {
+            user: u,
+            before: i64::MAX,
+        },
+        ..Request::new(text, 20)
+    };
+    assert_eq!(
+        p.search(&r).expect("plain model"),
+        p.search(&Request::new(text, 20)).expect("plain")
+    );
+}
+
+#[test]
+fn inline_history_reads_like_the_same_stored_history() {
+    let s = searcher(true, IndexChoice::Exact);
+    let u = user_with_history(&s, 4);
+    let stored: Vec<(ProductId, Kind)> = s
+        .histories()
+        .events(s.dataset(), u, i64::MAX, 50)
+        .map(|e| (e.product, e.kind))
+        .collect();
+    let text = "headphones";
+    let a = s
+        .search(&Request {
+            history: HistoryInput::User {
+                user: u,
+                before: i64::MAX,
+            },
+            explain: true,
+            ..Request::new(text, 10)
+        })
+        .expect("stored");
+    let b = s
+        .search(&Request {
+            history: HistoryInput::Inline(&stored),
+            explain: true,
+            ..Request::new(text, 10)
+        })
+        .expect("inline");
+    assert_eq!(a, b);
+    assert_eq!(a.history_used, stored.len().min(50));
+    // Some hit names a history item that raised it.
+    let named: Vec<ProductId> = a
+        .hits
+        .iter()
+        .flat_map(|h| h.explanation.as_ref().expect("explained").history.clone())
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!named.is_empty());
+    assert!(named.iter().all(|p| stored.iter().any(|(q, _)| q == p)));
+}
+
+#[test]
+fn a_category_filter_keeps_its_subtree_and_the_best_of_it() {
+    for index in [IndexChoice::Exact, IndexChoice::Hnsw(HnswParams::default())] {
+        let s = searcher(false, index);
+        let ds = s.dataset().clone();
+        let t = &ds.taxonomy;
+        // A top-level category with products under it.
+        let top = *t
+            .children(t.root())
+            .iter()
+            .max_by_key(|&&c| s.subtree(c).len())
+            .expect("a top category");
+        let text = "gift";
+        let r = s
+            .search(&Request {
+                category: Some(top),
+                ..Request::new(text, 15)
+            })
+            .expect("filtered");
+        assert_eq!(r.hits.len(), 15.min(s.subtree(top).len()));
+        for h in &r.hits {
+            assert!(t.is_ancestor_or_self(top, ds.catalog.get(h.product).category));
+        }
+        // The same as the unfiltered exact ranking with other categories struck out.
+        let exact = searcher(false, IndexChoice::Exact);
+        let all = exact
+            .search(&Request::new(text, ds.catalog.len()))
+            .expect("all");
+        let want: Vec<ProductId> = all
+            .hits
+            .iter()
+            .map(|h| h.product)
+            .filter(|p| t.is_ancestor_or_self(top, ds.catalog.get(*p).category))
+            .take(15)
+            .collect();
+        assert_eq!(ids(&r), want);
+        // Lexical and hybrid respect it too.
+        for mode in [Mode::Lexical, Mode::Hybrid(HybridFusion::default())] {
+            let r = s
+                .search(&Request {
+                    category: Some(top),
+                    mode,
+                    ..Request::new("blue", 15)
+                })
+                .expect("filtered");
+            for h in &r.hits {
+                assert!(t.is_ancestor_or_self(top, ds.catalog.get(h.product).category));
+            }
+        }
+    }
+}
+
+#[test]
+fn subtrees_are_contiguous_runs_of_the_pre_order() {
+    let s = searcher(false, IndexChoice::Exact);
+    let ds = s.dataset().clone();
+    let t = &ds.taxonomy;
+    for n in t.nodes() {
+        let got: std::collections::BTreeSet<ProductId> = s.subtree(n).iter().copied().collect();
+        let want: std::collections::BTreeSet<ProductId> = ds
+            .catalog
+            .iter()
+            .filter(|(_, p)| t.is_ancestor_or_self(n, p.category))
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(got, want, "node {}", t.name(n));
+    }
+}
+
+#[test]
+fn hybrid_fusion_combines_both_lists() {
+    let s = searcher(false, IndexChoice::Exact);
+    let text = "leather boots";
+    let dense = s.search(&Request::new(text, 100)).expect("dense");
+    let lexical = s
+        .search(&Request {
+            mode: Mode::Lexical,
+            ..Request::new(text, 100)
+        })
+        .expect("lexical");
+    assert!(!lexical.hits.is_empty(), "BM25 found nothing for {text}");
+    let rrf = s
+        .search(&Request {
+            mode: Mode::Hybrid(HybridFusion::Rrf { k: 60.0 }),
+            ..Request::new(text, 10)
+        })
+        .expect("rrf");
+    // RRF by hand over the two lists.
+    let rank = |list: &Results, p: ProductId| list.hits.iter().position(|h| h.product == p);
+    let fused = |p: ProductId| {
+        [rank(&dense, p), rank(&lexical, p)]
+            .into_iter()
+            .flatten()
+            .map(|r| 1.0 / (61.0 + r as f32))
+            .sum::<f32>()
+    };
+    for h in &rrf.hits {
+        assert!((h.score - fused(h.product)).abs() < 1e-6);
+    }
+    assert!(rrf.hits.windows(2).all(|w| w[0].score >= w[1].score));
+    // Weighted with alpha = 1 is the dense order; with alpha = 0 the BM25 order.
+    let weighted = |alpha: f32| {
+        s.search(&Request {
+            mode: Mode::Hybrid(HybridFusion::Weighted { alpha }),
+            ..Request::new(text, 5)
+        })
+        .expect("weighted")
+    };
+    assert_eq!(ids(&weighted(1.0)), ids(&dense)[..5].to_vec());
+    let n = lexical.hits.len().min(5);
+    assert_eq!(ids(&weighted(0.0))[..n], ids(&lexical)[..n]);
+}
+
+#[test]
+fn explanations_name_the_lexical_matches() {
+    let s = searcher(false, IndexChoice::Exact);
+    let ds = s.dataset().clone();
+    let title = &ds.catalog.get(ProductId(3)).title;
+    let word = title
+        .split_whitespace()
+        .find(|w| w.len() > 3)
+        .expect("a title word")
+        .to_lowercase();
+    let r = s
+        .search(&Request {
+            mode: Mode::Lexical,
+            explain: true,
+            ..Request::new(&word, 5)
+        })
+        .expect("lexical");
+    let e = r.hits[0].explanation.as_ref().expect("explained");
+    assert!(!e.lexical_matches.is_empty(), "{word}: {e:?}");
+    assert!(e.history.is_empty());
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let s = searcher(false, IndexChoice::Exact);
+    for r in [
+        Request::new("x", 0),
+        Request::new("x", MAX_K + 1),
+        Request {
+            category: Some(NodeId(u32::MAX)),
+            ..Request::new("x", 5)
+        },
+        Request {
+            history: HistoryInput::Inline(&[(ProductId(u32::MAX), Kind::Purchase)]),
+            ..Request::new("x", 5)
+        },
+    ] {
+        assert!(s.search(&r).is_err(), "{r:?}");
+    }
+    let (ds, model) = world(false);
+    let no_bm25 = Searcher::build(
+        ds,
+        model,
+        Histories::default(),
+        &SearcherOptions {
+            lexical: None,
+            ..SearcherOptions::default()
+        },
+    )
+    .expect("searcher");
+    let err = no_bm25
+        .search(&Request {
+            mode: Mode::Lexical,
+            ..Request::new("x", 5)
+        })
+        .expect_err("no BM25");
+    assert!(err.to_string().contains("BM25"), "{err}");
+}
+
+#[test]
+fn a_saved_index_from_another_catalog_is_refused() {
+    let s = searcher(false, IndexChoice::Exact);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.usearch");
+    let other = crate::vector::testdata::low_rank(s.dataset().catalog.len(), 32, 4, 0.1, 3);
+    HnswIndex::build(32, &other, &HnswParams::default())
+        .expect("build")
+        .save(&path)
+        .expect("save");
+    let (ds, model) = world(false);
+    let err = Searcher::build(
+        ds,
+        model,
+        Histories::default(),
+        &SearcherOptions {
+            index: IndexChoice::Saved(path.clone()),
+            ..SearcherOptions::default()
+        },
+    )
+    .expect_err("another catalog's vectors");
+    assert!(err.to_string().contains("another model"), "{err}");
+    // The right one opens.
+    let d = s.model().dim();
+    let good = dir.path().join("good.usearch");
+    HnswIndex::build(d, &s.vectors, &HnswParams::default())
+        .expect("build")
+        .save(&good)
+        .expect("save");
+    let (ds, model) = world(false);
+    let opened = Searcher::build(
+        ds,
+        model,
+        Histories::default(),
+        &SearcherOptions {
+            index: IndexChoice::Saved(good),
+            ..SearcherOptions::default()
+        },
+    )
+    .expect("opens");
+    assert_eq!(opened.index_kind(), "hnsw (saved)");
+}
+
+#[test]
+fn modes_parse_and_print() {
+    assert_eq!(Mode::parse("dense"), Ok(Mode::Dense));
+    assert_eq!(Mode::parse("bm25"), Ok(Mode::Lexical));
+    assert_eq!(
+        Mode::parse("hybrid"),
+        Ok(Mode::Hybrid(HybridFusion::Rrf { k: 60.0 }))
+    );
+    assert_eq!(
+        Mode::parse("weighted:0.3"),
+        Ok(Mode::Hybrid(HybridFusion::Weighted { alpha: 0.3 }))
+    );
+    assert!(Mode::parse("weighted:2").is_err());
+    assert!(Mode::parse("dense:1").is_err());
+    assert!(Mode::parse("magic").is_err());
+    for m in ["dense", "lexical", "rrf:60", "weighted:0.3"] {
+        assert_eq!(Mode::parse(m).expect("parses").to_string(), m);
+    }
+}

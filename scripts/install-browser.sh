@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs headless Chromium and chromedriver (Debian packages `chromium` and `chromium-driver`)
+# for the end-to-end browser test, crates/aisle-serve/tests/browser.rs. Idempotent: does nothing
+# when /usr/bin/chromium and /usr/bin/chromedriver already exist. Needs root (or sudo) and apt.
+#
+#   scripts/install-browser.sh
+set -euo pipefail
+
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  echo "chromium and chromedriver already installed: $(/usr/bin/chromium --version 2>/dev/null || true)"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "install-browser.sh: needs root (or sudo) to apt-get install chromium chromium-driver" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update
+"${sudo[@]}" apt-get install -y --no-install-recommends chromium chromium-driver
+
+for bin in /usr/bin/chromium /usr/bin/chromedriver; do
+  [ -x "$bin" ] || { echo "install-browser.sh: $bin missing after install" >&2; exit 1; }
+done
+echo "installed: $(/usr/bin/chromium --version 2>/dev/null || echo chromium) / $(/usr/bin/chromedriver --version 2>/dev/null || echo chromedriver)"
