@@ -11,7 +11,9 @@ use aisle_core::stats::{fmt_n, DatasetStats};
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
+mod bench_search;
 mod eval;
+mod serve;
 mod train;
 
 #[derive(Parser)]
@@ -36,6 +38,11 @@ enum Command {
     Encode(train::EncodeArgs),
     /// Recall@K, NDCG@10 and MRR of baselines and trained models, with intervals and segments.
     Eval(eval::EvalArgs),
+    /// Serve search over HTTP: the API, metrics and the search page (trains a model first when
+    /// there is none).
+    Serve(Box<serve::ServeArgs>),
+    /// Build and save an HNSW index of a model's product vectors; --check measures its recall.
+    Index(Box<serve::IndexArgs>),
     /// Benchmarks (not tests): print measured figures.
     Bench {
         #[command(subcommand)]
@@ -207,6 +214,9 @@ enum BenchCommand {
     },
     /// Training throughput: pairs/s per sampler, where step time goes, peak memory.
     Train(train::BenchTrainArgs),
+    /// Serving: index build time and bytes, p50 / p99 latency for one client and throughput
+    /// under concurrent load, at 10k, 100k and 1M generated products.
+    Search(bench_search::BenchSearchArgs),
 }
 
 fn main() {
@@ -266,9 +276,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(*args)?,
         Command::Encode(args) => train::encode(args)?,
         Command::Eval(args) => eval::eval(args)?,
+        Command::Serve(args) => serve::serve(*args)?,
+        Command::Index(args) => serve::index(*args)?,
         Command::Bench { command } => match command {
             BenchCommand::Generate { world, out } => bench_generate(&world, out)?,
             BenchCommand::Train(args) => train::bench_train(args)?,
+            BenchCommand::Search(args) => bench_search::bench_search(args)?,
         },
     }
     Ok(())

@@ -179,7 +179,7 @@ pub fn pick_split<'a>(ds: &'a Dataset, name: Option<&str>) -> Result<&'a Split> 
 }
 
 /// A file-name-safe short form of a sampler name.
-fn slug(text: &str) -> String {
+pub(crate) fn slug(text: &str) -> String {
     let s: String = text
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -194,7 +194,7 @@ fn slug(text: &str) -> String {
     out
 }
 
-struct Bar {
+pub(crate) struct Bar {
     bar: ProgressBar,
     loss: f64,
     recall: Option<f64>,
@@ -227,6 +227,28 @@ impl Observer for Bar {
 }
 
 impl Bar {
+    /// A progress bar over `steps` training steps (hidden when `quiet`).
+    pub(crate) fn new(steps: u64, quiet: bool) -> Result<Bar> {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(steps)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+                .context("progress bar template")?,
+        );
+        Ok(Bar {
+            bar,
+            loss: 0.0,
+            recall: None,
+        })
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+
     fn message(&self) {
         let r = self
             .recall
@@ -279,20 +301,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     for note in &ds.notes {
         eprintln!("note: {note}");
     }
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
-            .context("progress bar template")?,
-    );
-    let mut observer = Bar {
-        bar,
-        loss: 0.0,
-        recall: None,
-    };
+    let mut observer = Bar::new(cfg.steps, args.quiet)?;
     let summary = aisle_train::run(
         cfg,
         &ds,
@@ -303,7 +312,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         },
         &mut observer,
     )?;
-    observer.bar.finish_and_clear();
+    observer.finish();
     println!("sampler              {}", summary.sampler);
     println!(
         "steps                {} ({} in this run)",

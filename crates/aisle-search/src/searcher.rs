@@ -38,6 +38,10 @@ const EXACT_FILTER_MAX: usize = 20_000;
 /// History items named in a hit's explanation, at most.
 const EXPLAIN_HISTORY: usize = 3;
 
+/// A history item explains a hit only when it is itself close to it: attention spread thinly
+/// over unrelated items moves every score a little, and explains none of them.
+const EXPLAIN_MIN_SIMILARITY: f32 = 0.5;
+
 /// How a hybrid search joins the dense and the lexical lists.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -188,7 +192,7 @@ impl<'a> Request<'a> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Explanation {
     /// History items that raised the hit: attention weight times their similarity to it, the
-    /// largest positive contributions first.
+    /// largest contributions first, for items at least somewhat similar to the hit (cosine 0.5).
     pub history: Vec<(ProductId, f32)>,
     /// Query terms (analyzed: lowercased, stemmed) found in the product's text.
     pub lexical_matches: Vec<String>,
@@ -340,6 +344,11 @@ impl Searcher {
     /// "exact", "hnsw" or "hnsw (saved)".
     pub fn index_kind(&self) -> &'static str {
         self.index_kind
+    }
+
+    /// Bytes of the vector index in memory.
+    pub fn index_bytes(&self) -> usize {
+        self.index.memory_bytes()
     }
 
     pub fn has_lexical(&self) -> bool {
@@ -684,10 +693,11 @@ impl Searcher {
         let v = self.vector(p);
         let mut history: Vec<(ProductId, f32)> = Vec::new();
         for &(h, a) in attention {
-            let c = a * dot(self.vector(h), v);
-            if c <= 0.0 {
+            let similarity = dot(self.vector(h), v);
+            if similarity < EXPLAIN_MIN_SIMILARITY {
                 continue;
             }
+            let c = a * similarity;
             match history.iter_mut().find(|(q, _)| *q == h) {
                 Some(e) => e.1 += c,
                 None => history.push((h, c)),

@@ -33,6 +33,9 @@ pub trait VectorIndex: Send + Sync {
         self.len() == 0
     }
 
+    /// Bytes the index holds in memory (vectors and graph), for cost reports.
+    fn memory_bytes(&self) -> usize;
+
     /// The `k` products most similar to `query` (inner product), best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>>;
 

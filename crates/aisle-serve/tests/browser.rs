@@ -202,9 +202,39 @@ fn scenario(
     }
     expect_no_error(wd)?;
 
-    // Leave the personalized search on screen for the screenshot.
+    // A hit's taxonomy path narrows the search to its category; the chip's x widens it again.
+    let path = wd.find("#plain .hit button.path")?;
+    let wanted = wd.execute(
+        "return arguments[0].textContent;",
+        json!([element_ref(&path)]),
+    )?;
+    wd.click(&path)?;
+    wait_for_done(wd, "the search narrowed to a category")?;
+    let paths = wd.execute(
+        "return Array.from(document.querySelectorAll('#plain .hit .path')).map(e => e.textContent);",
+        json!([]),
+    )?;
+    let paths = paths.as_array().cloned().unwrap_or_default();
+    if paths.is_empty() || paths.iter().any(|p| *p != wanted) {
+        return Err(format!(
+            "after clicking the path {wanted}, every plain hit should be in it: {paths:?}"
+        ));
+    }
+    expect_no_error(wd)?;
+    wd.click(&wd.find(".filter-chip button")?)?;
+    wait_for_done(wd, "the search with the category filter removed")?;
+
+    // Leave the personalized, unfiltered search on screen for the screenshot.
     wd.click(&option)?;
     wait_for_done(wd, "the re-search after picking the customer again")?;
+    expect_hits("#plain", wd.find_all("#plain .hit")?.len(), plain_api)?;
+    expect_hits(
+        "#personal",
+        wd.find_all("#personal .hit")?.len(),
+        personal_api,
+    )?;
+    expect_first_title(wd, "#personal", personal_api)?;
+    expect_no_error(wd)?;
     Ok(())
 }
 
@@ -432,6 +462,11 @@ fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// An element reference as a script argument.
+fn element_ref(id: &str) -> Value {
+    json!({ ELEMENT: id })
 }
 
 fn element_id(v: &Value) -> Option<String> {

@@ -188,6 +188,10 @@ impl VectorIndex for ExactIndex {
         self.search_filtered(query, k, |_| true)
     }
 
+    fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(self.rows.as_slice()) + std::mem::size_of_val(self.ids.as_slice())
+    }
+
     fn search_where(
         &self,
         query: &[f32],

@@ -434,6 +434,10 @@ impl VectorIndex for HnswIndex {
         self.hits(&matches.keys, &matches.distances)
     }
 
+    fn memory_bytes(&self) -> usize {
+        self.memory_usage()
+    }
+
     fn search_where(
         &self,
         query: &[f32],

@@ -1,0 +1,382 @@
+//! `aisle bench search`: what serving costs at 10k, 100k and 1M generated products.
+//!
+//! For each size: generate a synthetic world, train a personalized TB-HNS model briefly (its
+//! weights shape the vectors, so the ANN is measured on embedding-like data, not on random
+//! vectors), encode the catalog, build the index (HNSW above 20,000 products, as `aisle serve`
+//! does), start the real HTTP server on 127.0.0.1 in this process, then measure:
+//! - one client, keep-alive, one request after the other: p50 / p99 / mean end-to-end latency;
+//! - 64 concurrent connections with wrk (`scripts/install-wrk.sh`), rotating over the same
+//!   queries: queries per second and wrk's p50 / p99.
+//!
+//! Half the requests name a customer with history (personalized), half do not. The server, the
+//! load generator and this process share the machine's cores: the figures are for all of them
+//! on one box, which is what a 2-core machine can serve while also generating its own load.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use aisle_core::stats::fmt_n;
+use aisle_core::synth::{self, SynthConfig, TaxonomySource};
+use aisle_core::{Dataset, Histories};
+use aisle_search::{HnswParams, IndexChoice, Searcher, SearcherOptions};
+use aisle_serve::{App, ServeOptions};
+use aisle_train::trainer::PersonalizeConfig;
+use aisle_train::{TrainConfig, Trainer};
+
+#[derive(Args)]
+pub struct BenchSearchArgs {
+    /// Catalog sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub sizes: Vec<usize>,
+    /// Requests measured for the one-client latency (after 200 warm-up requests).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Concurrent connections for the throughput run.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Training steps of each size's model.
+    #[arg(long, default_value_t = 300)]
+    pub train_steps: u64,
+    /// Hits per request.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// wrk binary for the throughput run [default: wrk on PATH].
+    #[arg(long, default_value = "wrk")]
+    pub wrk: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// One size's figures.
+struct Row {
+    products: usize,
+    index: &'static str,
+    build_s: f64,
+    bytes_per_product: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+    qps: Option<f64>,
+    wrk_p50_ms: Option<f64>,
+    wrk_p99_ms: Option<f64>,
+}
+
+pub fn bench_search(args: BenchSearchArgs) -> Result<()> {
+    if args.sizes.is_empty() {
+        bail!("--sizes: give at least one catalog size");
+    }
+    let wrk_ok = Command::new(&args.wrk)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty());
+    if !wrk_ok {
+        eprintln!(
+            "note: {} not found: the throughput column is skipped (install it with scripts/install-wrk.sh)",
+            args.wrk.display()
+        );
+    }
+    let mut rows = Vec::new();
+    for &n in &args.sizes {
+        rows.push(bench_size(&args, n, wrk_ok).with_context(|| format!("at {n} products"))?);
+        print_table(&args, &rows);
+    }
+    Ok(())
+}
+
+fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row> {
+    let t = Instant::now();
+    let cfg = SynthConfig {
+        products,
+        users: 2000,
+        // Enough sessions for queries and histories; the catalog size is what is measured.
+        sessions: 20_000.max(products / 10),
+        seed: args.seed,
+        taxonomy: TaxonomySource::BuiltIn,
+    };
+    cfg.validate()?;
+    let mut ds = synth::generate(&cfg)?.dataset;
+    aisle_core::adapters::add_default_splits(&mut ds, args.seed)?;
+    eprintln!(
+        "[{}] world: {} products, {} interactions in {:.1} s",
+        fmt_n(products),
+        fmt_n(ds.catalog.len()),
+        fmt_n(ds.interactions.len()),
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let model = {
+        let split = ds.default_split().context("the world has no split")?;
+        let cfg = TrainConfig {
+            steps: args.train_steps,
+            personalize: Some(PersonalizeConfig::default()),
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(cfg, &ds, split)?;
+        for _ in 0..args.train_steps {
+            trainer.train_step()?;
+        }
+        trainer.model.clone()
+    };
+    eprintln!(
+        "[{}] trained {} steps in {:.1} s",
+        fmt_n(products),
+        args.train_steps,
+        t.elapsed().as_secs_f64()
+    );
+    let ds = Arc::new(ds);
+    let queries = query_paths(&ds, args.k);
+    let index = if products > 20_000 {
+        IndexChoice::Hnsw(HnswParams::default())
+    } else {
+        IndexChoice::Exact
+    };
+    let t = Instant::now();
+    let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
+    let encode_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let searcher = Searcher::with_vectors(
+        Arc::clone(&ds),
+        model,
+        vectors,
+        Histories::all(&ds),
+        &SearcherOptions {
+            index,
+            ..SearcherOptions::default()
+        },
+    )?;
+    let build_s = t.elapsed().as_secs_f64();
+    let index_kind = searcher.index_kind();
+    let bytes = searcher.index_bytes();
+    eprintln!(
+        "[{}] encoded in {encode_s:.1} s; {index_kind} index and BM25 built in {build_s:.1} s",
+        fmt_n(products)
+    );
+    let server = aisle_serve::spawn(
+        App::new(searcher, None, ServeOptions::default()),
+        "127.0.0.1:0",
+    )
+    .context("starting the server")?;
+    let base = server.url();
+    let (p50_ms, p99_ms, mean_ms) = one_client(&base, &queries, args.requests)?;
+    let (qps, wrk_p50_ms, wrk_p99_ms) = if wrk {
+        match run_wrk(args, &base, &queries) {
+            Ok((q, a, b)) => (Some(q), Some(a), Some(b)),
+            Err(e) => {
+                eprintln!("wrk failed: {e:#}");
+                (None, None, None)
+            }
+        }
+    } else {
+        (None, None, None)
+    };
+    let errors: u64 = [400u16, 404, 413, 422, 500]
+        .iter()
+        .map(|&s| server.app().metrics.count("/search", s))
+        .sum();
+    if errors > 0 {
+        bail!("{errors} search requests failed during the benchmark");
+    }
+    server.stop();
+    Ok(Row {
+        products,
+        index: index_kind,
+        build_s,
+        bytes_per_product: bytes as f64 / products.max(1) as f64,
+        p50_ms,
+        p99_ms,
+        mean_ms,
+        qps,
+        wrk_p50_ms,
+        wrk_p99_ms,
+    })
+}
+
+/// Request paths over the world's test queries, every other one with its customer.
+fn query_paths(ds: &Dataset, k: usize) -> Vec<String> {
+    let Some(split) = ds.default_split() else {
+        return vec![format!("/search?q=shoes&k={k}")];
+    };
+    split
+        .test
+        .iter()
+        .take(5000)
+        .enumerate()
+        .map(|(i, q)| {
+            let text = encode_query(ds.queries.text(q.query));
+            match (i % 2, q.user) {
+                (1, Some(u)) => format!(
+                    "/search?q={text}&k={k}&user={}",
+                    encode_query(&ds.users.get(u).id)
+                ),
+                _ => format!("/search?q={text}&k={k}"),
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes a query-string value.
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Sequential keep-alive requests: (p50, p99, mean) milliseconds.
+fn one_client(base: &str, paths: &[String], n: usize) -> Result<(f64, f64, f64)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..(200 + n) {
+        let path = &paths[i % paths.len()];
+        let t = Instant::now();
+        let mut r = agent
+            .get(format!("{base}{path}"))
+            .call()
+            .with_context(|| format!("GET {path}"))?;
+        r.body_mut().read_to_vec().context("reading a response")?;
+        if i >= 200 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let q = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    Ok((q(0.50), q(0.99), mean))
+}
+
+/// wrk with a Lua script rotating over `paths`: (requests/s, p50 ms, p99 ms).
+fn run_wrk(args: &BenchSearchArgs, base: &str, paths: &[String]) -> Result<(f64, f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("aisle-bench-search-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let script = dir.join("paths.lua");
+    let mut lua = String::from("local paths = {\n");
+    for p in paths.iter().take(2000) {
+        lua.push_str(&format!(
+            "  \"{}\",\n",
+            p.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+    }
+    lua.push_str(
+        "}\nlocal i = math.random(#paths)\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n",
+    );
+    std::fs::write(&script, lua).with_context(|| format!("writing {}", script.display()))?;
+    let out = Command::new(&args.wrk)
+        .args([
+            "-t2",
+            &format!("-c{}", args.connections),
+            &format!("-d{}s", args.seconds),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(base)
+        .output()
+        .with_context(|| format!("running {}", args.wrk.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "wrk exited with {}: {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+        bail!("wrk saw failed requests: {}", line.trim());
+    }
+    let qps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    let pct = |name: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| {
+                let mut parts = l.split_whitespace();
+                (parts.next() == Some(name)).then(|| parts.next()).flatten()
+            })
+            .and_then(parse_wrk_duration)
+            .with_context(|| format!("no {name} latency in wrk's output:\n{text}"))
+    };
+    Ok((qps, pct("50%")?, pct("99%")?))
+}
+
+/// wrk's durations ("812.00us", "1.23ms", "2.01s") in milliseconds.
+fn parse_wrk_duration(s: &str) -> Option<f64> {
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e-3)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * scale)
+}
+
+fn print_table(args: &BenchSearchArgs, rows: &[Row]) {
+    println!();
+    println!(
+        "aisle bench search (k = {}, one client: {} sequential keep-alive requests; load: wrk, {} connections, {} s; half the requests personalized)",
+        args.k, args.requests, args.connections, args.seconds
+    );
+    println!(
+        "| products | index | build s | bytes/product | 1 client p50 ms | p99 ms | mean ms | {} conn. q/s | p50 ms | p99 ms |",
+        args.connections
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("n/a".to_owned(), |x| format!("{x:.digits$}"));
+    for r in rows {
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            fmt_n(r.products),
+            r.index,
+            r.build_s,
+            r.bytes_per_product,
+            r.p50_ms,
+            r.p99_ms,
+            r.mean_ms,
+            opt(r.qps, 0),
+            opt(r.wrk_p50_ms, 2),
+            opt(r.wrk_p99_ms, 2)
+        );
+    }
+    println!(
+        "goals on 2 cores: p99 < 5 ms for one client at 1M products; >= 2,000 q/s at 100k products"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_durations_and_query_encoding() {
+        assert_eq!(parse_wrk_duration("812.00us"), Some(0.812));
+        assert_eq!(parse_wrk_duration("1.50ms"), Some(1.5));
+        assert_eq!(parse_wrk_duration("2.00s"), Some(2000.0));
+        assert_eq!(parse_wrk_duration("fast"), None);
+        assert_eq!(encode_query("red shoes & co"), "red+shoes+%26+co");
+    }
+}

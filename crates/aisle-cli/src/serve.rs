@@ -1,0 +1,373 @@
+//! `aisle serve` and `aisle index`: a Searcher from a model file (trained on the spot when there
+//! is none), served over HTTP; an HNSW index built, saved and checked against exact search.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use aisle_core::stats::fmt_n;
+use aisle_core::{Dataset, Histories};
+use aisle_model::Model;
+use aisle_search::{
+    recall_at_k, ExactIndex, HnswIndex, HnswParams, IndexChoice, Quantization, Searcher,
+    SearcherOptions,
+};
+use aisle_serve::{App, Loader, ServeOptions};
+use aisle_train::run::RunOptions;
+use aisle_train::trainer::PersonalizeConfig;
+use aisle_train::TrainConfig;
+
+use crate::train::{pick_split, slug, Bar};
+use crate::DataOpts;
+
+/// Above this many products `--ann auto` builds an HNSW graph; below it exact search is fast
+/// enough (about 1 ms a query at 20k x 128 on one core) and has no recall cost.
+const AUTO_HNSW_ABOVE: usize = 20_000;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AnnChoice {
+    /// HNSW above 20,000 products, exact below.
+    Auto,
+    Exact,
+    Hnsw,
+}
+
+/// Where the model and index come from.
+#[derive(Args, Clone)]
+pub struct ModelSource {
+    /// A dataset name or a folder in the generic format.
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+    #[command(flatten)]
+    pub data: DataOpts,
+    /// The model file [default: out/serve/DATASET/model.aisle, trained on the spot (personalized
+    /// TB-HNS, 2,000 steps) when it does not exist].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training steps when the default model has to be trained.
+    #[arg(long, default_value_t = 2000)]
+    pub train_steps: u64,
+}
+
+impl ModelSource {
+    fn default_model(&self, ds: &Dataset) -> PathBuf {
+        PathBuf::from("out/serve")
+            .join(slug(&ds.name))
+            .join(aisle_train::run::MODEL_FILE)
+    }
+
+    /// The model file to serve: the given one (which must exist), or the default one, trained
+    /// now when missing.
+    fn resolve(&self, ds: &Dataset) -> Result<PathBuf> {
+        if let Some(p) = &self.model {
+            if !p.exists() {
+                bail!(
+                    "model file {} does not exist (train one with `aisle train`)",
+                    p.display()
+                );
+            }
+            return Ok(p.clone());
+        }
+        let path = self.default_model(ds);
+        if path.exists() {
+            return Ok(path);
+        }
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let split = pick_split(ds, None)?;
+        let cfg = TrainConfig {
+            steps: self.train_steps,
+            personalize: Some(PersonalizeConfig::default()),
+            ..TrainConfig::default()
+        };
+        cfg.validate()?;
+        eprintln!(
+            "no model at {}: training a personalized TB-HNS model on {} ({} steps) first",
+            path.display(),
+            ds.name,
+            cfg.steps
+        );
+        let mut bar = Bar::new(cfg.steps, false)?;
+        let summary = aisle_train::run(
+            cfg,
+            ds,
+            split,
+            &RunOptions {
+                out_dir: dir,
+                resume: None,
+            },
+            &mut bar,
+        )?;
+        bar.finish();
+        eprintln!(
+            "trained in {:.1} s; validation R@10 {}; wrote {}",
+            summary.train_wall_s,
+            summary
+                .final_recall_at_10
+                .map_or("not measured".into(), |r| format!("{r:.3}")),
+            summary.model.display()
+        );
+        Ok(summary.model)
+    }
+}
+
+fn load_model(path: &Path) -> Result<(Model, serde_json::Value)> {
+    aisle_model::artifact::load(path).with_context(|| format!("loading model {}", path.display()))
+}
+
+/// Earlier interactions the personalized tower reads, as the model was trained.
+fn history_len(meta: &serde_json::Value) -> usize {
+    meta.get("personalize")
+        .and_then(|p| p.get("history"))
+        .and_then(|h| h.as_u64())
+        .unwrap_or(50) as usize
+}
+
+fn index_choice(ann: AnnChoice, saved: Option<&Path>, products: usize) -> IndexChoice {
+    if let Some(p) = saved {
+        return IndexChoice::Saved(p.to_path_buf());
+    }
+    match ann {
+        AnnChoice::Exact => IndexChoice::Exact,
+        AnnChoice::Hnsw => IndexChoice::Hnsw(HnswParams::default()),
+        AnnChoice::Auto if products > AUTO_HNSW_ABOVE => IndexChoice::Hnsw(HnswParams::default()),
+        AnnChoice::Auto => IndexChoice::Exact,
+    }
+}
+
+/// Builds the Searcher that `aisle serve` serves.
+fn build_searcher(
+    ds: &Arc<Dataset>,
+    model_path: &Path,
+    index: &IndexChoice,
+    histories: Histories,
+) -> Result<Searcher> {
+    let (model, meta) = load_model(model_path)?;
+    if let Some(trained_on) = meta.get("dataset").and_then(|d| d.as_str()) {
+        if trained_on != ds.name {
+            eprintln!(
+                "warning: {} was trained on `{trained_on}`, served on `{}`",
+                model_path.display(),
+                ds.name
+            );
+        }
+    }
+    let opts = SearcherOptions {
+        index: index.clone(),
+        history: history_len(&meta),
+        ..SearcherOptions::default()
+    };
+    Searcher::build(Arc::clone(ds), model, histories, &opts)
+        .with_context(|| format!("building the searcher for {}", model_path.display()))
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// A saved HNSW index (from `aisle index`), memory-mapped.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Which vector index to build when --index is not given.
+    #[arg(long, value_enum, default_value_t = AnnChoice::Auto)]
+    pub ann: AnnChoice,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// A token that `POST /admin/reload` must send as `Authorization: Bearer TOKEN` [default:
+    /// $AISLE_ADMIN_TOKEN; without one, only loopback clients may reload].
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// The most results one request may ask for.
+    #[arg(long, default_value_t = 100)]
+    pub max_k: usize,
+    /// Worker threads of the HTTP runtime [default: the number of cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let start = Instant::now();
+    let ds = Arc::new(args.source.data.load(&args.source.dataset)?);
+    let model_path = args.source.resolve(&ds)?;
+    let index = index_choice(args.ann, args.index.as_deref(), ds.catalog.len());
+    let histories = Histories::all(&ds);
+    let searcher = build_searcher(&ds, &model_path, &index, histories)?;
+    eprintln!(
+        "serving {} ({} products, {} customers) with {} ({} index{}), ready in {:.1} s",
+        ds.name,
+        fmt_n(ds.catalog.len()),
+        fmt_n(ds.users.len()),
+        model_path.display(),
+        searcher.index_kind(),
+        if searcher.model().personal.is_some() {
+            ", personalized"
+        } else {
+            ""
+        },
+        start.elapsed().as_secs_f64()
+    );
+    let loader: Loader = {
+        let ds = Arc::clone(&ds);
+        let model_path = model_path.clone();
+        let index = index.clone();
+        Box::new(move || {
+            build_searcher(&ds, &model_path, &index, Histories::all(&ds))
+                .map_err(|e| format!("{e:#}"))
+        })
+    };
+    let options = ServeOptions {
+        max_k: args.max_k.clamp(1, aisle_search::MAX_K),
+        admin_token: args
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("AISLE_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
+        model_label: model_path.display().to_string(),
+        ..ServeOptions::default()
+    };
+    let app = Arc::new(App::new(searcher, Some(loader), options));
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.addr)
+            .await
+            .with_context(|| format!("listening on {}", args.addr))?;
+        let addr = listener.local_addr().context("local address")?;
+        eprintln!("listening on http://{addr}/  (Ctrl-C to stop; POST /admin/reload or SIGHUP to reload the model)");
+        aisle_serve::serve(listener, app, aisle_serve::shutdown_signal())
+            .await
+            .context("serving")?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Where to write the index [default: beside the model, index.usearch].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Store vectors as i8 (a quarter of f32's memory, at a recall cost that --check measures).
+    #[arg(long)]
+    pub i8: bool,
+    /// Graph degree (usearch connectivity).
+    #[arg(long, default_value_t = HnswParams::default().connectivity)]
+    pub connectivity: usize,
+    /// Candidate list while building.
+    #[arg(long, default_value_t = HnswParams::default().expansion_add)]
+    pub expansion_add: usize,
+    /// Candidate list while searching.
+    #[arg(long, default_value_t = HnswParams::default().expansion_search)]
+    pub expansion_search: usize,
+    /// Also measure the index's recall@10 against exact search, on the dataset's test queries
+    /// (or product vectors when it has none).
+    #[arg(long)]
+    pub check: bool,
+    /// Queries for --check, at most.
+    #[arg(long, default_value_t = 2000)]
+    pub check_queries: usize,
+}
+
+pub fn index(args: IndexArgs) -> Result<()> {
+    let ds = args.source.data.load(&args.source.dataset)?;
+    let model_path = args.source.resolve(&ds)?;
+    let (model, _) = load_model(&model_path)?;
+    let d = model.dim();
+    let start = Instant::now();
+    let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
+    let t_encode = start.elapsed().as_secs_f64();
+    let params = HnswParams {
+        connectivity: args.connectivity,
+        expansion_add: args.expansion_add,
+        expansion_search: args.expansion_search,
+        quantization: if args.i8 {
+            Quantization::I8
+        } else {
+            Quantization::F32
+        },
+        ..HnswParams::default()
+    };
+    let start = Instant::now();
+    let index = HnswIndex::build(d, &vectors, &params)?;
+    let t_build = start.elapsed().as_secs_f64();
+    let out = args.out.clone().unwrap_or_else(|| {
+        model_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("index.usearch")
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    index
+        .save(&out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!("index                {}", out.display());
+    println!(
+        "products             {} x {d} ({})",
+        fmt_n(ds.catalog.len()),
+        if args.i8 { "i8" } else { "f32" }
+    );
+    println!("encode               {t_encode:.1} s");
+    println!("build                {t_build:.1} s");
+    println!(
+        "bytes on disk        {} ({:.0} per product)",
+        fmt_n(bytes as usize),
+        bytes as f64 / ds.catalog.len().max(1) as f64
+    );
+    if args.check {
+        let queries = check_queries(&model, &ds, &vectors, args.check_queries);
+        let exact = ExactIndex::new(d, vectors)?;
+        let r = recall_at_k(&index, &exact, &queries, 10)?;
+        println!(
+            "recall@10 vs exact   {r:.4} ({} queries, expansion_search {})",
+            fmt_n(queries.len() / d),
+            args.expansion_search
+        );
+    }
+    Ok(())
+}
+
+/// Query vectors for `--check`: the test queries' texts through the query tower, or evenly
+/// spaced product vectors when there are none.
+fn check_queries(model: &Model, ds: &Dataset, vectors: &[f32], n: usize) -> Vec<f32> {
+    let d = model.dim();
+    let texts: Vec<&str> = ds
+        .default_split()
+        .map(|s| {
+            let mut seen = std::collections::HashSet::new();
+            s.test
+                .iter()
+                .map(|q| ds.queries.text(q.query))
+                .filter(|t| seen.insert(*t))
+                .take(n)
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        let products = vectors.len() / d;
+        let step = (products / n.max(1)).max(1);
+        return (0..products)
+            .step_by(step)
+            .take(n)
+            .flat_map(|p| vectors[p * d..(p + 1) * d].iter().copied())
+            .collect();
+    }
+    let rows = aisle_model::FeatureRows::build(&model.featurizer, &texts);
+    model.encode_rows(aisle_model::Side::Query, &rows)
+}

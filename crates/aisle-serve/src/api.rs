@@ -1,0 +1,580 @@
+//! Routes, request checking and JSON bodies.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use aisle_core::{normalize_query, Dataset, Kind, ProductId, UserId};
+use aisle_search::{HistoryInput, Mode, Request as SearchRequest, SearchError, Searcher};
+
+use crate::App;
+
+/// The search page (one file, inline CSS and JS).
+const PAGE: &str = include_str!("../assets/index.html");
+
+/// Recent interactions `GET /users/{id}` lists.
+const USER_RECENT: usize = 20;
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> ApiError {
+        match e {
+            SearchError::InvalidArgument(m) => ApiError::bad(m),
+            other => ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        ApiError {
+            status: r.status(),
+            message: r.body_text(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        let message = match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+            _ => r.body_text(),
+        };
+        ApiError {
+            status: r.status(),
+            message,
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> ApiError {
+        ApiError {
+            status: r.status(),
+            message: r.body_text(),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Every route of the API and the page, with request metrics and the body limit.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.options.max_body_bytes;
+    Router::new()
+        .route("/", get(page))
+        .route("/search", get(search_get).post(search_post))
+        .route("/products/{id}", get(product))
+        .route("/users", get(users))
+        .route("/users/{id}", get(user))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), track))
+        .with_state(app)
+}
+
+/// Counts each answer under its route pattern (not the raw path, which would let clients mint
+/// unbounded label values) and its status, with its latency.
+async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let start = Instant::now();
+    let response = next.run(req).await;
+    app.metrics.observe(
+        &route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see GET /healthz; the API is /search, /products/{id}, /users, /users/{id}, /metrics)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "method not allowed on this route".into(),
+    }
+}
+
+/// `GET /search` parameters, all as text so that each is checked with a message that names it.
+#[derive(Debug, Default, Deserialize)]
+struct SearchParams {
+    q: Option<String>,
+    k: Option<String>,
+    user: Option<String>,
+    category: Option<String>,
+    mode: Option<String>,
+    explain: Option<String>,
+}
+
+/// One item of an inline history.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryItem {
+    product: String,
+    /// view, click, add_to_cart or purchase [default: purchase].
+    kind: Option<String>,
+}
+
+/// `POST /search` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    q: Option<String>,
+    k: Option<usize>,
+    user: Option<String>,
+    history: Option<Vec<HistoryItem>>,
+    category: Option<String>,
+    mode: Option<String>,
+    #[serde(default)]
+    explain: bool,
+}
+
+async fn search_get(
+    State(app): State<Arc<App>>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(p) = params?;
+    let k = match p.k.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| ApiError::bad(format!("k: `{s}` is not a whole number")))?,
+        ),
+    };
+    let explain = match p.explain.as_deref() {
+        None | Some("") | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(s) => {
+            return Err(ApiError::bad(format!(
+                "explain: `{s}`: expected true or false"
+            )))
+        }
+    };
+    let input = SearchBody {
+        q: p.q,
+        k,
+        user: p.user.filter(|u| !u.is_empty()),
+        history: None,
+        category: p.category.filter(|c| !c.is_empty()),
+        mode: p.mode.filter(|m| !m.is_empty()),
+        explain,
+    };
+    run_search(&app, input).map(Json)
+}
+
+async fn search_post(
+    State(app): State<Arc<App>>,
+    body: Result<Json<SearchBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    run_search(&app, body).map(Json)
+}
+
+/// Checks a search, runs it on the Searcher in service and renders the answer.
+fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
+    let opts = &app.options;
+    let raw = input
+        .q
+        .ok_or_else(|| ApiError::bad("q is required: the query text"))?;
+    if raw.len() > opts.max_query_bytes {
+        return Err(ApiError::bad(format!(
+            "q is {} bytes long; at most {} are allowed",
+            raw.len(),
+            opts.max_query_bytes
+        )));
+    }
+    let text = normalize_query(&raw);
+    if !text.chars().any(char::is_alphanumeric) {
+        return Err(ApiError::bad(
+            "q has no letters or digits: nothing to search for",
+        ));
+    }
+    let k = input.k.unwrap_or(opts.default_k);
+    if k == 0 || k > opts.max_k {
+        return Err(ApiError::bad(format!(
+            "k must be between 1 and {}, got {k}",
+            opts.max_k
+        )));
+    }
+    let mode = match input.mode.as_deref() {
+        None => Mode::Dense,
+        Some(m) => Mode::parse(m).map_err(|e| ApiError::bad(format!("mode: {e}")))?,
+    };
+    let s = app.searcher();
+    let ds = s.dataset();
+    let category = match input.category.as_deref() {
+        None => None,
+        Some(c) => Some(ds.taxonomy.node(c).ok_or_else(|| {
+            ApiError::bad(format!(
+                "category: unknown category `{c}` (use a taxonomy node id)"
+            ))
+        })?),
+    };
+    let mut warnings: Vec<String> = Vec::new();
+    let inline: Option<Vec<(ProductId, Kind)>> = match &input.history {
+        None => None,
+        Some(items) => {
+            if items.len() > opts.max_history {
+                return Err(ApiError::bad(format!(
+                    "history has {} items; at most {} are allowed",
+                    items.len(),
+                    opts.max_history
+                )));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let p = ds.catalog.find(&item.product).ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "history[{i}].product: unknown product `{}`",
+                        item.product
+                    ))
+                })?;
+                let kind = match item.kind.as_deref() {
+                    None => Kind::Purchase,
+                    Some(k) => Kind::parse(k).ok_or_else(|| {
+                        ApiError::bad(format!(
+                            "history[{i}].kind: `{k}`: expected view, click, add_to_cart or purchase"
+                        ))
+                    })?,
+                };
+                out.push((p, kind));
+            }
+            Some(out)
+        }
+    };
+    let user: Option<(String, Option<UserId>)> = input.user.map(|id| {
+        let found = ds.users.find(&id);
+        (id, found)
+    });
+    let history = match (&inline, &user) {
+        (Some(items), u) => {
+            if let Some((id, _)) = u {
+                warnings.push(format!(
+                    "an inline history was given: the stored history of `{id}` was not read"
+                ));
+            }
+            HistoryInput::Inline(items)
+        }
+        (None, Some((id, None))) => {
+            warnings.push(format!("unknown user `{id}`: plain search"));
+            HistoryInput::None
+        }
+        (None, Some((id, Some(u)))) => {
+            if s.histories().count(*u) == 0 {
+                warnings.push(format!("user `{id}` has no history yet: plain search"));
+            }
+            HistoryInput::User {
+                user: *u,
+                before: i64::MAX,
+            }
+        }
+        (None, None) => HistoryInput::None,
+    };
+    let wants_history = !matches!(history, HistoryInput::None);
+    if wants_history && s.model().personal.is_none() {
+        warnings
+            .push("the model in service has no personalized tower: the history is not read".into());
+    }
+    let request = SearchRequest {
+        text: &text,
+        k,
+        history,
+        category,
+        mode,
+        explain: input.explain,
+    };
+    let start = Instant::now();
+    let results = s.search(&request)?;
+    let took_ms = start.elapsed().as_secs_f64() * 1e3;
+    let hits: Vec<Value> = results
+        .hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut v = product_json(ds, h.product);
+            v["rank"] = json!(i + 1);
+            v["score"] = json!(h.score);
+            v["dense_score"] = json!(h.dense);
+            v["lexical_score"] = json!(h.lexical);
+            if let Some(e) = &h.explanation {
+                v["explanation"] = json!({
+                    "history": e.history.iter().map(|(p, w)| json!({
+                        "id": ds.catalog.get(*p).id,
+                        "title": ds.catalog.get(*p).title,
+                        "weight": w,
+                    })).collect::<Vec<_>>(),
+                    "lexical_matches": e.lexical_matches,
+                });
+            }
+            v
+        })
+        .collect();
+    let user_json = user.map(|(id, found)| {
+        json!({
+            "id": id,
+            "known": found.is_some(),
+            "history_used": if inline.is_none() { results.history_used } else { 0 },
+        })
+    });
+    Ok(json!({
+        "query": text,
+        "k": k,
+        "mode": mode.to_string(),
+        "category": category.map(|c| json!({"id": ds.taxonomy.id(c), "name": ds.taxonomy.name(c)})),
+        "personalized": results.personalized(),
+        "history_used": results.history_used,
+        "user": user_json,
+        "took_ms": took_ms,
+        "warnings": warnings,
+        "results": hits,
+    }))
+}
+
+/// A product as the API shows it.
+fn product_json(ds: &Dataset, p: ProductId) -> Value {
+    let product = ds.catalog.get(p);
+    let t = &ds.taxonomy;
+    json!({
+        "id": product.id,
+        "title": product.title,
+        "brand": product.brand,
+        "price": product.price,
+        "category": {"id": t.id(product.category), "name": t.name(product.category)},
+        "path": t.path(product.category).into_iter().map(|n| t.name(n)).collect::<Vec<_>>(),
+    })
+}
+
+async fn product(
+    State(app): State<Arc<App>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    let s = app.searcher();
+    let ds = s.dataset();
+    let p = ds
+        .catalog
+        .find(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown product `{id}`")))?;
+    let mut v = product_json(ds, p);
+    let product = ds.catalog.get(p);
+    v["description"] = json!(product.description);
+    v["attributes"] = json!(product.attributes);
+    Ok(Json(v))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsersParams {
+    limit: Option<String>,
+}
+
+async fn users(
+    State(app): State<Arc<App>>,
+    params: Result<Query<UsersParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(p) = params?;
+    let limit = match p.limit.as_deref() {
+        None | Some("") => 20,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "limit: `{s}`: expected a whole number between 1 and 1000"
+                )))
+            }
+        },
+    };
+    let s = app.searcher();
+    let ds = s.dataset();
+    let h = s.histories();
+    let mut all: Vec<(UserId, usize)> = ds
+        .users
+        .iter()
+        .map(|(u, _)| (u, h.count(u)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let users: Vec<Value> = all
+        .into_iter()
+        .take(limit)
+        .map(|(u, n)| json!({"id": ds.users.get(u).id, "interactions": n}))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+async fn user(
+    State(app): State<Arc<App>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    let s = app.searcher();
+    let ds = s.dataset();
+    let u = ds
+        .users
+        .find(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown user `{id}`")))?;
+    let h = s.histories();
+    let events: Vec<&aisle_core::Interaction> = h.events(ds, u, i64::MAX, USER_RECENT).collect();
+    let recent: Vec<Value> = events
+        .iter()
+        .rev()
+        .map(|e| {
+            let p = ds.catalog.get(e.product);
+            json!({"product": p.id, "title": p.title, "kind": e.kind.as_str(), "time": e.time})
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": id,
+        "interactions": h.count(u),
+        "recent": recent,
+    })))
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
+    let s = app.searcher();
+    Json(health(&app, &s))
+}
+
+fn health(app: &App, s: &Searcher) -> Value {
+    let ds = s.dataset();
+    json!({
+        "status": "ok",
+        "dataset": ds.name,
+        "products": ds.catalog.len(),
+        "users": ds.users.len(),
+        "model": app.options.model_label,
+        "dim": s.model().dim(),
+        "personalized": s.model().personal.is_some(),
+        "index": s.index_kind(),
+        "lexical": s.has_lexical(),
+        "reloads": app.reloads(),
+        "uptime_s": app.uptime_s(),
+    })
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let s = app.searcher();
+    let body = app.metrics.render(&[
+        (
+            "aisle_products",
+            "Products in the served catalog.",
+            s.dataset().catalog.len() as f64,
+        ),
+        (
+            "aisle_reloads_total",
+            "Searcher swaps since start.",
+            app.reloads() as f64,
+        ),
+        (
+            "aisle_uptime_seconds",
+            "Seconds since the server started.",
+            app.uptime_s(),
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// `POST /admin/reload`: with a token configured, `Authorization: Bearer <token>`; without one,
+/// only loopback clients.
+async fn reload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    match &app.options.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(token.as_str()) {
+                return Err(ApiError {
+                    status: StatusCode::UNAUTHORIZED,
+                    message: "reload needs `Authorization: Bearer <admin token>`".into(),
+                });
+            }
+        }
+        None => {
+            let loopback = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|c| c.0.ip().is_loopback());
+            if !loopback {
+                return Err(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: "reload is allowed from loopback only (or start the server with an admin token)".into(),
+                });
+            }
+        }
+    }
+    match app.reload().await {
+        Ok(seconds) => {
+            let s = app.searcher();
+            Ok(Json(
+                json!({"reloaded": true, "seconds": seconds, "serving": health(&app, &s)}),
+            ))
+        }
+        Err(e @ (crate::ServeError::Busy | crate::ServeError::NoLoader)) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+        }),
+    }
+}
