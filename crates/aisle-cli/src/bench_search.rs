@@ -5,6 +5,8 @@
 //! vectors), encode the catalog, build the index (HNSW above 20,000 products, as `aisle serve`
 //! does), start the real HTTP server on 127.0.0.1 in this process, then measure:
 //! - one client, keep-alive, one request after the other: p50 / p99 / mean end-to-end latency;
+//! - the index's recall@10 against exact search on the world's test queries (speed is never
+//!   shown without its recall cost);
 //! - 64 concurrent connections with wrk (`scripts/install-wrk.sh`), rotating over the same
 //!   queries: queries per second and wrk's p50 / p99.
 //!
@@ -59,6 +61,7 @@ pub struct BenchSearchArgs {
 struct Row {
     products: usize,
     index: &'static str,
+    recall_at_10: f64,
     build_s: f64,
     bytes_per_product: f64,
     p50_ms: f64,
@@ -155,8 +158,20 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row>
     let build_s = t.elapsed().as_secs_f64();
     let index_kind = searcher.index_kind();
     let bytes = searcher.index_bytes();
+    let recall_at_10 = {
+        let split = ds.default_split().context("the world has no split")?;
+        let mut seen = std::collections::HashSet::new();
+        let texts: Vec<&str> = split
+            .test
+            .iter()
+            .map(|q| ds.queries.text(q.query))
+            .filter(|t| seen.insert(*t))
+            .take(1000)
+            .collect();
+        searcher.index_recall(&texts, 10)?
+    };
     eprintln!(
-        "[{}] encoded in {encode_s:.1} s; {index_kind} index and BM25 built in {build_s:.1} s",
+        "[{}] encoded in {encode_s:.1} s; {index_kind} index and BM25 built in {build_s:.1} s; index recall@10 vs exact {recall_at_10:.3}",
         fmt_n(products)
     );
     let server = aisle_serve::spawn(
@@ -188,6 +203,7 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row>
     Ok(Row {
         products,
         index: index_kind,
+        recall_at_10,
         build_s,
         bytes_per_product: bytes as f64 / products.max(1) as f64,
         p50_ms,
@@ -341,17 +357,18 @@ fn print_table(args: &BenchSearchArgs, rows: &[Row]) {
         args.k, args.requests, args.connections, args.seconds
     );
     println!(
-        "| products | index | build s | bytes/product | 1 client p50 ms | p99 ms | mean ms | {} conn. q/s | p50 ms | p99 ms |",
+        "| products | index | recall@10 | build s | index bytes/product | 1 client p50 ms | p99 ms | mean ms | {} conn. q/s | p50 ms | p99 ms |",
         args.connections
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("n/a".to_owned(), |x| format!("{x:.digits$}"));
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {:.3} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             fmt_n(r.products),
             r.index,
+            r.recall_at_10,
             r.build_s,
             r.bytes_per_product,
             r.p50_ms,

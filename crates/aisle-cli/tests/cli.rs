@@ -326,3 +326,163 @@ fn train_refuses_bad_configs_and_corrupt_models_clearly() {
     assert!(err.contains("model.aisle"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Reads the child's stderr until a line contains `needle` (bounded by `wait`); returns it.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    wait: std::time::Duration,
+) -> Option<String> {
+    let deadline = std::time::Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn index_check_hybrid_eval_and_serve_run_end_to_end() {
+    use std::io::BufRead;
+
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let run = d.path().join("run");
+    let run_s = run.to_str().expect("utf-8 path");
+    let out = aisle(&[
+        "train",
+        "--dataset",
+        &world,
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--dim",
+        "16",
+        "--buckets-log2",
+        "14",
+        "--personalized",
+        "--quiet",
+        "--out",
+        run_s,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let model = run.join("model.aisle");
+    let model_s = model.to_str().expect("utf-8 path");
+
+    // An HNSW index, saved and checked against exact search.
+    let index = d.path().join("index.usearch");
+    let index_s = index.to_str().expect("utf-8 path");
+    let out = aisle(&[
+        "index",
+        "--dataset",
+        &world,
+        "--model",
+        model_s,
+        "--out",
+        index_s,
+        "--check",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(index.is_file());
+    let recall: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("recall@10 vs exact"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no recall line:\n{stdout}"));
+    assert!(recall > 0.9, "{stdout}");
+
+    // Hybrid rows through the same Searcher.
+    let out = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--model",
+        &format!("tbhns={model_s}"),
+        "--hybrid",
+        "rrf",
+        "--no-baselines",
+        "--resamples",
+        "20",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("tbhns + BM25 (rrf:60)"), "{stdout}");
+    let out = aisle(&["eval", "--dataset", &world, "--hybrid", "dense"]);
+    assert!(!out.status.success());
+
+    // The server on a free port, with the saved index; SIGTERM stops it cleanly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aisle"))
+        .args([
+            "serve",
+            "--dataset",
+            &world,
+            "--model",
+            model_s,
+            "--index",
+            index_s,
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start aisle serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = wait_for_line(&rx, "listening on", std::time::Duration::from_secs(60));
+    let Some(line) = line else {
+        let _ = child.kill();
+        panic!("aisle serve did not start listening");
+    };
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("an address")
+        .trim_end_matches('/')
+        .to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(format!("{url}/healthz")).call().expect("healthz");
+    let health: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON");
+    assert_eq!(health["index"], "hnsw (saved)");
+    assert_eq!(health["personalized"], true);
+    let r = agent
+        .get(format!("{url}/search?q=shoes&k=3"))
+        .call()
+        .expect("search");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = agent
+        .post(format!("{url}/admin/reload"))
+        .send("")
+        .expect("reload");
+    assert_eq!(r.status().as_u16(), 200);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "aisle serve exited with {status}");
+    assert!(
+        wait_for_line(&rx, "stopped", std::time::Duration::from_secs(5)).is_some(),
+        "no graceful stop"
+    );
+}

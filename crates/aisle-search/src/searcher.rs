@@ -351,6 +351,19 @@ impl Searcher {
         self.index.memory_bytes()
     }
 
+    /// Recall@`k` of the vector index in service against exact search over the same vectors,
+    /// for these query texts (1.0 for an exact index). What `aisle bench search` reports beside
+    /// its latency, so that speed is never shown without what it costs in recall.
+    pub fn index_recall(&self, texts: &[&str], k: usize) -> Result<f64> {
+        if self.index_kind == "exact" {
+            return Ok(1.0);
+        }
+        let rows = FeatureRows::build(&self.model.featurizer, texts);
+        let queries = self.model.encode_rows(Side::Query, &rows);
+        let exact = ExactIndex::new(self.model.dim(), self.vectors.clone())?;
+        crate::vector::recall_at_k(self.index.as_ref(), &exact, &queries, k)
+    }
+
     pub fn has_lexical(&self) -> bool {
         self.bm25.is_some()
     }
