@@ -47,6 +47,16 @@ pub struct BenchSearchArgs {
     /// Training steps of each size's model.
     #[arg(long, default_value_t = 300)]
     pub train_steps: u64,
+    /// HNSW search effort (ef) values to measure, comma-separated: each gets its recall and
+    /// one-client latency; the throughput run uses the last.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    pub expansion_search: Vec<usize>,
+    /// HNSW graph degree (M).
+    #[arg(long, default_value_t = HnswParams::default().connectivity)]
+    pub connectivity: usize,
+    /// HNSW candidate list while building (efConstruction).
+    #[arg(long, default_value_t = HnswParams::default().expansion_add)]
+    pub expansion_add: usize,
     /// Hits per request.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
@@ -61,7 +71,11 @@ pub struct BenchSearchArgs {
 struct Row {
     products: usize,
     index: &'static str,
+    /// HNSW ef, for an approximate index.
+    effort: Option<usize>,
     recall_at_10: f64,
+    /// Exact 10th similarity minus the index's.
+    kth_gap: f64,
     build_s: f64,
     bytes_per_product: f64,
     p50_ms: f64,
@@ -88,13 +102,13 @@ pub fn bench_search(args: BenchSearchArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     for &n in &args.sizes {
-        rows.push(bench_size(&args, n, wrk_ok).with_context(|| format!("at {n} products"))?);
+        rows.extend(bench_size(&args, n, wrk_ok).with_context(|| format!("at {n} products"))?);
         print_table(&args, &rows);
     }
     Ok(())
 }
 
-fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row> {
+fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<Row>> {
     let t = Instant::now();
     let cfg = SynthConfig {
         products,
@@ -137,7 +151,11 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row>
     let ds = Arc::new(ds);
     let queries = query_paths(&ds, args.k);
     let index = if products > 20_000 {
-        IndexChoice::Hnsw(HnswParams::default())
+        IndexChoice::Hnsw(HnswParams {
+            connectivity: args.connectivity,
+            expansion_add: args.expansion_add,
+            ..HnswParams::default()
+        })
     } else {
         IndexChoice::Exact
     };
@@ -158,40 +176,80 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row>
     let build_s = t.elapsed().as_secs_f64();
     let index_kind = searcher.index_kind();
     let bytes = searcher.index_bytes();
-    let recall_at_10 = {
+    let texts: Vec<String> = {
         let split = ds.default_split().context("the world has no split")?;
         let mut seen = std::collections::HashSet::new();
-        let texts: Vec<&str> = split
+        split
             .test
             .iter()
             .map(|q| ds.queries.text(q.query))
             .filter(|t| seen.insert(*t))
             .take(1000)
-            .collect();
-        searcher.index_recall(&texts, 10)?
+            .map(str::to_owned)
+            .collect()
     };
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     eprintln!(
-        "[{}] encoded in {encode_s:.1} s; {index_kind} index and BM25 built in {build_s:.1} s; index recall@10 vs exact {recall_at_10:.3}",
+        "[{}] encoded in {encode_s:.1} s; {index_kind} index and BM25 built in {build_s:.1} s",
         fmt_n(products)
     );
+    let efforts: Vec<Option<usize>> = if index_kind == "exact" {
+        vec![None]
+    } else {
+        args.expansion_search
+            .iter()
+            .map(|&e| Some(e.max(1)))
+            .collect()
+    };
     let server = aisle_serve::spawn(
         App::new(searcher, None, ServeOptions::default()),
         "127.0.0.1:0",
     )
     .context("starting the server")?;
     let base = server.url();
-    let (p50_ms, p99_ms, mean_ms) = one_client(&base, &queries, args.requests)?;
-    let (qps, wrk_p50_ms, wrk_p99_ms) = if wrk {
-        match run_wrk(args, &base, &queries) {
-            Ok((q, a, b)) => (Some(q), Some(a), Some(b)),
-            Err(e) => {
-                eprintln!("wrk failed: {e:#}");
-                (None, None, None)
-            }
+    let mut rows = Vec::new();
+    for (i, effort) in efforts.iter().enumerate() {
+        let searcher = server.app().searcher();
+        if let Some(e) = effort {
+            searcher.set_search_effort(*e);
         }
-    } else {
-        (None, None, None)
-    };
+        let quality = searcher.index_recall(&texts, 10)?;
+        let (recall_at_10, kth_gap) = (quality.recall, quality.kth_gap);
+        drop(searcher);
+        let (p50_ms, p99_ms, mean_ms) = one_client(&base, &queries, args.requests)?;
+        let last = i + 1 == efforts.len();
+        let (qps, wrk_p50_ms, wrk_p99_ms) = if wrk && last {
+            match run_wrk(args, &base, &queries) {
+                Ok((q, a, b)) => (Some(q), Some(a), Some(b)),
+                Err(e) => {
+                    eprintln!("wrk failed: {e:#}");
+                    (None, None, None)
+                }
+            }
+        } else {
+            (None, None, None)
+        };
+        eprintln!(
+            "[{}] ef {}: recall@10 {recall_at_10:.3} (10th similarity {kth_gap:.4} below exact), one client p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms",
+            fmt_n(products),
+            effort.map_or("-".into(), |e| e.to_string())
+        );
+        rows.push(Row {
+            products,
+            index: index_kind,
+            effort: *effort,
+            recall_at_10,
+            kth_gap,
+            build_s,
+            bytes_per_product: bytes as f64 / products.max(1) as f64,
+            p50_ms,
+            p99_ms,
+            mean_ms,
+            qps,
+            wrk_p50_ms,
+            wrk_p99_ms,
+        });
+    }
     let errors: u64 = [400u16, 404, 413, 422, 500]
         .iter()
         .map(|&s| server.app().metrics.count("/search", s))
@@ -200,19 +258,7 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Row>
         bail!("{errors} search requests failed during the benchmark");
     }
     server.stop();
-    Ok(Row {
-        products,
-        index: index_kind,
-        recall_at_10,
-        build_s,
-        bytes_per_product: bytes as f64 / products.max(1) as f64,
-        p50_ms,
-        p99_ms,
-        mean_ms,
-        qps,
-        wrk_p50_ms,
-        wrk_p99_ms,
-    })
+    Ok(rows)
 }
 
 /// Request paths over the world's test queries, every other one with its customer.
@@ -353,22 +399,24 @@ fn parse_wrk_duration(s: &str) -> Option<f64> {
 fn print_table(args: &BenchSearchArgs, rows: &[Row]) {
     println!();
     println!(
-        "aisle bench search (k = {}, one client: {} sequential keep-alive requests; load: wrk, {} connections, {} s; half the requests personalized)",
-        args.k, args.requests, args.connections, args.seconds
+        "aisle bench search (HNSW M = {}, efConstruction = {}; k = {}, one client: {} sequential keep-alive requests; load: wrk, {} connections, {} s; half the requests personalized)",
+        args.connectivity, args.expansion_add, args.k, args.requests, args.connections, args.seconds
     );
     println!(
-        "| products | index | recall@10 | build s | index bytes/product | 1 client p50 ms | p99 ms | mean ms | {} conn. q/s | p50 ms | p99 ms |",
+        "| products | index | ef | recall@10 | 10th sim. gap | build s | index bytes/product | 1 client p50 ms | p99 ms | mean ms | {} conn. q/s | p50 ms | p99 ms |",
         args.connections
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("n/a".to_owned(), |x| format!("{x:.digits$}"));
     for r in rows {
         println!(
-            "| {} | {} | {:.3} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {:.3} | {:.4} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             fmt_n(r.products),
             r.index,
+            r.effort.map_or("-".into(), |e| e.to_string()),
             r.recall_at_10,
+            r.kth_gap,
             r.build_s,
             r.bytes_per_product,
             r.p50_ms,

@@ -31,5 +31,6 @@ pub use searcher::{
     SearcherOptions, MAX_K,
 };
 pub use vector::{
-    recall_at_k, search_batch, ExactIndex, HnswIndex, HnswParams, Quantization, VectorIndex,
+    ann_quality, recall_at_k, search_batch, AnnQuality, ExactIndex, HnswIndex, HnswParams,
+    Quantization, VectorIndex,
 };

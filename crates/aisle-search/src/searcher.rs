@@ -351,17 +351,25 @@ impl Searcher {
         self.index.memory_bytes()
     }
 
+    /// Sets the ANN's search effort (HNSW `ef`); see [`VectorIndex::set_search_effort`].
+    pub fn set_search_effort(&self, effort: usize) {
+        self.index.set_search_effort(effort);
+    }
+
     /// Recall@`k` of the vector index in service against exact search over the same vectors,
     /// for these query texts (1.0 for an exact index). What `aisle bench search` reports beside
     /// its latency, so that speed is never shown without what it costs in recall.
-    pub fn index_recall(&self, texts: &[&str], k: usize) -> Result<f64> {
+    pub fn index_recall(&self, texts: &[&str], k: usize) -> Result<crate::vector::AnnQuality> {
         if self.index_kind == "exact" {
-            return Ok(1.0);
+            return Ok(crate::vector::AnnQuality {
+                recall: 1.0,
+                kth_gap: 0.0,
+            });
         }
         let rows = FeatureRows::build(&self.model.featurizer, texts);
         let queries = self.model.encode_rows(Side::Query, &rows);
         let exact = ExactIndex::new(self.model.dim(), self.vectors.clone())?;
-        crate::vector::recall_at_k(self.index.as_ref(), &exact, &queries, k)
+        crate::vector::ann_quality(self.index.as_ref(), &exact, &queries, k)
     }
 
     pub fn has_lexical(&self) -> bool {

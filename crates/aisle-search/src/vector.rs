@@ -36,6 +36,10 @@ pub trait VectorIndex: Send + Sync {
     /// Bytes the index holds in memory (vectors and graph), for cost reports.
     fn memory_bytes(&self) -> usize;
 
+    /// Sets how hard an approximate index searches (HNSW's candidate list, `ef`), trading speed
+    /// for recall; safe while other threads search. Exact indexes ignore it.
+    fn set_search_effort(&self, _effort: usize) {}
+
     /// The `k` products most similar to `query` (inner product), best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>>;
 
@@ -130,7 +134,12 @@ pub fn search_batch(
 }
 
 /// Mean Recall@k of an approximate index against the exact one: for each query (a `dim`-long row
-/// of `queries`), the share of the exact top-k that the approximate top-k also returns.
+/// of `queries`), the share of the exact top-k that the approximate top-k matches.
+///
+/// Ties count: a returned product outside the exact top-k still matches when its exact
+/// similarity is at least the exact k-th one (within 1e-5). Catalogs hold products with the same
+/// text, hence the same vector, and which of several equal products fills the last places is
+/// arbitrary; counting only ids would charge the index for it.
 ///
 /// This is the figure behind `aisle index --check`. Queries run in parallel. Returns 1.0 for an
 /// empty index or an empty query set (nothing can be missed).
@@ -140,6 +149,27 @@ pub fn recall_at_k(
     queries: &[f32],
     k: usize,
 ) -> Result<f64> {
+    ann_quality(ann, exact, queries, k).map(|q| q.recall)
+}
+
+/// How close an approximate top-k comes to the exact one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnnQuality {
+    /// [`recall_at_k`].
+    pub recall: f64,
+    /// Mean over queries of the exact k-th similarity minus the approximate k-th similarity:
+    /// how much worse the last result shown is. Near 0 with a low recall means the misses are
+    /// near-ties (many products about equally close), not far-off results.
+    pub kth_gap: f64,
+}
+
+/// [`recall_at_k`] and the k-th similarity gap ([`AnnQuality`]).
+pub fn ann_quality(
+    ann: &dyn VectorIndex,
+    exact: &ExactIndex,
+    queries: &[f32],
+    k: usize,
+) -> Result<AnnQuality> {
     if ann.dim() != exact.dim() {
         return Err(SearchError::DimensionMismatch {
             expected: exact.dim(),
@@ -147,25 +177,53 @@ pub fn recall_at_k(
             path: None,
         });
     }
+    let d = exact.dim();
     let truth = search_batch(exact, queries, k)?;
     let found = search_batch(ann, queries, k)?;
+    let row_of: std::collections::HashMap<ProductId, usize> = exact
+        .ids()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i))
+        .collect();
     let mut sum = 0.0;
+    let mut gap = 0.0;
     let mut counted = 0usize;
-    for (t, f) in truth.iter().zip(&found) {
-        if t.is_empty() {
+    for ((t, f), q) in truth.iter().zip(&found).zip(queries.chunks_exact(d)) {
+        let Some(&(_, kth)) = t.last() else {
             continue;
-        }
-        let hits = t
+        };
+        // A short approximate list counts its missing places at similarity -1.
+        let found_kth = if f.len() >= t.len() {
+            f.get(t.len() - 1).map_or(-1.0, |h| h.1)
+        } else {
+            -1.0
+        };
+        gap += f64::from(kth - found_kth);
+        let hits = f
             .iter()
-            .filter(|(p, _)| f.iter().any(|(q, _)| q == p))
-            .count();
+            .filter(|(p, _)| {
+                t.iter().any(|(q, _)| q == p)
+                    || row_of
+                        .get(p)
+                        .and_then(|&r| exact.row(r))
+                        .is_some_and(|v| dot(q, v) >= kth - 1e-5)
+            })
+            .count()
+            .min(t.len());
         sum += hits as f64 / t.len() as f64;
         counted += 1;
     }
     Ok(if counted == 0 {
-        1.0
+        AnnQuality {
+            recall: 1.0,
+            kth_gap: 0.0,
+        }
     } else {
-        sum / counted as f64
+        AnnQuality {
+            recall: sum / counted as f64,
+            kth_gap: gap / counted as f64,
+        }
     })
 }
 
@@ -223,6 +281,24 @@ mod tests {
         let err = check_query(&[1.0], 2).expect_err("short query");
         assert!(err.to_string().contains("expected 2, got 1"), "{err}");
         assert!(check_query(&[1.0, f32::INFINITY], 2).is_err());
+    }
+
+    #[test]
+    fn recall_counts_ties_with_the_kth_exact_score() {
+        // Rows 0 and 1 are the same vector; the exact top-1 of the query is row 0 (smaller id),
+        // an index returning row 1 is as right. Row 2 is worse and is a miss.
+        let rows = vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        let exact = ExactIndex::new(2, rows.clone()).expect("builds");
+        let twin = ExactIndex::with_ids(
+            2,
+            vec![1.0, 0.0, 0.0, 1.0],
+            vec![ProductId(1), ProductId(2)],
+        )
+        .expect("builds");
+        let q = [1.0, 0.0];
+        assert_eq!(recall_at_k(&twin, &exact, &q, 1).expect("recall"), 1.0);
+        let worse = ExactIndex::with_ids(2, vec![0.0, 1.0], vec![ProductId(2)]).expect("builds");
+        assert_eq!(recall_at_k(&worse, &exact, &q, 1).expect("recall"), 0.0);
     }
 
     #[test]

@@ -194,16 +194,22 @@ impl HnswIndex {
             viewed: None,
         };
 
-        let add = |(row, id): (&[f32], &ProductId)| hnsw.add(*id, row);
-        let pairs = rows.par_chunks_exact(dim).zip(ids.par_iter());
+        // Vectors go in in a fixed pseudo-random order, not in catalog order: catalogs come
+        // sorted by category, and a graph grown one cluster after another links the clusters
+        // poorly. Measured with `aisle bench search` (M = 16, ef 256), recall@10 against exact:
+        // 0.948 -> 0.995 at 100k synthetic products, 0.668 -> 0.894 at 1M, for a build about
+        // 1.5-2x longer (scattered memory access).
+        let mut order: Vec<usize> = (0..n).collect();
+        aisle_core::rng::Rng::new(0x5eed_6a1d ^ n as u64).shuffle(&mut order);
+        let add = |&i: &usize| hnsw.add(ids[i], &rows[i * dim..(i + 1) * dim]);
         match params.build_threads {
-            1 => rows.chunks_exact(dim).zip(ids).try_for_each(add)?,
-            0 => pairs.try_for_each(add)?,
+            1 => order.iter().try_for_each(add)?,
+            0 => order.par_iter().try_for_each(add)?,
             t => rayon::ThreadPoolBuilder::new()
                 .num_threads(t.min(contexts))
                 .build()
                 .map_err(|e| SearchError::InvalidArgument(format!("thread pool: {e}")))?
-                .install(|| pairs.try_for_each(add))?,
+                .install(|| order.par_iter().try_for_each(add))?,
         }
         Ok(hnsw)
     }
@@ -436,6 +442,10 @@ impl VectorIndex for HnswIndex {
 
     fn memory_bytes(&self) -> usize {
         self.memory_usage()
+    }
+
+    fn set_search_effort(&self, effort: usize) {
+        self.set_expansion_search(effort);
     }
 
     fn search_where(
