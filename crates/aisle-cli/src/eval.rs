@@ -82,25 +82,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
             None => (None, PathBuf::from(spec)),
         };
-        let (model, meta) = aisle_model::artifact::load(&path)?;
+        let crate::model_file::ModelFile {
+            model,
+            meta,
+            history,
+        } = crate::model_file::load(&path, &ds, "evaluated")?;
         let name = name.unwrap_or_else(|| match meta.get("sampler").and_then(|s| s.as_str()) {
             Some(s) => format!("dense {s}"),
             None => format!("dense {}", path.display()),
         });
-        if let Some(trained_on) = meta.get("dataset").and_then(|d| d.as_str()) {
-            if trained_on != ds.name {
-                eprintln!(
-                    "warning: {} was trained on `{trained_on}`, evaluated on `{}`",
-                    path.display(),
-                    ds.name
-                );
-            }
-        }
-        let history = meta
-            .get("personalize")
-            .and_then(|p| p.get("history"))
-            .and_then(|h| h.as_u64())
-            .unwrap_or(50) as usize;
         let hybrid = args.hybrid.map(|mode| (mode, model.clone()));
         owned.push(Box::new(
             DenseRanker::new(name.clone(), model, &ds, split, history)

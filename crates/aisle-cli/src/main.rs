@@ -13,6 +13,7 @@ use aisle_core::Strictness;
 
 mod bench_search;
 mod eval;
+mod model_file;
 mod serve;
 mod train;
 

@@ -116,18 +116,6 @@ impl ModelSource {
     }
 }
 
-fn load_model(path: &Path) -> Result<(Model, serde_json::Value)> {
-    aisle_model::artifact::load(path).with_context(|| format!("loading model {}", path.display()))
-}
-
-/// Earlier interactions the personalized tower reads, as the model was trained.
-fn history_len(meta: &serde_json::Value) -> usize {
-    meta.get("personalize")
-        .and_then(|p| p.get("history"))
-        .and_then(|h| h.as_u64())
-        .unwrap_or(50) as usize
-}
-
 fn index_choice(
     ann: AnnChoice,
     saved: Option<&Path>,
@@ -161,22 +149,13 @@ fn build_searcher(
     index: &IndexChoice,
     histories: Histories,
 ) -> Result<Searcher> {
-    let (model, meta) = load_model(model_path)?;
-    if let Some(trained_on) = meta.get("dataset").and_then(|d| d.as_str()) {
-        if trained_on != ds.name {
-            eprintln!(
-                "warning: {} was trained on `{trained_on}`, served on `{}`",
-                model_path.display(),
-                ds.name
-            );
-        }
-    }
+    let file = crate::model_file::load(model_path, ds, "served")?;
     let opts = SearcherOptions {
         index: index.clone(),
-        history: history_len(&meta),
+        history: file.history,
         ..SearcherOptions::default()
     };
-    Searcher::build(Arc::clone(ds), model, histories, &opts)
+    Searcher::build(Arc::clone(ds), file.model, histories, &opts)
         .with_context(|| format!("building the searcher for {}", model_path.display()))
 }
 
@@ -312,7 +291,7 @@ pub struct IndexArgs {
 pub fn index(args: IndexArgs) -> Result<()> {
     let ds = args.source.data.load(&args.source.dataset)?;
     let model_path = args.source.resolve(&ds)?;
-    let (model, _) = load_model(&model_path)?;
+    let model = crate::model_file::load(&model_path, &ds, "indexed")?.model;
     let d = model.dim();
     let start = Instant::now();
     let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);

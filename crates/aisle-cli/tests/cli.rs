@@ -181,16 +181,12 @@ fn tiny_world(dir: &Path) -> String {
     w
 }
 
-#[test]
-fn train_writes_model_and_log_and_encode_exports_npy_and_jsonl() {
-    let d = tempfile::tempdir().expect("tempdir");
-    let world = tiny_world(d.path());
-    let run = d.path().join("run");
-    let run_s = run.to_str().expect("utf-8 path");
-    let out = aisle(&[
+/// `aisle train` for 20 small steps on `world` into `out`, with `extra` flags.
+fn train_tiny(world: &str, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "train",
         "--dataset",
-        &world,
+        world,
         "--steps",
         "20",
         "--batch-size",
@@ -199,12 +195,21 @@ fn train_writes_model_and_log_and_encode_exports_npy_and_jsonl() {
         "16",
         "--buckets-log2",
         "14",
-        "--eval-every",
-        "10",
         "--quiet",
         "--out",
-        run_s,
-    ]);
+        out,
+    ];
+    args.extend_from_slice(extra);
+    aisle(&args)
+}
+
+#[test]
+fn train_writes_model_and_log_and_encode_exports_npy_and_jsonl() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let run = d.path().join("run");
+    let run_s = run.to_str().expect("utf-8 path");
+    let out = train_tiny(&world, run_s, &["--eval-every", "10"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("validation R@10      0:"), "{stdout}");
@@ -352,23 +357,7 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     let world = tiny_world(d.path());
     let run = d.path().join("run");
     let run_s = run.to_str().expect("utf-8 path");
-    let out = aisle(&[
-        "train",
-        "--dataset",
-        &world,
-        "--steps",
-        "20",
-        "--batch-size",
-        "32",
-        "--dim",
-        "16",
-        "--buckets-log2",
-        "14",
-        "--personalized",
-        "--quiet",
-        "--out",
-        run_s,
-    ]);
+    let out = train_tiny(&world, run_s, &["--personalized"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let model = run.join("model.aisle");
     let model_s = model.to_str().expect("utf-8 path");
