@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use aisle_eval::{
-    evaluate, Bm25Ranker, DenseRanker, EvalConfig, MemorisationRanker, Part, PopularityRanker,
-    Ranker, RepurchaseRanker,
+    evaluate, Bm25Ranker, DenseOptions, DenseRanker, EvalConfig, MemorisationRanker, Part,
+    PopularityRanker, Ranker, RepurchaseRanker,
 };
 
 use aisle_search::Mode;
@@ -42,6 +42,14 @@ pub struct EvalArgs {
     /// through the same Searcher `aisle serve` uses.
     #[arg(long, value_parser = parse_hybrid)]
     pub hybrid: Option<Mode>,
+    /// Also evaluate each model with the history term in its score, `q'.p + B * max_j h_j.p`
+    /// over the customer's earlier products (repeatable: one row per value).
+    #[arg(long)]
+    pub history_boost: Vec<f32>,
+    /// Earlier interactions a personalized model and the history term read [default: as the
+    /// model was trained, else 50].
+    #[arg(long)]
+    pub history: Option<usize>,
     /// Leave out BM25, popularity, query memorisation and per-user re-purchase.
     #[arg(long)]
     pub no_baselines: bool,
@@ -87,28 +95,47 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             meta,
             history,
         } = crate::model_file::load(&path, &ds, "evaluated")?;
+        let history = args.history.unwrap_or(history);
         let name = name.unwrap_or_else(|| match meta.get("sampler").and_then(|s| s.as_str()) {
             Some(s) => format!("dense {s}"),
             None => format!("dense {}", path.display()),
         });
-        let hybrid = args.hybrid.map(|mode| (mode, model.clone()));
-        owned.push(Box::new(
-            DenseRanker::new(name.clone(), model, &ds, split, history)
-                .with_context(|| format!("encoding the catalog with {}", path.display()))?,
-        ));
-        if let Some((mode, model)) = hybrid {
-            owned.push(Box::new(
-                DenseRanker::with_mode(
-                    format!("{name} + BM25 ({mode})"),
-                    model,
-                    &ds,
-                    split,
+        // Extra rows of the same model: fused with BM25, or with the history term.
+        let mut variants: Vec<(String, DenseOptions)> = Vec::new();
+        if let Some(mode) = args.hybrid {
+            variants.push((
+                format!("{name} + BM25 ({mode})"),
+                DenseOptions {
                     history,
                     mode,
-                )
-                .with_context(|| format!("encoding the catalog with {}", path.display()))?,
+                    history_boost: 0.0,
+                },
             ));
         }
+        for &beta in &args.history_boost {
+            anyhow::ensure!(
+                beta.is_finite() && beta > 0.0,
+                "--history-boost {beta}: expected a number > 0"
+            );
+            variants.push((
+                format!("{name} + history x{beta}"),
+                DenseOptions {
+                    history,
+                    mode: Mode::Dense,
+                    history_boost: beta,
+                },
+            ));
+        }
+        for (row, options) in &variants {
+            owned.push(Box::new(
+                DenseRanker::with_options(row.clone(), model.clone(), &ds, split, options)
+                    .with_context(|| format!("encoding the catalog with {}", path.display()))?,
+            ));
+        }
+        owned.push(Box::new(
+            DenseRanker::new(name, model, &ds, split, history)
+                .with_context(|| format!("encoding the catalog with {}", path.display()))?,
+        ));
     }
     anyhow::ensure!(
         !owned.is_empty(),

@@ -27,5 +27,6 @@ pub mod rankers;
 pub use error::{EvalError, Result};
 pub use evaluate::{evaluate, EvalConfig, Part, Report, Row};
 pub use rankers::{
-    Bm25Ranker, Case, DenseRanker, MemorisationRanker, PopularityRanker, Ranker, RepurchaseRanker,
+    Bm25Ranker, Case, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
+    RepurchaseRanker,
 };

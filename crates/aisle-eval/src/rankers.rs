@@ -197,22 +197,54 @@ impl DenseRanker {
         history: usize,
         mode: Mode,
     ) -> Result<Self> {
-        let histories = if model.personal.is_some() {
+        Self::with_options(
+            name,
+            model,
+            ds,
+            split,
+            &DenseOptions {
+                history,
+                mode,
+                history_boost: 0.0,
+            },
+        )
+    }
+
+    /// A ranker with every option of the Searcher it ranks through.
+    pub fn with_options(
+        name: impl Into<String>,
+        model: Model,
+        ds: &Arc<Dataset>,
+        split: &Split,
+        options: &DenseOptions,
+    ) -> Result<Self> {
+        let histories = if model.personal.is_some() || options.history_boost > 0.0 {
             Histories::from_split(ds, split)
         } else {
             Histories::default()
         };
         let opts = SearcherOptions {
             index: IndexChoice::Exact,
-            history,
-            lexical: (mode != Mode::Dense).then(FieldBoosts::default),
+            history: options.history,
+            lexical: (options.mode != Mode::Dense).then(FieldBoosts::default),
+            history_boost: options.history_boost,
         };
         Ok(DenseRanker {
             name: name.into(),
             searcher: Searcher::build(Arc::clone(ds), model, histories, &opts)?,
-            mode,
+            mode: options.mode,
         })
     }
+}
+
+/// How a [`DenseRanker`] searches.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseOptions {
+    /// Earlier interactions a personalized model (or the history term) reads.
+    pub history: usize,
+    pub mode: Mode,
+    /// `beta` of the history term ([`SearcherOptions::history_boost`]); 0 for none.
+    pub history_boost: f32,
 }
 
 impl Ranker for DenseRanker {

@@ -408,6 +408,10 @@ fn modes_parse_and_print() {
     assert_eq!(Mode::parse("bm25"), Ok(Mode::Lexical));
     assert_eq!(
         Mode::parse("hybrid"),
+        Ok(Mode::Hybrid(HybridFusion::Weighted { alpha: 0.8 }))
+    );
+    assert_eq!(
+        Mode::parse("rrf"),
         Ok(Mode::Hybrid(HybridFusion::Rrf { k: 60.0 }))
     );
     assert_eq!(
@@ -419,5 +423,79 @@ fn modes_parse_and_print() {
     assert!(Mode::parse("magic").is_err());
     for m in ["dense", "lexical", "rrf:60", "weighted:0.3"] {
         assert_eq!(Mode::parse(m).expect("parses").to_string(), m);
+    }
+}
+
+#[test]
+fn the_history_term_brings_back_what_the_customer_bought() {
+    let (ds, model) = world(false);
+    let histories = Histories::all(&ds);
+    let build = |beta: f32| {
+        Searcher::build(
+            Arc::clone(&ds),
+            model.clone(),
+            histories.clone(),
+            &SearcherOptions {
+                history_boost: beta,
+                ..SearcherOptions::default()
+            },
+        )
+        .expect("searcher")
+    };
+    let plain = build(0.0);
+    let boosted = build(5.0);
+    let u = user_with_history(&plain, 3);
+    let bought: Vec<ProductId> = plain
+        .histories()
+        .events(&ds, u, i64::MAX, 50)
+        .map(|e| e.product)
+        .collect();
+    let text = "gift";
+    let with_user = Request {
+        history: HistoryInput::User {
+            user: u,
+            before: i64::MAX,
+        },
+        ..Request::new(text, 5)
+    };
+    // beta = 0 and no history: the plain ranking, unchanged.
+    assert_eq!(
+        plain.search(&with_user).expect("plain"),
+        plain.search(&Request::new(text, 5)).expect("plain")
+    );
+    assert_eq!(
+        boosted.search(&Request::new(text, 5)).expect("no history"),
+        plain.search(&Request::new(text, 5)).expect("plain")
+    );
+    // A large beta puts the customer's own products first, whatever the dense list held.
+    let got = boosted.search(&with_user).expect("boosted");
+    assert!(got.personalized());
+    assert!(
+        bought.contains(&got.hits[0].product),
+        "{:?} not among {bought:?}",
+        got.hits[0].product
+    );
+    // Scores are the cosine plus beta times the best history similarity (1 for a bought product).
+    let h = &got.hits[0];
+    let cosine = h.dense.expect("cosine");
+    assert!((h.score - (cosine + 5.0)).abs() < 1e-4, "{h:?}");
+    // A category filter keeps the history's products out when they are outside it.
+    let t = &ds.taxonomy;
+    let outside = t.children(t.root()).iter().copied().find(|&c| {
+        bought
+            .iter()
+            .all(|p| !t.is_ancestor_or_self(c, ds.catalog.get(*p).category))
+    });
+    if let Some(c) = outside {
+        let r = boosted
+            .search(&Request {
+                category: Some(c),
+                ..with_user
+            })
+            .expect("filtered");
+        assert!(r
+            .hits
+            .iter()
+            .all(|h| t.is_ancestor_or_self(c, ds.catalog.get(h.product).category)));
     }
 }
