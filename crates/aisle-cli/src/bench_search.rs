@@ -90,6 +90,9 @@ pub fn bench_search(args: BenchSearchArgs) -> Result<()> {
     if args.sizes.is_empty() {
         bail!("--sizes: give at least one catalog size");
     }
+    if args.requests == 0 || args.k == 0 {
+        bail!("--requests and --k must be at least 1");
+    }
     let wrk_ok = Command::new(&args.wrk)
         .arg("--version")
         .output()
@@ -263,7 +266,7 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
 
 /// Request paths over the world's test queries, every other one with its customer.
 fn query_paths(ds: &Dataset, k: usize) -> Vec<String> {
-    let Some(split) = ds.default_split() else {
+    let Some(split) = ds.default_split().filter(|s| !s.test.is_empty()) else {
         return vec![format!("/search?q=shoes&k={k}")];
     };
     split
@@ -301,6 +304,9 @@ fn encode_query(s: &str) -> String {
 
 /// Sequential keep-alive requests: (p50, p99, mean) milliseconds.
 fn one_client(base: &str, paths: &[String], n: usize) -> Result<(f64, f64, f64)> {
+    if paths.is_empty() || n == 0 {
+        bail!("no requests to send");
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .build()

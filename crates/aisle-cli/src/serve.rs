@@ -206,6 +206,12 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    if !args.history_boost.is_finite() || args.history_boost < 0.0 {
+        bail!(
+            "--history-boost {}: expected a number >= 0",
+            args.history_boost
+        );
+    }
     let start = Instant::now();
     let ds = Arc::new(args.source.data.load(&args.source.dataset)?);
     let model_path = args.source.resolve(&ds)?;
@@ -215,12 +221,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         ds.catalog.len(),
         args.expansion_search,
     );
-    if !args.history_boost.is_finite() || args.history_boost < 0.0 {
-        bail!(
-            "--history-boost {}: expected a number >= 0",
-            args.history_boost
-        );
-    }
     let uses = HistoryUse {
         history: args.history,
         history_boost: args.history_boost,

@@ -405,8 +405,16 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     let out = aisle(&["eval", "--dataset", &world, "--hybrid", "dense"]);
     assert!(!out.status.success());
 
-    // The server on a free port, with the saved index; SIGTERM stops it cleanly.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aisle"))
+    // The server on a free port, with the saved index; SIGTERM stops it cleanly. The guard
+    // kills it if an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_aisle"))
         .args([
             "serve",
             "--dataset",
@@ -421,7 +429,8 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start aisle serve");
-    let stderr = child.stderr.take().expect("stderr");
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
@@ -435,7 +444,6 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     });
     let line = wait_for_line(&rx, "listening on", std::time::Duration::from_secs(60));
     let Some(line) = line else {
-        let _ = child.kill();
         panic!("aisle serve did not start listening");
     };
     let url = line
@@ -464,11 +472,11 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
         .expect("reload");
     assert_eq!(r.status().as_u16(), 200);
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let status = child.wait().expect("wait");
+    let status = child.0.wait().expect("wait");
     assert!(status.success(), "aisle serve exited with {status}");
     assert!(
         wait_for_line(&rx, "stopped", std::time::Duration::from_secs(5)).is_some(),

@@ -228,6 +228,7 @@ impl DenseRanker {
             history: options.history,
             lexical: (options.mode != Mode::Dense).then(FieldBoosts::default),
             history_boost: options.history_boost,
+            ..SearcherOptions::default()
         };
         Ok(DenseRanker {
             name: name.into(),
@@ -256,6 +257,12 @@ impl Ranker for DenseRanker {
         if cases.is_empty() || depth == 0 {
             return Ok(vec![Vec::new(); cases.len()]);
         }
+        if depth > MAX_K {
+            return Err(aisle_search::SearchError::InvalidArgument(format!(
+                "a dense model ranks at most {MAX_K} products per query, {depth} were asked for"
+            ))
+            .into());
+        }
         let requests: Vec<Request> = cases
             .iter()
             .map(|c| Request {
@@ -267,7 +274,7 @@ impl Ranker for DenseRanker {
                     None => HistoryInput::None,
                 },
                 mode: self.mode,
-                ..Request::new(c.text, depth.min(MAX_K))
+                ..Request::new(c.text, depth)
             })
             .collect();
         Ok(self

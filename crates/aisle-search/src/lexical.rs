@@ -11,8 +11,12 @@ use aisle_core::{Catalog, NodeId, ProductId, Taxonomy};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
+};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
     TextAnalyzer,
@@ -25,6 +29,9 @@ use crate::error::{Result, SearchError};
 const ANALYZER: &str = "aisle_en";
 /// Name of the fast field holding the product id.
 const PRODUCT_ID_FIELD: &str = "product_id";
+/// Name of the indexed field holding the pre-order rank of the product's category, so that a
+/// taxonomy subtree (a rank range) filters inside the query, not after it.
+const CATEGORY_RANK_FIELD: &str = "category_rank";
 /// Tokens longer than this (bytes) are dropped: they are hashes, URLs or garbage, not words.
 const MAX_TOKEN_BYTES: usize = 40;
 /// Distinct query tokens beyond this are ignored, bounding the cost of a pasted paragraph.
@@ -106,6 +113,7 @@ pub struct Bm25Index {
     /// field once after indexing.
     products: Vec<Vec<ProductId>>,
     len: usize,
+    category_rank: Field,
 }
 
 impl std::fmt::Debug for Bm25Index {
@@ -129,7 +137,7 @@ fn product_text_analyzer() -> TextAnalyzer {
         .build()
 }
 
-fn schema() -> (Schema, TextFields, Field) {
+fn schema() -> (Schema, TextFields, Field, Field) {
     let mut builder = Schema::builder();
     // Frequencies but no positions: queries are bags of terms, never phrases.
     let text = TextOptions::default().set_indexing_options(
@@ -145,7 +153,8 @@ fn schema() -> (Schema, TextFields, Field) {
         description: builder.add_text_field("description", text),
     };
     let product_id = builder.add_u64_field(PRODUCT_ID_FIELD, FAST);
-    (builder.build(), fields, product_id)
+    let category_rank = builder.add_u64_field(CATEGORY_RANK_FIELD, INDEXED);
+    (builder.build(), fields, product_id, category_rank)
 }
 
 /// The names on the taxonomy path of each node (root excluded), computed once per node.
@@ -184,7 +193,7 @@ impl Bm25Index {
     /// titles take well under a second).
     pub fn build(catalog: &Catalog, taxonomy: &Taxonomy, boosts: &FieldBoosts) -> Result<Self> {
         boosts.validate()?;
-        let (schema, fields, product_id) = schema();
+        let (schema, fields, product_id, category_rank) = schema();
         let index = Index::create_in_ram(schema);
         index
             .tokenizers()
@@ -201,6 +210,12 @@ impl Bm25Index {
         for (pid, p) in catalog.iter() {
             let mut doc = TantivyDocument::default();
             doc.add_u64(product_id, u64::from(pid.0));
+            if p.category.index() < taxonomy.len() {
+                doc.add_u64(
+                    category_rank,
+                    u64::from(taxonomy.pre_range(p.category).start),
+                );
+            }
             let mut add = |field: Field, boost: f32, text: &str| {
                 if boost > 0.0 && !text.is_empty() {
                     doc.add_text(field, text);
@@ -245,6 +260,7 @@ impl Bm25Index {
             boosts: boosts.clone(),
             products,
             len: catalog.len(),
+            category_rank,
         })
     }
 
@@ -310,6 +326,19 @@ impl Bm25Index {
     /// product id). Products matching no query term are never returned, so the list may be
     /// shorter than `k`; a query with no word characters returns nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<(ProductId, f32)>> {
+        self.search_in(query, k, None)
+    }
+
+    /// Like [`search`](Self::search), over only the products whose category's pre-order rank
+    /// is in `ranks` ([`Taxonomy::pre_range`] of a node: its subtree). The filter is part of the
+    /// query, so a small category's matches are found however low they rank in the whole
+    /// catalog; it adds nothing to the scores.
+    pub fn search_in(
+        &self,
+        query: &str,
+        k: usize,
+        ranks: Option<std::ops::Range<u32>>,
+    ) -> Result<Vec<(ProductId, f32)>> {
         let k = k.min(self.len);
         if k == 0 || self.weighted_fields.is_empty() {
             return Ok(Vec::new());
@@ -332,10 +361,27 @@ impl Bm25Index {
                 ));
             }
         }
-        let query = BooleanQuery::new(clauses);
+        let text: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+        let query: Box<dyn Query> = match ranks {
+            None => text,
+            Some(r) => {
+                let term = |v: u32| Term::from_field_u64(self.category_rank, u64::from(v));
+                let within = RangeQuery::new(
+                    std::ops::Bound::Included(term(r.start)),
+                    std::ops::Bound::Excluded(term(r.end)),
+                );
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, text),
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(Box::new(within), 0.0)),
+                    ),
+                ]))
+            }
+        };
         let top = self
             .searcher
-            .search(&query, &TopDocs::with_limit(k).order_by_score())?;
+            .search(query.as_ref(), &TopDocs::with_limit(k).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let pid = self

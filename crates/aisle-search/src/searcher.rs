@@ -140,6 +140,9 @@ pub struct SearcherOptions {
     /// Build the BM25 index (needed by lexical and hybrid requests, and for lexical matches in
     /// explanations).
     pub lexical: Option<FieldBoosts>,
+    /// A taxonomy filter keeping at most this many products is searched exactly over the
+    /// subtree's own vectors instead of by a filtered walk of the ANN graph.
+    pub exact_filter_max: usize,
     /// `beta` of the history term in a dense score, for requests with a history:
     /// `score(p) = q' . p + beta * max_j h_j . p` over the dense top 100 and the customer's own
     /// earlier products. 0 leaves scores as the towers give them.
@@ -152,6 +155,7 @@ impl Default for SearcherOptions {
             index: IndexChoice::Exact,
             history: 50,
             lexical: Some(FieldBoosts::default()),
+            exact_filter_max: EXACT_FILTER_MAX,
             history_boost: 0.0,
         }
     }
@@ -255,6 +259,7 @@ pub struct Searcher {
     histories: Histories,
     history_len: usize,
     history_boost: f32,
+    exact_filter_max: usize,
     /// Products sorted by the pre-order rank of their category: a subtree's products are one
     /// contiguous run, found by two binary searches.
     by_pre: Vec<ProductId>,
@@ -335,6 +340,7 @@ impl Searcher {
             histories,
             history_len: opts.history,
             history_boost: opts.history_boost,
+            exact_filter_max: opts.exact_filter_max,
             by_pre,
             pre_of,
             index_kind,
@@ -382,6 +388,11 @@ impl Searcher {
         let queries = self.model.encode_rows(Side::Query, &rows);
         let exact = ExactIndex::new(self.model.dim(), self.vectors.clone())?;
         crate::vector::ann_quality(self.index.as_ref(), &exact, &queries, k)
+    }
+
+    /// `beta` of the history term ([`SearcherOptions::history_boost`]).
+    pub fn history_boost(&self) -> f32 {
+        self.history_boost
     }
 
     pub fn has_lexical(&self) -> bool {
@@ -578,7 +589,7 @@ impl Searcher {
             return self.index.search(q, k);
         };
         let products = self.subtree(c);
-        if products.len() <= EXACT_FILTER_MAX || self.index_kind == "exact" {
+        if products.len() <= self.exact_filter_max || self.index_kind == "exact" {
             let mut scored: Vec<(ProductId, f32)> = products
                 .iter()
                 .map(|&p| (p, dot(q, self.vector(p))))
@@ -604,7 +615,7 @@ impl Searcher {
         })
     }
 
-    /// BM25's top `k`, within `category` when given (BM25 is searched deeper and filtered).
+    /// BM25's top `k`, within `category` when given (filtered inside the BM25 query).
     fn lexical_top(
         &self,
         text: &str,
@@ -614,16 +625,8 @@ impl Searcher {
         let Some(bm25) = &self.bm25 else {
             return Ok(Vec::new());
         };
-        let Some(c) = category else {
-            return bm25.search(text, k);
-        };
-        let t = &self.ds.taxonomy;
-        let deep = bm25.search(text, (k * 10).max(FUSION_DEPTH * 10))?;
-        Ok(deep
-            .into_iter()
-            .filter(|(p, _)| t.is_ancestor_or_self(c, self.ds.catalog.get(*p).category))
-            .take(k)
-            .collect())
+        let ranks = category.map(|c| self.ds.taxonomy.pre_range(c));
+        bm25.search_in(text, k, ranks)
     }
 
     /// Retrieval, fusion and explanations for one request.
@@ -838,6 +841,7 @@ impl Searcher {
                     text.push_str(value);
                     text.push(' ');
                 }
+                text.push_str(&product.description);
                 let have = bm25.analyze(&text, usize::MAX);
                 terms.iter().filter(|t| have.contains(t)).cloned().collect()
             }

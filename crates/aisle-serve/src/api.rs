@@ -214,7 +214,18 @@ async fn search_get(
         mode: p.mode.filter(|m| !m.is_empty()),
         explain,
     };
-    run_search(&app, input).map(Json)
+    search_off_the_runtime(app, input).await
+}
+
+/// Runs a search on a blocking thread: a slow one (a large k, hybrid, explanations) must not
+/// hold a runtime worker that `/healthz` and `/metrics` need.
+async fn search_off_the_runtime(app: Arc<App>, input: SearchBody) -> ApiResult<Json<Value>> {
+    tokio::task::spawn_blocking(move || run_search(&app, input).map(Json))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("search failed: {e}"),
+        })?
 }
 
 async fn search_post(
@@ -222,7 +233,7 @@ async fn search_post(
     body: Result<Json<SearchBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(body) = body?;
-    run_search(&app, body).map(Json)
+    search_off_the_runtime(app, body).await
 }
 
 /// Checks a search, runs it on the Searcher in service and renders the answer.
@@ -326,7 +337,7 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
         (None, None) => HistoryInput::None,
     };
     let wants_history = !matches!(history, HistoryInput::None);
-    if wants_history && s.model().personal.is_none() {
+    if wants_history && s.model().personal.is_none() && s.history_boost() == 0.0 {
         warnings
             .push("the model in service has no personalized tower: the history is not read".into());
     }
@@ -447,7 +458,12 @@ async fn users(
         .map(|(u, _)| (u, h.count(u)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let order = |a: &(UserId, usize), b: &(UserId, usize)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+    if all.len() > limit {
+        all.select_nth_unstable_by(limit - 1, order);
+        all.truncate(limit);
+    }
+    all.sort_by(order);
     let users: Vec<Value> = all
         .into_iter()
         .take(limit)
@@ -541,7 +557,7 @@ async fn reload(
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.as_str()) {
+            if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
                 return Err(ApiError {
                     status: StatusCode::UNAUTHORIZED,
                     message: "reload needs `Authorization: Bearer <admin token>`".into(),
@@ -577,4 +593,9 @@ async fn reload(
             message: e.to_string(),
         }),
     }
+}
+
+/// Compares two secrets in time that depends on their lengths only, not on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

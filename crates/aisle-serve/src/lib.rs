@@ -71,7 +71,8 @@ pub struct ServeOptions {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// When set, `POST /admin/reload` needs `Authorization: Bearer <token>`; when not, only
-    /// loopback clients may reload.
+    /// loopback clients may reload (behind a reverse proxy on the same host every client looks
+    /// like loopback: set a token there).
     pub admin_token: Option<String>,
     /// What `/healthz` says is served (a model file's path, say).
     pub model_label: String,
@@ -137,25 +138,32 @@ impl App {
     }
 
     /// Rebuilds the Searcher with the loader (on a blocking thread) and swaps it in; requests
-    /// keep being answered by the old one until then. Returns the seconds it took.
+    /// keep being answered by the old one until then. Returns the seconds it took. The work
+    /// runs in its own task, so a client that hangs up does not cancel a reload halfway (nor
+    /// release the lock that keeps two reloads from running at once).
     pub async fn reload(self: &Arc<Self>) -> Result<f64, ServeError> {
-        let Ok(_guard) = self.reloading.try_lock() else {
-            return Err(ServeError::Busy);
-        };
-        if self.loader.is_none() {
-            return Err(ServeError::NoLoader);
-        }
-        let start = Instant::now();
         let app = Arc::clone(self);
-        let built = tokio::task::spawn_blocking(move || match &app.loader {
-            Some(load) => load(),
-            None => Err("no loader".into()),
+        tokio::spawn(async move {
+            let Ok(_guard) = app.reloading.try_lock() else {
+                return Err(ServeError::Busy);
+            };
+            if app.loader.is_none() {
+                return Err(ServeError::NoLoader);
+            }
+            let start = Instant::now();
+            let builder = Arc::clone(&app);
+            let built = tokio::task::spawn_blocking(move || match &builder.loader {
+                Some(load) => load(),
+                None => Err("no loader".into()),
+            })
+            .await
+            .map_err(|e| ServeError::Reload(format!("the loader panicked: {e}")))?
+            .map_err(ServeError::Reload)?;
+            app.swap(built);
+            Ok(start.elapsed().as_secs_f64())
         })
         .await
-        .map_err(|e| ServeError::Reload(format!("the loader panicked: {e}")))?
-        .map_err(ServeError::Reload)?;
-        self.swap(built);
-        Ok(start.elapsed().as_secs_f64())
+        .map_err(|e| ServeError::Reload(format!("the reload task failed: {e}")))?
     }
 
     /// Number of swaps since start.

@@ -189,8 +189,26 @@ fn inline_history_reads_like_the_same_stored_history() {
 
 #[test]
 fn a_category_filter_keeps_its_subtree_and_the_best_of_it() {
-    for index in [IndexChoice::Exact, IndexChoice::Hnsw(HnswParams::default())] {
-        let s = searcher(false, index);
+    // exact_filter_max 0 sends every filtered HNSW search through the graph walk.
+    let indexes = [
+        (IndexChoice::Exact, EXACT_FILTER_MAX),
+        (IndexChoice::Hnsw(HnswParams::default()), EXACT_FILTER_MAX),
+        (IndexChoice::Hnsw(HnswParams::default()), 0),
+    ];
+    for (index, exact_filter_max) in indexes {
+        let (ds, model) = world(false);
+        let histories = Histories::all(&ds);
+        let s = Searcher::build(
+            ds,
+            model,
+            histories,
+            &SearcherOptions {
+                index,
+                exact_filter_max,
+                ..SearcherOptions::default()
+            },
+        )
+        .expect("searcher");
         let ds = s.dataset().clone();
         let t = &ds.taxonomy;
         // A top-level category with products under it.
@@ -210,7 +228,8 @@ fn a_category_filter_keeps_its_subtree_and_the_best_of_it() {
         for h in &r.hits {
             assert!(t.is_ancestor_or_self(top, ds.catalog.get(h.product).category));
         }
-        // The same as the unfiltered exact ranking with other categories struck out.
+        // The same as the unfiltered exact ranking with other categories struck out (the
+        // graph walk may miss a little; the exact scan may not).
         let exact = searcher(false, IndexChoice::Exact);
         let all = exact
             .search(&Request::new(text, ds.catalog.len()))
@@ -222,19 +241,62 @@ fn a_category_filter_keeps_its_subtree_and_the_best_of_it() {
             .filter(|p| t.is_ancestor_or_self(top, ds.catalog.get(*p).category))
             .take(15)
             .collect();
-        assert_eq!(ids(&r), want);
-        // Lexical and hybrid respect it too.
-        for mode in [Mode::Lexical, Mode::Hybrid(HybridFusion::default())] {
-            let r = s
-                .search(&Request {
-                    category: Some(top),
-                    mode,
-                    ..Request::new("blue", 15)
-                })
-                .expect("filtered");
-            for h in &r.hits {
-                assert!(t.is_ancestor_or_self(top, ds.catalog.get(h.product).category));
-            }
+        let got = ids(&r);
+        let shared = got.iter().filter(|p| want.contains(p)).count();
+        if exact_filter_max == 0 {
+            assert!(shared >= 12, "graph walk found {shared} of 15");
+        } else {
+            assert_eq!(got, want);
+        }
+    }
+}
+
+#[test]
+fn a_lexical_category_filter_finds_matches_that_rank_low_in_the_whole_catalog() {
+    let s = searcher(false, IndexChoice::Exact);
+    let ds = s.dataset().clone();
+    let t = &ds.taxonomy;
+    let text = "blue";
+    let everything = s
+        .search(&Request {
+            mode: Mode::Lexical,
+            ..Request::new(text, MAX_K)
+        })
+        .expect("all of BM25");
+    assert!(
+        everything.hits.len() > 20,
+        "too few BM25 matches for {text}"
+    );
+    // The category of the lowest-ranked match: its products are far down the global list.
+    let last = everything.hits.last().expect("a match").product;
+    let leaf = ds.catalog.get(last).category;
+    let want: Vec<ProductId> = everything
+        .hits
+        .iter()
+        .map(|h| h.product)
+        .filter(|p| t.is_ancestor_or_self(leaf, ds.catalog.get(*p).category))
+        .take(5)
+        .collect();
+    for mode in [Mode::Lexical, Mode::Hybrid(HybridFusion::default())] {
+        let r = s
+            .search(&Request {
+                category: Some(leaf),
+                mode,
+                ..Request::new(text, 5)
+            })
+            .expect("filtered");
+        assert!(!r.hits.is_empty(), "{mode}: nothing in the category");
+        for h in &r.hits {
+            assert!(t.is_ancestor_or_self(leaf, ds.catalog.get(h.product).category));
+        }
+        if mode == Mode::Lexical {
+            // The global list stops at MAX_K: compare what both hold.
+            assert!(r.hits.len() >= want.len());
+            assert_eq!(
+                ids(&r)[..want.len()],
+                want[..],
+                "not BM25's own order within the category"
+            );
         }
     }
 }
