@@ -301,6 +301,12 @@ impl Searcher {
         histories: Histories,
         opts: &SearcherOptions,
     ) -> Result<Searcher> {
+        if !opts.history_boost.is_finite() || opts.history_boost < 0.0 {
+            return Err(SearchError::InvalidArgument(format!(
+                "history boost must be a finite number >= 0, got {}",
+                opts.history_boost
+            )));
+        }
         let d = model.dim();
         if vectors.len() != ds.catalog.len() * d {
             return Err(SearchError::InvalidArgument(format!(
@@ -411,12 +417,6 @@ impl Searcher {
             return Err(SearchError::InvalidArgument(format!(
                 "k must be in 1..={MAX_K}, got {}",
                 r.k
-            )));
-        }
-        if !self.history_boost.is_finite() || self.history_boost < 0.0 {
-            return Err(SearchError::InvalidArgument(format!(
-                "history boost must be a finite number >= 0, got {}",
-                self.history_boost
             )));
         }
         if matches!(r.mode, Mode::Lexical | Mode::Hybrid(_)) && self.bm25.is_none() {

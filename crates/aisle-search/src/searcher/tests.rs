@@ -419,6 +419,21 @@ fn bad_requests_are_errors() {
         })
         .expect_err("no BM25");
     assert!(err.to_string().contains("BM25"), "{err}");
+    // A history boost that is no weight is refused when the Searcher is built.
+    for beta in [-1.0, f32::NAN, f32::INFINITY] {
+        let (ds, model) = world(false);
+        let err = Searcher::build(
+            ds,
+            model,
+            Histories::default(),
+            &SearcherOptions {
+                history_boost: beta,
+                ..SearcherOptions::default()
+            },
+        )
+        .expect_err("a bad boost");
+        assert!(err.to_string().contains("history boost"), "{err}");
+    }
 }
 
 #[test]
