@@ -1,12 +1,16 @@
 //! Evaluating rankers on a split: every metric per query, micro (per evaluated query event) and
-//! macro (per distinct query) means with bootstrap intervals, Recall@10 by segment, and a paired
-//! randomization test of the best row against each other row.
+//! macro (per distinct query) means with bootstrap intervals, Recall@10 by segment, replayed
+//! session outcomes, and a paired randomization test of the best row against each other row.
+//!
+//! A row may stand for several rankers ([`Group`]): the same system trained with several seeds.
+//! Its per-query values are then the mean over the seeds, so that its intervals and tests are
+//! over queries of the seed-averaged system, and [`Row::seeds`] keeps each seed's own figure.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use aisle_core::{Dataset, EvalQuery, Split};
+use aisle_core::{Dataset, EvalQuery, Kind, ProductId, Split};
 use aisle_train::data::QuerySource;
 
 use crate::error::{EvalError, Result};
@@ -56,12 +60,30 @@ pub struct Row {
     pub macro_: BTreeMap<String, Estimate>,
     /// Segment name -> Recall@10 over the queries (or relevant products) of that segment.
     pub segments: BTreeMap<String, Estimate>,
+    /// Replayed session outcomes at the top 10 (see [`REPLAY_NOTE`]), each a mean over the
+    /// queries where it is defined.
+    pub replay: BTreeMap<String, Estimate>,
     /// Two-sided p-value of the paired test against the best row (by micro Recall@10); `None`
     /// for the best row itself.
     pub p_vs_best: Option<f64>,
-    /// Seconds to rank every query.
+    /// Micro Recall@10 of each member of the row's group (one per seed), in group order.
+    pub seeds: Vec<f64>,
+    /// Seconds to rank every query (all members of the group).
     pub rank_s: f64,
 }
+
+/// Rankers reported as one row: one system trained with several seeds.
+pub struct Group<'a> {
+    pub name: String,
+    pub members: Vec<&'a dyn Ranker>,
+}
+
+/// What the replayed outcomes mean.
+pub const REPLAY_NOTE: &str = "replayed, not live: on held-out logged events, `bought in top 10` \
+    is the share of queries with a purchase whose bought product is among the 10 shown (a proxy \
+    for conversion), `carted in top 10` the same for add-to-cart or purchase, `interacted in top \
+    10` for any logged interaction, and `order value found` the share of the bought products' \
+    value (price) that the top 10 contains";
 
 /// Everything an evaluation measured.
 #[derive(Clone, Debug, Serialize)]
@@ -142,11 +164,103 @@ fn segments(ds: &Dataset, split: &Split, queries: &[&EvalQuery]) -> Segments {
     Segments { of, sizes }
 }
 
-/// Evaluates every ranker on `cfg.part` of `split`.
+/// Evaluates every ranker on `cfg.part` of `split`, one row each.
 pub fn evaluate(
     ds: &Dataset,
     split: &Split,
     rankers: &[&dyn Ranker],
+    cfg: &EvalConfig,
+) -> Result<Report> {
+    let groups: Vec<Group> = rankers
+        .iter()
+        .map(|&r| Group {
+            name: r.name(),
+            members: vec![r],
+        })
+        .collect();
+    evaluate_groups(ds, split, &groups, cfg)
+}
+
+/// What each query's logged events say happened: the products bought, carted (or bought) and
+/// interacted with, and the value of the purchases.
+struct Outcome {
+    bought: Vec<(ProductId, Option<f32>)>,
+    carted: Vec<ProductId>,
+    interacted: Vec<ProductId>,
+}
+
+fn outcomes(ds: &Dataset, queries: &[&EvalQuery]) -> Vec<Outcome> {
+    queries
+        .iter()
+        .map(|q| {
+            let mut o = Outcome {
+                bought: Vec::new(),
+                carted: Vec::new(),
+                interacted: Vec::new(),
+            };
+            for &i in &q.events {
+                let Some(e) = ds.interactions.get(i as usize) else {
+                    continue;
+                };
+                o.interacted.push(e.product);
+                if matches!(e.kind, Kind::AddToCart | Kind::Purchase) {
+                    o.carted.push(e.product);
+                }
+                if e.kind == Kind::Purchase {
+                    let price = e.price.or_else(|| ds.catalog.get(e.product).price);
+                    o.bought.push((e.product, price));
+                }
+            }
+            o.bought.sort_by_key(|b| b.0);
+            o.bought.dedup_by_key(|b| b.0);
+            for v in [&mut o.carted, &mut o.interacted] {
+                v.sort_unstable();
+                v.dedup();
+            }
+            o
+        })
+        .collect()
+}
+
+/// Replayed outcomes of one ranking at the top 10 (`None` where a query has no such event).
+fn replay_values(o: &Outcome, ranking: &[ProductId]) -> [Option<f64>; 4] {
+    let top = &ranking[..ranking.len().min(10)];
+    let hit = |set: &[ProductId]| {
+        (!set.is_empty()).then(|| f64::from(u8::from(set.iter().any(|p| top.contains(p)))))
+    };
+    let bought: Vec<ProductId> = o.bought.iter().map(|b| b.0).collect();
+    let value = {
+        let priced: Vec<(ProductId, f64)> = o
+            .bought
+            .iter()
+            .filter_map(|&(p, v)| v.map(|v| (p, f64::from(v))))
+            .filter(|(_, v)| v.is_finite() && *v > 0.0)
+            .collect();
+        let total: f64 = priced.iter().map(|x| x.1).sum();
+        (total > 0.0).then(|| {
+            priced
+                .iter()
+                .filter(|(p, _)| top.contains(p))
+                .map(|x| x.1)
+                .sum::<f64>()
+                / total
+        })
+    };
+    [hit(&bought), hit(&o.carted), hit(&o.interacted), value]
+}
+
+const REPLAY_NAMES: [&str; 4] = [
+    "bought in top 10",
+    "carted in top 10",
+    "interacted in top 10",
+    "order value found",
+];
+
+/// Evaluates every group of rankers on `cfg.part` of `split`, one row per group.
+pub fn evaluate_groups(
+    ds: &Dataset,
+    split: &Split,
+    groups: &[Group],
     cfg: &EvalConfig,
 ) -> Result<Report> {
     let all = match cfg.part {
@@ -175,7 +289,7 @@ pub fn evaluate(
     let seg = segments(ds, split, &queries);
     // Distinct query groups for macro means.
     let mut group_of: HashMap<&str, usize> = HashMap::new();
-    let groups: Vec<usize> = cases
+    let query_group: Vec<usize> = cases
         .iter()
         .map(|c| {
             let n = group_of.len();
@@ -184,39 +298,86 @@ pub fn evaluate(
         .collect();
     let n_groups = group_of.len();
 
-    let mut rows = Vec::with_capacity(rankers.len());
-    let mut recall10: Vec<Vec<f64>> = Vec::with_capacity(rankers.len());
-    for ranker in rankers {
-        let start = std::time::Instant::now();
-        let rankings = ranker.rank(&cases, depth)?;
-        let rank_s = start.elapsed().as_secs_f64();
-        if rankings.len() != cases.len() {
+    let outcome = outcomes(ds, &queries);
+    let mut rows = Vec::with_capacity(groups.len());
+    let mut recall10: Vec<Vec<f64>> = Vec::with_capacity(groups.len());
+    for group in groups {
+        if group.members.is_empty() {
             return Err(EvalError::Ranker(format!(
-                "{} returned {} rankings for {} queries",
-                ranker.name(),
-                rankings.len(),
-                cases.len()
+                "row `{}` has no ranker",
+                group.name
             )));
         }
-        // Per-query values of every metric (all defined: every query has a relevant product).
+        let start = std::time::Instant::now();
+        let n_members = group.members.len() as f64;
+        // Per-query values of every metric (all defined: every query has a relevant product),
+        // summed over the members, then divided by their number.
         let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (q, ranking) in queries.iter().zip(&rankings) {
-            let rel = &q.relevant;
-            for &k in &cfg.ks {
-                per.entry(format!("recall@{k}"))
-                    .or_default()
-                    .push(recall_at(ranking, rel, k).unwrap_or(0.0));
+        let mut cold_sum: Vec<Option<f64>> = vec![None; queries.len()];
+        let mut replay_sum: Vec<[Option<f64>; 4]> = vec![[None; 4]; queries.len()];
+        let mut r10 = vec![0.0; queries.len()];
+        let mut seeds = Vec::with_capacity(group.members.len());
+        for ranker in &group.members {
+            let rankings = ranker.rank(&cases, depth)?;
+            if rankings.len() != cases.len() {
+                return Err(EvalError::Ranker(format!(
+                    "{} returned {} rankings for {} queries",
+                    ranker.name(),
+                    rankings.len(),
+                    cases.len()
+                )));
             }
-            per.entry("ndcg@10".into())
-                .or_default()
-                .push(ndcg_at(ranking, rel, 10).unwrap_or(0.0));
-            per.entry("mrr".into())
-                .or_default()
-                .push(reciprocal_rank(ranking, rel).unwrap_or(0.0));
+            let mut add = |name: String, i: usize, x: f64| {
+                let v = per.entry(name).or_insert_with(|| vec![0.0; queries.len()]);
+                v[i] += x / n_members;
+            };
+            let mut r10_sum = 0.0;
+            for (i, (q, ranking)) in queries.iter().zip(&rankings).enumerate() {
+                let rel = &q.relevant;
+                for &k in &cfg.ks {
+                    add(
+                        format!("recall@{k}"),
+                        i,
+                        recall_at(ranking, rel, k).unwrap_or(0.0),
+                    );
+                }
+                let x = recall_at(ranking, rel, 10).unwrap_or(0.0);
+                r10_sum += x;
+                r10[i] += x / n_members;
+                add(
+                    "ndcg@10".into(),
+                    i,
+                    ndcg_at(ranking, rel, 10).unwrap_or(0.0),
+                );
+                add(
+                    "mrr".into(),
+                    i,
+                    reciprocal_rank(ranking, rel).unwrap_or(0.0),
+                );
+                // Recall of each query over its cold-start relevant products only.
+                let cold: Vec<_> = rel
+                    .iter()
+                    .copied()
+                    .filter(|r| r.1 > 0 && split.is_cold_start(r.0))
+                    .collect();
+                if let Some(x) = recall_at(ranking, &cold, 10) {
+                    *cold_sum[i].get_or_insert(0.0) += x / n_members;
+                }
+                for (slot, x) in replay_sum[i]
+                    .iter_mut()
+                    .zip(replay_values(&outcome[i], ranking))
+                {
+                    if let Some(x) = x {
+                        *slot.get_or_insert(0.0) += x / n_members;
+                    }
+                }
+            }
+            seeds.push(r10_sum / queries.len() as f64);
         }
+        let rank_s = start.elapsed().as_secs_f64();
         // Seeded by the row's name, not its position: a system gets the same interval whatever
         // else is evaluated beside it.
-        let seed = cfg.seed ^ name_seed(&ranker.name());
+        let seed = cfg.seed ^ name_seed(&group.name);
         let micro = per
             .iter()
             .map(|(m, v)| (m.clone(), Estimate::of(v, cfg.resamples, seed)))
@@ -226,7 +387,7 @@ pub fn evaluate(
             .map(|(m, v)| {
                 let mut sum = vec![0.0; n_groups];
                 let mut count = vec![0usize; n_groups];
-                for (x, &g) in v.iter().zip(&groups) {
+                for (x, &g) in v.iter().zip(&query_group) {
                     sum[g] += x;
                     count[g] += 1;
                 }
@@ -234,24 +395,10 @@ pub fn evaluate(
                 (m.clone(), Estimate::of(&means, cfg.resamples, seed))
             })
             .collect();
-        let r10 = recall_at_10(&per, &queries, &rankings);
         let mut segments: BTreeMap<String, Estimate> = BTreeMap::new();
         for name in seg.sizes.keys() {
             let values: Vec<f64> = if name == "cold-start products" {
-                // Recall of each query over its cold-start relevant products only.
-                queries
-                    .iter()
-                    .zip(&rankings)
-                    .filter_map(|(q, ranking)| {
-                        let cold: Vec<_> = q
-                            .relevant
-                            .iter()
-                            .copied()
-                            .filter(|r| r.1 > 0 && split.is_cold_start(r.0))
-                            .collect();
-                        recall_at(ranking, &cold, 10)
-                    })
-                    .collect()
+                cold_sum.iter().flatten().copied().collect()
             } else {
                 r10.iter()
                     .zip(&seg.of)
@@ -263,13 +410,23 @@ pub fn evaluate(
                 segments.insert(name.clone(), Estimate::of(&values, cfg.resamples, seed));
             }
         }
+        let replay = REPLAY_NAMES
+            .iter()
+            .enumerate()
+            .filter_map(|(j, name)| {
+                let v: Vec<f64> = replay_sum.iter().filter_map(|r| r[j]).collect();
+                (!v.is_empty()).then(|| ((*name).to_owned(), Estimate::of(&v, cfg.resamples, seed)))
+            })
+            .collect();
         recall10.push(r10);
         rows.push(Row {
-            system: ranker.name(),
+            system: group.name.clone(),
             micro,
             macro_,
             segments,
+            replay,
             p_vs_best: None,
+            seeds,
             rank_s,
         });
     }
@@ -314,22 +471,6 @@ fn name_seed(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Per-query Recall@10 (computed when 10 is not among the configured cut-offs).
-fn recall_at_10(
-    per: &BTreeMap<String, Vec<f64>>,
-    queries: &[&EvalQuery],
-    rankings: &[Vec<aisle_core::ProductId>],
-) -> Vec<f64> {
-    match per.get("recall@10") {
-        Some(v) => v.clone(),
-        None => queries
-            .iter()
-            .zip(rankings)
-            .map(|(q, r)| recall_at(r, &q.relevant, 10).unwrap_or(0.0))
-            .collect(),
-    }
 }
 
 impl Report {
@@ -430,12 +571,54 @@ impl Report {
                 let _ = writeln!(s);
             }
         }
+        let replayed: Vec<&str> = REPLAY_NAMES
+            .iter()
+            .copied()
+            .filter(|n| self.rows.iter().any(|r| r.replay.contains_key(*n)))
+            .collect();
+        if !replayed.is_empty() {
+            let _ = write!(
+                s,
+                "\nReplayed outcomes at the top 10 (not live)\n{:<name_w$}",
+                "system"
+            );
+            for n in &replayed {
+                let _ = write!(s, " {n:>22}");
+            }
+            let _ = writeln!(s);
+            for r in &self.rows {
+                let _ = write!(s, "{:<name_w$}", r.system);
+                for n in &replayed {
+                    let _ = write!(
+                        s,
+                        " {:>22}",
+                        r.replay.get(*n).map_or("-".into(), |e| format!(
+                            "{:.4} ±{:.4} ({})",
+                            e.mean,
+                            (e.high - e.low) / 2.0,
+                            e.n
+                        ))
+                    );
+                }
+                let _ = writeln!(s);
+            }
+        }
+        if self.rows.iter().any(|r| r.seeds.len() > 1) {
+            let _ = writeln!(s, "\nRecall@10 of each seed (rows with several)");
+            for r in self.rows.iter().filter(|r| r.seeds.len() > 1) {
+                let seeds: Vec<String> = r.seeds.iter().map(|x| format!("{x:.4}")).collect();
+                let _ = writeln!(s, "{:<name_w$}  {}", r.system, seeds.join("  "));
+            }
+        }
         let _ = writeln!(
             s,
             "\nR@K: share of a query's relevant products in the top K, mean over queries (micro); macro: mean over distinct queries; \
              CI: 95% bootstrap; p vs best: paired randomization test on per-query R@10 against the best row; \
              cold-start products: recall over relevant products with no training interaction (count = relevant pairs)"
         );
+        if !replayed.is_empty() {
+            let _ = writeln!(s, "{REPLAY_NOTE}");
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }

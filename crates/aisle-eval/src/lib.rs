@@ -25,7 +25,7 @@ pub mod metrics;
 pub mod rankers;
 
 pub use error::{EvalError, Result};
-pub use evaluate::{evaluate, EvalConfig, Part, Report, Row};
+pub use evaluate::{evaluate, evaluate_groups, EvalConfig, Group, Part, Report, Row, REPLAY_NOTE};
 pub use rankers::{
     Bm25Ranker, Case, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
     RepurchaseRanker,

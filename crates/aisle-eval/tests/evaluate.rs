@@ -176,3 +176,56 @@ fn personalized_ranking_without_a_history_is_the_plain_ranking() {
         "histories changed nothing"
     );
 }
+
+/// A row of several rankers (seeds) averages their per-query values: its means are the means of
+/// its members' rows, and it keeps each member's Recall@10.
+#[test]
+fn a_group_averages_its_members_and_replays_outcomes() {
+    use aisle_eval::{evaluate_groups, Group};
+    let ds = world();
+    let split = ds.default_split().expect("split");
+    let oracle = Oracle(&ds);
+    let pop = PopularityRanker::new(&ds, split);
+    let cfg = EvalConfig {
+        resamples: 100,
+        rounds: 200,
+        ..EvalConfig::default()
+    };
+    let single = evaluate(&ds, split, &[&oracle as &dyn Ranker, &pop], &cfg).expect("report");
+    let groups = [Group {
+        name: "both".into(),
+        members: vec![&oracle as &dyn Ranker, &pop],
+    }];
+    let grouped = evaluate_groups(&ds, split, &groups, &cfg).expect("report");
+    let row = &grouped.rows[0];
+    for metric in ["recall@10", "ndcg@10", "mrr", "recall@100"] {
+        let want = (single.rows[0].micro[metric].mean + single.rows[1].micro[metric].mean) / 2.0;
+        let got = row.micro[metric].mean;
+        assert!((got - want).abs() < 1e-9, "{metric}: {got} != {want}");
+    }
+    assert_eq!(row.seeds.len(), 2);
+    assert!((row.seeds[0] - single.rows[0].micro["recall@10"].mean).abs() < 1e-12);
+    assert!((row.seeds[1] - single.rows[1].micro["recall@10"].mean).abs() < 1e-12);
+    // Replay: every evaluated query has a logged interaction, and the oracle shows the query's
+    // relevant (interacted) products first, so it finds nearly all; popularity finds fewer.
+    let interacted = |r: &aisle_eval::Row| r.replay["interacted in top 10"].mean;
+    assert!(
+        interacted(&single.rows[0]) > 0.95,
+        "{}",
+        interacted(&single.rows[0])
+    );
+    assert!(interacted(&single.rows[1]) < interacted(&single.rows[0]));
+    assert_eq!(
+        single.rows[0].replay["interacted in top 10"].n,
+        single.queries
+    );
+    // Purchases are a subset of the queries; the synthetic world prices every product.
+    let bought = single.rows[0].replay["bought in top 10"];
+    assert!(bought.n > 0 && bought.n < single.queries);
+    assert!(single.rows[0].replay.contains_key("order value found"));
+    let empty: [Group; 1] = [Group {
+        name: "nobody".into(),
+        members: vec![],
+    }];
+    assert!(evaluate_groups(&ds, split, &empty, &cfg).is_err());
+}
