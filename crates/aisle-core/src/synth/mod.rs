@@ -29,10 +29,15 @@
 //! and the repeat buys before sessions): ask [`SynthConfig::sessions_for_interactions`] for the
 //! number of sessions that yields a target number of interactions.
 //!
+//! [`respond()`] simulates what a session's customer does with a ranked list another system shows
+//! (clicks, cart, purchase) from the same latent model, for simulated A/B tests: its figures are
+//! simulations, never live ones.
+//!
 //! The same [`SynthConfig`] always gives the same world, on any machine. The generator is single
 //! threaded: 1M products and 10M interactions take well under two minutes on two cores.
 
 mod catalog;
+pub mod respond;
 mod sim;
 mod tree;
 mod vocab;
@@ -47,6 +52,10 @@ use crate::io::generic::{write_atomically, write_dir};
 use crate::model::{ProductId, QueryId, UserId};
 use crate::taxonomy::{NodeId, Taxonomy};
 
+pub use respond::{
+    examination_probability, respond, session_of, session_rng, Response, DEFAULT_DEPTH,
+    EXAMINATION_DECAY, OUTSIDE_OPTION,
+};
 pub use sim::START_TIME;
 
 /// The generic names of the four attribute slots of [`ProductTruth::attrs`] and

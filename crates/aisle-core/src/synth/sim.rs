@@ -30,6 +30,45 @@ pub(crate) const P_REPEAT: f64 = 0.15;
 pub(crate) const MAX_JUDGED_QUERIES: usize = 5_000;
 pub(crate) const MAX_JUDGMENTS_PER_QUERY: usize = 50;
 
+/// Click weight of each relevance grade 0..3 (a grade-3 result is 200x as attractive as an
+/// unrelated one, before preference and popularity).
+pub(crate) const REL_WEIGHT: [f64; 4] = [0.02, 0.4, 1.5, 4.0];
+/// Exponent of a product's popularity in its click weight.
+pub(crate) const POPULARITY_EXPONENT: f64 = 0.3;
+/// Standard deviation of the log of the noise factor in a click weight.
+pub(crate) const ATTRACTION_NOISE: f64 = 0.35;
+/// Clicks per session: 1, plus one more with this probability each time, up to [`MAX_CLICKS`].
+pub(crate) const P_ANOTHER_CLICK: f64 = 0.55;
+pub(crate) const MAX_CLICKS: usize = 6;
+/// Probability that an added-to-cart product is bought.
+pub(crate) const P_PURCHASE_AFTER_CART: f64 = 0.7;
+
+/// How strongly user `u` is drawn to click product `p` of relevance grade `g` for a query:
+/// `REL_WEIGHT[g] x preference x popularity^0.3 x lognormal(0, 0.35)`. Draws one normal deviate.
+pub(crate) fn attraction(u: &UserTruth, p: &ProductTruth, g: u8, rng: &mut Rng) -> f64 {
+    let rel = REL_WEIGHT[(g as usize).min(REL_WEIGHT.len() - 1)];
+    rel * preference(u, p)
+        * (p.popularity as f64).powf(POPULARITY_EXPONENT)
+        * (ATTRACTION_NOISE * rng.normal()).exp()
+}
+
+/// The number of clicks a session makes at most: 1 + geometric([`P_ANOTHER_CLICK`]), capped at
+/// [`MAX_CLICKS`].
+pub(crate) fn click_count(rng: &mut Rng) -> usize {
+    let mut n = 1;
+    while n < MAX_CLICKS && rng.chance(P_ANOTHER_CLICK) {
+        n += 1;
+    }
+    n
+}
+
+/// Probability that the best clicked product (of grade `g`; `liked` when of a preferred brand)
+/// goes to the cart: 0.3, +0.3 for grade 3, +0.15 for a preferred brand, at most 0.85 (a cap
+/// that never binds: the terms add up to 0.75 at most).
+pub(crate) fn p_cart(g: u8, liked: bool) -> f64 {
+    (0.3f64 + if g == 3 { 0.3 } else { 0.0 } + if liked { 0.15 } else { 0.0 }).min(0.85)
+}
+
 const SEGMENTS: [(&str, f64, &[&str]); 9] = [
     ("budget", 0.14, &[]),
     ("value", 0.14, &[]),
@@ -775,18 +814,10 @@ pub(crate) fn sessions(
         scored.clear();
         for &p in &cands {
             let g = ctx.grade(&spec, p);
-            let pt = &ctx.products[p as usize];
-            let rel = [0.02, 0.4, 1.5, 4.0][g as usize];
-            let s = rel
-                * preference(user, pt)
-                * (pt.popularity as f64).powf(0.3)
-                * (0.35 * rng.normal()).exp();
+            let s = attraction(user, &ctx.products[p as usize], g, &mut rng);
             scored.push((p, s, g));
         }
-        let mut n_clicks = 1;
-        while n_clicks < 6 && rng.chance(0.55) {
-            n_clicks += 1;
-        }
+        let n_clicks = click_count(&mut rng);
         let mut t = start.max(last_time[ui].saturating_add(1));
         let mut best: Option<(u32, f64, u8)> = None;
         for _ in 0..n_clicks.min(scored.len()) {
@@ -812,9 +843,7 @@ pub(crate) fn sessions(
             let liked = user
                 .preferred_brands
                 .contains(&ctx.products[p as usize].brand);
-            let p_cart = (0.3f64 + if g == 3 { 0.3 } else { 0.0 } + if liked { 0.15 } else { 0.0 })
-                .min(0.85);
-            if rng.chance(p_cart) {
+            if rng.chance(p_cart(g, liked)) {
                 t += 20 + rng.below(180) as i64;
                 out.interactions.push(Interaction {
                     user: uid,
@@ -825,7 +854,7 @@ pub(crate) fn sessions(
                     query: Some(qid),
                     price: ctx_price(ctx, p),
                 });
-                if rng.chance(0.7) {
+                if rng.chance(P_PURCHASE_AFTER_CART) {
                     t += 60 + rng.below(540) as i64;
                     out.interactions.push(Interaction {
                         user: uid,
