@@ -13,6 +13,7 @@ use aisle_core::Strictness;
 
 mod bench_search;
 mod eval;
+mod experiment;
 mod model_file;
 mod serve;
 mod train;
@@ -39,6 +40,9 @@ enum Command {
     Encode(train::EncodeArgs),
     /// Recall@K, NDCG@10 and MRR of baselines and trained models, with intervals and segments.
     Eval(eval::EvalArgs),
+    /// Every baseline and negative sampler under one budget and several seeds, on every protocol
+    /// of a dataset: reports/DATASET/report.md, results.json and plots.
+    Experiment(Box<experiment::ExperimentArgs>),
     /// Serve search over HTTP: the API, metrics and the search page (trains a model first when
     /// there is none).
     Serve(Box<serve::ServeArgs>),
@@ -277,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(*args)?,
         Command::Encode(args) => train::encode(args)?,
         Command::Eval(args) => eval::eval(args)?,
+        Command::Experiment(args) => experiment::experiment(*args)?,
         Command::Serve(args) => serve::serve(*args)?,
         Command::Index(args) => serve::index(*args)?,
         Command::Bench { command } => match command {

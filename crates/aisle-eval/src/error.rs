@@ -6,6 +6,14 @@ pub enum EvalError {
     Search(#[from] aisle_search::SearchError),
     #[error(transparent)]
     Model(#[from] aisle_model::ModelError),
+    #[error(transparent)]
+    Train(#[from] aisle_train::TrainError),
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("nothing to evaluate: {0}")]
     Empty(String),
     #[error("{0}")]

@@ -35,6 +35,8 @@ pub struct EvalConfig {
     /// Sign flips of the paired test.
     pub rounds: usize,
     pub seed: u64,
+    /// Also test every row against this one ([`Row::p_vs_reference`]).
+    pub reference: Option<String>,
 }
 
 impl Default for EvalConfig {
@@ -45,6 +47,7 @@ impl Default for EvalConfig {
             resamples: 1000,
             rounds: 10_000,
             seed: 42,
+            reference: None,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct Row {
     /// Two-sided p-value of the paired test against the best row (by micro Recall@10); `None`
     /// for the best row itself.
     pub p_vs_best: Option<f64>,
+    /// The same test against [`EvalConfig::reference`] (`None` for that row, or without one).
+    pub p_vs_reference: Option<f64>,
     /// Micro Recall@10 of each member of the row's group (one per seed), in group order.
     pub seeds: Vec<f64>,
     /// Seconds to rank every query (all members of the group).
@@ -426,6 +431,7 @@ pub fn evaluate_groups(
             segments,
             replay,
             p_vs_best: None,
+            p_vs_reference: None,
             seeds,
             rank_s,
         });
@@ -441,7 +447,19 @@ pub fn evaluate_groups(
             m(a).total_cmp(&m(b)).then(b.cmp(&a))
         })
         .unwrap_or(0);
+    let reference = cfg
+        .reference
+        .as_ref()
+        .and_then(|name| rows.iter().position(|r| &r.system == name));
     for (i, row) in rows.iter_mut().enumerate() {
+        if let Some(j) = reference.filter(|&j| j != i) {
+            row.p_vs_reference = Some(paired_randomization(
+                &recall10[j],
+                &recall10[i],
+                cfg.rounds,
+                cfg.seed,
+            ));
+        }
         if i != best {
             row.p_vs_best = Some(paired_randomization(
                 &recall10[best],

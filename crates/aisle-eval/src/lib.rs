@@ -21,8 +21,12 @@
 
 pub mod error;
 pub mod evaluate;
+pub mod experiment;
 pub mod metrics;
+pub mod online;
+pub mod plot;
 pub mod rankers;
+pub mod report;
 
 pub use error::{EvalError, Result};
 pub use evaluate::{evaluate, evaluate_groups, EvalConfig, Group, Part, Report, Row, REPLAY_NOTE};

@@ -1,0 +1,201 @@
+//! `aisle experiment`: every baseline and negative sampler under one budget, on every protocol of
+//! a dataset, written to reports/DATASET/ (report.md, results.json, plots).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use aisle_core::adapters;
+use aisle_core::synth::{self, SynthConfig};
+use aisle_eval::experiment::{self, DenseRow, ExperimentConfig, Inputs};
+use aisle_search::Mode;
+use aisle_train::TrainConfig;
+
+use crate::DataOpts;
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// bestbuy_xbox, instacart, synthetic, or any dataset name or folder `aisle train` reads.
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+    #[command(flatten)]
+    pub data: DataOpts,
+    /// A smaller budget (1,000 steps, one seed, 500 validation queries, 500 bootstrap
+    /// resamples): minutes instead of tens of minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Training seeds per dense row [default: 3, or 1 with --quick].
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Training steps of every dense row [default: 2000, or 1000 with --quick].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Protocols (split names, comma-separated) [default: every split of the dataset].
+    #[arg(long, value_delimiter = ',')]
+    pub splits: Vec<String>,
+    /// Dense rows to train, by sampler spec, as NAME=SPEC (repeatable) [default: in-batch,
+    /// random, BM25, ANCE and the TB-HNS variants].
+    #[arg(long)]
+    pub row: Vec<String>,
+    /// Leave out the personalized rows.
+    #[arg(long)]
+    pub no_personalized: bool,
+    /// Where report.md, results.json and the plots go [default: reports/DATASET].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where the trained models and logs go [default: out/experiment/DATASET].
+    #[arg(long)]
+    pub runs: Option<PathBuf>,
+}
+
+pub fn experiment(args: ExperimentArgs) -> Result<()> {
+    let command = std::iter::once("aisle".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The synthetic world is generated here rather than loaded by name, to keep its truth for
+    // the simulated A/B test (the same world `aisle train --dataset synthetic` trains on).
+    let (ds, truth) = if args.dataset == "synthetic" {
+        let world = synth::generate(&SynthConfig {
+            seed: args.data.seed(),
+            ..Default::default()
+        })?;
+        let mut ds = world.dataset;
+        adapters::add_default_splits(&mut ds, args.data.seed())?;
+        (ds, Some(world.truth))
+    } else {
+        (args.data.load(&args.dataset)?, None)
+    };
+    let ds = Arc::new(ds);
+    let splits = if args.splits.is_empty() {
+        ds.splits.iter().map(|s| s.name.clone()).collect()
+    } else {
+        args.splits.clone()
+    };
+    for s in &splits {
+        anyhow::ensure!(
+            ds.split(s).is_some(),
+            "dataset `{}` has no split `{s}` (it has: {})",
+            ds.name,
+            ds.splits
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    anyhow::ensure!(
+        !splits.is_empty(),
+        "dataset `{}` has no split to evaluate on",
+        ds.name
+    );
+    let rows = if args.row.is_empty() {
+        DenseRow::standard()?
+    } else {
+        args.row
+            .iter()
+            .map(|spec| {
+                let (name, sampler) = spec.split_once('=').unwrap_or((spec, spec));
+                Ok(DenseRow {
+                    name: name.to_owned(),
+                    sampler: aisle_train::SamplerSpec::parse(sampler)
+                        .with_context(|| format!("--row {spec}"))?,
+                    taxonomy: sampler.starts_with("taxonomy")
+                        || sampler.starts_with("tbhns")
+                        || sampler.contains("*taxonomy"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let quick = args.quick;
+    let n_seeds = args.seeds.unwrap_or(if quick { 1 } else { 3 });
+    anyhow::ensure!(n_seeds >= 1, "--seeds must be at least 1");
+    let mut train = TrainConfig {
+        steps: args.steps.unwrap_or(if quick { 1000 } else { 2000 }),
+        eval_every: 250,
+        eval_queries: if quick { 500 } else { 1000 },
+        ..TrainConfig::default()
+    };
+    train.log_every = 50;
+    train.validate()?;
+    let runs_dir = args
+        .runs
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out/experiment").join(&ds.name));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&ds.name));
+    let cfg = ExperimentConfig {
+        train,
+        seeds: (0..n_seeds).map(|i| 42 + i).collect(),
+        rows,
+        personalized: !args.no_personalized,
+        history_boost: 2.0,
+        hybrid: Mode::parse("weighted:0.8").map_err(anyhow::Error::msg)?,
+        resamples: if quick { 500 } else { 1000 },
+        rounds: if quick { 2000 } else { 10_000 },
+        seed: args.data.seed(),
+        runs_dir,
+    };
+    let mut absent = BTreeMap::new();
+    absent.insert(
+        "pretrained MiniLM, zero-shot".to_owned(),
+        "aisle has no transformer encoder yet (issue 7); the row appears once it loads \
+         all-MiniLM-L6-v2 in candle"
+            .to_owned(),
+    );
+    eprintln!(
+        "aisle experiment: {} ({} products), protocols {}, {} dense rows x {} seeds, {} steps each",
+        ds.name,
+        ds.catalog.len(),
+        splits.join(", "),
+        cfg.rows.len(),
+        cfg.seeds.len(),
+        cfg.train.steps
+    );
+    let exp = experiment::run(
+        Inputs {
+            ds: Arc::clone(&ds),
+            splits,
+            truth: truth.as_ref(),
+            command,
+            quick,
+            absent,
+        },
+        &cfg,
+        &mut |line| eprintln!("{line}"),
+    )?;
+    let written = aisle_eval::report::write(&exp, &out)
+        .with_context(|| format!("writing the report to {}", out.display()))?;
+    for p in &exp.protocols {
+        println!("{} / {}:", exp.dataset, p.split);
+        for row in &p.report.rows {
+            if let Some(e) = row.micro.get("recall@10") {
+                println!(
+                    "  {:<48} R@10 {:.3} [{:.3}, {:.3}]{}",
+                    row.system,
+                    e.mean,
+                    e.low,
+                    e.high,
+                    if row.system == p.report.best {
+                        "  best"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    println!(
+        "wrote {} and {} ({} plots) in {:.0} s",
+        written.report.display(),
+        written.results.display(),
+        written.plots.len(),
+        exp.wall_s
+    );
+    Ok(())
+}

@@ -1,0 +1,825 @@
+//! The paper's evaluation in one run: every baseline and every negative sampler trained under the
+//! same budget and seeds, evaluated on the same test queries, with what each training cost.
+//!
+//! For each protocol (split) of a dataset, [`run`]:
+//!
+//! 1. trains one two-tower model per dense row and seed, all with the same steps, batch size,
+//!    negatives per pair and validation schedule ([`ExperimentConfig`]);
+//! 2. picks, on *validation* Recall@10 (never on test), the best TB-HNS variant, which also
+//!    trains the personalized row, and the best dense row, which the hybrid row fuses with BM25;
+//! 3. evaluates baselines and models on the test queries ([`evaluate_groups`]: a model row is the
+//!    mean over its seeds), with segments and replayed outcomes;
+//! 4. keeps each run's convergence curve and time split, and the seconds each row took to reach
+//!    ANCE's best validation Recall@10.
+//!
+//! The result ([`Experiment`]) serialises to `results.json` (schema [`SCHEMA`], documented in
+//! docs/experiments.md); [`crate::report`] writes it out with its plots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use aisle_core::{Dataset, Split};
+use aisle_search::Mode;
+use aisle_train::trainer::PersonalizeConfig;
+use aisle_train::{RunOptions, RunSummary, SamplerSpec, Silent, TrainConfig};
+
+use crate::error::{EvalError, Result};
+use crate::evaluate::{evaluate_groups, EvalConfig, Group, Part, Report};
+use crate::online::SimulatedAb;
+use crate::rankers::{
+    Bm25Ranker, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
+    RepurchaseRanker,
+};
+
+/// Version of the `results.json` layout.
+pub const SCHEMA: &str = "aisle.experiment/1";
+
+/// Names of the baseline rows.
+pub const BM25: &str = "BM25";
+pub const POPULARITY: &str = "popularity";
+pub const MEMORISATION: &str = "query memorisation";
+pub const REPURCHASE: &str = "per-user re-purchase";
+
+/// What a row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// Needs no training: BM25, popularity, memorisation, re-purchase.
+    Baseline,
+    /// A bi-encoder trained with one negative sampler.
+    Dense,
+    /// The personalized query tower (with the best TB-HNS sampler).
+    Personalized,
+    /// A trained model fused with BM25.
+    Hybrid,
+}
+
+/// One dense row to train: a name and a negative sampler.
+#[derive(Clone, Debug)]
+pub struct DenseRow {
+    pub name: String,
+    pub sampler: SamplerSpec,
+    /// A TB-HNS variant: competes for "best TB-HNS", which trains the personalized row.
+    pub taxonomy: bool,
+}
+
+impl DenseRow {
+    fn new(name: &str, sampler: &str, taxonomy: bool) -> Result<DenseRow> {
+        Ok(DenseRow {
+            name: name.to_owned(),
+            sampler: SamplerSpec::parse(sampler)?,
+            taxonomy,
+        })
+    }
+
+    /// The paper's rows: in-batch only, random, BM25 and ANCE negatives, and TB-HNS with each
+    /// pool alone (same leaf, siblings, cousins) and mixed.
+    pub fn standard() -> Result<Vec<DenseRow>> {
+        Ok(vec![
+            DenseRow::new("in-batch negatives", "in-batch", false)?,
+            DenseRow::new("random negatives", "random", false)?,
+            DenseRow::new("BM25 negatives", "bm25", false)?,
+            DenseRow::new("ANCE", "ance", false)?,
+            DenseRow::new(
+                "TB-HNS same leaf",
+                "taxonomy:leaf=1,sibling=0,cousin=0",
+                true,
+            )?,
+            DenseRow::new(
+                "TB-HNS siblings",
+                "taxonomy:leaf=0,sibling=1,cousin=0",
+                true,
+            )?,
+            DenseRow::new("TB-HNS cousins", "taxonomy:leaf=0,sibling=0,cousin=1", true)?,
+            DenseRow::new("TB-HNS mix", "taxonomy:leaf=1,sibling=1,cousin=0.5", true)?,
+            DenseRow::new("TB-HNS mix + random", "mix:0.5*taxonomy+0.5*random", true)?,
+        ])
+    }
+}
+
+/// How an experiment trains and evaluates.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExperimentConfig {
+    /// The training settings every dense row shares (its sampler, seed and personalization are
+    /// set per row).
+    pub train: TrainConfig,
+    /// One training run per row and seed.
+    pub seeds: Vec<u64>,
+    #[serde(skip)]
+    pub rows: Vec<DenseRow>,
+    /// Train the personalized row when the test queries name customers.
+    pub personalized: bool,
+    /// `beta` of the history-term row (0: no such row).
+    pub history_boost: f32,
+    /// How the hybrid row fuses the best dense model with BM25.
+    #[serde(serialize_with = "display")]
+    pub hybrid: Mode,
+    pub resamples: usize,
+    /// Sign flips of the paired test.
+    pub rounds: usize,
+    /// Seed of the splits, the bootstrap and the paired test.
+    pub seed: u64,
+    /// Where the training runs are written (one folder per protocol, row and seed).
+    #[serde(skip)]
+    pub runs_dir: PathBuf,
+}
+
+fn display<S: serde::Serializer>(m: &Mode, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(m)
+}
+
+/// One training run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub row: String,
+    pub seed: u64,
+    pub sampler: String,
+    pub steps: u64,
+    /// Training seconds (sampling, forward, backward, refresh), validation excluded.
+    pub train_s: f64,
+    pub pairs_per_s: f64,
+    pub sample_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    /// ANCE re-indexing, or the personalized tower's catalog re-encodings.
+    pub refresh_s: f64,
+    /// Validation Recall@10 at each measurement.
+    pub curve: Vec<CurvePoint>,
+    pub final_validation_recall_at_10: Option<f64>,
+    pub model: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CurvePoint {
+    pub step: u64,
+    /// Training seconds up to this step.
+    pub train_s: f64,
+    pub recall_at_10: f64,
+}
+
+impl Run {
+    fn of(row: &str, seed: u64, s: &RunSummary) -> Run {
+        Run {
+            row: row.to_owned(),
+            seed,
+            sampler: s.sampler.clone(),
+            steps: s.steps,
+            train_s: s.train_wall_s,
+            pairs_per_s: s.pairs_per_s,
+            sample_s: s.sample_s,
+            forward_s: s.forward_s,
+            backward_s: s.backward_s,
+            refresh_s: s.refresh_s,
+            curve: s
+                .recall_curve
+                .iter()
+                .map(|&(step, train_s, recall_at_10)| CurvePoint {
+                    step,
+                    train_s,
+                    recall_at_10,
+                })
+                .collect(),
+            final_validation_recall_at_10: s.final_recall_at_10,
+            model: s.model.clone(),
+        }
+    }
+}
+
+/// What one row of a protocol is, beside its metrics (in [`Report::rows`], same name).
+#[derive(Clone, Debug, Serialize)]
+pub struct RowInfo {
+    pub name: String,
+    pub kind: RowKind,
+    /// The sampler spec (dense and personalized rows).
+    pub sampler: Option<String>,
+    /// Mean over seeds of the final validation Recall@10 (trained rows).
+    pub validation_recall_at_10: Option<f64>,
+    /// Mean over seeds of the training seconds, and the time split.
+    pub train_s: Option<f64>,
+    pub cost: Option<Cost>,
+}
+
+/// Mean training seconds by part, over a row's seeds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Cost {
+    pub sample_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub refresh_s: f64,
+}
+
+/// When a row's seed-averaged validation curve first reached a target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reach {
+    pub row: String,
+    pub target: f64,
+    /// `None`: never within the budget.
+    pub step: Option<u64>,
+    pub train_s: Option<f64>,
+}
+
+/// One protocol (split) of the experiment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Protocol {
+    pub split: String,
+    pub description: String,
+    pub rows: Vec<RowInfo>,
+    /// Test-set metrics of every row (baselines, models, hybrid).
+    pub report: Report,
+    pub runs: Vec<Run>,
+    /// Chosen on validation Recall@10.
+    pub best_taxonomy: Option<String>,
+    pub best_dense: Option<String>,
+    /// Seconds each trained row took to reach ANCE's best (seed-averaged) validation Recall@10.
+    pub reach_ance: Vec<Reach>,
+    /// The simulated A/B test, on the synthetic world only.
+    pub simulated_ab: Option<SimulatedAb>,
+}
+
+/// Everything an experiment measured (`results.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Experiment {
+    pub schema: &'static str,
+    pub dataset: String,
+    /// The command line that made it.
+    pub command: String,
+    pub aisle_version: &'static str,
+    /// Unix seconds at the start.
+    pub started: u64,
+    pub wall_s: f64,
+    pub threads: usize,
+    pub quick: bool,
+    pub config: ExperimentConfig,
+    pub protocols: Vec<Protocol>,
+    /// Rows that were not run, with the reason.
+    pub absent: BTreeMap<String, String>,
+    pub notes: Vec<String>,
+}
+
+/// What the caller supplies beyond the configuration.
+pub struct Inputs<'a> {
+    pub ds: Arc<Dataset>,
+    /// Protocols to run, by split name.
+    pub splits: Vec<String>,
+    /// The synthetic world's truth, for the simulated A/B test.
+    pub truth: Option<&'a aisle_core::synth::GroundTruth>,
+    pub command: String,
+    pub quick: bool,
+    /// Rows that cannot be run here, with the reason (e.g. MiniLM without its files).
+    pub absent: BTreeMap<String, String>,
+}
+
+/// Runs the experiment. `progress` receives one line per step of the work.
+pub fn run(
+    inputs: Inputs,
+    cfg: &ExperimentConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Experiment> {
+    let start = Instant::now();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if cfg.seeds.is_empty() {
+        return Err(EvalError::Empty(
+            "an experiment needs at least one seed".into(),
+        ));
+    }
+    let ds = &inputs.ds;
+    let mut protocols = Vec::new();
+    for name in &inputs.splits {
+        let split = ds.split(name).ok_or_else(|| {
+            EvalError::Empty(format!("dataset `{}` has no split `{name}`", ds.name))
+        })?;
+        protocols.push(protocol(ds, split, cfg, inputs.truth, progress)?);
+    }
+    let mut notes = vec![format!(
+        "every dense row trained for {} steps of {} pairs, {} sampled negatives per pair (0 for in-batch), seeds {:?}",
+        cfg.train.steps,
+        cfg.train.batch_size,
+        cfg.train.negatives,
+        cfg.seeds
+    )];
+    notes.extend(ds.notes.iter().cloned());
+    Ok(Experiment {
+        schema: SCHEMA,
+        dataset: ds.name.clone(),
+        command: inputs.command,
+        aisle_version: env!("CARGO_PKG_VERSION"),
+        started,
+        wall_s: start.elapsed().as_secs_f64(),
+        threads: rayon::current_num_threads(),
+        quick: inputs.quick,
+        config: cfg.clone(),
+        protocols,
+        absent: inputs.absent,
+        notes,
+    })
+}
+
+/// A file-name-safe form of a row name.
+pub fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for part in text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|p| !p.is_empty())
+    {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&part.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A row's trained models, one per seed.
+struct Trained {
+    name: String,
+    kind: RowKind,
+    sampler: SamplerSpec,
+    runs: Vec<Run>,
+    models: Vec<aisle_model::Model>,
+    history: usize,
+}
+
+impl Trained {
+    fn validation(&self) -> Option<f64> {
+        mean(
+            self.runs
+                .iter()
+                .filter_map(|r| r.final_validation_recall_at_10),
+        )
+    }
+
+    fn info(&self) -> RowInfo {
+        let n = self.runs.len().max(1) as f64;
+        let sum = |f: fn(&Run) -> f64| self.runs.iter().map(f).sum::<f64>() / n;
+        RowInfo {
+            name: self.name.clone(),
+            kind: self.kind,
+            sampler: Some(self.sampler.to_string()),
+            validation_recall_at_10: self.validation(),
+            train_s: Some(sum(|r| r.train_s)),
+            cost: Some(Cost {
+                sample_s: sum(|r| r.sample_s),
+                forward_s: sum(|r| r.forward_s),
+                backward_s: sum(|r| r.backward_s),
+                refresh_s: sum(|r| r.refresh_s),
+            }),
+        }
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// A row to train.
+struct Job<'a> {
+    name: &'a str,
+    kind: RowKind,
+    sampler: &'a SamplerSpec,
+    personalize: Option<PersonalizeConfig>,
+}
+
+fn train_row(
+    ds: &Dataset,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    job: Job,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Trained> {
+    let Job {
+        name,
+        kind,
+        sampler,
+        personalize,
+    } = job;
+    let mut runs = Vec::new();
+    let mut models = Vec::new();
+    let history = personalize.as_ref().map_or(50, |p| p.history);
+    for &seed in &cfg.seeds {
+        let mut train = cfg.train.clone();
+        train.sampler = sampler.clone();
+        train.seed = seed;
+        train.model.tower.seed = seed;
+        train.personalize = personalize.clone();
+        train.checkpoint_every = 0;
+        let out_dir = run_dir(&cfg.runs_dir, &split.name, name, seed);
+        let t = Instant::now();
+        let summary = aisle_train::run(
+            train,
+            ds,
+            split,
+            &RunOptions {
+                out_dir,
+                resume: None,
+            },
+            &mut Silent,
+        )?;
+        progress(&format!(
+            "  trained {name} (seed {seed}): validation R@10 {}, {:.1} s training, {:.1} s with validation",
+            summary
+                .final_recall_at_10
+                .map_or("-".into(), |r| format!("{r:.4}")),
+            summary.train_wall_s,
+            t.elapsed().as_secs_f64()
+        ));
+        let (model, _) = aisle_model::artifact::load(&summary.model)?;
+        models.push(model);
+        runs.push(Run::of(name, seed, &summary));
+    }
+    Ok(Trained {
+        name: name.to_owned(),
+        kind,
+        sampler: sampler.clone(),
+        runs,
+        models,
+        history,
+    })
+}
+
+/// `DIR/SPLIT/ROW/seed-N`.
+pub fn run_dir(dir: &Path, split: &str, row: &str, seed: u64) -> PathBuf {
+    dir.join(slug(split))
+        .join(slug(row))
+        .join(format!("seed-{seed}"))
+}
+
+/// The row with the best validation Recall@10 among `rows` (ties: the first).
+fn best_of<'a>(rows: impl Iterator<Item = &'a Trained>) -> Option<&'a Trained> {
+    let mut best: Option<(&Trained, f64)> = None;
+    for r in rows {
+        let v = r.validation().unwrap_or(f64::NEG_INFINITY);
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((r, v));
+        }
+    }
+    best.map(|b| b.0)
+}
+
+/// The seed-averaged validation curve of a row: (step, mean training seconds, mean recall) at
+/// the steps every seed measured.
+pub fn mean_curve(runs: &[&Run]) -> Vec<CurvePoint> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .curve
+        .iter()
+        .filter_map(|p| {
+            let at: Vec<&CurvePoint> = runs
+                .iter()
+                .filter_map(|r| r.curve.iter().find(|c| c.step == p.step))
+                .collect();
+            (at.len() == runs.len()).then(|| CurvePoint {
+                step: p.step,
+                train_s: at.iter().map(|c| c.train_s).sum::<f64>() / at.len() as f64,
+                recall_at_10: at.iter().map(|c| c.recall_at_10).sum::<f64>() / at.len() as f64,
+            })
+        })
+        .collect()
+}
+
+fn protocol(
+    ds: &Arc<Dataset>,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    truth: Option<&aisle_core::synth::GroundTruth>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Protocol> {
+    progress(&format!(
+        "protocol `{}`: {} training interactions, {} validation and {} test queries",
+        split.name,
+        split.train.len(),
+        split.validation.len(),
+        split.test.len()
+    ));
+    // 1. Dense rows, every seed.
+    let mut trained: Vec<Trained> = Vec::new();
+    for row in &cfg.rows {
+        let job = Job {
+            name: &row.name,
+            kind: RowKind::Dense,
+            sampler: &row.sampler,
+            personalize: None,
+        };
+        trained.push(train_row(ds, split, cfg, job, progress)?);
+    }
+    // 2. Choices on validation.
+    let best_taxonomy = best_of(
+        trained
+            .iter()
+            .filter(|t| cfg.rows.iter().any(|r| r.name == t.name && r.taxonomy)),
+    )
+    .map(|t| (t.name.clone(), t.sampler.clone()));
+    let best_dense = best_of(trained.iter()).map(|t| t.name.clone());
+    let with_users = split
+        .test
+        .iter()
+        .chain(&split.validation)
+        .any(|q| q.user.is_some());
+    let mut personalized_name = None;
+    if let (true, true, Some((tax_name, sampler))) =
+        (cfg.personalized, with_users, best_taxonomy.as_ref())
+    {
+        let name = format!("{tax_name} + personalization");
+        let p = cfg.train.personalize.clone().unwrap_or_default();
+        let job = Job {
+            name: &name,
+            kind: RowKind::Personalized,
+            sampler,
+            personalize: Some(p),
+        };
+        trained.push(train_row(ds, split, cfg, job, progress)?);
+        personalized_name = Some(name);
+    }
+
+    // 3. Rankers.
+    let t = Instant::now();
+    let bm25 = Bm25Ranker::new(ds)?;
+    let pop = PopularityRanker::new(ds, split);
+    let memo = MemorisationRanker::new(ds, split);
+    let repurchase = with_users.then(|| RepurchaseRanker::new(ds, split));
+    let mut dense: Vec<(String, Vec<DenseRanker>)> = Vec::new();
+    let dense_group =
+        |name: &str, t: &Trained, options: DenseOptions| -> Result<Vec<DenseRanker>> {
+            t.models
+                .iter()
+                .zip(&t.runs)
+                .map(|(m, r)| {
+                    DenseRanker::with_options(
+                        format!("{name} (seed {})", r.seed),
+                        m.clone(),
+                        ds,
+                        split,
+                        &options,
+                    )
+                })
+                .collect()
+        };
+    let plain = |t: &Trained| DenseOptions {
+        history: t.history,
+        mode: Mode::Dense,
+        history_boost: 0.0,
+    };
+    for t in &trained {
+        dense.push((t.name.clone(), dense_group(&t.name, t, plain(t))?));
+    }
+    let mut hybrid_name = None;
+    if let Some(best) = best_dense
+        .as_ref()
+        .and_then(|b| trained.iter().find(|t| &t.name == b))
+    {
+        let name = format!("{} + BM25 ({})", best.name, cfg.hybrid);
+        let options = DenseOptions {
+            mode: cfg.hybrid,
+            ..plain(best)
+        };
+        dense.push((name.clone(), dense_group(&name, best, options)?));
+        hybrid_name = Some(name);
+    }
+    let mut history_name = None;
+    if let (Some(p), true) = (personalized_name.as_ref(), cfg.history_boost > 0.0) {
+        if let Some(t) = trained.iter().find(|t| &t.name == p) {
+            let name = format!("{p} + history term x{}", cfg.history_boost);
+            let options = DenseOptions {
+                history_boost: cfg.history_boost,
+                ..plain(t)
+            };
+            dense.push((name.clone(), dense_group(&name, t, options)?));
+            history_name = Some(name);
+        }
+    }
+    progress(&format!(
+        "  encoded the catalog with {} models in {:.1} s",
+        dense.iter().map(|d| d.1.len()).sum::<usize>(),
+        t.elapsed().as_secs_f64()
+    ));
+    let mut groups: Vec<Group> = vec![
+        Group {
+            name: BM25.into(),
+            members: vec![&bm25],
+        },
+        Group {
+            name: POPULARITY.into(),
+            members: vec![&pop],
+        },
+        Group {
+            name: MEMORISATION.into(),
+            members: vec![&memo],
+        },
+    ];
+    if let Some(r) = &repurchase {
+        groups.push(Group {
+            name: REPURCHASE.into(),
+            members: vec![r],
+        });
+    }
+    for (name, rankers) in &dense {
+        groups.push(Group {
+            name: name.clone(),
+            members: rankers.iter().map(|r| r as &dyn Ranker).collect(),
+        });
+    }
+    let eval_cfg = EvalConfig {
+        part: Part::Test,
+        resamples: cfg.resamples,
+        rounds: cfg.rounds,
+        seed: cfg.seed,
+        reference: best_taxonomy.as_ref().map(|b| b.0.clone()),
+        ..EvalConfig::default()
+    };
+    let t = Instant::now();
+    let report = evaluate_groups(ds, split, &groups, &eval_cfg)?;
+    progress(&format!(
+        "  evaluated {} rows on {} test queries in {:.1} s",
+        groups.len(),
+        report.queries,
+        t.elapsed().as_secs_f64()
+    ));
+
+    // 4. The simulated A/B test (synthetic world): BM25 against the best dense row and the
+    // personalized row.
+    let simulated_ab = match truth {
+        Some(truth) => {
+            let mut arms: Vec<(String, &dyn Ranker)> = vec![(BM25.into(), &bm25)];
+            for name in [best_dense.as_ref(), personalized_name.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some((_, rankers)) = dense.iter().find(|(n, _)| n == name) {
+                    if let Some(first) = rankers.first() {
+                        arms.push((name.clone(), first));
+                    }
+                }
+            }
+            let t = Instant::now();
+            let ab = crate::online::simulate_ab(ds, split, truth, &arms, cfg.seed, cfg.resamples)?;
+            progress(&format!(
+                "  simulated A/B over {} test sessions in {:.1} s",
+                ab.sessions,
+                t.elapsed().as_secs_f64()
+            ));
+            Some(ab)
+        }
+        None => None,
+    };
+
+    // 5. Rows, runs, reach.
+    let mut rows: Vec<RowInfo> = [BM25, POPULARITY, MEMORISATION]
+        .iter()
+        .map(|n| baseline_info(n))
+        .collect();
+    if repurchase.is_some() {
+        rows.push(baseline_info(REPURCHASE));
+    }
+    for t in &trained {
+        rows.push(t.info());
+    }
+    for (name, of) in [
+        (hybrid_name, best_dense.as_ref()),
+        (history_name, personalized_name.as_ref()),
+    ] {
+        let (Some(name), Some(of)) = (name, of) else {
+            continue;
+        };
+        if let Some(t) = trained.iter().find(|t| &t.name == of) {
+            // No training of its own: it reuses `of`'s models.
+            rows.push(RowInfo {
+                name,
+                kind: if t.kind == RowKind::Personalized {
+                    RowKind::Personalized
+                } else {
+                    RowKind::Hybrid
+                },
+                sampler: Some(t.sampler.to_string()),
+                validation_recall_at_10: None,
+                train_s: None,
+                cost: None,
+            });
+        }
+    }
+    let runs: Vec<Run> = trained
+        .iter()
+        .flat_map(|t| t.runs.iter().cloned())
+        .collect();
+    let reach_ance = reach(&trained);
+    Ok(Protocol {
+        split: split.name.clone(),
+        description: split.description.clone(),
+        rows,
+        report,
+        runs,
+        best_taxonomy: best_taxonomy.map(|b| b.0),
+        best_dense,
+        reach_ance,
+        simulated_ab,
+    })
+}
+
+fn baseline_info(name: &str) -> RowInfo {
+    RowInfo {
+        name: name.to_owned(),
+        kind: RowKind::Baseline,
+        sampler: None,
+        validation_recall_at_10: None,
+        train_s: None,
+        cost: None,
+    }
+}
+
+/// Training seconds for each row to reach ANCE's best seed-averaged validation Recall@10.
+fn reach(trained: &[Trained]) -> Vec<Reach> {
+    let curve = |t: &Trained| mean_curve(&t.runs.iter().collect::<Vec<_>>());
+    let Some(ance) = trained
+        .iter()
+        .find(|t| matches!(t.sampler, SamplerSpec::Ance { .. }) && t.kind == RowKind::Dense)
+    else {
+        return Vec::new();
+    };
+    let target = curve(ance)
+        .iter()
+        .map(|p| p.recall_at_10)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !target.is_finite() {
+        return Vec::new();
+    }
+    trained
+        .iter()
+        .map(|t| {
+            let hit = curve(t).into_iter().find(|p| p.recall_at_10 >= target);
+            Reach {
+                row: t.name.clone(),
+                target,
+                step: hit.map(|p| p.step),
+                train_s: hit.map(|p| p.train_s),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(curve: &[(u64, f64, f64)]) -> Run {
+        Run {
+            row: "r".into(),
+            seed: 0,
+            sampler: "random".into(),
+            steps: 0,
+            train_s: 0.0,
+            pairs_per_s: 0.0,
+            sample_s: 0.0,
+            forward_s: 0.0,
+            backward_s: 0.0,
+            refresh_s: 0.0,
+            curve: curve
+                .iter()
+                .map(|&(step, train_s, recall_at_10)| CurvePoint {
+                    step,
+                    train_s,
+                    recall_at_10,
+                })
+                .collect(),
+            final_validation_recall_at_10: curve.last().map(|c| c.2),
+            model: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn mean_curve_keeps_steps_every_seed_measured() {
+        let a = run_with(&[(0, 0.0, 0.1), (100, 2.0, 0.3), (200, 4.0, 0.5)]);
+        let b = run_with(&[(0, 0.0, 0.3), (100, 4.0, 0.5)]);
+        let m = mean_curve(&[&a, &b]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].step, 100);
+        assert!((m[1].train_s - 3.0).abs() < 1e-12);
+        assert!((m[1].recall_at_10 - 0.4).abs() < 1e-12);
+        assert!(mean_curve(&[]).is_empty());
+    }
+
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(slug("TB-HNS mix + random"), "tb-hns-mix-random");
+        assert_eq!(slug("  BM25 (weighted:0.8) "), "bm25-weighted-0-8");
+        assert_eq!(
+            run_dir(Path::new("/r"), "event", "ANCE", 3),
+            PathBuf::from("/r/event/ance/seed-3")
+        );
+    }
+
+    #[test]
+    fn the_standard_rows_parse() {
+        let rows = DenseRow::standard().expect("rows");
+        assert!(rows.iter().any(|r| r.taxonomy));
+        assert!(rows
+            .iter()
+            .any(|r| matches!(r.sampler, SamplerSpec::Ance { .. })));
+    }
+}

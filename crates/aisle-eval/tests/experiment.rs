@@ -1,0 +1,159 @@
+//! An experiment end to end on a small synthetic world: rows trained under one budget and two
+//! seeds, choices made on validation, the simulated A/B test, and the report files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aisle_core::synth::{self, SynthConfig, TaxonomySource};
+use aisle_eval::experiment::{self, DenseRow, ExperimentConfig, Inputs, RowKind};
+use aisle_search::Mode;
+use aisle_train::{SamplerSpec, TrainConfig};
+
+fn row(name: &str, sampler: &str, taxonomy: bool) -> DenseRow {
+    DenseRow {
+        name: name.into(),
+        sampler: SamplerSpec::parse(sampler).expect("sampler"),
+        taxonomy,
+    }
+}
+
+#[test]
+fn an_experiment_trains_evaluates_simulates_and_reports() {
+    let world = synth::generate(&SynthConfig {
+        products: 600,
+        users: 80,
+        sessions: 1_500,
+        seed: 11,
+        taxonomy: TaxonomySource::BuiltIn,
+    })
+    .expect("world");
+    let mut ds = world.dataset;
+    aisle_core::adapters::add_default_splits(&mut ds, 11).expect("splits");
+    let ds = Arc::new(ds);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut train = TrainConfig {
+        negatives: 2,
+        batch_size: 32,
+        steps: 40,
+        log_every: 10,
+        eval_every: 20,
+        eval_queries: 100,
+        ..TrainConfig::default()
+    };
+    train.model.featurizer.buckets_log2 = 14;
+    train.model.tower.dim = 16;
+    let cfg = ExperimentConfig {
+        train,
+        seeds: vec![1, 2],
+        rows: vec![
+            row("in-batch negatives", "in-batch", false),
+            row("ANCE", "ance:refresh=20,index=exact", false),
+            row("TB-HNS mix", "taxonomy", true),
+        ],
+        personalized: true,
+        history_boost: 2.0,
+        hybrid: Mode::parse("weighted:0.8").expect("mode"),
+        resamples: 50,
+        rounds: 100,
+        seed: 3,
+        runs_dir: dir.path().join("runs"),
+    };
+    let mut absent = BTreeMap::new();
+    absent.insert("MiniLM".to_owned(), "not here".to_owned());
+    let mut lines = Vec::new();
+    let exp = experiment::run(
+        Inputs {
+            ds: Arc::clone(&ds),
+            splits: vec!["event".into()],
+            truth: Some(&world.truth),
+            command: "aisle experiment --test".into(),
+            quick: true,
+            absent,
+        },
+        &cfg,
+        &mut |l| lines.push(l.to_owned()),
+    )
+    .expect("experiment");
+    assert!(lines.iter().any(|l| l.contains("trained ANCE (seed 2)")));
+    let p = &exp.protocols[0];
+    // 3 dense rows + the personalized row, two seeds each.
+    assert_eq!(p.runs.len(), 8);
+    assert!(p.runs.iter().all(|r| r.steps == 40 && !r.curve.is_empty()));
+    assert_eq!(p.best_taxonomy.as_deref(), Some("TB-HNS mix"));
+    let best_dense = p.best_dense.clone().expect("best dense");
+    let names: Vec<&str> = p.report.rows.iter().map(|r| r.system.as_str()).collect();
+    for want in [
+        experiment::BM25,
+        experiment::POPULARITY,
+        experiment::MEMORISATION,
+        experiment::REPURCHASE,
+        "in-batch negatives",
+        "ANCE",
+        "TB-HNS mix",
+        "TB-HNS mix + personalization",
+        "TB-HNS mix + personalization + history term x2",
+    ] {
+        assert!(names.contains(&want), "no row {want} in {names:?}");
+    }
+    let hybrid = format!("{best_dense} + BM25 (weighted:0.8)");
+    assert!(names.contains(&hybrid.as_str()), "{names:?}");
+    // Every trained row reports both seeds; the best dense row is the validation maximum.
+    let info = |n: &str| p.rows.iter().find(|r| r.name == n).expect("row info");
+    for r in p
+        .report
+        .rows
+        .iter()
+        .filter(|r| info(&r.system).kind != RowKind::Baseline)
+    {
+        assert_eq!(r.seeds.len(), 2, "{}", r.system);
+    }
+    let best_val = info(&best_dense).validation_recall_at_10.expect("val");
+    for r in p.rows.iter().filter(|r| r.kind == RowKind::Dense) {
+        assert!(r.validation_recall_at_10.expect("val") <= best_val + 1e-12);
+    }
+    assert_eq!(p.reach_ance.len(), 4);
+    assert!(p
+        .reach_ance
+        .iter()
+        .any(|r| r.row == "ANCE" && r.step.is_some()));
+    // The simulated A/B test: control BM25, treatments the best dense and the personalized row.
+    let ab = p.simulated_ab.as_ref().expect("simulated A/B");
+    assert_eq!(ab.control, experiment::BM25);
+    assert_eq!(ab.arms.len(), 3);
+    assert!(ab.sessions > 50);
+    assert!(ab.arms[0].conversion_lift.is_none());
+    for a in &ab.arms[1..] {
+        let lift = a.conversion_lift.expect("lift");
+        let direct = a.conversion.mean - ab.arms[0].conversion.mean;
+        assert!((lift.mean - direct).abs() < 1e-9);
+    }
+    // The files.
+    let written = aisle_eval::report::write(&exp, &dir.path().join("report")).expect("report");
+    let md = std::fs::read_to_string(&written.report).expect("report.md");
+    assert!(md.contains("aisle experiment --test"));
+    assert!(md.contains("Simulated A/B test"));
+    assert!(md.contains("MiniLM: not here"));
+    assert!(md.contains("Where TB-HNS stands"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&written.results).expect("results")).expect("json");
+    assert_eq!(json["schema"], experiment::SCHEMA);
+    assert_eq!(
+        json["protocols"][0]["runs"].as_array().map(Vec::len),
+        Some(8)
+    );
+    // recall, two convergence plots, cost: PNG and SVG each, all linked from the report.
+    assert_eq!(written.plots.len(), 8);
+    for f in &written.plots {
+        assert!(
+            std::fs::metadata(f).expect("plot").len() > 1000,
+            "{}",
+            f.display()
+        );
+        let name = f.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(md.contains(name), "{name} not linked");
+    }
+    assert!(!std::fs::read_dir(dir.path().join("report"))
+        .expect("dir")
+        .flatten()
+        .any(|e| e.path().to_string_lossy().ends_with(".tmp")));
+}
