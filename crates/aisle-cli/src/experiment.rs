@@ -33,6 +33,18 @@ pub struct ExperimentArgs {
     /// Training steps of every dense row [default: 2000, or 1000 with --quick].
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Pairs per step of every dense row [default: 256].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Sampled negatives per pair [default: 4].
+    #[arg(long)]
+    pub negatives: Option<usize>,
+    /// Embedding dimension [default: 128].
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// log2 of the hashed feature buckets [default: 20].
+    #[arg(long)]
+    pub buckets_log2: Option<u8>,
     /// Protocols (split names, comma-separated) [default: every split of the dataset].
     #[arg(long, value_delimiter = ',')]
     pub splits: Vec<String>,
@@ -53,7 +65,7 @@ pub struct ExperimentArgs {
 
 pub fn experiment(args: ExperimentArgs) -> Result<()> {
     let command = std::iter::once("aisle".to_owned())
-        .chain(std::env::args().skip(1))
+        .chain(std::env::args().skip(1).map(|a| shell_quote(&a)))
         .collect::<Vec<_>>()
         .join(" ");
     // The synthetic world is generated here rather than loaded by name, to keep its truth for
@@ -97,15 +109,19 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
     } else {
         args.row
             .iter()
-            .map(|spec| {
-                let (name, sampler) = spec.split_once('=').unwrap_or((spec, spec));
+            .map(|arg| {
+                // NAME=SPEC, or a bare SPEC (which may itself hold `=`, as in ance:refresh=100):
+                // a name holds no `:`.
+                let (name, spec) = match arg.split_once('=') {
+                    Some((name, spec)) if !name.contains(':') => (name.trim(), spec),
+                    _ => (arg.as_str(), arg.as_str()),
+                };
+                let sampler = aisle_train::SamplerSpec::parse(spec)
+                    .with_context(|| format!("--row {arg}"))?;
                 Ok(DenseRow {
                     name: name.to_owned(),
-                    sampler: aisle_train::SamplerSpec::parse(sampler)
-                        .with_context(|| format!("--row {spec}"))?,
-                    taxonomy: sampler.starts_with("taxonomy")
-                        || sampler.starts_with("tbhns")
-                        || sampler.contains("*taxonomy"),
+                    taxonomy: experiment::uses_taxonomy(&sampler),
+                    sampler,
                 })
             })
             .collect::<Result<Vec<_>>>()?
@@ -120,6 +136,18 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     train.log_every = 50;
+    if let Some(b) = args.batch_size {
+        train.batch_size = b;
+    }
+    if let Some(k) = args.negatives {
+        train.negatives = k;
+    }
+    if let Some(d) = args.dim {
+        train.model.tower.dim = d;
+    }
+    if let Some(b) = args.buckets_log2 {
+        train.model.featurizer.buckets_log2 = b;
+    }
     train.validate()?;
     let runs_dir = args
         .runs
@@ -135,6 +163,7 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         rows,
         personalized: !args.no_personalized,
         history_boost: 2.0,
+        history_term_window: 1000,
         hybrid: Mode::parse("weighted:0.8").map_err(anyhow::Error::msg)?,
         resamples: if quick { 500 } else { 1000 },
         rounds: if quick { 2000 } else { 10_000 },
@@ -198,4 +227,28 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         exp.wall_s
     );
     Ok(())
+}
+
+/// `arg` as a POSIX shell word: unchanged when it holds only safe characters, else single-quoted.
+fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn arguments_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("--dataset"), "--dataset");
+        assert_eq!(shell_quote("mix:0.5*taxonomy"), "'mix:0.5*taxonomy'");
+        assert_eq!(shell_quote("TB leaf=taxonomy"), "'TB leaf=taxonomy'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -483,3 +483,68 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
         "no graceful stop"
     );
 }
+
+/// `aisle experiment` on a tiny world: the report, results and plots, the command at the top, and
+/// clear errors for a bad split or a bad row.
+#[test]
+fn experiment_writes_a_report_with_its_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(dir.path());
+    let report = dir.path().join("report");
+    let runs = dir.path().join("runs");
+    let r = report.to_str().expect("utf-8");
+    let base = [
+        "experiment",
+        "--dataset",
+        &world,
+        "--quick",
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--dim",
+        "16",
+        "--buckets-log2",
+        "14",
+        "--splits",
+        "event",
+        "--out",
+        r,
+        "--runs",
+        runs.to_str().expect("utf-8"),
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--row",
+        "random",
+        "--row",
+        "TB leaf=taxonomy:leaf=1,sibling=0,cousin=0",
+    ]);
+    let out = aisle(&args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("TB leaf + BM25"), "{stdout}");
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    // The command is quoted so that it can be pasted back.
+    assert!(
+        md.contains("--row 'TB leaf=taxonomy:leaf=1,sibling=0,cousin=0'"),
+        "{md}"
+    );
+    assert!(md.contains("TB leaf + personalization"));
+    assert!(report.join("results.json").is_file());
+    assert!(report.join("event-convergence-steps.png").is_file());
+    assert!(runs.join("event/tb-leaf/seed-42/model.aisle").is_file());
+
+    let mut bad = base.to_vec();
+    bad[13] = "nosuch";
+    let (_, err) = text(&aisle(&bad));
+    assert!(err.contains("no split `nosuch`"), "{err}");
+    let mut bad = base.to_vec();
+    bad.extend(["--row", "x=nonsense"]);
+    let (_, err) = text(&aisle(&bad));
+    assert!(err.contains("--row x=nonsense"), "{err}");
+    let mut bad = base.to_vec();
+    bad.extend(["--row", "BM25=random"]);
+    let (_, err) = text(&aisle(&bad));
+    assert!(err.contains("clash"), "{err}");
+}

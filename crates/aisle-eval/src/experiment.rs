@@ -67,6 +67,16 @@ pub struct DenseRow {
     pub taxonomy: bool,
 }
 
+/// Whether a sampler draws any TB-HNS negatives (alone, in a mixture or a curriculum).
+pub fn uses_taxonomy(spec: &SamplerSpec) -> bool {
+    match spec {
+        SamplerSpec::Taxonomy(_) => true,
+        SamplerSpec::Mix { parts } => parts.iter().any(|(w, s)| *w > 0.0 && uses_taxonomy(s)),
+        SamplerSpec::Curriculum { from, to, .. } => uses_taxonomy(from) || uses_taxonomy(to),
+        _ => false,
+    }
+}
+
 impl DenseRow {
     fn new(name: &str, sampler: &str, taxonomy: bool) -> Result<DenseRow> {
         Ok(DenseRow {
@@ -115,6 +125,9 @@ pub struct ExperimentConfig {
     pub personalized: bool,
     /// `beta` of the history-term row (0: no such row).
     pub history_boost: f32,
+    /// Earlier interactions the history-term row reads (the tower trains on fewer; the term is
+    /// best with all of them, see docs/evaluation.md).
+    pub history_term_window: usize,
     /// How the hybrid row fuses the best dense model with BM25.
     #[serde(serialize_with = "display")]
     pub hybrid: Mode,
@@ -287,6 +300,18 @@ pub fn run(
         return Err(EvalError::Empty(
             "an experiment needs at least one seed".into(),
         ));
+    }
+    let mut slugs: BTreeMap<String, &str> = [BM25, POPULARITY, MEMORISATION, REPURCHASE]
+        .iter()
+        .map(|n| (slug(n), *n))
+        .collect();
+    for row in &cfg.rows {
+        if let Some(other) = slugs.insert(slug(&row.name), &row.name) {
+            return Err(EvalError::Ranker(format!(
+                "row names `{}` and `{other}` clash (they name the same row or folder)",
+                row.name
+            )));
+        }
     }
     let ds = &inputs.ds;
     let mut protocols = Vec::new();
@@ -589,6 +614,7 @@ fn protocol(
             let name = format!("{p} + history term x{}", cfg.history_boost);
             let options = DenseOptions {
                 history_boost: cfg.history_boost,
+                history: cfg.history_term_window,
                 ..plain(t)
             };
             dense.push((name.clone(), dense_group(&name, t, options)?));
@@ -647,19 +673,31 @@ fn protocol(
     // personalized row.
     let simulated_ab = match truth {
         Some(truth) => {
-            let mut arms: Vec<(String, &dyn Ranker)> = vec![(BM25.into(), &bm25)];
+            let mut arms = vec![crate::online::ArmSpec {
+                name: BM25.into(),
+                rankers: vec![&bm25 as &dyn Ranker],
+            }];
             for name in [best_dense.as_ref(), personalized_name.as_ref()]
                 .into_iter()
                 .flatten()
             {
                 if let Some((_, rankers)) = dense.iter().find(|(n, _)| n == name) {
-                    if let Some(first) = rankers.first() {
-                        arms.push((name.clone(), first));
-                    }
+                    arms.push(crate::online::ArmSpec {
+                        name: name.clone(),
+                        rankers: rankers.iter().map(|r| r as &dyn Ranker).collect(),
+                    });
                 }
             }
             let t = Instant::now();
-            let ab = crate::online::simulate_ab(ds, split, truth, &arms, cfg.seed, cfg.resamples)?;
+            let ab = crate::online::simulate_ab(
+                ds,
+                split,
+                truth,
+                &arms,
+                cfg.seed,
+                cfg.resamples,
+                cfg.rounds,
+            )?;
             progress(&format!(
                 "  simulated A/B over {} test sessions in {:.1} s",
                 ab.sessions,
@@ -812,6 +850,16 @@ mod tests {
             run_dir(Path::new("/r"), "event", "ANCE", 3),
             PathBuf::from("/r/event/ance/seed-3")
         );
+    }
+
+    #[test]
+    fn taxonomy_rows_are_told_from_the_parsed_spec() {
+        let spec = |s: &str| SamplerSpec::parse(s).expect("spec");
+        assert!(uses_taxonomy(&spec("tbhns")));
+        assert!(uses_taxonomy(&spec("mix: 0.5 * random + 0.5 * tb-hns")));
+        assert!(uses_taxonomy(&spec("curriculum:random->taxonomy@1..2")));
+        assert!(!uses_taxonomy(&spec("mix:1*random+0*taxonomy")));
+        assert!(!uses_taxonomy(&spec("ance")));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub const DEPTH: usize = 10;
 #[derive(Clone, Debug, Serialize)]
 pub struct Arm {
     pub name: String,
+    /// Rankers (training seeds) whose outcomes are averaged per session.
+    pub seeds: usize,
     /// Share of sessions with a click.
     pub click_through: Estimate,
     /// Share of sessions with an add to cart.
@@ -37,7 +39,7 @@ pub struct Arm {
     pub conversion: Estimate,
     /// Order value per session (0 without a purchase).
     pub revenue_per_session: Estimate,
-    /// Mean order value over the sessions that bought.
+    /// Mean order value over the purchases with a price (every seed's).
     pub average_order_value: Estimate,
     /// Treatment minus control, per session, with a 95% bootstrap interval (`None` for control).
     pub conversion_lift: Option<Estimate>,
@@ -75,14 +77,26 @@ fn test_sessions<'t>(ds: &Dataset, split: &Split, truth: &'t GroundTruth) -> Vec
     out
 }
 
-/// Runs the test: `arms[0]` is control. `seed` seeds the customers' draws and the intervals.
+/// Salt of the customers' random streams, so that they are not the generator's own streams.
+const STREAM_SALT: u64 = 0xAB7E_57ED_0C5A_11E5;
+
+/// One arm: a name and its rankers (one per training seed; their per-session outcomes are
+/// averaged, every seed shown to the same customers).
+pub struct ArmSpec<'a> {
+    pub name: String,
+    pub rankers: Vec<&'a dyn Ranker>,
+}
+
+/// Runs the test: `arms[0]` is control. `seed` seeds the customers' draws and the intervals;
+/// `rounds` is the number of sign flips of the paired test.
 pub fn simulate_ab(
     ds: &Dataset,
     split: &Split,
     truth: &GroundTruth,
-    arms: &[(String, &dyn Ranker)],
+    arms: &[ArmSpec],
     seed: u64,
     resamples: usize,
+    rounds: usize,
 ) -> Result<SimulatedAb> {
     let sessions = test_sessions(ds, split, truth);
     if sessions.is_empty() {
@@ -91,7 +105,7 @@ pub fn simulate_ab(
             split.name
         )));
     }
-    let Some((control, _)) = arms.first() else {
+    let Some(control) = arms.first().map(|a| a.name.clone()) else {
         return Err(EvalError::Empty("a simulated A/B test needs arms".into()));
     };
     let cases: Vec<Case> = sessions
@@ -102,39 +116,54 @@ pub fn simulate_ab(
             before: s.start,
         })
         .collect();
-    // Per arm, per session: click, cart, purchase (0/1) and order value.
+    // Per arm, per session: click, cart, purchase (0/1) and order value, each the mean over the
+    // arm's rankers; and per arm the values of the priced purchases (for the average order).
     let mut outcomes: Vec<[Vec<f64>; 4]> = Vec::with_capacity(arms.len());
-    for (name, ranker) in arms {
-        let rankings = ranker.rank(&cases, DEPTH)?;
-        if rankings.len() != sessions.len() {
+    let mut orders: Vec<Vec<f64>> = Vec::with_capacity(arms.len());
+    for arm in arms {
+        if arm.rankers.is_empty() {
             return Err(EvalError::Ranker(format!(
-                "{name} returned {} rankings for {} sessions",
-                rankings.len(),
-                sessions.len()
+                "arm `{}` has no ranker",
+                arm.name
             )));
         }
-        let mut o: [Vec<f64>; 4] = Default::default();
-        for (s, ranking) in sessions.iter().zip(&rankings) {
-            let mut rng = session_rng(seed, s);
-            let r = respond(
-                truth,
-                &ds.taxonomy,
-                &ds.catalog,
-                s,
-                ranking,
-                DEPTH,
-                &mut rng,
-            );
-            o[0].push(f64::from(u8::from(!r.clicks.is_empty())));
-            o[1].push(f64::from(u8::from(r.added_to_cart.is_some())));
-            o[2].push(f64::from(u8::from(r.converted())));
-            o[3].push(if r.converted() {
-                r.order_value.unwrap_or(0.0)
-            } else {
-                0.0
-            });
+        let n = arm.rankers.len() as f64;
+        let mut o: [Vec<f64>; 4] = std::array::from_fn(|_| vec![0.0; sessions.len()]);
+        let mut priced = Vec::new();
+        for ranker in &arm.rankers {
+            let rankings = ranker.rank(&cases, DEPTH)?;
+            if rankings.len() != sessions.len() {
+                return Err(EvalError::Ranker(format!(
+                    "{} returned {} rankings for {} sessions",
+                    arm.name,
+                    rankings.len(),
+                    sessions.len()
+                )));
+            }
+            for (i, (s, ranking)) in sessions.iter().zip(&rankings).enumerate() {
+                let mut rng = session_rng(seed ^ STREAM_SALT, s);
+                let r = respond(
+                    truth,
+                    &ds.taxonomy,
+                    &ds.catalog,
+                    s,
+                    ranking,
+                    DEPTH,
+                    &mut rng,
+                );
+                o[0][i] += f64::from(u8::from(!r.clicks.is_empty())) / n;
+                o[1][i] += f64::from(u8::from(r.added_to_cart.is_some())) / n;
+                o[2][i] += f64::from(u8::from(r.converted())) / n;
+                if r.converted() {
+                    if let Some(v) = r.order_value.filter(|v| v.is_finite()) {
+                        o[3][i] += v / n;
+                        priced.push(v);
+                    }
+                }
+            }
         }
         outcomes.push(o);
+        orders.push(priced);
     }
     let est = |v: &[f64], salt: u64| Estimate::of(v, resamples, seed ^ salt);
     let lift = |a: &[f64], b: &[f64], salt: u64| {
@@ -145,26 +174,22 @@ pub fn simulate_ab(
     let out_arms = arms
         .iter()
         .zip(&outcomes)
+        .zip(&orders)
         .enumerate()
-        .map(|(i, ((name, _), o))| {
-            let bought: Vec<f64> = o[2]
-                .iter()
-                .zip(&o[3])
-                .filter(|(c, _)| **c > 0.0)
-                .map(|(_, v)| *v)
-                .collect();
+        .map(|(i, ((arm, o), priced))| {
             let treat = i > 0;
             Arm {
-                name: name.clone(),
+                name: arm.name.clone(),
+                seeds: arm.rankers.len(),
                 click_through: est(&o[0], 1),
                 add_to_cart: est(&o[1], 2),
                 conversion: est(&o[2], 3),
                 revenue_per_session: est(&o[3], 4),
-                average_order_value: est(&bought, 5),
+                average_order_value: est(priced, 5),
                 conversion_lift: treat.then(|| lift(&o[2], &base[2], 6)),
                 add_to_cart_lift: treat.then(|| lift(&o[1], &base[1], 7)),
                 revenue_lift: treat.then(|| lift(&o[3], &base[3], 8)),
-                p_conversion: treat.then(|| paired_randomization(&o[2], &base[2], 10_000, seed)),
+                p_conversion: treat.then(|| paired_randomization(&o[2], &base[2], rounds, seed)),
             }
         })
         .collect();
@@ -172,7 +197,7 @@ pub fn simulate_ab(
         note: SIMULATED_NOTE,
         sessions: sessions.len(),
         depth: DEPTH,
-        control: control.clone(),
+        control,
         arms: out_arms,
     })
 }

@@ -28,32 +28,41 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
 /// Writes `bytes` to `path` through a temporary file in the same folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+        "{}.{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
     ));
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-fn plot_err(e: plot::PlotError) -> EvalError {
-    EvalError::Ranker(format!("drawing a plot: {e}"))
-}
-
-/// Writes `report.md`, `results.json` and the plots into `dir` (created if missing).
+/// Writes `results.json`, the plots and `report.md` into `dir` (created if missing). The JSON
+/// goes first, so that a plot that cannot be drawn loses no figure: it is named in the report
+/// instead.
 pub fn write(exp: &Experiment, dir: &Path) -> Result<Written> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let results = dir.join("results.json");
+    let json = serde_json::to_vec_pretty(exp).map_err(|e| EvalError::Ranker(e.to_string()))?;
+    write_atomic(&results, &json)?;
     let mut plots = Vec::new();
     let mut md = String::new();
     header(exp, &mut md);
     for p in &exp.protocols {
-        let files = protocol_plots(exp, p, dir).map_err(plot_err)?;
+        let files = match protocol_plots(exp, p, dir) {
+            Ok(files) => files,
+            Err(e) => {
+                let _ = writeln!(
+                    md,
+                    "*The plots of protocol `{}` could not be drawn: {e}.*\n",
+                    p.split
+                );
+                Plots::default()
+            }
+        };
         protocol_section(p, &files, &mut md);
         plots.extend(files.all());
     }
     footer(exp, &mut md);
-    let results = dir.join("results.json");
-    let json = serde_json::to_vec_pretty(exp).map_err(|e| EvalError::Ranker(e.to_string()))?;
-    write_atomic(&results, &json)?;
     let report = dir.join("report.md");
     write_atomic(&report, md.as_bytes())?;
     Ok(Written {
@@ -64,8 +73,9 @@ pub fn write(exp: &Experiment, dir: &Path) -> Result<Written> {
 }
 
 /// Plot files of one protocol (file names relative to the report).
+#[derive(Default)]
 struct Plots {
-    recall: [PathBuf; 2],
+    recall: Option<[PathBuf; 2]>,
     steps: Option<[PathBuf; 2]>,
     seconds: Option<[PathBuf; 2]>,
     cost: Option<[PathBuf; 2]>,
@@ -73,8 +83,8 @@ struct Plots {
 
 impl Plots {
     fn all(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self.recall.to_vec();
-        for p in [&self.steps, &self.seconds, &self.cost]
+        let mut v: Vec<PathBuf> = Vec::new();
+        for p in [&self.recall, &self.steps, &self.seconds, &self.cost]
             .into_iter()
             .flatten()
         {
@@ -100,12 +110,12 @@ fn protocol_plots(exp: &Experiment, p: &Protocol, dir: &Path) -> plot::PlotResul
             })
         })
         .collect();
-    let recall = plot::interval_bars(
+    let recall = Some(plot::interval_bars(
         &stem("recall"),
         &format!("{} / {}: test Recall@10 (95% CI)", exp.dataset, p.split),
         "Recall@10",
         &bars,
-    )?;
+    )?);
     let rows = trained_rows(p);
     let curves: Vec<(String, Vec<crate::experiment::CurvePoint>)> = rows
         .iter()
@@ -217,7 +227,8 @@ fn header(exp: &Experiment, md: &mut String) {
         "**Budget.** Every dense row trains the same {} steps of {} pairs with {} sampled \
          negatives per pair (in-batch only: none), dimension {}, 2^{} hashed n-gram buckets, \
          seeds {:?}; validation Recall@10 every {} steps on up to {} validation queries. A row of \
-         several seeds is the mean of their per-query metrics; its interval is over queries. The \
+         several seeds is the mean of their per-query metrics: its interval and tests are over \
+         queries only, and the spread between seeds is the last column of the Recall@K table. The \
          best TB-HNS variant (which trains the personalized row) and the best dense row (which the \
          hybrid row fuses with BM25, `{}`) are chosen on validation Recall@10, never on test.\n",
         c.train.steps,
@@ -254,7 +265,11 @@ fn footer(exp: &Experiment, md: &mut String) {
 }
 
 fn ci(e: &Estimate) -> String {
-    format!("{:.3} [{:.3}, {:.3}]", e.mean, e.low, e.high)
+    if e.mean.is_finite() {
+        format!("{:.3} [{:.3}, {:.3}]", e.mean, e.low, e.high)
+    } else {
+        "-".into()
+    }
 }
 
 fn mean_of(row: &Row, metric: &str) -> String {
@@ -291,7 +306,7 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
     let _ = writeln!(md, "### Test Recall@K\n");
     let _ = writeln!(
         md,
-        "| system | R@1 | R@5 | R@10 [95% CI] | R@20 | R@50 | R@100 | NDCG@10 | MRR | macro R@10 | p vs best | seeds (R@10) |"
+        "| system | R@1 | R@5 | R@10 [95% CI] | R@20 | R@50 | R@100 | NDCG@10 | MRR | macro R@10 | p vs best on test | R@10 of each seed |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &r.rows {
@@ -325,7 +340,9 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         );
     }
     let _ = writeln!(md);
-    image(md, "test Recall@10 by system", &plots.recall);
+    if let Some(recall) = &plots.recall {
+        image(md, "test Recall@10 by system", recall);
+    }
     verdict(p, md);
     // Segments.
     let names: Vec<&String> = r.segment_sizes.keys().collect();
@@ -372,10 +389,10 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         let target = p.reach_ance.first().map(|x| x.target);
         let _ = writeln!(
             md,
-            "| row | sampler | validation R@10 | training s | sampling s | forward s | backward s | refresh s | pairs/s | s to reach ANCE's best{} |",
+            "| row | sampler | validation R@10 | training s | ms / step | sampling s | forward s | backward s | refresh s | pairs/s | s to reach ANCE's best{} |",
             target.map_or(String::new(), |t| format!(" ({t:.3})"))
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         for row in trained {
             let Some(c) = row.cost else { continue };
             let runs: Vec<&Run> = p.runs.iter().filter(|r| r.row == row.name).collect();
@@ -387,6 +404,8 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
                     runs.iter().map(|r| r.pairs_per_s).sum::<f64>() / runs.len() as f64
                 )
             };
+            let steps = runs.first().map_or(0, |r| r.steps).max(1);
+            let ms_step = row.train_s.unwrap_or(0.0) * 1e3 / steps as f64;
             let reach = p
                 .reach_ance
                 .iter()
@@ -397,7 +416,7 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
                 });
             let _ = writeln!(
                 md,
-                "| {} | `{}` | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pairs} | {reach} |",
+                "| {} | `{}` | {} | {:.1} | {ms_step:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pairs} | {reach} |",
                 row.name,
                 row.sampler.as_deref().unwrap_or("-"),
                 row.validation_recall_at_10
@@ -412,8 +431,12 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         let _ = writeln!(
             md,
             "\nSeconds are training only (validation excluded), means over seeds; refresh is \
-             ANCE's re-indexing or the personalized tower's catalog re-encodings. Rows without \
-             training runs of their own (hybrid, history term) reuse a trained row's models.\n"
+             ANCE's re-indexing (its first index build included) or the personalized tower's \
+             catalog re-encodings. Building a sampler before the first step is not counted (BM25 \
+             negatives search every training query once then). Reaching ANCE's best is read at \
+             the validation points, every {} steps. Rows without training runs of their own \
+             (hybrid, history term) reuse a trained row's models.\n",
+            exp_eval_every(p)
         );
         if let Some(cost) = &plots.cost {
             image(md, "training seconds by part", cost);
@@ -464,16 +487,23 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         );
         let _ = writeln!(
             md,
-            "| arm | click-through | add to cart | conversion | revenue / session | average order value | conversion lift [95% CI] | add-to-cart lift | revenue lift | p (conversion) |"
+            "| arm | seeds | click-through | add to cart | conversion | revenue / session | average order value | conversion lift [95% CI] | add-to-cart lift | revenue lift | p (conversion) |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         for a in &ab.arms {
             let lift = |e: &Option<Estimate>| e.as_ref().map_or("-".into(), ci);
-            let money = |e: &Estimate| format!("{:.2} [{:.2}, {:.2}]", e.mean, e.low, e.high);
+            let money = |e: &Estimate| {
+                if e.mean.is_finite() {
+                    format!("{:.2} [{:.2}, {:.2}]", e.mean, e.low, e.high)
+                } else {
+                    "-".into()
+                }
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 a.name,
+                a.seeds,
                 ci(&a.click_through),
                 ci(&a.add_to_cart),
                 ci(&a.conversion),
@@ -557,4 +587,12 @@ fn verdict(p: &Protocol, md: &mut String) {
         );
     }
     let _ = writeln!(md);
+}
+
+/// Steps between validation measurements of a protocol's runs.
+fn exp_eval_every(p: &Protocol) -> u64 {
+    p.runs
+        .first()
+        .and_then(|r| r.curve.get(1).map(|c| c.step - r.curve[0].step))
+        .unwrap_or(0)
 }

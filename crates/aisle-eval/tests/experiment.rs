@@ -52,6 +52,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         ],
         personalized: true,
         history_boost: 2.0,
+        history_term_window: 1000,
         hybrid: Mode::parse("weighted:0.8").expect("mode"),
         resamples: 50,
         rounds: 100,
@@ -122,6 +123,8 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     assert_eq!(ab.arms.len(), 3);
     assert!(ab.sessions > 50);
     assert!(ab.arms[0].conversion_lift.is_none());
+    assert_eq!(ab.arms[0].seeds, 1);
+    assert_eq!(ab.arms[1].seeds, 2);
     for a in &ab.arms[1..] {
         let lift = a.conversion_lift.expect("lift");
         let direct = a.conversion.mean - ab.arms[0].conversion.mean;
@@ -156,4 +159,35 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         .expect("dir")
         .flatten()
         .any(|e| e.path().to_string_lossy().ends_with(".tmp")));
+}
+
+#[test]
+fn clashing_row_names_are_refused_before_any_training() {
+    let ds = Arc::new(synth::small_dataset(200, 20, 200, 1).expect("world"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    for names in [["BM25", "x"], ["a+b", "a b"]] {
+        let cfg = ExperimentConfig {
+            train: TrainConfig::default(),
+            seeds: vec![1],
+            rows: names.iter().map(|n| row(n, "random", false)).collect(),
+            personalized: false,
+            history_boost: 0.0,
+            history_term_window: 50,
+            hybrid: Mode::parse("rrf").expect("mode"),
+            resamples: 10,
+            rounds: 10,
+            seed: 1,
+            runs_dir: dir.path().to_path_buf(),
+        };
+        let inputs = Inputs {
+            ds: Arc::clone(&ds),
+            splits: vec!["event".into()],
+            truth: None,
+            command: String::new(),
+            quick: true,
+            absent: BTreeMap::new(),
+        };
+        let err = experiment::run(inputs, &cfg, &mut |_| {}).expect_err("clash");
+        assert!(err.to_string().contains("clash"), "{err}");
+    }
 }
