@@ -2,7 +2,7 @@
 //! a dataset, written to reports/DATASET/ (report.md, results.json, plots).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -55,6 +55,9 @@ pub struct ExperimentArgs {
     /// Leave out the personalized rows.
     #[arg(long)]
     pub no_personalized: bool,
+    /// Leave out the pretrained MiniLM row even when its files are prepared.
+    #[arg(long)]
+    pub no_minilm: bool,
     /// Where report.md, results.json and the plots go [default: reports/DATASET].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -171,12 +174,25 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         runs_dir,
     };
     let mut absent = BTreeMap::new();
-    absent.insert(
-        "pretrained MiniLM, zero-shot".to_owned(),
-        "aisle has no transformer encoder yet (issue 7); the row appears once it loads \
-         all-MiniLM-L6-v2 in candle"
-            .to_owned(),
-    );
+    let minilm_dir = aisle_transformer::default_dir(Path::new("."));
+    let minilm = if args.no_minilm {
+        absent.insert(
+            aisle_eval::zero_shot::MINILM.to_owned(),
+            "left out (--no-minilm)".to_owned(),
+        );
+        None
+    } else if aisle_transformer::is_present(&minilm_dir) {
+        Some(minilm_dir)
+    } else {
+        absent.insert(
+            aisle_eval::zero_shot::MINILM.to_owned(),
+            format!(
+                "its files are not in {} (run `bash scripts/fetch-minilm.sh`, or set AISLE_MINILM_DIR)",
+                minilm_dir.display()
+            ),
+        );
+        None
+    };
     eprintln!(
         "aisle experiment: {} ({} products), protocols {}, {} dense rows x {} seeds, {} steps each",
         ds.name,
@@ -194,6 +210,7 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
             command,
             quick,
             absent,
+            minilm,
         },
         &cfg,
         &mut |line| eprintln!("{line}"),

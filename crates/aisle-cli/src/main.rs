@@ -11,6 +11,7 @@ use aisle_core::stats::{fmt_n, DatasetStats};
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
+mod bench_minilm;
 mod bench_search;
 mod eval;
 mod experiment;
@@ -222,6 +223,8 @@ enum BenchCommand {
     /// Serving: index build time and bytes, p50 / p99 latency for one client and throughput
     /// under concurrent load, at 10k, 100k and 1M generated products.
     Search(bench_search::BenchSearchArgs),
+    /// all-MiniLM-L6-v2 in candle: encode titles/s and fine-tuning pairs/s (MNRL, batch 64).
+    Minilm(bench_minilm::BenchMinilmArgs),
 }
 
 fn main() {
@@ -288,6 +291,7 @@ fn run(cli: Cli) -> Result<()> {
             BenchCommand::Generate { world, out } => bench_generate(&world, out)?,
             BenchCommand::Train(args) => train::bench_train(args)?,
             BenchCommand::Search(args) => bench_search::bench_search(args)?,
+            BenchCommand::Minilm(args) => bench_minilm::bench_minilm(args)?,
         },
     }
     Ok(())

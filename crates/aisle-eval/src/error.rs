@@ -8,6 +8,8 @@ pub enum EvalError {
     Model(#[from] aisle_model::ModelError),
     #[error(transparent)]
     Train(#[from] aisle_train::TrainError),
+    #[error(transparent)]
+    Transformer(#[from] aisle_transformer::TransformerError),
     #[error("{}: {source}", .path.display())]
     Io {
         path: std::path::PathBuf,

@@ -56,6 +56,8 @@ pub enum RowKind {
     Personalized,
     /// A trained model fused with BM25.
     Hybrid,
+    /// A pretrained model used as it is (MiniLM).
+    ZeroShot,
 }
 
 /// One dense row to train: a name and a negative sampler.
@@ -284,6 +286,8 @@ pub struct Inputs<'a> {
     pub quick: bool,
     /// Rows that cannot be run here, with the reason (e.g. MiniLM without its files).
     pub absent: BTreeMap<String, String>,
+    /// The all-MiniLM-L6-v2 folder, for the zero-shot row.
+    pub minilm: Option<PathBuf>,
 }
 
 /// Runs the experiment. `progress` receives one line per step of the work.
@@ -314,12 +318,32 @@ pub fn run(
         }
     }
     let ds = &inputs.ds;
+    // The zero-shot model reads the catalog once for every protocol.
+    let minilm = match &inputs.minilm {
+        Some(dir) => {
+            let r = crate::zero_shot::MiniLmRanker::new(ds, dir)?;
+            progress(&format!(
+                "encoded {} products with all-MiniLM-L6-v2 in {:.1} s",
+                ds.catalog.len(),
+                r.encode_s
+            ));
+            Some(r)
+        }
+        None => None,
+    };
     let mut protocols = Vec::new();
     for name in &inputs.splits {
         let split = ds.split(name).ok_or_else(|| {
             EvalError::Empty(format!("dataset `{}` has no split `{name}`", ds.name))
         })?;
-        protocols.push(protocol(ds, split, cfg, inputs.truth, progress)?);
+        protocols.push(protocol(
+            ds,
+            split,
+            cfg,
+            inputs.truth,
+            minilm.as_ref(),
+            progress,
+        )?);
     }
     let mut notes = vec![format!(
         "every dense row trained for {} steps of {} pairs, {} sampled negatives per pair (0 for in-batch), seeds {:?}",
@@ -515,6 +539,7 @@ fn protocol(
     split: &Split,
     cfg: &ExperimentConfig,
     truth: Option<&aisle_core::synth::GroundTruth>,
+    minilm: Option<&crate::zero_shot::MiniLmRanker>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Protocol> {
     progress(&format!(
@@ -646,6 +671,12 @@ fn protocol(
             members: vec![r],
         });
     }
+    if let Some(m) = minilm {
+        groups.push(Group {
+            name: crate::zero_shot::MINILM.into(),
+            members: vec![m],
+        });
+    }
     for (name, rankers) in &dense {
         groups.push(Group {
             name: name.clone(),
@@ -715,6 +746,12 @@ fn protocol(
         .collect();
     if repurchase.is_some() {
         rows.push(baseline_info(REPURCHASE));
+    }
+    if minilm.is_some() {
+        rows.push(RowInfo {
+            kind: RowKind::ZeroShot,
+            ..baseline_info(crate::zero_shot::MINILM)
+        });
     }
     for t in &trained {
         rows.push(t.info());

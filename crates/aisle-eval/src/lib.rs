@@ -27,6 +27,7 @@ pub mod online;
 pub mod plot;
 pub mod rankers;
 pub mod report;
+pub mod zero_shot;
 
 pub use error::{EvalError, Result};
 pub use evaluate::{evaluate, evaluate_groups, EvalConfig, Group, Part, Report, Row, REPLAY_NOTE};

@@ -70,6 +70,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
             command: "aisle experiment --test".into(),
             quick: true,
             absent,
+            minilm: None,
         },
         &cfg,
         &mut |l| lines.push(l.to_owned()),
@@ -186,6 +187,7 @@ fn clashing_row_names_are_refused_before_any_training() {
             command: String::new(),
             quick: true,
             absent: BTreeMap::new(),
+            minilm: None,
         };
         let err = experiment::run(inputs, &cfg, &mut |_| {}).expect_err("clash");
         assert!(err.to_string().contains("clash"), "{err}");

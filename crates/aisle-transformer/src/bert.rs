@@ -1,0 +1,309 @@
+//! BERT encoder (the model behind all-MiniLM-L6-v2).
+//!
+//! Vendored from candle-transformers 0.11.1, `src/models/bert.rs`
+//! (<https://github.com/huggingface/candle>), Copyright the candle authors, licensed under
+//! MIT OR Apache-2.0 (the same terms as aisle). Changes from the original:
+//!
+//! - **LayerNorm is made of basic tensor ops** (mean, subtract, square, divide, multiply, add),
+//!   because `candle_nn::LayerNorm` runs a fused op with no backward pass: with it, `backward()`
+//!   succeeds and no variable gets a gradient, so the model cannot be fine-tuned. A test checks
+//!   that every variable now receives one.
+//! - Tracing spans, the masked-LM heads and dropout (a no-op in the original) are removed; the
+//!   forward pass is otherwise the original's, and the tensor names are the checkpoint's.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HiddenAct {
+    Gelu,
+    GeluApproximate,
+    Relu,
+}
+
+impl HiddenAct {
+    fn forward(self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            // The exact (erf) GELU, as Hugging Face's "gelu".
+            HiddenAct::Gelu => xs.gelu_erf(),
+            HiddenAct::GeluApproximate => xs.gelu(),
+            HiddenAct::Relu => xs.relu(),
+        }
+    }
+}
+
+/// The fields of a Hugging Face BERT `config.json` the encoder reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: HiddenAct,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+impl Config {
+    /// all-MiniLM-L6-v2's configuration (the values of its config.json).
+    pub fn minilm_l6() -> Config {
+        Config {
+            vocab_size: 30522,
+            hidden_size: 384,
+            num_hidden_layers: 6,
+            num_attention_heads: 12,
+            intermediate_size: 1536,
+            hidden_act: HiddenAct::Gelu,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            model_type: Some("bert".into()),
+        }
+    }
+}
+
+/// Layer normalisation over the last dimension, from basic ops so that it has a backward pass.
+/// Weights that are not variables (a memory-mapped checkpoint, inference only) take candle's
+/// fused kernel instead, which computes the same thing faster and has no backward.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+        let weight = vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(LayerNorm { weight, bias, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if !self.weight.is_variable() && xs.is_contiguous() {
+            return candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32);
+        }
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centred = xs.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+struct BertEmbeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    layer_norm: LayerNorm,
+}
+
+impl BertEmbeddings {
+    fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        Ok(Self {
+            word_embeddings: embedding(
+                config.vocab_size,
+                config.hidden_size,
+                vb.pp("word_embeddings"),
+            )?,
+            position_embeddings: embedding(
+                config.max_position_embeddings,
+                config.hidden_size,
+                vb.pp("position_embeddings"),
+            )?,
+            token_type_embeddings: embedding(
+                config.type_vocab_size,
+                config.hidden_size,
+                vb.pp("token_type_embeddings"),
+            )?,
+            layer_norm: LayerNorm::load(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("LayerNorm"),
+            )?,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor> {
+        let (_batch, seq_len) = input_ids.dims2()?;
+        let input_embeddings = self.word_embeddings.forward(input_ids)?;
+        let token_type_embeddings = self.token_type_embeddings.forward(token_type_ids)?;
+        let position_ids: Vec<u32> = (0..seq_len as u32).collect();
+        let position_ids = Tensor::new(&position_ids[..], input_ids.device())?;
+        let embeddings = (&input_embeddings + token_type_embeddings)?
+            .broadcast_add(&self.position_embeddings.forward(&position_ids)?)?;
+        self.layer_norm.forward(&embeddings)
+    }
+}
+
+struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    num_attention_heads: usize,
+    attention_head_size: usize,
+}
+
+impl BertSelfAttention {
+    fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let attention_head_size = config.hidden_size / config.num_attention_heads;
+        let all_head_size = config.num_attention_heads * attention_head_size;
+        let hidden_size = config.hidden_size;
+        Ok(Self {
+            query: linear(hidden_size, all_head_size, vb.pp("query"))?,
+            key: linear(hidden_size, all_head_size, vb.pp("key"))?,
+            value: linear(hidden_size, all_head_size, vb.pp("value"))?,
+            num_attention_heads: config.num_attention_heads,
+            attention_head_size,
+        })
+    }
+
+    fn transpose_for_scores(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut shape = xs.dims().to_vec();
+        shape.pop();
+        shape.push(self.num_attention_heads);
+        shape.push(self.attention_head_size);
+        xs.reshape(shape.as_slice())?.transpose(1, 2)?.contiguous()
+    }
+
+    fn forward(&self, hidden_states: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let query = self.transpose_for_scores(&self.query.forward(hidden_states)?)?;
+        let key = self.transpose_for_scores(&self.key.forward(hidden_states)?)?;
+        let value = self.transpose_for_scores(&self.value.forward(hidden_states)?)?;
+        let scores = (query.matmul(&key.t()?)? / (self.attention_head_size as f64).sqrt())?
+            .broadcast_add(attention_mask)?;
+        // The fused softmax has no backward: only for weights that are not variables.
+        let probs = if self.query.weight().is_variable() {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        probs
+            .matmul(&value)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .flatten_from(D::Minus2)
+    }
+}
+
+/// A dense layer followed by the residual connection and LayerNorm (BERT's self-output and
+/// output blocks).
+struct DenseResidual {
+    dense: Linear,
+    layer_norm: LayerNorm,
+}
+
+impl DenseResidual {
+    fn load(vb: VarBuilder, input: usize, config: &Config) -> Result<Self> {
+        Ok(Self {
+            dense: linear(input, config.hidden_size, vb.pp("dense"))?,
+            layer_norm: LayerNorm::load(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("LayerNorm"),
+            )?,
+        })
+    }
+
+    fn forward(&self, hidden_states: &Tensor, input_tensor: &Tensor) -> Result<Tensor> {
+        let hidden_states = self.dense.forward(hidden_states)?;
+        self.layer_norm.forward(&(hidden_states + input_tensor)?)
+    }
+}
+
+struct BertLayer {
+    self_attention: BertSelfAttention,
+    self_output: DenseResidual,
+    intermediate: Linear,
+    act: HiddenAct,
+    output: DenseResidual,
+}
+
+impl BertLayer {
+    fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let attention = vb.pp("attention");
+        Ok(Self {
+            self_attention: BertSelfAttention::load(attention.pp("self"), config)?,
+            self_output: DenseResidual::load(attention.pp("output"), config.hidden_size, config)?,
+            intermediate: linear(
+                config.hidden_size,
+                config.intermediate_size,
+                vb.pp("intermediate").pp("dense"),
+            )?,
+            act: config.hidden_act,
+            output: DenseResidual::load(vb.pp("output"), config.intermediate_size, config)?,
+        })
+    }
+
+    fn forward(&self, hidden_states: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let attended = self.self_attention.forward(hidden_states, attention_mask)?;
+        let attention_output = self.self_output.forward(&attended, hidden_states)?;
+        let intermediate = self
+            .act
+            .forward(&self.intermediate.forward(&attention_output)?)?;
+        self.output.forward(&intermediate, &attention_output)
+    }
+}
+
+/// The BERT encoder: embeddings and transformer layers; the output is the last hidden state.
+pub struct BertModel {
+    embeddings: BertEmbeddings,
+    layers: Vec<BertLayer>,
+    pub device: Device,
+}
+
+impl BertModel {
+    /// Loads the weights under `vb` (with or without a `bert.` prefix, as checkpoints differ).
+    pub fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let embeddings = BertEmbeddings::load(vb.pp("embeddings"), config)?;
+        let encoder = vb.pp("encoder");
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| BertLayer::load(encoder.pp(format!("layer.{i}")), config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The last hidden state, `(batch, seq, hidden)`. `attention_mask` is 1 for tokens, 0 for
+    /// padding, `(batch, seq)`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let mut hidden = self.embeddings.forward(input_ids, token_type_ids)?;
+        let dtype = hidden.dtype();
+        let mask = extended_attention_mask(attention_mask, dtype)?;
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, &mask)?;
+        }
+        Ok(hidden)
+    }
+}
+
+/// `(batch, seq)` of 1 / 0 -> `(batch, 1, 1, seq)` of 0 / the most negative value, added to the
+/// attention scores so that padding gets no weight.
+fn extended_attention_mask(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let mask = attention_mask.unsqueeze(1)?.unsqueeze(1)?.to_dtype(dtype)?;
+    (mask.ones_like()? - &mask)?
+        .broadcast_mul(&Tensor::new(f32::MIN, mask.device())?.to_dtype(dtype)?)
+}

