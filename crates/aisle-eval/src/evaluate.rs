@@ -73,14 +73,40 @@ pub struct Row {
     pub p_vs_reference: Option<f64>,
     /// Micro Recall@10 of each member of the row's group (one per seed), in group order.
     pub seeds: Vec<f64>,
-    /// Seconds to rank every query (all members of the group).
+    /// Seconds to rank every query (all members of the group; building a lazy member excluded).
     pub rank_s: f64,
 }
 
 /// Rankers reported as one row: one system trained with several seeds.
 pub struct Group<'a> {
     pub name: String,
-    pub members: Vec<&'a dyn Ranker>,
+    pub members: Vec<Member<'a>>,
+}
+
+/// A member of a [`Group`]: a ranker that exists, or one built when its turn comes and dropped
+/// after it, so that evaluating many trained models holds one of them in memory at a time.
+pub enum Member<'a> {
+    Ready(&'a dyn Ranker),
+    Lazy(Box<dyn Fn() -> Result<Box<dyn Ranker>> + 'a>),
+}
+
+impl<'a> Member<'a> {
+    /// Runs `f` with the ranker, building it first when it is lazy.
+    pub fn with<T>(&self, f: impl FnOnce(&dyn Ranker) -> Result<T>) -> Result<T> {
+        match self {
+            Member::Ready(r) => f(*r),
+            Member::Lazy(build) => {
+                let r = build()?;
+                f(r.as_ref())
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a dyn Ranker> for Member<'a> {
+    fn from(r: &'a dyn Ranker) -> Self {
+        Member::Ready(r)
+    }
 }
 
 /// What the replayed outcomes mean.
@@ -180,7 +206,7 @@ pub fn evaluate(
         .iter()
         .map(|&r| Group {
             name: r.name(),
-            members: vec![r],
+            members: vec![Member::Ready(r)],
         })
         .collect();
     evaluate_groups(ds, split, &groups, cfg)
@@ -313,7 +339,6 @@ pub fn evaluate_groups(
                 group.name
             )));
         }
-        let start = std::time::Instant::now();
         let n_members = group.members.len() as f64;
         // Per-query values of every metric (all defined: every query has a relevant product),
         // summed over the members, then divided by their number.
@@ -322,16 +347,23 @@ pub fn evaluate_groups(
         let mut replay_sum: Vec<[Option<f64>; 4]> = vec![[None; 4]; queries.len()];
         let mut r10 = vec![0.0; queries.len()];
         let mut seeds = Vec::with_capacity(group.members.len());
-        for ranker in &group.members {
-            let rankings = ranker.rank(&cases, depth)?;
-            if rankings.len() != cases.len() {
-                return Err(EvalError::Ranker(format!(
-                    "{} returned {} rankings for {} queries",
-                    ranker.name(),
-                    rankings.len(),
-                    cases.len()
-                )));
-            }
+        let mut rank_s = 0.0;
+        for member in &group.members {
+            let rankings = member.with(|ranker| {
+                let t = std::time::Instant::now();
+                let r = ranker.rank(&cases, depth)?;
+                rank_s += t.elapsed().as_secs_f64();
+                if r.len() == cases.len() {
+                    Ok(r)
+                } else {
+                    Err(EvalError::Ranker(format!(
+                        "{} returned {} rankings for {} queries",
+                        ranker.name(),
+                        r.len(),
+                        cases.len()
+                    )))
+                }
+            })?;
             let mut add = |name: String, i: usize, x: f64| {
                 let v = per.entry(name).or_insert_with(|| vec![0.0; queries.len()]);
                 v[i] += x / n_members;
@@ -379,7 +411,6 @@ pub fn evaluate_groups(
             }
             seeds.push(r10_sum / queries.len() as f64);
         }
-        let rank_s = start.elapsed().as_secs_f64();
         // Seeded by the row's name, not its position: a system gets the same interval whatever
         // else is evaluated beside it.
         let seed = cfg.seed ^ name_seed(&group.name);

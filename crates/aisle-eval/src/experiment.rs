@@ -28,7 +28,7 @@ use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::{RunOptions, RunSummary, SamplerSpec, Silent, TrainConfig};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{evaluate_groups, EvalConfig, Group, Part, Report};
+use crate::evaluate::{evaluate_groups, EvalConfig, Group, Member, Part, Report};
 use crate::online::SimulatedAb;
 use crate::rankers::{
     Bm25Ranker, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
@@ -390,7 +390,6 @@ struct Trained {
     kind: RowKind,
     sampler: SamplerSpec,
     runs: Vec<Run>,
-    models: Vec<aisle_model::Model>,
     history: usize,
 }
 
@@ -449,7 +448,6 @@ fn train_row(
         personalize,
     } = job;
     let mut runs = Vec::new();
-    let mut models = Vec::new();
     let history = personalize.as_ref().map_or(50, |p| p.history);
     for &seed in &cfg.seeds {
         let mut train = cfg.train.clone();
@@ -478,8 +476,6 @@ fn train_row(
             summary.train_wall_s,
             t.elapsed().as_secs_f64()
         ));
-        let (model, _) = aisle_model::artifact::load(&summary.model)?;
-        models.push(model);
         runs.push(Run::of(name, seed, &summary));
     }
     Ok(Trained {
@@ -487,7 +483,6 @@ fn train_row(
         kind,
         sampler: sampler.clone(),
         runs,
-        models,
         history,
     })
 }
@@ -590,35 +585,20 @@ fn protocol(
     }
 
     // 3. Rankers.
-    let t = Instant::now();
     let bm25 = Bm25Ranker::new(ds)?;
     let pop = PopularityRanker::new(ds, split);
     let memo = MemorisationRanker::new(ds, split);
     let repurchase = with_users.then(|| RepurchaseRanker::new(ds, split));
-    let mut dense: Vec<(String, Vec<DenseRanker>)> = Vec::new();
-    let dense_group =
-        |name: &str, t: &Trained, options: DenseOptions| -> Result<Vec<DenseRanker>> {
-            t.models
-                .iter()
-                .zip(&t.runs)
-                .map(|(m, r)| {
-                    DenseRanker::with_options(
-                        format!("{name} (seed {})", r.seed),
-                        m.clone(),
-                        ds,
-                        split,
-                        &options,
-                    )
-                })
-                .collect()
-        };
+    // Dense rows: (row name, trained row, search options). Their rankers are built one at a time
+    // when evaluated (each holds a model of hundreds of MB) and dropped after.
+    let mut dense: Vec<(String, &Trained, DenseOptions)> = Vec::new();
     let plain = |t: &Trained| DenseOptions {
         history: t.history,
         mode: Mode::Dense,
         history_boost: 0.0,
     };
     for t in &trained {
-        dense.push((t.name.clone(), dense_group(&t.name, t, plain(t))?));
+        dense.push((t.name.clone(), t, plain(t)));
     }
     let mut hybrid_name = None;
     if let Some(best) = best_dense
@@ -630,7 +610,7 @@ fn protocol(
             mode: cfg.hybrid,
             ..plain(best)
         };
-        dense.push((name.clone(), dense_group(&name, best, options)?));
+        dense.push((name.clone(), best, options));
         hybrid_name = Some(name);
     }
     let mut history_name = None;
@@ -642,45 +622,60 @@ fn protocol(
                 history: cfg.history_term_window,
                 ..plain(t)
             };
-            dense.push((name.clone(), dense_group(&name, t, options)?));
+            dense.push((name.clone(), t, options));
             history_name = Some(name);
         }
     }
-    progress(&format!(
-        "  encoded the catalog with {} models in {:.1} s",
-        dense.iter().map(|d| d.1.len()).sum::<usize>(),
-        t.elapsed().as_secs_f64()
-    ));
+    let members = |name: &str, t: &Trained, options: DenseOptions| -> Vec<Member> {
+        t.runs
+            .iter()
+            .map(|r| {
+                let row = format!("{name} (seed {})", r.seed);
+                let path = r.model.clone();
+                let ds = Arc::clone(ds);
+                Member::Lazy(Box::new(move || -> Result<Box<dyn Ranker>> {
+                    let (model, _) = aisle_model::artifact::load(&path)?;
+                    Ok(Box::new(DenseRanker::with_options(
+                        row.clone(),
+                        model,
+                        &ds,
+                        split,
+                        &options,
+                    )?))
+                }))
+            })
+            .collect()
+    };
     let mut groups: Vec<Group> = vec![
         Group {
             name: BM25.into(),
-            members: vec![&bm25],
+            members: vec![Member::Ready(&bm25)],
         },
         Group {
             name: POPULARITY.into(),
-            members: vec![&pop],
+            members: vec![Member::Ready(&pop)],
         },
         Group {
             name: MEMORISATION.into(),
-            members: vec![&memo],
+            members: vec![Member::Ready(&memo)],
         },
     ];
     if let Some(r) = &repurchase {
         groups.push(Group {
             name: REPURCHASE.into(),
-            members: vec![r],
+            members: vec![Member::Ready(r)],
         });
     }
     if let Some(m) = minilm {
         groups.push(Group {
             name: crate::zero_shot::MINILM.into(),
-            members: vec![m],
+            members: vec![Member::Ready(m)],
         });
     }
-    for (name, rankers) in &dense {
+    for (name, t, options) in &dense {
         groups.push(Group {
             name: name.clone(),
-            members: rankers.iter().map(|r| r as &dyn Ranker).collect(),
+            members: members(name, t, *options),
         });
     }
     let eval_cfg = EvalConfig {
@@ -693,9 +688,11 @@ fn protocol(
     };
     let t = Instant::now();
     let report = evaluate_groups(ds, split, &groups, &eval_cfg)?;
+    let n_rows = groups.len();
+    drop(groups);
     progress(&format!(
-        "  evaluated {} rows on {} test queries in {:.1} s",
-        groups.len(),
+        "  built and evaluated {} rows on {} test queries in {:.1} s",
+        n_rows,
         report.queries,
         t.elapsed().as_secs_f64()
     ));
@@ -706,16 +703,16 @@ fn protocol(
         Some(truth) => {
             let mut arms = vec![crate::online::ArmSpec {
                 name: BM25.into(),
-                rankers: vec![&bm25 as &dyn Ranker],
+                rankers: vec![Member::Ready(&bm25)],
             }];
             for name in [best_dense.as_ref(), personalized_name.as_ref()]
                 .into_iter()
                 .flatten()
             {
-                if let Some((_, rankers)) = dense.iter().find(|(n, _)| n == name) {
+                if let Some((_, t, options)) = dense.iter().find(|(n, _, _)| n == name) {
                     arms.push(crate::online::ArmSpec {
                         name: name.clone(),
-                        rankers: rankers.iter().map(|r| r as &dyn Ranker).collect(),
+                        rankers: members(name, t, *options),
                     });
                 }
             }

@@ -30,7 +30,9 @@ pub mod report;
 pub mod zero_shot;
 
 pub use error::{EvalError, Result};
-pub use evaluate::{evaluate, evaluate_groups, EvalConfig, Group, Part, Report, Row, REPLAY_NOTE};
+pub use evaluate::{
+    evaluate, evaluate_groups, EvalConfig, Group, Member, Part, Report, Row, REPLAY_NOTE,
+};
 pub use rankers::{
     Bm25Ranker, Case, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
     RepurchaseRanker,

@@ -13,8 +13,9 @@ use aisle_core::synth::{respond, session_of, session_rng, GroundTruth, SessionTr
 use aisle_core::{Dataset, Split};
 
 use crate::error::{EvalError, Result};
+use crate::evaluate::Member;
 use crate::metrics::{paired_randomization, Estimate};
-use crate::rankers::{Case, Ranker};
+use crate::rankers::Case;
 
 /// How the simulated figures must be read.
 pub const SIMULATED_NOTE: &str = "simulated, not live: each held-out synthetic search session's \
@@ -84,7 +85,7 @@ const STREAM_SALT: u64 = 0xAB7E_57ED_0C5A_11E5;
 /// averaged, every seed shown to the same customers).
 pub struct ArmSpec<'a> {
     pub name: String,
-    pub rankers: Vec<&'a dyn Ranker>,
+    pub rankers: Vec<Member<'a>>,
 }
 
 /// Runs the test: `arms[0]` is control. `seed` seeds the customers' draws and the intervals;
@@ -130,8 +131,8 @@ pub fn simulate_ab(
         let n = arm.rankers.len() as f64;
         let mut o: [Vec<f64>; 4] = std::array::from_fn(|_| vec![0.0; sessions.len()]);
         let mut priced = Vec::new();
-        for ranker in &arm.rankers {
-            let rankings = ranker.rank(&cases, DEPTH)?;
+        for member in &arm.rankers {
+            let rankings = member.with(|ranker| ranker.rank(&cases, DEPTH))?;
             if rankings.len() != sessions.len() {
                 return Err(EvalError::Ranker(format!(
                     "{} returned {} rankings for {} sessions",

@@ -181,7 +181,7 @@ fn personalized_ranking_without_a_history_is_the_plain_ranking() {
 /// its members' rows, and it keeps each member's Recall@10.
 #[test]
 fn a_group_averages_its_members_and_replays_outcomes() {
-    use aisle_eval::{evaluate_groups, Group};
+    use aisle_eval::{evaluate_groups, Group, Member};
     let ds = world();
     let split = ds.default_split().expect("split");
     let oracle = Oracle(&ds);
@@ -194,7 +194,7 @@ fn a_group_averages_its_members_and_replays_outcomes() {
     let single = evaluate(&ds, split, &[&oracle as &dyn Ranker, &pop], &cfg).expect("report");
     let groups = [Group {
         name: "both".into(),
-        members: vec![&oracle as &dyn Ranker, &pop],
+        members: vec![Member::Ready(&oracle), Member::Ready(&pop)],
     }];
     let grouped = evaluate_groups(&ds, split, &groups, &cfg).expect("report");
     let row = &grouped.rows[0];
