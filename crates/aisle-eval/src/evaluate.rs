@@ -280,7 +280,8 @@ fn replay_values(o: &Outcome, ranking: &[ProductId]) -> [Option<f64>; 4] {
     [hit(&bought), hit(&o.carted), hit(&o.interacted), value]
 }
 
-const REPLAY_NAMES: [&str; 4] = [
+/// Names of the replayed outcomes, in report order.
+pub const REPLAY_NAMES: [&str; 4] = [
     "bought in top 10",
     "carted in top 10",
     "interacted in top 10",

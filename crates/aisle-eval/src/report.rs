@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{Row, REPLAY_NOTE};
+use crate::evaluate::{Row, REPLAY_NAMES, REPLAY_NOTE};
 use crate::experiment::{mean_curve, slug, Experiment, Protocol, RowKind, Run};
 use crate::metrics::Estimate;
 use crate::plot::{self, IntervalBar, Series, StackedBar};
@@ -443,13 +443,7 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         }
     }
     // Replay.
-    let replay_names = [
-        "bought in top 10",
-        "carted in top 10",
-        "interacted in top 10",
-        "order value found",
-    ];
-    let present: Vec<&str> = replay_names
+    let present: Vec<&str> = REPLAY_NAMES
         .iter()
         .copied()
         .filter(|n| r.rows.iter().any(|row| row.replay.contains_key(*n)))
