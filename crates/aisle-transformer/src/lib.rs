@@ -14,6 +14,7 @@
 //! ops, so that it can be fine-tuned (candle's fused LayerNorm has no backward pass).
 
 pub mod bert;
+pub mod gelu;
 
 use std::path::{Path, PathBuf};
 
