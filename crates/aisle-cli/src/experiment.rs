@@ -55,6 +55,11 @@ pub struct ExperimentArgs {
     /// Leave out the personalized rows.
     #[arg(long)]
     pub no_personalized: bool,
+    /// Candidate weights B of the history term (`q'.p + B * max_j h_j.p`), one chosen per
+    /// protocol on validation Recall@10 of the personalized row (the smaller among ties); a
+    /// choice of 0 leaves the history-term row out, so `--history-boosts 0` never adds it.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,1,2,4")]
+    pub history_boosts: Vec<f32>,
     /// Leave out the pretrained MiniLM row even when its files are prepared.
     #[arg(long)]
     pub no_minilm: bool,
@@ -165,7 +170,7 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         seeds: (0..n_seeds).map(|i| 42 + i).collect(),
         rows,
         personalized: !args.no_personalized,
-        history_boost: 2.0,
+        history_boosts: args.history_boosts.clone(),
         history_term_window: 1000,
         hybrid: Mode::parse("weighted:0.8").map_err(anyhow::Error::msg)?,
         resamples: if quick { 500 } else { 1000 },

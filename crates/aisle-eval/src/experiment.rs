@@ -125,8 +125,9 @@ pub struct ExperimentConfig {
     pub rows: Vec<DenseRow>,
     /// Train the personalized row when the test queries name customers.
     pub personalized: bool,
-    /// `beta` of the history-term row (0: no such row).
-    pub history_boost: f32,
+    /// Candidate `beta`s of the history-term row, one chosen per protocol on validation
+    /// Recall@10 (empty: no such row; a choice of 0 leaves the row out).
+    pub history_boosts: Vec<f32>,
     /// Earlier interactions the history-term row reads (the tower trains on fewer; the term is
     /// best with all of them, see docs/evaluation.md).
     pub history_term_window: usize,
@@ -253,6 +254,20 @@ pub struct Protocol {
     pub reach_ance: Vec<Reach>,
     /// The simulated A/B test, on the synthetic world only.
     pub simulated_ab: Option<SimulatedAb>,
+    /// How the history term's `beta` was chosen (with a personalized row and candidates).
+    pub history_choice: Option<HistoryChoice>,
+}
+
+/// The history term's `beta`, chosen on validation Recall@10 of the personalized row's models
+/// (the mean over seeds) reading `window` earlier interactions.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryChoice {
+    pub window: usize,
+    /// `(beta, validation Recall@10)` of every candidate, in the order tried.
+    pub candidates: Vec<(f32, f64)>,
+    /// The best candidate (the smallest among ties); 0 means no history-term row.
+    pub chosen: f32,
+    pub validation_queries: usize,
 }
 
 /// Everything an experiment measured (`results.json`).
@@ -304,6 +319,15 @@ pub fn run(
         return Err(EvalError::Empty(
             "an experiment needs at least one seed".into(),
         ));
+    }
+    if let Some(b) = cfg
+        .history_boosts
+        .iter()
+        .find(|b| !b.is_finite() || **b < 0.0)
+    {
+        return Err(EvalError::Ranker(format!(
+            "history-term candidate {b} is not a finite number >= 0"
+        )));
     }
     let mut slugs: BTreeMap<String, &str> = [BM25, POPULARITY, MEMORISATION, REPURCHASE]
         .iter()
@@ -614,17 +638,35 @@ fn protocol(
         hybrid_name = Some(name);
     }
     let mut history_name = None;
-    if let (Some(p), true) = (personalized_name.as_ref(), cfg.history_boost > 0.0) {
-        if let Some(t) = trained.iter().find(|t| &t.name == p) {
-            let name = format!("{p} + history term x{}", cfg.history_boost);
+    let mut history_choice = None;
+    let personalized = personalized_name
+        .as_ref()
+        .and_then(|p| trained.iter().find(|t| &t.name == p));
+    if let (Some(t), false) = (personalized, cfg.history_boosts.is_empty()) {
+        let t0 = Instant::now();
+        let choice = choose_history_boost(ds, split, cfg, t)?;
+        progress(&format!(
+            "  history term: beta {} chosen on validation Recall@10 ({}) in {:.1} s",
+            choice.chosen,
+            choice
+                .candidates
+                .iter()
+                .map(|(b, r)| format!("{b}: {r:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            t0.elapsed().as_secs_f64()
+        ));
+        if choice.chosen > 0.0 {
+            let name = format!("{} + history term x{}", t.name, choice.chosen);
             let options = DenseOptions {
-                history_boost: cfg.history_boost,
+                history_boost: choice.chosen,
                 history: cfg.history_term_window,
                 ..plain(t)
             };
             dense.push((name.clone(), t, options));
             history_name = Some(name);
         }
+        history_choice = Some(choice);
     }
     let members = |name: &str, t: &Trained, options: DenseOptions| -> Vec<Member> {
         t.runs
@@ -791,6 +833,77 @@ fn protocol(
         best_dense,
         reach_ance,
         simulated_ab,
+        history_choice,
+    })
+}
+
+/// Tries every candidate `beta` of the history term on the validation queries, with each seed's
+/// model of the personalized row `t` built once (beta is a query-time weight), and keeps the
+/// best by seed-averaged Recall@10; ties go to the smaller beta.
+fn choose_history_boost(
+    ds: &Arc<Dataset>,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    t: &Trained,
+) -> Result<HistoryChoice> {
+    let max = cfg.history_boosts.iter().copied().fold(0f32, f32::max);
+    let eval_cfg = EvalConfig {
+        part: Part::Validation,
+        ks: vec![10],
+        resamples: 0,
+        rounds: 0,
+        seed: cfg.seed,
+        reference: None,
+    };
+    let mut sums = vec![0f64; cfg.history_boosts.len()];
+    let mut queries = 0;
+    for run in &t.runs {
+        let (model, _) = aisle_model::artifact::load(&run.model)?;
+        // Built with the largest candidate so that histories are loaded even for a plain model.
+        let mut ranker = DenseRanker::with_options(
+            format!("{} (seed {})", t.name, run.seed),
+            model,
+            ds,
+            split,
+            &DenseOptions {
+                history: cfg.history_term_window,
+                mode: Mode::Dense,
+                history_boost: max,
+            },
+        )?;
+        for (sum, &beta) in sums.iter_mut().zip(&cfg.history_boosts) {
+            ranker.set_history_boost(beta)?;
+            let groups = [Group {
+                name: format!("beta {beta}"),
+                members: vec![Member::Ready(&ranker)],
+            }];
+            let report = evaluate_groups(ds, split, &groups, &eval_cfg)?;
+            queries = report.queries;
+            *sum += report
+                .rows
+                .first()
+                .and_then(|r| r.micro.get("recall@10"))
+                .map_or(0.0, |e| e.mean);
+        }
+    }
+    let n = t.runs.len().max(1) as f64;
+    let candidates: Vec<(f32, f64)> = cfg
+        .history_boosts
+        .iter()
+        .zip(&sums)
+        .map(|(&b, &s)| (b, s / n))
+        .collect();
+    let mut chosen = (0f32, f64::NEG_INFINITY);
+    for &(b, r) in &candidates {
+        if r > chosen.1 || (r == chosen.1 && b < chosen.0) {
+            chosen = (b, r);
+        }
+    }
+    Ok(HistoryChoice {
+        window: cfg.history_term_window,
+        candidates,
+        chosen: chosen.0,
+        validation_queries: queries,
     })
 }
 

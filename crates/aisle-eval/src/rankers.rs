@@ -238,6 +238,14 @@ impl DenseRanker {
     }
 }
 
+impl DenseRanker {
+    /// Sets `beta` of the history term for the next rankings (see
+    /// [`Searcher::set_history_boost`]).
+    pub fn set_history_boost(&mut self, beta: f32) -> Result<()> {
+        Ok(self.searcher.set_history_boost(beta)?)
+    }
+}
+
 /// How a [`DenseRanker`] searches.
 #[derive(Clone, Copy, Debug)]
 pub struct DenseOptions {

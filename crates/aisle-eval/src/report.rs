@@ -340,6 +340,26 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         );
     }
     let _ = writeln!(md);
+    if let Some(h) = &p.history_choice {
+        let tried: Vec<String> = h
+            .candidates
+            .iter()
+            .map(|(b, r)| format!("B = {b}: {r:.3}"))
+            .collect();
+        let outcome = if h.chosen > 0.0 {
+            format!("B = {} was kept", h.chosen)
+        } else {
+            "B = 0 won, so there is no history-term row".to_owned()
+        };
+        let _ = writeln!(
+            md,
+            "**History term** (`q'.p + B * max_j h_j.p` over the customer's last {}              interactions): B was chosen on validation Recall@10 of the personalized row's models              ({} validation queries, mean over seeds): {}; {}.\n",
+            h.window,
+            h.validation_queries,
+            tried.join(", "),
+            outcome
+        );
+    }
     if let Some(recall) = &plots.recall {
         image(md, "test Recall@10 by system", recall);
     }

@@ -51,7 +51,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
             row("TB-HNS mix", "taxonomy", true),
         ],
         personalized: true,
-        history_boost: 2.0,
+        history_boosts: vec![0.0, 0.5, 2.0],
         history_term_window: 1000,
         hybrid: Mode::parse("weighted:0.8").expect("mode"),
         resamples: 50,
@@ -93,9 +93,34 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         "ANCE",
         "TB-HNS mix",
         "TB-HNS mix + personalization",
-        "TB-HNS mix + personalization + history term x2",
     ] {
         assert!(names.contains(&want), "no row {want} in {names:?}");
+    }
+    // The history term's beta is the validation argmax of the candidates (ties: the smaller),
+    // and its row is there exactly when a beta above 0 won.
+    let choice = p.history_choice.as_ref().expect("a history choice");
+    let tried: Vec<f32> = choice.candidates.iter().map(|c| c.0).collect();
+    assert_eq!(tried, vec![0.0, 0.5, 2.0]);
+    assert!(choice.validation_queries > 0);
+    let best = choice
+        .candidates
+        .iter()
+        .map(|c| c.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let first_best = choice.candidates.iter().find(|c| c.1 == best).expect("max");
+    assert_eq!(choice.chosen, first_best.0, "{:?}", choice.candidates);
+    let history_rows: Vec<&&str> = names
+        .iter()
+        .filter(|n| n.contains("history term"))
+        .collect();
+    if choice.chosen > 0.0 {
+        let want = format!(
+            "TB-HNS mix + personalization + history term x{}",
+            choice.chosen
+        );
+        assert_eq!(history_rows, vec![&want.as_str()]);
+    } else {
+        assert!(history_rows.is_empty(), "{history_rows:?}");
     }
     let hybrid = format!("{best_dense} + BM25 (weighted:0.8)");
     assert!(names.contains(&hybrid.as_str()), "{names:?}");
@@ -163,16 +188,22 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
 }
 
 #[test]
-fn clashing_row_names_are_refused_before_any_training() {
+fn clashing_row_names_and_bad_history_weights_are_refused_before_any_training() {
     let ds = Arc::new(synth::small_dataset(200, 20, 200, 1).expect("world"));
     let dir = tempfile::tempdir().expect("tempdir");
-    for names in [["BM25", "x"], ["a+b", "a b"]] {
+    let cases = [
+        (["BM25", "x"], vec![], "clash"),
+        (["a+b", "a b"], vec![], "clash"),
+        (["a", "b"], vec![0.0, -1.0], "not a finite number"),
+        (["a", "b"], vec![f32::NAN], "not a finite number"),
+    ];
+    for (names, boosts, want) in cases {
         let cfg = ExperimentConfig {
             train: TrainConfig::default(),
             seeds: vec![1],
             rows: names.iter().map(|n| row(n, "random", false)).collect(),
             personalized: false,
-            history_boost: 0.0,
+            history_boosts: boosts,
             history_term_window: 50,
             hybrid: Mode::parse("rrf").expect("mode"),
             resamples: 10,
@@ -189,7 +220,8 @@ fn clashing_row_names_are_refused_before_any_training() {
             absent: BTreeMap::new(),
             minilm: None,
         };
-        let err = experiment::run(inputs, &cfg, &mut |_| {}).expect_err("clash");
-        assert!(err.to_string().contains("clash"), "{err}");
+        let err = experiment::run(inputs, &cfg, &mut |_| {}).expect_err(want);
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(!dir.path().join("event").exists(), "something was trained");
     }
 }

@@ -301,12 +301,7 @@ impl Searcher {
         histories: Histories,
         opts: &SearcherOptions,
     ) -> Result<Searcher> {
-        if !opts.history_boost.is_finite() || opts.history_boost < 0.0 {
-            return Err(SearchError::InvalidArgument(format!(
-                "history boost must be a finite number >= 0, got {}",
-                opts.history_boost
-            )));
-        }
+        check_history_boost(opts.history_boost)?;
         let d = model.dim();
         if vectors.len() != ds.catalog.len() * d {
             return Err(SearchError::InvalidArgument(format!(
@@ -399,6 +394,15 @@ impl Searcher {
     /// `beta` of the history term ([`SearcherOptions::history_boost`]).
     pub fn history_boost(&self) -> f32 {
         self.history_boost
+    }
+
+    /// Sets `beta` of the history term, a query-time weight: nothing is rebuilt, so that it can
+    /// be tuned on validation queries over one built index. Histories are only read when the
+    /// Searcher was built with a personalized model or a `history_boost` above 0.
+    pub fn set_history_boost(&mut self, beta: f32) -> Result<()> {
+        check_history_boost(beta)?;
+        self.history_boost = beta;
+        Ok(())
     }
 
     pub fn has_lexical(&self) -> bool {
@@ -888,6 +892,15 @@ fn check_saved_index(
             "only {found} of {} products found themselves: the index was built with another model \
              or catalog (rebuild it with `aisle index`)",
             probes.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_history_boost(beta: f32) -> Result<()> {
+    if !beta.is_finite() || beta < 0.0 {
+        return Err(SearchError::InvalidArgument(format!(
+            "history boost must be a finite number >= 0, got {beta}"
         )));
     }
     Ok(())
