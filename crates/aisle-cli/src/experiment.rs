@@ -55,6 +55,13 @@ pub struct ExperimentArgs {
     /// Leave out the personalized rows.
     #[arg(long)]
     pub no_personalized: bool,
+    /// Also fine-tune MiniLM (when its files are prepared) for this many steps on the first
+    /// seed, with in-batch negatives and with the best TB-HNS variant [default: 0, off].
+    #[arg(long, default_value_t = 0)]
+    pub minilm_tune_steps: u64,
+    /// Pairs per fine-tuning step of MiniLM.
+    #[arg(long, default_value_t = 16)]
+    pub minilm_tune_batch: usize,
     /// Candidate weights B of the history term (`q'.p + B * max_j h_j.p`), one chosen per
     /// protocol on validation Recall@10 of the personalized row (the smaller among ties); a
     /// choice of 0 leaves the history-term row out, so `--history-boosts 0` never adds it.
@@ -170,6 +177,12 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         seeds: (0..n_seeds).map(|i| 42 + i).collect(),
         rows,
         personalized: !args.no_personalized,
+        minilm_tune: (args.minilm_tune_steps > 0).then(|| aisle_train::transformer::TuneConfig {
+            steps: args.minilm_tune_steps,
+            batch_size: args.minilm_tune_batch,
+            negatives: 1,
+            ..Default::default()
+        }),
         history_boosts: args.history_boosts.clone(),
         history_term_window: 1000,
         hybrid: Mode::parse("weighted:0.8").map_err(anyhow::Error::msg)?,
@@ -198,6 +211,18 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         );
         None
     };
+    let tuned_rows = format!("{} in-batch / TB-HNS", experiment::MINILM_TUNED);
+    if args.minilm_tune_steps == 0 {
+        absent.insert(
+            tuned_rows,
+            "off: fine-tuning a transformer on 2 CPU cores takes minutes per row (`--minilm-tune-steps N` turns it on)".to_owned(),
+        );
+    } else if minilm.is_none() {
+        absent.insert(
+            tuned_rows,
+            "the MiniLM files are not there (see above)".to_owned(),
+        );
+    }
     eprintln!(
         "aisle experiment: {} ({} products), protocols {}, {} dense rows x {} seeds, {} steps each",
         ds.name,

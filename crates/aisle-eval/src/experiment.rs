@@ -43,6 +43,8 @@ pub const BM25: &str = "BM25";
 pub const POPULARITY: &str = "popularity";
 pub const MEMORISATION: &str = "query memorisation";
 pub const REPURCHASE: &str = "per-user re-purchase";
+/// Start of the fine-tuned MiniLM rows' names.
+pub const MINILM_TUNED: &str = "MiniLM fine-tuned,";
 
 /// What a row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +60,8 @@ pub enum RowKind {
     Hybrid,
     /// A pretrained model used as it is (MiniLM).
     ZeroShot,
+    /// A pretrained transformer fine-tuned on the training pairs (MiniLM with a sampler).
+    FineTuned,
 }
 
 /// One dense row to train: a name and a negative sampler.
@@ -125,6 +129,10 @@ pub struct ExperimentConfig {
     pub rows: Vec<DenseRow>,
     /// Train the personalized row when the test queries name customers.
     pub personalized: bool,
+    /// Fine-tune MiniLM (when its files are given) on the first seed, twice: with in-batch
+    /// negatives only (sentence-transformers' usual recipe) and with the best TB-HNS variant.
+    /// `None`: no such rows. Its sampler is set per row.
+    pub minilm_tune: Option<aisle_train::transformer::TuneConfig>,
     /// Candidate `beta`s of the history-term row, one chosen per protocol on validation
     /// Recall@10 (empty: no such row; a choice of 0 leaves the row out).
     pub history_boosts: Vec<f32>,
@@ -256,6 +264,20 @@ pub struct Protocol {
     pub simulated_ab: Option<SimulatedAb>,
     /// How the history term's `beta` was chosen (with a personalized row and candidates).
     pub history_choice: Option<HistoryChoice>,
+    /// The fine-tuned MiniLM rows' runs.
+    pub fine_tuned: Vec<FineTuned>,
+}
+
+/// One fine-tuned transformer row.
+#[derive(Clone, Debug, Serialize)]
+pub struct FineTuned {
+    pub row: String,
+    pub sampler: String,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub negatives: usize,
+    pub lr: f64,
+    pub summary: aisle_train::transformer::TuneSummary,
 }
 
 /// The history term's `beta`, chosen on validation Recall@10 of the personalized row's models
@@ -365,7 +387,7 @@ pub fn run(
             split,
             cfg,
             inputs.truth,
-            minilm.as_ref(),
+            minilm.as_ref().zip(inputs.minilm.as_deref()),
             progress,
         )?);
     }
@@ -558,9 +580,13 @@ fn protocol(
     split: &Split,
     cfg: &ExperimentConfig,
     truth: Option<&aisle_core::synth::GroundTruth>,
-    minilm: Option<&crate::zero_shot::MiniLmRanker>,
+    minilm: Option<(&crate::zero_shot::MiniLmRanker, &Path)>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Protocol> {
+    let (minilm, minilm_dir) = match minilm {
+        Some((m, dir)) => (Some(m), Some(dir)),
+        None => (None, None),
+    };
     progress(&format!(
         "protocol `{}`: {} training interactions, {} validation and {} test queries",
         split.name,
@@ -606,6 +632,50 @@ fn protocol(
         };
         trained.push(train_row(ds, split, cfg, job, progress)?);
         personalized_name = Some(name);
+    }
+
+    // MiniLM fine-tuned, in-batch and with the best TB-HNS variant (one seed: it is slow on CPU).
+    let mut fine_tuned: Vec<FineTuned> = Vec::new();
+    if let (Some(tune), Some(dir)) = (&cfg.minilm_tune, minilm_dir) {
+        let mut jobs = vec![(format!("{MINILM_TUNED} in-batch"), SamplerSpec::InBatch)];
+        if let Some((tax_name, sampler)) = &best_taxonomy {
+            jobs.push((format!("{MINILM_TUNED} {tax_name}"), sampler.clone()));
+        }
+        let seed = cfg.seeds.first().copied().unwrap_or(42);
+        for (name, sampler) in jobs {
+            let tc = aisle_train::transformer::TuneConfig {
+                sampler,
+                seed,
+                ..tune.clone()
+            };
+            let out = run_dir(&cfg.runs_dir, &split.name, &name, seed).join("model");
+            progress(&format!(
+                "  fine-tuning {name}: {} steps of {} pairs, {} negatives per pair",
+                tc.steps, tc.batch_size, tc.negatives
+            ));
+            let summary =
+                aisle_train::transformer::fine_tune(dir, ds, split, &tc, &out, &mut |l| {
+                    progress(l)
+                })?;
+            progress(&format!(
+                "  fine-tuned {name} in {:.1} s ({:.1} pairs/s)",
+                summary.train_s, summary.pairs_per_s
+            ));
+            let negatives = if tc.sampler.is_in_batch() {
+                0
+            } else {
+                tc.negatives
+            };
+            fine_tuned.push(FineTuned {
+                row: name,
+                sampler: tc.sampler.to_string(),
+                seed,
+                batch_size: tc.batch_size,
+                negatives,
+                lr: tc.lr,
+                summary,
+            });
+        }
     }
 
     // 3. Rankers.
@@ -714,6 +784,22 @@ fn protocol(
             members: vec![Member::Ready(m)],
         });
     }
+    for f in &fine_tuned {
+        let (name, path) = (f.row.clone(), f.summary.model.clone());
+        let ds = Arc::clone(ds);
+        groups.push(Group {
+            name: f.row.clone(),
+            members: vec![Member::Lazy(Box::new(
+                move || -> Result<Box<dyn Ranker>> {
+                    Ok(Box::new(crate::zero_shot::MiniLmRanker::with_name(
+                        &ds,
+                        &path,
+                        name.clone(),
+                    )?))
+                },
+            ))],
+        });
+    }
     for (name, t, options) in &dense {
         groups.push(Group {
             name: name.clone(),
@@ -792,6 +878,16 @@ fn protocol(
             ..baseline_info(crate::zero_shot::MINILM)
         });
     }
+    for f in &fine_tuned {
+        rows.push(RowInfo {
+            name: f.row.clone(),
+            kind: RowKind::FineTuned,
+            sampler: Some(f.sampler.clone()),
+            validation_recall_at_10: None,
+            train_s: Some(f.summary.train_s),
+            cost: None,
+        });
+    }
     for t in &trained {
         rows.push(t.info());
     }
@@ -834,6 +930,7 @@ fn protocol(
         reach_ance,
         simulated_ab,
         history_choice,
+        fine_tuned,
     })
 }
 

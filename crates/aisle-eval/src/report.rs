@@ -353,7 +353,9 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         };
         let _ = writeln!(
             md,
-            "**History term** (`q'.p + B * max_j h_j.p` over the customer's last {}              interactions): B was chosen on validation Recall@10 of the personalized row's models              ({} validation queries, mean over seeds): {}; {}.\n",
+            "**History term** (`q'.p + B * max_j h_j.p` over the customer's last {} \
+             interactions): B was chosen on validation Recall@10 of the personalized row's models \
+             ({} validation queries, mean over seeds): {}; {}.\n",
             h.window,
             h.validation_queries,
             tried.join(", "),
@@ -461,6 +463,45 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         if let Some(cost) = &plots.cost {
             image(md, "training seconds by part", cost);
         }
+    }
+    if !p.fine_tuned.is_empty() {
+        let _ = writeln!(md, "### Fine-tuning MiniLM\n");
+        let _ = writeln!(
+            md,
+            "| row | sampler | seed | steps | pairs / step | negatives / pair | AdamW lr | training s | pairs/s | sampling s | forward s | backward + AdamW s | loss, first -> last |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for f in &p.fine_tuned {
+            let s = &f.summary;
+            let loss = match (s.losses.first(), s.losses.last()) {
+                (Some(a), Some(b)) => format!("{:.3} -> {:.3}", a.1, b.1),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} | {} | {:e} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {loss} |",
+                f.row,
+                f.sampler,
+                f.seed,
+                s.steps,
+                f.batch_size,
+                f.negatives,
+                f.lr,
+                s.train_s,
+                s.pairs_per_s,
+                s.sample_s,
+                s.forward_s,
+                s.backward_s,
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nall-MiniLM-L6-v2 fine-tuned in candle on this machine's CPU cores with \
+             MultipleNegativesRankingLoss (scale 20): each query against every \
+             product of its step (in-batch, plus the sampled negatives), with the batch's other \
+             positives of the query masked. A small budget and one seed, because a step costs \
+             seconds on CPU; the n-gram rows above train for far more pairs in less time.\n"
+        );
     }
     // Replay.
     let present: Vec<&str> = REPLAY_NAMES

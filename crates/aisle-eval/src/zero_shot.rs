@@ -17,18 +17,13 @@ pub const MINILM: &str = "pretrained MiniLM (zero-shot)";
 /// Texts per forward pass.
 const BATCH: usize = 64;
 
-/// What a product is, for a model that reads text: its title, then its category path.
-pub fn product_text(ds: &Dataset, p: &aisle_core::Product) -> String {
-    let path = ds.taxonomy.path_string(p.category);
-    if path.is_empty() {
-        p.title.clone()
-    } else {
-        format!("{} ({path})", p.title)
-    }
-}
+/// What a product is, for a model that reads text: its title, then its category path (the
+/// text the fine-tuning reads too).
+pub use aisle_train::transformer::product_text;
 
 /// all-MiniLM-L6-v2 over a catalog.
 pub struct MiniLmRanker {
+    name: String,
     encoder: MiniLm,
     index: ExactIndex,
     /// Seconds spent encoding the catalog.
@@ -38,6 +33,11 @@ pub struct MiniLmRanker {
 impl MiniLmRanker {
     /// Loads the model in `dir` and encodes every product of `ds`.
     pub fn new(ds: &Dataset, dir: &Path) -> Result<MiniLmRanker> {
+        Self::with_name(ds, dir, MINILM.into())
+    }
+
+    /// The same, for a row named `name` (a fine-tuned model folder).
+    pub fn with_name(ds: &Dataset, dir: &Path, name: String) -> Result<MiniLmRanker> {
         let encoder = MiniLm::load(dir)?;
         let start = Instant::now();
         let texts: Vec<String> = ds
@@ -54,6 +54,7 @@ impl MiniLmRanker {
         let ids = ds.catalog.iter().map(|(id, _)| id).collect();
         let index = ExactIndex::with_ids(encoder.dim(), rows, ids)?;
         Ok(MiniLmRanker {
+            name,
             encoder,
             index,
             encode_s: start.elapsed().as_secs_f64(),
@@ -63,7 +64,7 @@ impl MiniLmRanker {
 
 impl Ranker for MiniLmRanker {
     fn name(&self) -> String {
-        MINILM.into()
+        self.name.clone()
     }
 
     fn rank(&self, cases: &[Case], depth: usize) -> Result<Vec<Vec<ProductId>>> {

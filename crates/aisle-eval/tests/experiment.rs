@@ -51,6 +51,12 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
             row("TB-HNS mix", "taxonomy", true),
         ],
         personalized: true,
+        minilm_tune: Some(aisle_train::transformer::TuneConfig {
+            steps: 4,
+            batch_size: 8,
+            lr: 1e-3,
+            ..Default::default()
+        }),
         history_boosts: vec![0.0, 0.5, 2.0],
         history_term_window: 1000,
         hybrid: Mode::parse("weighted:0.8").expect("mode"),
@@ -59,8 +65,24 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         seed: 3,
         runs_dir: dir.path().join("runs"),
     };
+    // A tiny random BERT stands in for all-MiniLM-L6-v2: the zero-shot and fine-tuned rows.
+    let minilm_dir = dir.path().join("tiny-bert");
+    std::fs::create_dir_all(&minilm_dir).expect("dir");
+    let mut words: Vec<String> = ds
+        .catalog
+        .iter()
+        .flat_map(|(_, p)| {
+            aisle_train::transformer::product_text(&ds, p)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    words.sort();
+    words.dedup();
+    aisle_transformer::tiny::write_model_folder(&minilm_dir, &words).expect("tiny model");
     let mut absent = BTreeMap::new();
-    absent.insert("MiniLM".to_owned(), "not here".to_owned());
+    absent.insert("another row".to_owned(), "not here".to_owned());
     let mut lines = Vec::new();
     let exp = experiment::run(
         Inputs {
@@ -70,7 +92,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
             command: "aisle experiment --test".into(),
             quick: true,
             absent,
-            minilm: None,
+            minilm: Some(minilm_dir.clone()),
         },
         &cfg,
         &mut |l| lines.push(l.to_owned()),
@@ -126,14 +148,31 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     assert!(names.contains(&hybrid.as_str()), "{names:?}");
     // Every trained row reports both seeds; the best dense row is the validation maximum.
     let info = |n: &str| p.rows.iter().find(|r| r.name == n).expect("row info");
-    for r in p
-        .report
-        .rows
-        .iter()
-        .filter(|r| info(&r.system).kind != RowKind::Baseline)
-    {
+    for r in p.report.rows.iter().filter(|r| {
+        matches!(
+            info(&r.system).kind,
+            RowKind::Dense | RowKind::Personalized | RowKind::Hybrid
+        )
+    }) {
         assert_eq!(r.seeds.len(), 2, "{}", r.system);
     }
+    // MiniLM zero-shot, and fine-tuned with in-batch negatives and with the best TB-HNS row.
+    let tuned: Vec<&str> = p.fine_tuned.iter().map(|f| f.row.as_str()).collect();
+    assert_eq!(
+        tuned,
+        vec![
+            "MiniLM fine-tuned, in-batch",
+            "MiniLM fine-tuned, TB-HNS mix"
+        ]
+    );
+    for f in &p.fine_tuned {
+        assert_eq!(f.summary.steps, 4);
+        assert_eq!(info(&f.row).kind, RowKind::FineTuned);
+        assert!(names.contains(&f.row.as_str()), "{names:?}");
+    }
+    assert_eq!(p.fine_tuned[0].negatives, 0);
+    assert_eq!(p.fine_tuned[1].negatives, 1);
+    assert!(names.contains(&aisle_eval::zero_shot::MINILM));
     let best_val = info(&best_dense).validation_recall_at_10.expect("val");
     for r in p.rows.iter().filter(|r| r.kind == RowKind::Dense) {
         assert!(r.validation_recall_at_10.expect("val") <= best_val + 1e-12);
@@ -161,7 +200,8 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     let md = std::fs::read_to_string(&written.report).expect("report.md");
     assert!(md.contains("aisle experiment --test"));
     assert!(md.contains("Simulated A/B test"));
-    assert!(md.contains("MiniLM: not here"));
+    assert!(md.contains("another row: not here"));
+    assert!(md.contains("### Fine-tuning MiniLM"));
     assert!(md.contains("Where TB-HNS stands"));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&written.results).expect("results")).expect("json");
@@ -203,6 +243,7 @@ fn clashing_row_names_and_bad_history_weights_are_refused_before_any_training() 
             seeds: vec![1],
             rows: names.iter().map(|n| row(n, "random", false)).collect(),
             personalized: false,
+            minilm_tune: None,
             history_boosts: boosts,
             history_term_window: 50,
             hybrid: Mode::parse("rrf").expect("mode"),

@@ -10,6 +10,8 @@ pub enum TrainError {
     Model(#[from] aisle_model::ModelError),
     #[error(transparent)]
     Search(#[from] aisle_search::SearchError),
+    #[error(transparent)]
+    Transformer(#[from] aisle_transformer::TransformerError),
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,

@@ -3,7 +3,8 @@
 //! It owns the training data ([`data`]), the multiple-negatives ranking loss ([`loss`]), the
 //! optimisers ([`optim`]), the negative samplers ([`sampler`]: random, popularity, in-batch, BM25,
 //! ANCE, TB-HNS, mixtures and curricula), the loop ([`trainer`]), checkpoints ([`checkpoint`]) and
-//! a whole run with its training log ([`run`]), and the throughput [`bench`]. It builds on
+//! a whole run with its training log ([`run`]), the throughput [`bench`], and the fine-tuning of
+//! a transformer tower (all-MiniLM-L6-v2) with the same samplers ([`transformer`]). It builds on
 //! aisle-core (data), aisle-model (towers) and aisle-search (BM25 lists and the ANCE index).
 
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod optim;
 pub mod run;
 pub mod sampler;
 pub mod trainer;
+pub mod transformer;
 
 pub use error::{Result, TrainError};
 pub use run::{run, LogLine, Observer, RunOptions, RunSummary, Silent};

@@ -15,6 +15,7 @@
 
 pub mod bert;
 pub mod gelu;
+pub mod tiny;
 
 use std::path::{Path, PathBuf};
 

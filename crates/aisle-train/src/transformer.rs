@@ -1,0 +1,307 @@
+//! Fine-tuning a transformer tower (all-MiniLM-L6-v2, `aisle-transformer`) on the retailer's
+//! training pairs, with aisle's negative samplers.
+//!
+//! One step takes the next `B` pairs of the epoch's shuffled order (skipping a pair whose query
+//! or product is already in the batch, so that in-batch negatives are true negatives), lets the
+//! sampler draw `k` negatives per pair (TB-HNS, random, popularity, BM25 or a mixture; `k = 0`
+//! is in-batch only), embeds the `B` queries and the `B (1 + k)` products with the one shared
+//! encoder, and minimises sentence-transformers' MultipleNegativesRankingLoss with hard
+//! negatives: each query against every product of the step, scaled cosine, cross-entropy.
+//! Products that are positives of a query (other than its own target) are masked out of its
+//! softmax. AdamW, as sentence-transformers trains.
+//!
+//! ANCE is refused: its refresh re-indexes with the n-gram model, which a transformer run does
+//! not train. The trained weights are written as a complete model folder (safetensors, config,
+//! tokenizer) that [`MiniLm::load`] reads, to a temporary folder renamed into place.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aisle_core::rng::Rng;
+use aisle_core::{Dataset, Product, ProductId, Split};
+use aisle_model::{FeaturizerConfig, Model, ModelConfig};
+use aisle_transformer::{MiniLm, TransformerError};
+use candle_core::Tensor;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use serde::Serialize;
+
+use crate::data::{Pair, TrainData};
+use crate::error::{Result, TrainError};
+use crate::sampler::{self, SampleCtx, SamplerSpec};
+
+/// What a transformer tower is, for a model that reads text: the product's title, then its
+/// category path, as `title (a > b > c)`.
+pub fn product_text(ds: &Dataset, p: &Product) -> String {
+    let path = ds.taxonomy.path_string(p.category);
+    if path.is_empty() {
+        p.title.clone()
+    } else {
+        format!("{} ({path})", p.title)
+    }
+}
+
+/// How a transformer tower is fine-tuned.
+#[derive(Clone, Debug, Serialize)]
+pub struct TuneConfig {
+    pub steps: u64,
+    /// Pairs per step.
+    pub batch_size: usize,
+    /// Sampled negatives per pair (0 with in-batch only).
+    pub negatives: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Scores are `scale * cosine` (20 in sentence-transformers).
+    pub scale: f64,
+    pub seed: u64,
+    #[serde(serialize_with = "display")]
+    pub sampler: SamplerSpec,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Default for TuneConfig {
+    fn default() -> Self {
+        TuneConfig {
+            steps: 100,
+            batch_size: 32,
+            negatives: 1,
+            lr: 2e-5,
+            weight_decay: 0.01,
+            scale: 20.0,
+            seed: 42,
+            sampler: SamplerSpec::Taxonomy(Default::default()),
+        }
+    }
+}
+
+/// What a fine-tuning run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TuneSummary {
+    pub steps: u64,
+    pub pairs: u64,
+    /// Seconds of the steps (the data and sampler set-up before the first step excluded).
+    pub train_s: f64,
+    pub sample_s: f64,
+    pub forward_s: f64,
+    /// Backward pass and optimiser step.
+    pub backward_s: f64,
+    pub pairs_per_s: f64,
+    /// `(step, loss)` every `max(1, steps / 20)` steps and at the last.
+    pub losses: Vec<(u64, f32)>,
+    /// The model folder written.
+    pub model: PathBuf,
+}
+
+fn candle(e: candle_core::Error) -> TrainError {
+    TrainError::Transformer(TransformerError::Candle(e))
+}
+
+/// Fine-tunes the model in `base` on the training pairs of `split` and writes the result to
+/// `out` (a model folder; an existing one is replaced only once the new one is complete).
+/// `progress` gets a line now and then.
+pub fn fine_tune(
+    base: &Path,
+    ds: &Dataset,
+    split: &Split,
+    cfg: &TuneConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<TuneSummary> {
+    if cfg.steps == 0 || cfg.batch_size < 2 {
+        return Err(TrainError::Config(format!(
+            "transformer fine-tuning needs steps >= 1 and a batch of at least 2 pairs (got {} steps of {})",
+            cfg.steps, cfg.batch_size
+        )));
+    }
+    if cfg.sampler.ance_refresh().is_some() {
+        return Err(TrainError::Config(
+            "ANCE cannot fine-tune a transformer tower: its refresh re-indexes with the n-gram model"
+                .into(),
+        ));
+    }
+    let k = if cfg.sampler.is_in_batch() {
+        0
+    } else {
+        cfg.negatives
+    };
+    let (encoder, varmap) = MiniLm::load_trainable(base)?;
+    // TrainData's pairs, positives and popularity are what the samplers read; its feature rows
+    // are not used here, so a tiny featurizer builds them.
+    let featurizer_only = Model::new(ModelConfig {
+        featurizer: FeaturizerConfig {
+            buckets_log2: 8,
+            ..FeaturizerConfig::default()
+        },
+        ..ModelConfig::default()
+    });
+    let data = TrainData::build(ds, split, &featurizer_only);
+    if data.pairs.len() < 2 {
+        return Err(TrainError::Config(format!(
+            "split `{}` has {} training pairs; fine-tuning needs at least 2",
+            split.name,
+            data.pairs.len()
+        )));
+    }
+    let mut sampler = sampler::build(&cfg.sampler, ds, &data)?;
+    let texts: Vec<String> = ds
+        .catalog
+        .iter()
+        .map(|(_, p)| product_text(ds, p))
+        .collect();
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )
+    .map_err(candle)?;
+    let mut order: Vec<u32> = (0..data.pairs.len() as u32).collect();
+    let mut cursor = order.len();
+    let mut epoch = 0u64;
+    let mut rng = Rng::stream(cfg.seed, 0x7E57);
+    let (mut sample_s, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
+    let mut losses = Vec::new();
+    let log_every = (cfg.steps / 20).max(1);
+    let mut pairs_seen = 0u64;
+    let start = Instant::now();
+    for step in 0..cfg.steps {
+        let t0 = Instant::now();
+        // The batch: distinct queries and distinct products.
+        let mut batch: Vec<Pair> = Vec::with_capacity(cfg.batch_size);
+        let mut scanned = 0;
+        while batch.len() < cfg.batch_size && scanned < order.len() {
+            if cursor == order.len() {
+                Rng::stream(cfg.seed ^ 0xE90C_0000, epoch).shuffle(&mut order);
+                epoch += 1;
+                cursor = 0;
+            }
+            let pair = data.pairs[order[cursor] as usize];
+            cursor += 1;
+            scanned += 1;
+            if batch
+                .iter()
+                .all(|b| b.query != pair.query && b.product != pair.product)
+            {
+                batch.push(pair);
+            }
+        }
+        if batch.len() < 2 {
+            return Err(TrainError::Config(
+                "the training pairs have fewer than 2 distinct queries and products".into(),
+            ));
+        }
+        let ctx = SampleCtx {
+            data: &data,
+            dataset: ds,
+            step,
+        };
+        if let Some(s) = sampler.as_mut() {
+            s.prepare(step, &featurizer_only, &ctx)?;
+        }
+        let mut negatives: Vec<ProductId> = Vec::with_capacity(batch.len() * k);
+        if let Some(s) = sampler.as_ref() {
+            for pair in &batch {
+                s.sample(&ctx, pair, k, &mut rng, &mut negatives);
+            }
+        }
+        let products: Vec<ProductId> = batch
+            .iter()
+            .map(|p| p.product)
+            .chain(negatives.iter().copied())
+            .collect();
+        // Mask: a product of the step that is relevant to query i, other than its own target.
+        let n = products.len();
+        let mut mask = vec![0f32; batch.len() * n];
+        for (i, pair) in batch.iter().enumerate() {
+            for (j, &p) in products.iter().enumerate() {
+                if j != i && data.is_positive(pair.query, p) {
+                    mask[i * n + j] = -1e4;
+                }
+            }
+        }
+        sample_s += t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let query_texts: Vec<&str> = batch
+            .iter()
+            .map(|p| data.queries[p.query as usize].as_str())
+            .collect();
+        let product_texts: Vec<&str> = products.iter().map(|p| texts[p.index()].as_str()).collect();
+        let q = encoder.embed_batch(&query_texts)?;
+        let d = encoder.embed_batch(&product_texts)?;
+        let loss = (|| -> candle_core::Result<Tensor> {
+            let mask = Tensor::from_vec(mask, (batch.len(), n), q.device())?;
+            let scores = ((q.matmul(&d.t()?)? * cfg.scale)? + mask)?;
+            let labels = Tensor::arange(0u32, batch.len() as u32, q.device())?;
+            candle_nn::loss::cross_entropy(&scores, &labels)
+        })()
+        .map_err(candle)?;
+        forward_s += t1.elapsed().as_secs_f64();
+
+        let t2 = Instant::now();
+        opt.backward_step(&loss).map_err(candle)?;
+        backward_s += t2.elapsed().as_secs_f64();
+        pairs_seen += batch.len() as u64;
+        if (step + 1) % log_every == 0 || step + 1 == cfg.steps {
+            let l = loss.to_scalar::<f32>().map_err(candle)?;
+            losses.push((step + 1, l));
+            progress(&format!(
+                "    step {}/{}: loss {l:.4}, {:.1} s",
+                step + 1,
+                cfg.steps,
+                start.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    let train_s = start.elapsed().as_secs_f64();
+    save_model(base, &varmap, out)?;
+    Ok(TuneSummary {
+        steps: cfg.steps,
+        pairs: pairs_seen,
+        train_s,
+        sample_s,
+        forward_s,
+        backward_s,
+        pairs_per_s: pairs_seen as f64 / train_s.max(1e-9),
+        losses,
+        model: out.to_path_buf(),
+    })
+}
+
+/// Writes the weights of `varmap` and `base`'s other files (config, tokenizer, pooling) as a
+/// model folder at `out`: built beside it under a temporary name, then renamed into place.
+fn save_model(base: &Path, varmap: &candle_nn::VarMap, out: &Path) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let entries = std::fs::read_dir(base).map_err(|e| TrainError::io(base, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io(base, e))?;
+        let from = entry.path();
+        let file = entry.file_name();
+        if !from.is_file() || file == "model.safetensors" || file == "pytorch_model.bin" {
+            continue;
+        }
+        let to = tmp.join(&file);
+        std::fs::copy(&from, &to).map_err(|e| TrainError::io(&to, e))?;
+    }
+    let weights = tmp.join("model.safetensors");
+    varmap.save(&weights).map_err(candle)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| TrainError::io(out, e))?;
+    Ok(())
+}
