@@ -18,6 +18,7 @@ mod experiment;
 mod model_file;
 mod serve;
 mod train;
+mod train_minilm;
 
 #[derive(Parser)]
 #[command(name = "aisle", version, about = "Personalized semantic product search", long_about = None)]

@@ -159,6 +159,22 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// The tower to train: `ngram`, aisle's hashed n-gram two-tower; or `minilm`, which
+    /// fine-tunes all-MiniLM-L6-v2 with the same samplers (100 steps of 16 pairs, 1 negative per
+    /// pair, unless --steps, --batch-size, --negatives say otherwise; docs/transformer.md).
+    #[arg(long, value_enum, default_value_t = Tower::Ngram)]
+    pub tower: Tower,
+    /// The MiniLM folder `--tower minilm` starts from [default: $AISLE_MINILM_DIR, else
+    /// out/models/all-minilm-l6-v2].
+    #[arg(long)]
+    pub minilm_model: Option<PathBuf>,
+}
+
+/// What `aisle train` trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tower {
+    Ngram,
+    Minilm,
 }
 
 /// The split named `name`, or the dataset's default.
@@ -259,6 +275,9 @@ impl Bar {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    if args.tower == Tower::Minilm {
+        return crate::train_minilm::train_minilm(args);
+    }
     let mut cfg = args.train.config()?;
     if let Some(n) = args.log_every {
         cfg.log_every = n;

@@ -548,3 +548,73 @@ fn experiment_writes_a_report_with_its_command() {
     let (_, err) = text(&aisle(&bad));
     assert!(err.contains("clash"), "{err}");
 }
+
+#[test]
+fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(dir.path());
+    // A tiny random BERT stands in for all-MiniLM-L6-v2 (its words: none, so all [UNK] but the
+    // position embeddings; enough to check the command end to end).
+    let bert = dir.path().join("tiny-bert");
+    std::fs::create_dir_all(&bert).expect("dir");
+    aisle_transformer::tiny::write_model_folder(&bert, &["the".into()]).expect("tiny model");
+    let bert = bert.to_str().expect("utf-8 path");
+    let minilm = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--tower",
+            "minilm",
+            "--minilm-model",
+            model,
+            "--dataset",
+            &world,
+        ];
+        args.extend_from_slice(extra);
+        aisle(&args)
+    };
+    let out = dir.path().join("tuned");
+    let out = out.to_str().expect("utf-8 path");
+    let run = minilm(
+        bert,
+        &["--steps", "3", "--batch-size", "8", "--quiet", "--out", out],
+    );
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("validation R@10      pretrained"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("steps                3 of 8 pairs"),
+        "{stdout}"
+    );
+    let model = Path::new(out).join("model");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(model.join(f).is_file(), "no {f} in {}", model.display());
+    }
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(out).join("tune_summary.json")).expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(summary["summary"]["steps"], 3);
+    assert_eq!(
+        summary["config"]["sampler"],
+        "taxonomy:leaf=1,sibling=1,cousin=0.5"
+    );
+    // Flags of the n-gram tower are refused by name; so is ANCE; a missing model folder says
+    // how to prepare it.
+    for (model, extra, want) in [
+        (
+            bert,
+            &["--dim", "8", "--personalized"][..],
+            "--dim, --personalized do not apply to --tower minilm",
+        ),
+        (bert, &["--sampler", "ance"][..], "ANCE cannot fine-tune"),
+        ("/nonexistent/minilm", &[][..], "fetch-minilm.sh"),
+    ] {
+        let o = minilm(model, extra);
+        let (_, stderr) = text(&o);
+        assert!(!o.status.success());
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}
