@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{Optimizer, ParamsAdamW};
 use clap::Args;
 
 use aisle_transformer::{mnrl_loss, MiniLm};
@@ -29,6 +29,24 @@ pub struct BenchMinilmArgs {
     /// The model folder [default: $AISLE_MINILM_DIR, else out/models/all-minilm-l6-v2].
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Fine-tune with candle-nn's AdamW instead of aisle's in-place one (for comparison).
+    #[arg(long)]
+    pub candle_adamw: bool,
+}
+
+/// The optimiser the fine-tuning steps run.
+enum Opt {
+    Aisle(aisle_transformer::optim::AdamW),
+    Candle(candle_nn::AdamW),
+}
+
+impl Opt {
+    fn backward_step(&mut self, loss: &candle_core::Tensor) -> candle_core::Result<()> {
+        match self {
+            Opt::Aisle(o) => o.backward_step(loss),
+            Opt::Candle(o) => o.backward_step(loss),
+        }
+    }
 }
 
 /// The query of a fine-tuning pair: the title's first three words (the positive is the title).
@@ -99,13 +117,18 @@ pub fn bench_minilm(args: BenchMinilmArgs) -> Result<()> {
     drop(model);
 
     let (model, varmap) = MiniLm::load_trainable(&dir)?;
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: 2e-5,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let params = ParamsAdamW {
+        lr: 2e-5,
+        ..ParamsAdamW::default()
+    };
+    let mut opt = if args.candle_adamw {
+        Opt::Candle(candle_nn::AdamW::new(varmap.all_vars(), params)?)
+    } else {
+        Opt::Aisle(aisle_transformer::optim::AdamW::new(
+            varmap.all_vars(),
+            params,
+        )?)
+    };
     let queries: Vec<String> = titles.iter().map(|t| pair_query(t)).collect();
     let batches: Vec<(Vec<&str>, Vec<&str>)> = queries
         .chunks_exact(args.batch)
@@ -133,10 +156,11 @@ pub fn bench_minilm(args: BenchMinilmArgs) -> Result<()> {
     }
     let tune_s = start.elapsed().as_secs_f64();
     println!(
-        "  fine-tune   {:>8.1} pairs/s   ({} steps of {} pairs in {tune_s:.2} s, MNRL scale 20, AdamW lr 2e-5, last loss {last:.3})",
+        "  fine-tune   {:>8.1} pairs/s   ({} steps of {} pairs in {tune_s:.2} s, MNRL scale 20, {} AdamW lr 2e-5, last loss {last:.3})",
         (args.steps * args.batch) as f64 / tune_s,
         args.steps,
-        args.batch
+        args.batch,
+        if args.candle_adamw { "candle-nn's" } else { "aisle's" }
     );
     Ok(())
 }

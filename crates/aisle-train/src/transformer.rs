@@ -8,7 +8,7 @@
 //! encoder, and minimises sentence-transformers' MultipleNegativesRankingLoss with hard
 //! negatives: each query against every product of the step, scaled cosine, cross-entropy.
 //! Products that are positives of a query (other than its own target) are masked out of its
-//! softmax. AdamW, as sentence-transformers trains.
+//! softmax. AdamW, as sentence-transformers trains (aisle's in-place one, `aisle_transformer::optim`).
 //!
 //! ANCE is refused: its refresh re-indexes with the n-gram model, which a transformer run does
 //! not train. The trained weights are written as a complete model folder (safetensors, config,
@@ -20,9 +20,10 @@ use std::time::Instant;
 use aisle_core::rng::Rng;
 use aisle_core::{Dataset, Product, ProductId, Split};
 use aisle_model::{FeaturizerConfig, Model, ModelConfig};
+use aisle_transformer::optim::AdamW;
 use aisle_transformer::{MiniLm, TransformerError};
 use candle_core::Tensor;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::ParamsAdamW;
 use serde::Serialize;
 
 use crate::data::{Pair, TrainData};

@@ -4,10 +4,11 @@
 //! (<https://github.com/huggingface/candle>), Copyright the candle authors, licensed under
 //! MIT OR Apache-2.0 (the same terms as aisle). Changes from the original:
 //!
-//! - **LayerNorm is made of basic tensor ops** (mean, subtract, square, divide, multiply, add),
-//!   because `candle_nn::LayerNorm` runs a fused op with no backward pass: with it, `backward()`
-//!   succeeds and no variable gets a gradient, so the model cannot be fine-tuned. A test checks
-//!   that every variable now receives one.
+//! - **LayerNorm and softmax have backward passes**: `candle_nn::LayerNorm` runs a fused op with
+//!   none (with it, `backward()` succeeds and no variable gets a gradient, so the model cannot be
+//!   fine-tuned). Trainable weights take aisle's fused kernels with their own backward
+//!   ([`crate::norm`]) on the CPU, basic tensor ops elsewhere. A test checks that every variable
+//!   receives a gradient.
 //! - GELU is aisle's fused kernel ([`crate::gelu`]), 14% of encoding time was candle's scalar
 //!   erf.
 //! - Tracing spans, the masked-LM heads and dropout (a no-op in the original) are removed; the
@@ -70,9 +71,10 @@ impl Config {
     }
 }
 
-/// Layer normalisation over the last dimension, from basic ops so that it has a backward pass.
-/// Weights that are not variables (a memory-mapped checkpoint, inference only) take candle's
-/// fused kernel instead, which computes the same thing faster and has no backward.
+/// Layer normalisation over the last dimension, with a backward pass. Weights that are not
+/// variables (a memory-mapped checkpoint, inference only) take candle's fused kernel, which has
+/// no backward; variables on the CPU take aisle's fused kernel with one ([`crate::norm`]); other
+/// devices, basic ops.
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -92,6 +94,10 @@ impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if !self.weight.is_variable() && xs.is_contiguous() {
             return candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32);
+        }
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            // Fused, with its own backward pass (see `crate::norm`).
+            return crate::norm::layer_norm(xs, &self.weight, &self.bias, self.eps);
         }
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centred = xs.broadcast_sub(&mean)?;
@@ -184,11 +190,14 @@ impl BertSelfAttention {
         let value = self.transpose_for_scores(&self.value.forward(hidden_states)?)?;
         let scores = (query.matmul(&key.t()?)? / (self.attention_head_size as f64).sqrt())?
             .broadcast_add(attention_mask)?;
-        // The fused softmax has no backward: only for weights that are not variables.
-        let probs = if self.query.weight().is_variable() {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
+        // candle's fused softmax has no backward: only for weights that are not variables;
+        // aisle's (`crate::norm`) has one, on the CPU.
+        let probs = if !self.query.weight().is_variable() {
             candle_nn::ops::softmax_last_dim(&scores)?
+        } else if scores.device().is_cpu() && scores.dtype() == DType::F32 {
+            crate::norm::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
         };
         probs
             .matmul(&value)?

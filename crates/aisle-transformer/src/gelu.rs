@@ -122,7 +122,12 @@ fn backward_chunk(x: &[f32], grad: &[f32], dst: &mut [f32]) {
     backward_slice(x, grad, dst)
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 values of a contiguous CPU tensor's storage, or an error naming `op`.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         return Err(Error::Msg(format!("{op}: only f32 tensors are supported")));
     };

@@ -15,6 +15,8 @@
 
 pub mod bert;
 pub mod gelu;
+pub mod norm;
+pub mod optim;
 pub mod tiny;
 
 use std::path::{Path, PathBuf};
