@@ -151,7 +151,7 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
     );
     if let (Some(a), Some(b)) = (first, last) {
         println!(
-            "loss                 {:.4} (step {}) -> {:.4} (step {})",
+            "mean loss            {:.4} (steps to {}) -> {:.4} (steps to {})",
             a.1, a.0, b.1, b.0
         );
     }

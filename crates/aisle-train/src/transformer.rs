@@ -89,7 +89,8 @@ pub struct TuneSummary {
     /// Backward pass and optimiser step.
     pub backward_s: f64,
     pub pairs_per_s: f64,
-    /// `(step, loss)` every `max(1, steps / 20)` steps and at the last.
+    /// `(step, mean loss over the steps since the previous entry)`, every `max(1, steps / 20)`
+    /// steps and at the last: one batch's loss is too noisy to read.
     pub losses: Vec<(u64, f32)>,
     /// The model folder written.
     pub model: PathBuf,
@@ -168,6 +169,7 @@ pub fn fine_tune(
     let mut losses = Vec::new();
     let log_every = (cfg.steps / 20).max(1);
     let mut pairs_seen = 0u64;
+    let (mut loss_sum, mut loss_n) = (0f64, 0u32);
     let start = Instant::now();
     for step in 0..cfg.steps {
         let t0 = Instant::now();
@@ -247,8 +249,11 @@ pub fn fine_tune(
         opt.backward_step(&loss).map_err(candle)?;
         backward_s += t2.elapsed().as_secs_f64();
         pairs_seen += batch.len() as u64;
+        loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle)?);
+        loss_n += 1;
         if (step + 1) % log_every == 0 || step + 1 == cfg.steps {
-            let l = loss.to_scalar::<f32>().map_err(candle)?;
+            let l = (loss_sum / f64::from(loss_n)) as f32;
+            (loss_sum, loss_n) = (0.0, 0);
             losses.push((step + 1, l));
             progress(&format!(
                 "    step {}/{}: loss {l:.4}, {:.1} s",
