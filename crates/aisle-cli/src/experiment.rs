@@ -215,7 +215,7 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
     if args.minilm_tune_steps == 0 {
         absent.insert(
             tuned_rows,
-            "off: fine-tuning a transformer on 2 CPU cores takes minutes per row (`--minilm-tune-steps N` turns it on)".to_owned(),
+            "off: fine-tuning a transformer on a CPU takes minutes per row (`--minilm-tune-steps N` turns it on)".to_owned(),
         );
     } else if minilm.is_none() {
         absent.insert(

@@ -231,7 +231,7 @@ impl Observer for Bar {
             0.95 * self.loss + 0.05 * s.loss
         };
         self.bar.inc(1);
-        if s.step % 10 == 0 {
+        if s.step.is_multiple_of(10) {
             self.message();
         }
     }

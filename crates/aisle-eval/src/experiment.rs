@@ -638,8 +638,15 @@ fn protocol(
     let mut fine_tuned: Vec<FineTuned> = Vec::new();
     if let (Some(tune), Some(dir)) = (&cfg.minilm_tune, minilm_dir) {
         let mut jobs = vec![(format!("{MINILM_TUNED} in-batch"), SamplerSpec::InBatch)];
-        if let Some((tax_name, sampler)) = &best_taxonomy {
-            jobs.push((format!("{MINILM_TUNED} {tax_name}"), sampler.clone()));
+        match &best_taxonomy {
+            // A mixture with ANCE re-indexes with the n-gram model: not for a transformer.
+            Some((tax_name, sampler)) if sampler.ance_refresh().is_some() => progress(&format!(
+                "  not fine-tuning MiniLM with {tax_name}: its sampler includes ANCE"
+            )),
+            Some((tax_name, sampler)) => {
+                jobs.push((format!("{MINILM_TUNED} {tax_name}"), sampler.clone()))
+            }
+            None => {}
         }
         let seed = cfg.seeds.first().copied().unwrap_or(42);
         for (name, sampler) in jobs {
@@ -990,18 +997,24 @@ fn choose_history_boost(
         .zip(&sums)
         .map(|(&b, &s)| (b, s / n))
         .collect();
-    let mut chosen = (0f32, f64::NEG_INFINITY);
-    for &(b, r) in &candidates {
-        if r > chosen.1 || (r == chosen.1 && b < chosen.0) {
-            chosen = (b, r);
-        }
-    }
     Ok(HistoryChoice {
         window: cfg.history_term_window,
+        chosen: pick_boost(&candidates),
         candidates,
-        chosen: chosen.0,
         validation_queries: queries,
     })
+}
+
+/// The `beta` with the best validation score; among ties, the smallest (0 without candidates).
+fn pick_boost(candidates: &[(f32, f64)]) -> f32 {
+    let mut chosen: Option<(f32, f64)> = None;
+    for &(b, r) in candidates {
+        chosen = match chosen {
+            Some((cb, cr)) if r < cr || (r == cr && cb <= b) => Some((cb, cr)),
+            _ => Some((b, r)),
+        };
+    }
+    chosen.map_or(0.0, |c| c.0)
 }
 
 fn baseline_info(name: &str) -> RowInfo {
@@ -1048,6 +1061,14 @@ fn reach(trained: &[Trained]) -> Vec<Reach> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_weight_is_the_validation_argmax_and_ties_go_to_the_smaller() {
+        assert_eq!(pick_boost(&[(2.0, 0.70), (0.5, 0.71), (1.0, 0.69)]), 0.5);
+        assert_eq!(pick_boost(&[(4.0, 0.70), (1.0, 0.70), (2.0, 0.70)]), 1.0);
+        assert_eq!(pick_boost(&[(0.25, 0.90), (0.0, 0.90)]), 0.0);
+        assert_eq!(pick_boost(&[]), 0.0);
+    }
 
     fn run_with(curve: &[(u64, f64, f64)]) -> Run {
         Run {

@@ -219,7 +219,7 @@ mod tests {
         let noisy: Vec<f64> = a
             .iter()
             .enumerate()
-            .map(|(i, x)| x + if i % 2 == 0 { 0.05 } else { -0.05 })
+            .map(|(i, x)| x + if i.is_multiple_of(2) { 0.05 } else { -0.05 })
             .collect();
         assert!(paired_randomization(&noisy, &a, 2000, 3) > 0.5);
     }

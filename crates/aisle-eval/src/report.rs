@@ -468,7 +468,7 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         let _ = writeln!(md, "### Fine-tuning MiniLM\n");
         let _ = writeln!(
             md,
-            "| row | sampler | seed | steps | pairs / step | negatives / pair | AdamW lr | training s | pairs/s | sampling s | forward s | backward + AdamW s | mean loss, first -> last 5% of steps |"
+            "| row | sampler | seed | steps | pairs / step | negatives / pair | AdamW lr | training s | pairs/s | sampling s | forward s | backward + AdamW s | mean loss, first -> last logged window (a twentieth of the steps) |"
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for f in &p.fine_tuned {

@@ -88,7 +88,7 @@ pub(crate) fn check_rows(rows: &[f32], dim: usize) -> Result<usize> {
             "vector dimension must be at least 1".into(),
         ));
     }
-    if rows.len() % dim != 0 {
+    if !rows.len().is_multiple_of(dim) {
         return Err(SearchError::InvalidArgument(format!(
             "{} values are not a whole number of {dim}-dimensional rows",
             rows.len()

@@ -362,11 +362,11 @@ fn a_reload_under_load_fails_no_request_and_swaps_the_model() {
                 let agent = agent();
                 let user = server.user_with_history();
                 // Bounded: at most 20,000 requests per client, or until told to stop.
-                for n in 0..20_000 {
+                for n in 0..20_000usize {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let url = if (n + i) % 2 == 0 {
+                    let url = if (n + i).is_multiple_of(2) {
                         format!("{}/search?q={word}&k=10", server.url())
                     } else {
                         format!("{}/search?q={word}&k=10&user={user}", server.url())

@@ -285,14 +285,14 @@ pub fn run(
         interval.add(&stats);
         observer.stepped(&stats);
         let step = trainer.step;
-        if cfg.log_every > 0 && step % cfg.log_every == 0 {
+        if cfg.log_every > 0 && step.is_multiple_of(cfg.log_every) {
             log.write(&interval.line(step, cfg.batch_size, wall_s))?;
             interval = Interval::default();
         }
-        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
+        if cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) && step < cfg.steps {
             measure(&trainer, &mut log, observer, &mut curve, wall_s)?;
         }
-        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
+        if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) {
             let t = Instant::now();
             let path = dir.join(CHECKPOINT_FILE);
             checkpoint::save(&trainer, &path)?;

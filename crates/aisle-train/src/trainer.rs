@@ -133,7 +133,7 @@ impl TrainConfig {
                     "personalize.history and personalize.refresh must be at least 1".into(),
                 ));
             }
-            if self.checkpoint_every > 0 && self.checkpoint_every % p.refresh != 0 {
+            if self.checkpoint_every > 0 && !self.checkpoint_every.is_multiple_of(p.refresh) {
                 return Err(TrainError::Config(format!(
                     "checkpoint_every ({}) must be a multiple of personalize.refresh ({}) so that a resumed run re-encodes where an uninterrupted one does",
                     self.checkpoint_every, p.refresh
@@ -141,7 +141,7 @@ impl TrainConfig {
             }
         }
         if let (Some(r), c) = (self.sampler.ance_refresh(), self.checkpoint_every) {
-            if c > 0 && c % r != 0 {
+            if c > 0 && !c.is_multiple_of(r) {
                 return Err(TrainError::Config(format!(
                     "checkpoint_every ({c}) must be a multiple of the ANCE refresh interval ({r}) so that a resumed run re-indexes where an uninterrupted one does"
                 )));

