@@ -463,7 +463,7 @@ fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
 }
 
 /// Writes `bytes` to `path` through a temporary file renamed into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     aisle_core::io::write_atomic(path, |w| w.write_all(bytes))
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -11,7 +11,7 @@ use aisle_eval::zero_shot::MiniLmRanker;
 use aisle_train::transformer::{fine_tune, TuneConfig};
 use aisle_train::SamplerSpec;
 
-use crate::train::{pick_split, slug, TrainArgs};
+use crate::train::{pick_split, slug, write_atomic, TrainArgs};
 
 /// Flags of the n-gram tower that mean nothing to a transformer run.
 fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
@@ -164,13 +164,5 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
     );
     println!("model                {}", model_dir.display());
     println!("summary              {}", summary_path.display());
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file renamed into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
