@@ -67,6 +67,9 @@ pub struct ExperimentArgs {
     /// choice of 0 leaves the history-term row out, so `--history-boosts 0` never adds it.
     #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,1,2,4")]
     pub history_boosts: Vec<f32>,
+    /// Leave out the personalized row's learned re-ranking head (fitted on validation).
+    #[arg(long)]
+    pub no_rerank: bool,
     /// Leave out the pretrained MiniLM row even when its files are prepared.
     #[arg(long)]
     pub no_minilm: bool,
@@ -185,6 +188,7 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         }),
         history_boosts: args.history_boosts.clone(),
         history_term_window: 1000,
+        rerank: !args.no_rerank,
         hybrid: Mode::parse("weighted:0.8").map_err(anyhow::Error::msg)?,
         resamples: if quick { 500 } else { 1000 },
         rounds: if quick { 2000 } else { 10_000 },

@@ -288,6 +288,18 @@ pub const REPLAY_NAMES: [&str; 4] = [
     "order value found",
 ];
 
+/// The ranking case of each evaluation query: its text, customer and history cut-off.
+pub fn cases_of<'a>(ds: &'a Dataset, queries: &[&EvalQuery]) -> Vec<Case<'a>> {
+    queries
+        .iter()
+        .map(|q| Case {
+            text: ds.queries.text(q.query),
+            user: q.user,
+            before: q.before,
+        })
+        .collect()
+}
+
 /// Evaluates every group of rankers on `cfg.part` of `split`, one row per group.
 pub fn evaluate_groups(
     ds: &Dataset,
@@ -310,14 +322,7 @@ pub fn evaluate_groups(
         )));
     }
     let depth = cfg.ks.iter().copied().max().unwrap_or(10).max(10);
-    let cases: Vec<Case> = queries
-        .iter()
-        .map(|q| Case {
-            text: ds.queries.text(q.query),
-            user: q.user,
-            before: q.before,
-        })
-        .collect();
+    let cases = cases_of(ds, &queries);
     let seg = segments(ds, split, &queries);
     // Distinct query groups for macro means.
     let mut group_of: HashMap<&str, usize> = HashMap::new();

@@ -139,6 +139,9 @@ pub struct ExperimentConfig {
     /// Earlier interactions the history-term row reads (the tower trains on fewer; the term is
     /// best with all of them, see docs/evaluation.md).
     pub history_term_window: usize,
+    /// Add the personalized row's models with the learned re-ranking head, fitted per seed on
+    /// the validation queries ([`crate::rerank`]).
+    pub rerank: bool,
     /// How the hybrid row fuses the best dense model with BM25.
     #[serde(serialize_with = "display")]
     pub hybrid: Mode,
@@ -264,6 +267,8 @@ pub struct Protocol {
     pub simulated_ab: Option<SimulatedAb>,
     /// How the history term's `beta` was chosen (with a personalized row and candidates).
     pub history_choice: Option<HistoryChoice>,
+    /// The learned re-ranking head of the personalized row's models, fitted per seed.
+    pub rerank: Option<RerankChoice>,
     /// The fine-tuned MiniLM rows' runs.
     pub fine_tuned: Vec<FineTuned>,
 }
@@ -290,6 +295,46 @@ pub struct HistoryChoice {
     /// The best candidate (the smallest among ties); 0 means no history-term row.
     pub chosen: f32,
     pub validation_queries: usize,
+}
+
+/// The re-ranking head fitted on the validation queries for each seed's personalized model.
+#[derive(Clone, Debug, Serialize)]
+pub struct RerankChoice {
+    /// The row that ranks with it.
+    pub row: String,
+    /// `(seed, fit)`, in the order of the personalized row's runs.
+    pub fits: Vec<(u64, crate::rerank::HeadFit)>,
+    /// Seconds to build the signals and fit every seed's head (with the held-out variants).
+    pub fit_s: f64,
+}
+
+impl RerankChoice {
+    /// The held-out validation Recall@10 of each variant, the mean over seeds.
+    pub fn held_out(&self) -> Vec<(String, f64)> {
+        let n = self.fits.len().max(1) as f64;
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for (_, f) in &self.fits {
+            for (i, (name, r)) in f.held_out.iter().enumerate() {
+                match out.get_mut(i) {
+                    Some(o) => o.1 += r / n,
+                    None => out.push((name.clone(), r / n)),
+                }
+            }
+        }
+        out
+    }
+
+    /// Each feature's weight, the mean over seeds.
+    pub fn mean_weights(&self) -> Vec<(&'static str, f32)> {
+        let n = self.fits.len().max(1) as f32;
+        let mut w = [0f32; aisle_search::rerank::FEATURES];
+        for (_, f) in &self.fits {
+            for (m, x) in w.iter_mut().zip(f.head.weights) {
+                *m += x / n;
+            }
+        }
+        aisle_search::rerank::Reranker { weights: w }.named()
+    }
 }
 
 /// Everything an experiment measured (`results.json`).
@@ -745,6 +790,44 @@ fn protocol(
         }
         history_choice = Some(choice);
     }
+    let mut rerank: Option<(RerankChoice, Arc<aisle_search::Signals>)> = None;
+    if let (Some(t), true) = (personalized, cfg.rerank) {
+        let t0 = Instant::now();
+        let signals = Arc::new(crate::rerank::split_signals(ds, split));
+        let mut fits = Vec::with_capacity(t.runs.len());
+        for run in &t.runs {
+            let mut ranker = load_ranker(
+                format!("{} (seed {})", t.name, run.seed),
+                &run.model,
+                ds,
+                split,
+                &DenseOptions {
+                    history: cfg.history_term_window,
+                    ..plain(t)
+                },
+            )?;
+            fits.push((
+                run.seed,
+                crate::rerank::fit_head(ds, split, &mut ranker, &signals)?,
+            ));
+        }
+        let choice = RerankChoice {
+            row: format!("{} + learned re-ranking", t.name),
+            fits,
+            fit_s: t0.elapsed().as_secs_f64(),
+        };
+        progress(&format!(
+            "  learned re-ranking: held-out validation Recall@10 {} in {:.1} s",
+            choice
+                .held_out()
+                .iter()
+                .map(|(v, r)| format!("{v}: {r:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            choice.fit_s
+        ));
+        rerank = Some((choice, signals));
+    }
     let members = |name: &str, t: &Trained, options: DenseOptions| -> Vec<Member> {
         t.runs
             .iter()
@@ -753,10 +836,9 @@ fn protocol(
                 let path = r.model.clone();
                 let ds = Arc::clone(ds);
                 Member::Lazy(Box::new(move || -> Result<Box<dyn Ranker>> {
-                    let (model, _) = aisle_model::artifact::load(&path)?;
-                    Ok(Box::new(DenseRanker::with_options(
+                    Ok(Box::new(load_ranker(
                         row.clone(),
-                        model,
+                        &path,
                         &ds,
                         split,
                         &options,
@@ -811,6 +893,33 @@ fn protocol(
         groups.push(Group {
             name: name.clone(),
             members: members(name, t, *options),
+        });
+    }
+    if let (Some((choice, signals)), Some(t)) = (&rerank, personalized) {
+        let options = DenseOptions {
+            history: cfg.history_term_window,
+            ..plain(t)
+        };
+        let members = t
+            .runs
+            .iter()
+            .zip(&choice.fits)
+            .map(|(r, (_, fit))| {
+                let row = format!("{} (seed {})", choice.row, r.seed);
+                let path = r.model.clone();
+                let ds = Arc::clone(ds);
+                let signals = Arc::clone(signals);
+                let head = fit.head.clone();
+                Member::Lazy(Box::new(move || -> Result<Box<dyn Ranker>> {
+                    let mut ranker = load_ranker(row.clone(), &path, &ds, split, &options)?;
+                    ranker.set_reranking(Arc::clone(&signals), Some(head.clone()))?;
+                    Ok(Box::new(ranker))
+                }))
+            })
+            .collect();
+        groups.push(Group {
+            name: choice.row.clone(),
+            members,
         });
     }
     let eval_cfg = EvalConfig {
@@ -901,6 +1010,10 @@ fn protocol(
     for (name, of) in [
         (hybrid_name, best_dense.as_ref()),
         (history_name, personalized_name.as_ref()),
+        (
+            rerank.as_ref().map(|r| r.0.row.clone()),
+            personalized_name.as_ref(),
+        ),
     ] {
         let (Some(name), Some(of)) = (name, of) else {
             continue;
@@ -937,8 +1050,21 @@ fn protocol(
         reach_ance,
         simulated_ab,
         history_choice,
+        rerank: rerank.map(|r| r.0),
         fine_tuned,
     })
+}
+
+/// A trained run's model, loaded from `path`, ranking as `options` say.
+fn load_ranker(
+    name: String,
+    path: &Path,
+    ds: &Arc<Dataset>,
+    split: &Split,
+    options: &DenseOptions,
+) -> Result<DenseRanker> {
+    let (model, _) = aisle_model::artifact::load(path)?;
+    DenseRanker::with_options(name, model, ds, split, options)
 }
 
 /// Tries every candidate `beta` of the history term on the validation queries, with each seed's
@@ -962,11 +1088,10 @@ fn choose_history_boost(
     let mut sums = vec![0f64; cfg.history_boosts.len()];
     let mut queries = 0;
     for run in &t.runs {
-        let (model, _) = aisle_model::artifact::load(&run.model)?;
         // Built with the largest candidate so that histories are loaded even for a plain model.
-        let mut ranker = DenseRanker::with_options(
+        let mut ranker = load_ranker(
             format!("{} (seed {})", t.name, run.seed),
-            model,
+            &run.model,
             ds,
             split,
             &DenseOptions {

@@ -27,6 +27,7 @@ pub mod online;
 pub mod plot;
 pub mod rankers;
 pub mod report;
+pub mod rerank;
 pub mod zero_shot;
 
 pub use error::{EvalError, Result};

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use aisle_core::{Dataset, Histories, Kind, ProductId, Split, UserId};
 use aisle_model::Model;
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
-use aisle_search::{HistoryInput, IndexChoice, Mode, Request, Searcher, SearcherOptions, MAX_K};
+use aisle_search::rerank::{counts_as_bought, product_words, words};
+use aisle_search::searcher::Candidates;
+use aisle_search::{
+    HistoryInput, IndexChoice, Mode, Request, Reranker, Searcher, SearcherOptions, Signals, MAX_K,
+};
 use aisle_train::data::QuerySource;
 
 use crate::error::Result;
@@ -244,6 +248,36 @@ impl DenseRanker {
     pub fn set_history_boost(&mut self, beta: f32) -> Result<()> {
         Ok(self.searcher.set_history_boost(beta)?)
     }
+
+    /// Sets the learned re-ranking head and what it reads (see [`Searcher::set_reranker`]).
+    pub fn set_reranking(&mut self, signals: Arc<Signals>, head: Option<Reranker>) -> Result<()> {
+        self.searcher.set_signals(Some(signals));
+        Ok(self.searcher.set_reranker(head)?)
+    }
+
+    /// The re-ranking head's candidates and features for each case (see
+    /// [`Searcher::candidate_features`]).
+    pub fn candidate_features(&self, cases: &[Case]) -> Result<Vec<Candidates>> {
+        let requests = self.requests(cases, 10);
+        Ok(self.searcher.candidate_features(&requests)?)
+    }
+
+    fn requests<'a>(&self, cases: &[Case<'a>], depth: usize) -> Vec<Request<'a>> {
+        cases
+            .iter()
+            .map(|c| Request {
+                history: match c.user {
+                    Some(user) => HistoryInput::User {
+                        user,
+                        before: c.before,
+                    },
+                    None => HistoryInput::None,
+                },
+                mode: self.mode,
+                ..Request::new(c.text, depth)
+            })
+            .collect()
+    }
 }
 
 /// How a [`DenseRanker`] searches.
@@ -271,20 +305,7 @@ impl Ranker for DenseRanker {
             ))
             .into());
         }
-        let requests: Vec<Request> = cases
-            .iter()
-            .map(|c| Request {
-                history: match c.user {
-                    Some(user) => HistoryInput::User {
-                        user,
-                        before: c.before,
-                    },
-                    None => HistoryInput::None,
-                },
-                mode: self.mode,
-                ..Request::new(c.text, depth)
-            })
-            .collect();
+        let requests = self.requests(cases, depth);
         Ok(self
             .searcher
             .search_many(&requests)?
@@ -292,14 +313,6 @@ impl Ranker for DenseRanker {
             .map(|r| r.hits.into_iter().map(|h| h.product).collect())
             .collect())
     }
-}
-
-/// Lower-cased words of a text (letters and digits).
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
 }
 
 /// Per-user re-purchase: the products this customer bought before the query (from training
@@ -323,35 +336,22 @@ impl RepurchaseRanker {
     pub fn new(ds: &Dataset, split: &Split) -> Self {
         let purchases = ds.interactions.iter().any(|e| e.kind == Kind::Purchase);
         let t = &ds.taxonomy;
-        let mut category = Vec::with_capacity(ds.catalog.len());
-        let mut word_sets = Vec::with_capacity(ds.catalog.len());
-        for (_, p) in ds.catalog.iter() {
-            category.push(aisle_core::normalize_query(t.name(p.category)));
-            let mut w = words(&p.title);
-            for n in t.path(p.category) {
-                w.extend(words(t.name(n)));
-            }
-            w.sort_unstable();
-            w.dedup();
-            word_sets.push(w);
-        }
+        let category = ds
+            .catalog
+            .iter()
+            .map(|(_, p)| aisle_core::normalize_query(t.name(p.category)))
+            .collect();
         RepurchaseRanker {
             histories: Histories::from_split(ds, split),
             product: ds.interactions.iter().map(|e| e.product).collect(),
             counts: ds
                 .interactions
                 .iter()
-                .map(|e| {
-                    if purchases {
-                        e.kind == Kind::Purchase
-                    } else {
-                        e.kind != Kind::View
-                    }
-                })
+                .map(|e| counts_as_bought(purchases, e.kind))
                 .collect(),
             time: ds.interactions.iter().map(|e| e.time).collect(),
             category,
-            words: word_sets,
+            words: product_words(ds),
             memorisation: MemorisationRanker::new(ds, split),
         }
     }

@@ -59,6 +59,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         }),
         history_boosts: vec![0.0, 0.5, 2.0],
         history_term_window: 1000,
+        rerank: true,
         hybrid: Mode::parse("weighted:0.8").expect("mode"),
         resamples: 50,
         rounds: 100,
@@ -156,6 +157,22 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     }) {
         assert_eq!(r.seeds.len(), 2, "{}", r.system);
     }
+    // The learned re-ranking row: one head per seed, fitted on validation, every variant
+    // measured on held-out folds, and the row in the test table with both seeds.
+    let rerank = p.rerank.as_ref().expect("a re-ranking fit");
+    assert_eq!(
+        rerank.row,
+        "TB-HNS mix + personalization + learned re-ranking"
+    );
+    assert_eq!(rerank.fits.len(), 2);
+    for (_, f) in &rerank.fits {
+        assert_eq!(f.held_out.len(), aisle_eval::rerank::VARIANTS.len());
+        assert!(f.validation_queries > 0);
+        assert!(f.head.weights.iter().all(|w| w.is_finite()));
+        assert!((0.0..=1.0).contains(&f.candidate_recall));
+    }
+    assert!(names.contains(&rerank.row.as_str()), "{names:?}");
+    assert_eq!(info(&rerank.row).kind, RowKind::Personalized);
     // MiniLM zero-shot, and fine-tuned with in-batch negatives and with the best TB-HNS row.
     let tuned: Vec<&str> = p.fine_tuned.iter().map(|f| f.row.as_str()).collect();
     assert_eq!(
@@ -246,6 +263,7 @@ fn clashing_row_names_and_bad_history_weights_are_refused_before_any_training() 
             minilm_tune: None,
             history_boosts: boosts,
             history_term_window: 50,
+            rerank: true,
             hybrid: Mode::parse("rrf").expect("mode"),
             resamples: 10,
             rounds: 10,

@@ -21,14 +21,16 @@
 
 pub mod error;
 pub mod lexical;
+pub mod rerank;
 pub mod searcher;
 pub mod vector;
 
 pub use error::{Result, SearchError};
 pub use lexical::{Bm25Index, FieldBoosts};
+pub use rerank::{Reranker, Signals};
 pub use searcher::{
     Explanation, HistoryInput, Hit, HybridFusion, IndexChoice, Mode, Request, Results, Searcher,
-    SearcherOptions, MAX_K,
+    SearcherOptions, MAX_K, RERANK_HISTORY,
 };
 pub use vector::{
     ann_quality, recall_at_k, search_batch, AnnQuality, ExactIndex, HnswIndex, HnswParams,

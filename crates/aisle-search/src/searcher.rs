@@ -22,6 +22,7 @@ use aisle_model::{FeatureRows, Model, Side};
 
 use crate::error::{Result, SearchError};
 use crate::lexical::{Bm25Index, FieldBoosts};
+use crate::rerank::{Past, Reranker, Signals, FEATURES, QUERY_CANDIDATES};
 use crate::vector::{dot, ExactIndex, HnswIndex, HnswParams, VectorIndex};
 
 /// The most hits one request may ask for.
@@ -29,6 +30,12 @@ pub const MAX_K: usize = 1000;
 
 /// Candidates each side contributes to a hybrid fusion, at least (more when `k` is larger).
 const FUSION_DEPTH: usize = 100;
+
+/// Earlier interactions the re-ranking head reads per request.
+pub const RERANK_HISTORY: usize = 1000;
+
+/// A request's re-ranking candidates with their features ([`Searcher::candidate_features`]).
+pub type Candidates = Vec<(ProductId, [f32; FEATURES])>;
 
 /// A taxonomy filter keeping at most this many products is searched exactly over the subtree's
 /// own rows (a contiguous slice, see [`Searcher`]'s `by_pre`) instead of by a filtered graph
@@ -259,6 +266,9 @@ pub struct Searcher {
     histories: Histories,
     history_len: usize,
     history_boost: f32,
+    /// What the learned re-ranking head reads, and the head; see [`crate::rerank`].
+    signals: Option<Arc<Signals>>,
+    reranker: Option<Reranker>,
     exact_filter_max: usize,
     /// Products sorted by the pre-order rank of their category: a subtree's products are one
     /// contiguous run, found by two binary searches.
@@ -341,6 +351,8 @@ impl Searcher {
             histories,
             history_len: opts.history,
             history_boost: opts.history_boost,
+            signals: None,
+            reranker: None,
             exact_filter_max: opts.exact_filter_max,
             by_pre,
             pre_of,
@@ -405,6 +417,61 @@ impl Searcher {
         Ok(())
     }
 
+    /// Sets the signals the re-ranking head reads (built from the same interactions as the
+    /// histories: a split's training part in evaluation). Without them no head can be set.
+    pub fn set_signals(&mut self, signals: Option<Arc<Signals>>) {
+        if signals.is_none() {
+            self.reranker = None;
+        }
+        self.signals = signals;
+    }
+
+    /// Sets the learned re-ranking head for dense requests (`None`: the towers' order). A
+    /// query-time choice, like the history term's `beta`; the head replaces that term.
+    pub fn set_reranker(&mut self, reranker: Option<Reranker>) -> Result<()> {
+        if let Some(r) = &reranker {
+            if self.signals.is_none() {
+                return Err(SearchError::InvalidArgument(
+                    "a re-ranking head needs the Searcher's signals (set_signals) first".into(),
+                ));
+            }
+            if let Some((name, w)) = r.named().into_iter().find(|(_, w)| !w.is_finite()) {
+                return Err(SearchError::InvalidArgument(format!(
+                    "re-ranking weight {name} is {w}, not a finite number"
+                )));
+            }
+        }
+        self.reranker = reranker;
+        Ok(())
+    }
+
+    pub fn reranker(&self) -> Option<&Reranker> {
+        self.reranker.as_ref()
+    }
+
+    /// The re-ranking head's candidates for each dense request, with their features: what
+    /// [`crate::rerank::fit`] learns from. Needs the signals.
+    pub fn candidate_features(&self, requests: &[Request]) -> Result<Vec<Candidates>> {
+        let Some(signals) = &self.signals else {
+            return Err(SearchError::InvalidArgument(
+                "candidate features need the Searcher's signals (set_signals) first".into(),
+            ));
+        };
+        for r in requests {
+            self.check(r)?;
+        }
+        let texts: Vec<&str> = requests.iter().map(|r| r.text).collect();
+        let encoded = self.encode(requests, &texts);
+        requests
+            .par_iter()
+            .zip(encoded.par_iter())
+            .map(|(r, e)| {
+                let dense = self.dense_top(&e.vector, r.k.max(FUSION_DEPTH), r.category)?;
+                Ok(self.candidates(r, e, dense, signals))
+            })
+            .collect()
+    }
+
     pub fn has_lexical(&self) -> bool {
         self.bm25.is_some()
     }
@@ -467,7 +534,7 @@ impl Searcher {
         let texts: Vec<&str> = requests.iter().map(|r| r.text).collect();
         let encoded = self.encode(requests, &texts);
         let depth = |r: &Request, e: &Encoded| {
-            if self.boosts(r, e) {
+            if self.boosts(r, e) || self.reranks(r) {
                 r.k.max(FUSION_DEPTH)
             } else {
                 r.k
@@ -640,7 +707,54 @@ impl Searcher {
         e: &Encoded,
         dense: Option<Vec<(ProductId, f32)>>,
     ) -> Result<Results> {
-        let mut hits: Vec<Hit> = match r.mode {
+        let mut hits: Vec<Hit> = match (r.mode, &self.signals, &self.reranker) {
+            (Mode::Dense, Some(signals), Some(head)) => {
+                let list = match dense {
+                    Some(l) => l,
+                    None => self.dense_top(&e.vector, r.k.max(FUSION_DEPTH), r.category)?,
+                };
+                let mut hits: Vec<Hit> = self
+                    .candidates(r, e, list, signals)
+                    .into_iter()
+                    .map(|(product, f)| Hit {
+                        product,
+                        score: head.score(&f),
+                        dense: Some(f[0]),
+                        lexical: None,
+                        explanation: None,
+                    })
+                    .collect();
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product.cmp(&b.product)));
+                hits.truncate(r.k);
+                hits
+            }
+            _ => self.score_hits(r, e, dense)?,
+        };
+        if r.explain {
+            let terms = self
+                .bm25
+                .as_ref()
+                .map(|b| b.query_terms(r.text))
+                .unwrap_or_default();
+            for h in &mut hits {
+                h.explanation = Some(self.explain(h.product, &terms, &e.attention));
+            }
+        }
+        Ok(Results {
+            hits,
+            history_used: e.attention.len(),
+        })
+    }
+
+    /// Hits of a request without the re-ranking head: the towers' order (with the history term
+    /// where it applies), BM25's, or the two fused.
+    fn score_hits(
+        &self,
+        r: &Request,
+        e: &Encoded,
+        dense: Option<Vec<(ProductId, f32)>>,
+    ) -> Result<Vec<Hit>> {
+        Ok(match r.mode {
             Mode::Dense if self.boosts(r, e) => {
                 let list = match dense {
                     Some(l) => l,
@@ -680,21 +794,78 @@ impl Searcher {
                 let lexical = self.lexical_top(r.text, depth, r.category)?;
                 self.fuse(&e.vector, &dense, &lexical, fusion, r.k)
             }
+        })
+    }
+
+    /// True when `r` is re-ranked by the learned head.
+    fn reranks(&self, r: &Request) -> bool {
+        r.mode == Mode::Dense && self.signals.is_some() && self.reranker.is_some()
+    }
+
+    /// The head's candidates for one request with their features: the dense list, then the
+    /// customer's own earlier products and the products chosen before for the same query text
+    /// (both within the request's category).
+    fn candidates(
+        &self,
+        r: &Request,
+        e: &Encoded,
+        dense: Vec<(ProductId, f32)>,
+        signals: &Signals,
+    ) -> Candidates {
+        let past = self.past(r.history);
+        let t = &self.ds.taxonomy;
+        let inside = |p: ProductId| {
+            r.category
+                .is_none_or(|c| t.is_ancestor_or_self(c, self.ds.catalog.get(p).category))
         };
-        if r.explain {
-            let terms = self
-                .bm25
-                .as_ref()
-                .map(|b| b.query_terms(r.text))
-                .unwrap_or_default();
-            for h in &mut hits {
-                h.explanation = Some(self.explain(h.product, &terms, &e.attention));
+        let mut seen: std::collections::HashSet<ProductId> = dense.iter().map(|c| c.0).collect();
+        let mut list = dense;
+        let chosen = signals
+            .chosen_for(r.text)
+            .iter()
+            .take(QUERY_CANDIDATES)
+            .map(|c| c.0);
+        for p in past.iter().map(|x| x.product).chain(chosen) {
+            if p.index() < self.ds.catalog.len() && inside(p) && seen.insert(p) {
+                list.push((p, dot(&e.vector, self.vector(p))));
             }
         }
-        Ok(Results {
-            hits,
-            history_used: e.attention.len(),
-        })
+        let user = match r.history {
+            HistoryInput::User { user, .. } => Some(user),
+            _ => None,
+        };
+        let features = signals.features(r.text, &past, user, &list, |p| self.vector(p));
+        list.into_iter().map(|c| c.0).zip(features).collect()
+    }
+
+    /// The customer's earlier interactions the head reads (the last [`RERANK_HISTORY`]),
+    /// oldest first; an inline history's clock is its position.
+    fn past(&self, input: HistoryInput) -> Vec<Past> {
+        match input {
+            HistoryInput::None => Vec::new(),
+            HistoryInput::User { user, before } => self
+                .histories
+                .before(user, before, RERANK_HISTORY)
+                .iter()
+                .map(|&i| {
+                    let e = &self.ds.interactions[i as usize];
+                    Past {
+                        product: e.product,
+                        kind: e.kind,
+                        time: e.time,
+                    }
+                })
+                .collect(),
+            HistoryInput::Inline(all) => all[all.len().saturating_sub(RERANK_HISTORY)..]
+                .iter()
+                .enumerate()
+                .map(|(i, &(product, kind))| Past {
+                    product,
+                    kind,
+                    time: i as i64,
+                })
+                .collect(),
+        }
     }
 
     /// True when `r`'s dense scores get the history term.

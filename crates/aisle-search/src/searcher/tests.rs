@@ -576,3 +576,94 @@ fn the_history_term_brings_back_what_the_customer_bought() {
             .all(|h| t.is_ancestor_or_self(c, ds.catalog.get(h.product).category)));
     }
 }
+
+/// A searcher over the small world with re-ranking signals built from every interaction.
+fn reranking_searcher() -> Searcher {
+    let mut s = searcher(false, IndexChoice::Exact);
+    let ds = Arc::clone(s.dataset());
+    let signals = Signals::build(&ds, 0..ds.interactions.len() as u32, |_| None);
+    s.set_signals(Some(Arc::new(signals)));
+    s
+}
+
+#[test]
+fn a_dense_only_head_ranks_as_the_towers_do() {
+    let mut s = reranking_searcher();
+    let u = user_with_history(&s, 3);
+    let request = Request {
+        history: HistoryInput::User {
+            user: u,
+            before: i64::MAX,
+        },
+        ..Request::new("winter jacket", 10)
+    };
+    let plain = s.search(&request).expect("plain");
+    s.set_reranker(Some(Reranker::dense_only())).expect("head");
+    let reranked = s.search(&request).expect("reranked");
+    // The customer's own products join the candidates, but with the cosine alone they cannot
+    // pass the exact dense top list.
+    assert_eq!(ids(&reranked), ids(&plain));
+    for (a, b) in reranked.hits.iter().zip(&plain.hits) {
+        assert_eq!(a.dense, b.dense);
+    }
+}
+
+#[test]
+fn a_head_that_weighs_buying_puts_the_customers_products_first() {
+    let mut s = reranking_searcher();
+    let ds = Arc::clone(s.dataset());
+    let u = user_with_history(&s, 3);
+    let signals = Signals::build(&ds, 0..ds.interactions.len() as u32, |_| None);
+    let bought: Vec<ProductId> = s
+        .histories()
+        .events(&ds, u, i64::MAX, RERANK_HISTORY)
+        .filter(|e| signals.counts(e.kind))
+        .map(|e| e.product)
+        .collect();
+    assert!(!bought.is_empty());
+    let mut head = Reranker::dense_only();
+    head.weights[3] = 10.0; // bought
+    s.set_reranker(Some(head)).expect("head");
+    let request = Request {
+        history: HistoryInput::User {
+            user: u,
+            before: i64::MAX,
+        },
+        ..Request::new("gift", 5)
+    };
+    let got = s.search(&request).expect("search");
+    assert!(bought.contains(&got.hits[0].product), "{:?}", got.hits);
+    assert!(got.hits[0].score > 9.0);
+    // The features behind it: the candidates hold every bought product, marked as bought.
+    let feats = s.candidate_features(&[request]).expect("features");
+    for p in &bought {
+        let f = feats[0]
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, f)| *f)
+            .expect("a bought product is a candidate");
+        assert_eq!(f[3], 1.0);
+        assert!(f[5] >= 2f32.ln(), "bought at least once: {f:?}");
+    }
+    // Without a customer, no product is marked bought and the head falls back to the cosine.
+    let anonymous = s
+        .candidate_features(&[Request::new("gift", 5)])
+        .expect("features");
+    assert!(anonymous[0].iter().all(|(_, f)| f[3] == 0.0 && f[6] == 0.0));
+}
+
+#[test]
+fn a_head_needs_signals_and_finite_weights() {
+    let mut s = searcher(false, IndexChoice::Exact);
+    assert!(s.set_reranker(Some(Reranker::dense_only())).is_err());
+    assert!(s.candidate_features(&[Request::new("gift", 5)]).is_err());
+    let mut s = reranking_searcher();
+    let mut head = Reranker::dense_only();
+    head.weights[2] = f32::NAN;
+    let err = s.set_reranker(Some(head)).expect_err("NaN weight");
+    assert!(err.to_string().contains("text_match"), "{err}");
+    // Removing the signals removes the head.
+    s.set_reranker(Some(Reranker::dense_only())).expect("head");
+    s.set_signals(None);
+    assert!(s.reranker().is_none());
+}

@@ -1,0 +1,257 @@
+//! Fitting the learned re-ranking head ([`aisle_search::rerank`]) on a split's validation
+//! queries, and measuring it there without fitting on what it is measured on.
+//!
+//! The head's weights are fitted per model on every validation query; the figure that says how
+//! good the head is comes from two folds of customers: fitted on one half, measured on the other,
+//! and the other way round, so that no query is scored by weights fitted on it. The same folds
+//! measure the head without some of its features (an ablation), so that the report can say
+//! which signal carries the gain.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use aisle_core::{Dataset, EvalQuery, ProductId, Split};
+use aisle_search::rerank::{fit, FitCase, FitOptions, Reranker, Signals, FEATURES, FEATURE_NAMES};
+use aisle_train::data::QuerySource;
+
+use crate::error::Result;
+use crate::rankers::DenseRanker;
+
+/// The signals of `split`'s training part: the same interactions the customers' histories hold.
+pub fn split_signals(ds: &Dataset, split: &Split) -> Signals {
+    let source = QuerySource::of(ds);
+    Signals::build(ds, split.train.iter().copied(), |e| {
+        source.query_text(ds, e)
+    })
+}
+
+/// The head without some features, measured on held-out folds.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    pub drop: &'static [&'static str],
+}
+
+/// The variants every fit is measured with: all features first.
+pub const VARIANTS: [Variant; 5] = [
+    Variant {
+        name: "all features",
+        drop: &[],
+    },
+    Variant {
+        name: "without neighbours",
+        drop: &["neighbours", "new_neighbours"],
+    },
+    Variant {
+        name: "without the query text's own signals",
+        drop: &["text_match", "bought_and_match", "log_query_count"],
+    },
+    Variant {
+        name: "without the customer (no history, no neighbours)",
+        drop: &[
+            "history_closest",
+            "bought",
+            "bought_and_match",
+            "log_times_bought",
+            "recency",
+            "neighbours",
+            "new_neighbours",
+        ],
+    },
+    Variant {
+        name: "dense score only",
+        drop: &[
+            "history_closest",
+            "text_match",
+            "bought",
+            "bought_and_match",
+            "log_times_bought",
+            "recency",
+            "log_query_count",
+            "neighbours",
+            "new_neighbours",
+        ],
+    },
+];
+
+impl Variant {
+    fn mask(&self) -> [bool; FEATURES] {
+        let mut m = [true; FEATURES];
+        for (i, name) in FEATURE_NAMES.iter().enumerate() {
+            if self.drop.contains(name) {
+                m[i] = false;
+            }
+        }
+        m
+    }
+}
+
+/// One model's fit.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeadFit {
+    /// Fitted on every validation query: what the test row ranks with.
+    pub head: Reranker,
+    /// Validation Recall@10 of the head fitted on all of validation (in-sample).
+    pub in_sample_recall_at_10: f64,
+    /// `(variant, validation Recall@10 over two folds of customers)`, [`VARIANTS`] in order.
+    pub held_out: Vec<(String, f64)>,
+    pub validation_queries: usize,
+    /// Share of relevant validation products among the candidates (the head's ceiling).
+    pub candidate_recall: f64,
+}
+
+/// Fits the head for one model (`ranker`, whose Searcher reads `signals`) on the validation
+/// queries of `split`, with the two-fold measurements of every [`VARIANTS`] entry.
+pub fn fit_head(
+    ds: &Dataset,
+    split: &Split,
+    ranker: &mut DenseRanker,
+    signals: &Arc<Signals>,
+) -> Result<HeadFit> {
+    ranker.set_reranking(Arc::clone(signals), None)?;
+    let queries: Vec<&EvalQuery> = split
+        .validation
+        .iter()
+        .filter(|q| q.relevant.iter().any(|r| r.1 > 0))
+        .collect();
+    let candidates = ranker.candidate_features(&crate::evaluate::cases_of(ds, &queries))?;
+    let mut fit_cases = Vec::with_capacity(queries.len());
+    let mut products: Vec<Vec<ProductId>> = Vec::with_capacity(queries.len());
+    let mut relevant: Vec<HashSet<ProductId>> = Vec::with_capacity(queries.len());
+    let (mut found, mut total) = (0usize, 0usize);
+    for (q, c) in queries.iter().zip(candidates) {
+        let rel: HashSet<ProductId> = q.relevant.iter().filter(|r| r.1 > 0).map(|r| r.0).collect();
+        let flags: Vec<bool> = c.iter().map(|(p, _)| rel.contains(p)).collect();
+        found += flags.iter().filter(|&&f| f).count();
+        total += rel.len();
+        products.push(c.iter().map(|(p, _)| *p).collect());
+        fit_cases.push(FitCase {
+            features: c.into_iter().map(|(_, f)| f).collect(),
+            relevant: flags,
+        });
+        relevant.push(rel);
+    }
+    // Folds by customer, so that one customer's queries never sit on both sides.
+    let fold: Vec<usize> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| q.user.map_or(i, |u| u.index()) % 2)
+        .collect();
+    let recall = |head: &Reranker, i: usize| -> f64 {
+        let c = &fit_cases[i];
+        let mut order: Vec<usize> = (0..c.features.len()).collect();
+        let score: Vec<f32> = c.features.iter().map(|f| head.score(f)).collect();
+        order.sort_by(|&a, &b| {
+            score[b]
+                .total_cmp(&score[a])
+                .then(products[i][a].cmp(&products[i][b]))
+        });
+        let hits = order.iter().take(10).filter(|&&j| c.relevant[j]).count();
+        hits as f64 / relevant[i].len().max(1) as f64
+    };
+    let n = fit_cases.len().max(1) as f64;
+    let mut held_out = Vec::with_capacity(VARIANTS.len());
+    for v in &VARIANTS {
+        let opts = FitOptions {
+            use_feature: v.mask(),
+            ..FitOptions::default()
+        };
+        let mut sum = 0.0;
+        for side in 0..2 {
+            let train: Vec<FitCase> = fit_cases
+                .iter()
+                .zip(&fold)
+                .filter(|(_, &f)| f != side)
+                .map(|(c, _)| c.clone())
+                .collect();
+            let head = fit(&train, &opts);
+            sum += (0..fit_cases.len())
+                .filter(|&i| fold[i] == side)
+                .map(|i| recall(&head, i))
+                .sum::<f64>();
+        }
+        held_out.push((v.name.to_string(), sum / n));
+    }
+    let head = fit(&fit_cases, &FitOptions::default());
+    let in_sample = (0..fit_cases.len()).map(|i| recall(&head, i)).sum::<f64>() / n;
+    ranker.set_reranking(Arc::clone(signals), Some(head.clone()))?;
+    Ok(HeadFit {
+        head,
+        in_sample_recall_at_10: in_sample,
+        held_out,
+        validation_queries: fit_cases.len(),
+        candidate_recall: found as f64 / total.max(1) as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aisle_core::split::{event_split, Fractions};
+    use aisle_core::synth::small_dataset;
+    use aisle_search::rerank::{Past, NEIGHBOUR_FLOOR};
+    use std::collections::HashMap;
+
+    /// No held-out event reaches a feature: the products chosen for each query are counted
+    /// over the training part only, and a product bought only in held-out events has no buyer.
+    #[test]
+    fn the_signals_of_a_split_hold_no_held_out_event() {
+        let ds = small_dataset(300, 40, 300, 3).expect("world");
+        let split = event_split(&ds, Fractions::default(), 7).expect("split");
+        let signals = split_signals(&ds, &split);
+        let source = QuerySource::of(&ds);
+        let mut want: HashMap<String, HashMap<ProductId, u32>> = HashMap::new();
+        for &i in &split.train {
+            let e = &ds.interactions[i as usize];
+            if let Some(q) = source.query_text(&ds, e) {
+                *want.entry(q).or_default().entry(e.product).or_default() += 1;
+            }
+        }
+        let held_out: Vec<&EvalQuery> = split.validation.iter().chain(&split.test).collect();
+        assert!(!held_out.is_empty());
+        for q in &held_out {
+            let text = ds.queries.text(q.query);
+            let got: HashMap<ProductId, u32> = signals.chosen_for(text).iter().copied().collect();
+            assert_eq!(got, want.get(text).cloned().unwrap_or_default(), "{text}");
+        }
+        // Products bought in held-out events and never in training.
+        let mut in_train = vec![false; ds.catalog.len()];
+        for &i in &split.train {
+            let e = &ds.interactions[i as usize];
+            if signals.counts(e.kind) {
+                in_train[e.product.index()] = true;
+            }
+        }
+        let only_held_out: Vec<(ProductId, f32)> = held_out
+            .iter()
+            .flat_map(|q| q.events.iter())
+            .map(|&i| ds.interactions[i as usize].product)
+            .filter(|p| !in_train[p.index()])
+            .map(|p| (p, 0.0))
+            .collect();
+        assert!(!only_held_out.is_empty(), "the world has no such product");
+        // A customer who bought everything bought in training: every neighbour counts.
+        let past: Vec<Past> = split
+            .train
+            .iter()
+            .map(|&i| &ds.interactions[i as usize])
+            .filter(|e| signals.counts(e.kind))
+            .map(|e| Past {
+                product: e.product,
+                kind: e.kind,
+                time: e.time,
+            })
+            .collect();
+        let zero = vec![0.0f32; 4];
+        let features = signals.features("x", &past, None, &only_held_out, |_| &zero);
+        let j = FEATURE_NAMES
+            .iter()
+            .position(|n| *n == "neighbours")
+            .expect("feature");
+        for f in &features {
+            assert_eq!(f[j], NEIGHBOUR_FLOOR.ln());
+        }
+    }
+}
