@@ -143,11 +143,32 @@ fn index_choice(
 const SERVE_EXPANSION_SEARCH: usize = 256;
 
 /// How the served Searcher reads customers' histories.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct HistoryUse {
     /// Earlier interactions read [default: as the model was trained].
     history: Option<usize>,
     history_boost: f32,
+    /// The learned re-ranking head file, if one is served.
+    head: Option<PathBuf>,
+}
+
+/// The head file `aisle serve` uses: the one given (which must exist), else `rerank.json`
+/// beside the model when there is one; none with `--no-rerank`.
+fn head_file(args: &ServeArgs, model_path: &Path) -> Result<Option<PathBuf>> {
+    if args.no_rerank {
+        return Ok(None);
+    }
+    if let Some(p) = &args.rerank {
+        if !p.exists() {
+            bail!(
+                "re-ranking head {} does not exist (fit one with `aisle train --rerank`)",
+                p.display()
+            );
+        }
+        return Ok(Some(p.clone()));
+    }
+    let beside = model_path.with_file_name(aisle_search::rerank::HEAD_FILE);
+    Ok(beside.exists().then_some(beside))
 }
 
 /// Builds the Searcher that `aisle serve` serves.
@@ -156,17 +177,29 @@ fn build_searcher(
     model_path: &Path,
     index: &IndexChoice,
     histories: Histories,
-    uses: HistoryUse,
+    uses: &HistoryUse,
 ) -> Result<Searcher> {
     let file = crate::model_file::load(model_path, ds, "served")?;
+    // A head was fitted with the towers reading the head's own history window.
+    let tower_history = if uses.head.is_some() && file.model.personal.is_some() {
+        uses.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)
+    } else {
+        uses.history.unwrap_or(file.history)
+    };
     let opts = SearcherOptions {
         index: index.clone(),
-        history: uses.history.unwrap_or(file.history),
+        history: tower_history,
         history_boost: uses.history_boost,
         ..SearcherOptions::default()
     };
-    Searcher::build(Arc::clone(ds), file.model, histories, &opts)
-        .with_context(|| format!("building the searcher for {}", model_path.display()))
+    let mut searcher = Searcher::build(Arc::clone(ds), file.model, histories, &opts)
+        .with_context(|| format!("building the searcher for {}", model_path.display()))?;
+    if let Some(path) = &uses.head {
+        let (head, _) = aisle_search::rerank::HeadFile::load(path)?;
+        searcher.set_signals(Some(Arc::new(aisle_eval::rerank::dataset_signals(ds))));
+        searcher.set_reranker(Some(head))?;
+    }
+    Ok(searcher)
 }
 
 #[derive(Args)]
@@ -187,9 +220,17 @@ pub struct ServeArgs {
     /// 0.668 (docs/evaluation.md).
     #[arg(long, default_value_t = 0.0)]
     pub history_boost: f32,
-    /// Earlier interactions read per customer [default: as the model was trained].
+    /// Earlier interactions read per customer [default: as the model was trained, or 1,000
+    /// with a re-ranking head].
     #[arg(long)]
     pub history: Option<usize>,
+    /// The learned re-ranking head to rank dense requests with [default: rerank.json beside
+    /// the model, written by `aisle train --rerank`, when there is one].
+    #[arg(long, conflicts_with = "no_rerank")]
+    pub rerank: Option<PathBuf>,
+    /// Serve the towers' order even when a rerank.json lies beside the model.
+    #[arg(long)]
+    pub no_rerank: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -224,13 +265,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let uses = HistoryUse {
         history: args.history,
         history_boost: args.history_boost,
+        head: head_file(&args, &model_path)?,
     };
     let histories = Histories::all(&ds);
-    let searcher = build_searcher(&ds, &model_path, &index, histories, uses)?;
+    let searcher = build_searcher(&ds, &model_path, &index, histories, &uses)?;
     // A saved index carries the effort it was built with; the flag wins.
     searcher.set_search_effort(args.expansion_search);
     eprintln!(
-        "serving {} ({} products, {} customers) with {} ({} index{}), ready in {:.1} s",
+        "serving {} ({} products, {} customers) with {} ({} index{}{}), ready in {:.1} s",
         ds.name,
         fmt_n(ds.catalog.len()),
         fmt_n(ds.users.len()),
@@ -241,6 +283,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         } else {
             ""
         },
+        uses.head
+            .as_ref()
+            .map_or(String::new(), |h| format!(", re-ranked by {}", h.display())),
         start.elapsed().as_secs_f64()
     );
     let loader: Loader = {
@@ -248,8 +293,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let model_path = model_path.clone();
         let index = index.clone();
         let effort = args.expansion_search;
+        let uses = uses.clone();
         Box::new(move || {
-            let s = build_searcher(&ds, &model_path, &index, Histories::all(&ds), uses)
+            let s = build_searcher(&ds, &model_path, &index, Histories::all(&ds), &uses)
                 .map_err(|e| format!("{e:#}"))?;
             s.set_search_effort(effort);
             Ok(s)

@@ -168,6 +168,12 @@ pub struct TrainArgs {
     /// out/models/all-minilm-l6-v2].
     #[arg(long)]
     pub minilm_model: Option<PathBuf>,
+    /// Also fit the learned re-ranking head (customer purchase counts, recency, neighbours,
+    /// query-text signals over the towers' candidates) on the split's validation queries and
+    /// write it beside the model as rerank.json, which `aisle serve` then uses
+    /// (docs/training.md).
+    #[arg(long)]
+    pub rerank: bool,
 }
 
 /// What `aisle train` trains.
@@ -359,6 +365,81 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     println!("model                {}", summary.model.display());
     println!("log                  {}", summary.log.display());
+    if args.rerank {
+        let history = args.train.config()?.personalize.map_or(50, |p| p.history);
+        let path = out.join(aisle_search::rerank::HEAD_FILE);
+        let split = split.clone();
+        fit_head(ds, split, &summary.model, history, &path)?;
+    }
+    Ok(())
+}
+
+/// Earlier interactions the towers read while the head is fitted and served (the head itself
+/// reads up to [`aisle_search::RERANK_HISTORY`]).
+pub(crate) const HEAD_TOWER_HISTORY: usize = 1000;
+
+/// Fits the re-ranking head for the model at `model_path` on `split`'s validation queries,
+/// prints what the held-out folds measured, and writes the head to `out`.
+fn fit_head(
+    ds: Dataset,
+    split: Split,
+    model_path: &Path,
+    history: usize,
+    out: &Path,
+) -> Result<()> {
+    use std::sync::Arc;
+    let t = std::time::Instant::now();
+    let ds = Arc::new(ds);
+    let (model, _) = aisle_model::artifact::load(model_path)
+        .with_context(|| format!("reading {}", model_path.display()))?;
+    let personalized = model.personal.is_some();
+    let tower_history = if personalized {
+        HEAD_TOWER_HISTORY
+    } else {
+        history
+    };
+    let mut ranker = aisle_eval::DenseRanker::with_options(
+        "model",
+        model,
+        &ds,
+        &split,
+        &aisle_eval::rankers::DenseOptions {
+            history: tower_history,
+            mode: aisle_search::Mode::Dense,
+            history_boost: 0.0,
+        },
+    )?;
+    let signals = Arc::new(aisle_eval::rerank::split_signals(&ds, &split));
+    let fit = aisle_eval::rerank::fit_head(&ds, &split, &mut ranker, &signals)?;
+    println!(
+        "re-ranking head      fitted on {} validation queries in {:.1} s",
+        fmt_n(fit.validation_queries),
+        t.elapsed().as_secs_f64()
+    );
+    for (variant, r) in &fit.held_out {
+        println!("  held-out R@10      {r:.4}  {variant}");
+    }
+    let weights: Vec<String> = fit
+        .head
+        .named()
+        .iter()
+        .map(|(n, w)| format!("{n} {w:.2}"))
+        .collect();
+    println!("  weights            {}", weights.join(", "));
+    let fitted = serde_json::json!({
+        "dataset": ds.name,
+        "split": split.name,
+        "model": model_path.display().to_string(),
+        "tower_history": tower_history,
+        "validation_queries": fit.validation_queries,
+        "in_sample_recall_at_10": fit.in_sample_recall_at_10,
+        "held_out_recall_at_10": fit.held_out,
+        "candidate_recall": fit.candidate_recall,
+    });
+    aisle_search::rerank::HeadFile::new(&fit.head, fitted)
+        .save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("re-ranking head      {}", out.display());
     Ok(())
 }
 

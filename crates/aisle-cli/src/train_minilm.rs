@@ -28,6 +28,7 @@ fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
         (args.checkpoint_every.is_some(), "--checkpoint-every"),
         (args.eval_every.is_some(), "--eval-every"),
         (args.log_every.is_some(), "--log-every"),
+        (args.rerank, "--rerank"),
     ]
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))

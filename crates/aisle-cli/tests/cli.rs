@@ -357,10 +357,29 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     let world = tiny_world(d.path());
     let run = d.path().join("run");
     let run_s = run.to_str().expect("utf-8 path");
-    let out = train_tiny(&world, run_s, &["--personalized"]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    // A personalized model with its re-ranking head, fitted on validation and written beside it.
+    let out = train_tiny(&world, run_s, &["--personalized", "--rerank"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("held-out R@10"), "{stdout}");
+    assert!(run.join("rerank.json").is_file());
     let model = run.join("model.aisle");
     let model_s = model.to_str().expect("utf-8 path");
+    let out = aisle(&[
+        "serve",
+        "--dataset",
+        &world,
+        "--model",
+        model_s,
+        "--rerank",
+        "no/such/rerank.json",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no/such/rerank.json") && stderr.contains("aisle train --rerank"),
+        "{stderr}"
+    );
 
     // An HNSW index, saved and checked against exact search.
     let index = d.path().join("index.usearch");
@@ -461,6 +480,8 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
         serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON");
     assert_eq!(health["index"], "hnsw (saved)");
     assert_eq!(health["personalized"], true);
+    // rerank.json beside the model is picked up.
+    assert_eq!(health["reranked"], true);
     let r = agent
         .get(format!("{url}/search?q=shoes&k=3"))
         .call()

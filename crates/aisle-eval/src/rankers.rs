@@ -222,11 +222,9 @@ impl DenseRanker {
         split: &Split,
         options: &DenseOptions,
     ) -> Result<Self> {
-        let histories = if model.personal.is_some() || options.history_boost > 0.0 {
-            Histories::from_split(ds, split)
-        } else {
-            Histories::default()
-        };
+        // Read by a personalized model, the history term and a re-ranking head; cheap to build
+        // (one sort of the training part), so every ranker has them.
+        let histories = Histories::from_split(ds, split);
         let opts = SearcherOptions {
             index: IndexChoice::Exact,
             history: options.history,

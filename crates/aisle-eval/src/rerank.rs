@@ -27,6 +27,14 @@ pub fn split_signals(ds: &Dataset, split: &Split) -> Signals {
     })
 }
 
+/// The signals of every interaction: what a live service knows (not for evaluation).
+pub fn dataset_signals(ds: &Dataset) -> Signals {
+    let source = QuerySource::of(ds);
+    Signals::build(ds, 0..ds.interactions.len() as u32, |e| {
+        source.query_text(ds, e)
+    })
+}
+
 /// The head without some features, measured on held-out folds.
 #[derive(Clone, Copy, Debug)]
 pub struct Variant {

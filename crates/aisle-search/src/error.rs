@@ -27,6 +27,14 @@ pub enum SearchError {
     #[error("index file {}: {reason}", .path.display())]
     BadIndexFile { path: PathBuf, reason: String },
 
+    /// A re-ranking head file (`rerank.json`) that aisle cannot use; `field` names what is wrong.
+    #[error("re-ranking head {}: {field}: {reason}", .path.display())]
+    BadHeadFile {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
     Io {

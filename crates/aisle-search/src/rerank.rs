@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use aisle_core::{Dataset, Interaction, Kind, ProductId, UserId};
 
+use crate::error::SearchError;
+
 /// Number of features of a candidate.
 pub const FEATURES: usize = 10;
 
@@ -318,6 +320,98 @@ impl Reranker {
     }
 }
 
+/// Version of the head file layout.
+pub const HEAD_SCHEMA: &str = "aisle.rerank/1";
+
+/// The file name `aisle train --rerank` writes beside the model, and `aisle serve` reads.
+pub const HEAD_FILE: &str = "rerank.json";
+
+/// A head as saved: its weights by feature name, and what it was fitted on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeadFile {
+    pub schema: String,
+    /// `[name, weight]` for every feature, in [`FEATURE_NAMES`] order.
+    pub weights: Vec<(String, f32)>,
+    /// Free-form provenance: dataset, split, model file, validation figures.
+    #[serde(default)]
+    pub fitted: serde_json::Value,
+}
+
+impl HeadFile {
+    pub fn new(head: &Reranker, fitted: serde_json::Value) -> HeadFile {
+        HeadFile {
+            schema: HEAD_SCHEMA.into(),
+            weights: head
+                .named()
+                .into_iter()
+                .map(|(n, w)| (n.to_owned(), w))
+                .collect(),
+            fitted,
+        }
+    }
+
+    /// Writes the file atomically (a temporary file renamed into place).
+    pub fn save(&self, path: &std::path::Path) -> crate::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| SearchError::BadHeadFile {
+            path: path.to_path_buf(),
+            field: "(whole file)".into(),
+            reason: e.to_string(),
+        })?;
+        aisle_core::io::write_atomic(path, |w| w.write_all(text.as_bytes()))
+            .map_err(|e| SearchError::io(path, e))
+    }
+
+    /// Reads a head file and checks it: the schema, and every feature of this aisle, by name
+    /// and in order, with a finite weight.
+    pub fn load(path: &std::path::Path) -> crate::Result<(Reranker, HeadFile)> {
+        let bad = |field: &str, reason: String| SearchError::BadHeadFile {
+            path: path.to_path_buf(),
+            field: field.into(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| SearchError::io(path, e))?;
+        let file: HeadFile = serde_json::from_str(&text).map_err(|e| {
+            bad(
+                &format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
+        if file.schema != HEAD_SCHEMA {
+            return Err(bad(
+                "schema",
+                format!("`{}`, expected `{HEAD_SCHEMA}`", file.schema),
+            ));
+        }
+        if file.weights.len() != FEATURES {
+            return Err(bad(
+                "weights",
+                format!(
+                    "{} features, this aisle has {FEATURES}: {}",
+                    file.weights.len(),
+                    FEATURE_NAMES.join(", ")
+                ),
+            ));
+        }
+        let mut weights = [0f32; FEATURES];
+        for (i, ((name, w), want)) in file.weights.iter().zip(FEATURE_NAMES).enumerate() {
+            if name != want {
+                return Err(bad(
+                    &format!("weights[{i}]"),
+                    format!("feature `{name}`, expected `{want}`"),
+                ));
+            }
+            if !w.is_finite() {
+                return Err(bad(
+                    &format!("weights[{i}] ({name})"),
+                    format!("{w} is not finite"),
+                ));
+            }
+            weights[i] = *w;
+        }
+        Ok((Reranker { weights }, file))
+    }
+}
+
 /// One case to fit on: its candidates' features and which of them are relevant.
 #[derive(Clone, Debug, Default)]
 pub struct FitCase {
@@ -600,6 +694,31 @@ mod tests {
         let mut f = [0.0; FEATURES];
         f[j] = x;
         f
+    }
+
+    #[test]
+    fn a_head_file_round_trips_and_bad_ones_name_the_field() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(HEAD_FILE);
+        let mut head = Reranker::dense_only();
+        head.weights[8] = 0.25;
+        HeadFile::new(&head, serde_json::json!({"dataset": "shop"}))
+            .save(&path)
+            .expect("save");
+        let (back, file) = HeadFile::load(&path).expect("load");
+        assert_eq!(back, head);
+        assert_eq!(file.fitted["dataset"], "shop");
+        let text = std::fs::read_to_string(&path).expect("read");
+        for (broken, field) in [
+            (text.replace("\"recency\"", "\"freshness\""), "weights[6]"),
+            (text.replace(HEAD_SCHEMA, "aisle.rerank/0"), "schema"),
+            (text.replace("0.25", "1e999"), "line"),
+            ("{".to_owned(), "line"),
+        ] {
+            std::fs::write(&path, broken).expect("write");
+            let err = HeadFile::load(&path).expect_err("refused").to_string();
+            assert!(err.contains(field) && err.contains(HEAD_FILE), "{err}");
+        }
     }
 
     #[test]

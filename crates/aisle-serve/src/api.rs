@@ -518,6 +518,7 @@ fn health(app: &App, s: &Searcher) -> Value {
         "model": app.options.model_label,
         "dim": s.model().dim(),
         "personalized": s.model().personal.is_some(),
+        "reranked": s.reranker().is_some(),
         "index": s.index_kind(),
         "lexical": s.has_lexical(),
         "reloads": app.reloads(),
