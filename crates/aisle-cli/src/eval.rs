@@ -50,6 +50,10 @@ pub struct EvalArgs {
     /// model was trained, else 50].
     #[arg(long)]
     pub history: Option<usize>,
+    /// Also evaluate each model re-ranked by the learned head in the rerank.json beside it
+    /// (written by `aisle train --rerank`), its signals built from the split's training part.
+    #[arg(long)]
+    pub rerank: bool,
     /// Leave out BM25, popularity, query memorisation and per-user re-purchase.
     #[arg(long)]
     pub no_baselines: bool,
@@ -72,6 +76,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let ds = Arc::new(args.data.load(&args.dataset)?);
     let split = pick_split(&ds, args.split.as_deref())?;
     let mut owned: Vec<Box<dyn Ranker>> = Vec::new();
+    let signals = args
+        .rerank
+        .then(|| Arc::new(aisle_eval::rerank::split_signals(&ds, split)));
     if !args.no_baselines {
         owned.push(Box::new(Bm25Ranker::new(&ds)?));
         owned.push(Box::new(PopularityRanker::new(&ds, split)));
@@ -125,6 +132,35 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                     history_boost: beta,
                 },
             ));
+        }
+        if let Some(signals) = &signals {
+            let head_path = path.with_file_name(aisle_search::rerank::HEAD_FILE);
+            anyhow::ensure!(
+                head_path.exists(),
+                "--rerank: no {} beside {} (fit one with `aisle train --rerank`)",
+                aisle_search::rerank::HEAD_FILE,
+                path.display()
+            );
+            let (head, _) = aisle_search::rerank::HeadFile::load(&head_path)?;
+            let options = DenseOptions {
+                history: if model.personal.is_some() {
+                    args.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)
+                } else {
+                    history
+                },
+                mode: Mode::Dense,
+                history_boost: 0.0,
+            };
+            let mut ranker = DenseRanker::with_options(
+                format!("{name} + learned re-ranking"),
+                model.clone(),
+                &ds,
+                split,
+                &options,
+            )
+            .with_context(|| format!("encoding the catalog with {}", path.display()))?;
+            ranker.set_reranking(Arc::clone(signals), Some(head))?;
+            owned.push(Box::new(ranker));
         }
         for (row, options) in &variants {
             owned.push(Box::new(

@@ -421,6 +421,21 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("tbhns + BM25 (rrf:60)"), "{stdout}");
+    // The head beside the model, evaluated as its own row.
+    let out = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--model",
+        &format!("tbhns={model_s}"),
+        "--rerank",
+        "--no-baselines",
+        "--resamples",
+        "20",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("tbhns + learned re-ranking"), "{stdout}");
     let out = aisle(&["eval", "--dataset", &world, "--hybrid", "dense"]);
     assert!(!out.status.success());
 
