@@ -141,7 +141,24 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 aisle_search::rerank::HEAD_FILE,
                 path.display()
             );
-            let (head, _) = aisle_search::rerank::HeadFile::load(&head_path)?;
+            let (head, saved) = aisle_search::rerank::HeadFile::load(&head_path)?;
+            saved.check_model(&head_path, &path)?;
+            anyhow::ensure!(
+                matches!(args.part, PartArg::Test),
+                "--rerank with --part validation: {} was fitted on these very queries, so its \
+                 figures would be in-sample (its held-out validation figures are in the file's \
+                 `fitted`)",
+                head_path.display()
+            );
+            if let Some(fitted) = saved.fitted.get("split").and_then(|s| s.as_str()) {
+                anyhow::ensure!(
+                    fitted == split.name,
+                    "--rerank: {} was fitted on split `{fitted}`'s validation queries, which may be \
+                     split `{}`'s test queries; pass --split {fitted}",
+                    head_path.display(),
+                    split.name
+                );
+            }
             let options = DenseOptions {
                 history: if model.personal.is_some() {
                     args.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)

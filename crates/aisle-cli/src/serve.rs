@@ -148,27 +148,47 @@ struct HistoryUse {
     /// Earlier interactions read [default: as the model was trained].
     history: Option<usize>,
     history_boost: f32,
-    /// The learned re-ranking head file, if one is served.
-    head: Option<PathBuf>,
+    /// The learned re-ranking head: a given file, or `rerank.json` beside the model when there
+    /// is one (looked for again at every reload); none with `--no-rerank`.
+    head: HeadChoice,
 }
 
-/// The head file `aisle serve` uses: the one given (which must exist), else `rerank.json`
-/// beside the model when there is one; none with `--no-rerank`.
-fn head_file(args: &ServeArgs, model_path: &Path) -> Result<Option<PathBuf>> {
-    if args.no_rerank {
-        return Ok(None);
-    }
-    if let Some(p) = &args.rerank {
-        if !p.exists() {
-            bail!(
-                "re-ranking head {} does not exist (fit one with `aisle train --rerank`)",
-                p.display()
-            );
+#[derive(Clone)]
+enum HeadChoice {
+    None,
+    Given(PathBuf),
+    BesideModel,
+}
+
+impl HeadChoice {
+    fn of(args: &ServeArgs) -> HeadChoice {
+        match (&args.rerank, args.no_rerank) {
+            (_, true) => HeadChoice::None,
+            (Some(p), false) => HeadChoice::Given(p.clone()),
+            (None, false) => HeadChoice::BesideModel,
         }
-        return Ok(Some(p.clone()));
     }
-    let beside = model_path.with_file_name(aisle_search::rerank::HEAD_FILE);
-    Ok(beside.exists().then_some(beside))
+
+    /// The head file to serve with `model_path` now: the one given (which must exist), or
+    /// `rerank.json` beside the model if it is there.
+    fn file(&self, model_path: &Path) -> Result<Option<PathBuf>> {
+        match self {
+            HeadChoice::None => Ok(None),
+            HeadChoice::Given(p) => {
+                if !p.exists() {
+                    bail!(
+                        "re-ranking head {} does not exist (fit one with `aisle train --rerank`)",
+                        p.display()
+                    );
+                }
+                Ok(Some(p.clone()))
+            }
+            HeadChoice::BesideModel => {
+                let beside = model_path.with_file_name(aisle_search::rerank::HEAD_FILE);
+                Ok(beside.exists().then_some(beside))
+            }
+        }
+    }
 }
 
 /// Builds the Searcher that `aisle serve` serves.
@@ -180,8 +200,9 @@ fn build_searcher(
     uses: &HistoryUse,
 ) -> Result<Searcher> {
     let file = crate::model_file::load(model_path, ds, "served")?;
+    let head = uses.head.file(model_path)?;
     // A head was fitted with the towers reading the head's own history window.
-    let tower_history = if uses.head.is_some() && file.model.personal.is_some() {
+    let tower_history = if head.is_some() && file.model.personal.is_some() {
         uses.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)
     } else {
         uses.history.unwrap_or(file.history)
@@ -194,8 +215,9 @@ fn build_searcher(
     };
     let mut searcher = Searcher::build(Arc::clone(ds), file.model, histories, &opts)
         .with_context(|| format!("building the searcher for {}", model_path.display()))?;
-    if let Some(path) = &uses.head {
-        let (head, _) = aisle_search::rerank::HeadFile::load(path)?;
+    if let Some(path) = &head {
+        let (head, saved) = aisle_search::rerank::HeadFile::load(path)?;
+        saved.check_model(path, model_path)?;
         searcher.set_signals(Some(Arc::new(aisle_eval::rerank::dataset_signals(ds))));
         searcher.set_reranker(Some(head))?;
     }
@@ -265,7 +287,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let uses = HistoryUse {
         history: args.history,
         history_boost: args.history_boost,
-        head: head_file(&args, &model_path)?,
+        head: HeadChoice::of(&args),
     };
     let histories = Histories::all(&ds);
     let searcher = build_searcher(&ds, &model_path, &index, histories, &uses)?;
@@ -284,7 +306,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             ""
         },
         uses.head
-            .as_ref()
+            .file(&model_path)?
             .map_or(String::new(), |h| format!(", re-ranked by {}", h.display())),
         start.elapsed().as_secs_f64()
     );

@@ -365,11 +365,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     println!("model                {}", summary.model.display());
     println!("log                  {}", summary.log.display());
+    let head = out.join(aisle_search::rerank::HEAD_FILE);
     if args.rerank {
         let history = args.train.config()?.personalize.map_or(50, |p| p.history);
-        let path = out.join(aisle_search::rerank::HEAD_FILE);
         let split = split.clone();
-        fit_head(ds, split, &summary.model, history, &path)?;
+        fit_head(ds, split, &summary.model, history, &head)?;
+    } else if head.exists() {
+        // A head fitted for the model this run replaced would be served with the new one.
+        std::fs::remove_file(&head)
+            .with_context(|| format!("removing the stale {}", head.display()))?;
+        println!(
+            "removed              {} (fitted for the previous model; --rerank fits a new one)",
+            head.display()
+        );
     }
     Ok(())
 }
@@ -436,7 +444,8 @@ fn fit_head(
         "held_out_recall_at_10": fit.held_out,
         "candidate_recall": fit.candidate_recall,
     });
-    aisle_search::rerank::HeadFile::new(&fit.head, fitted)
+    let digest = aisle_search::rerank::HeadFile::model_digest(model_path)?;
+    aisle_search::rerank::HeadFile::new(&fit.head, Some(digest), fitted)
         .save(out)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("re-ranking head      {}", out.display());

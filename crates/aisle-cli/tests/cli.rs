@@ -518,6 +518,26 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
         wait_for_line(&rx, "stopped", std::time::Duration::from_secs(5)).is_some(),
         "no graceful stop"
     );
+    // The head's validation figures are in-sample: eval refuses to present them as a result.
+    let out = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--model",
+        model_s,
+        "--rerank",
+        "--part",
+        "validation",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("in-sample"), "{stderr}");
+    // Retraining without --rerank removes the head fitted for the replaced model.
+    let out = train_tiny(&world, run_s, &["--personalized"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("removed"), "{stdout}");
+    assert!(!run.join("rerank.json").exists());
 }
 
 /// `aisle experiment` on a tiny world: the report, results and plots, the command at the top, and

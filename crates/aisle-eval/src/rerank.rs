@@ -57,7 +57,7 @@ pub const VARIANTS: [Variant; 5] = [
         drop: &["text_match", "bought_and_match", "log_query_count"],
     },
     Variant {
-        name: "without the customer (no history, no neighbours)",
+        name: "without the customer's history features and neighbours",
         drop: &[
             "history_closest",
             "bought",

@@ -332,15 +332,24 @@ pub struct HeadFile {
     pub schema: String,
     /// `[name, weight]` for every feature, in [`FEATURE_NAMES`] order.
     pub weights: Vec<(String, f32)>,
+    /// CRC-32 (hex) of the model file the head was fitted for: its `dense` weight is tuned to
+    /// that model's cosines, so another model is refused ([`HeadFile::check_model`]).
+    #[serde(default)]
+    pub model_crc32: Option<String>,
     /// Free-form provenance: dataset, split, model file, validation figures.
     #[serde(default)]
     pub fitted: serde_json::Value,
 }
 
 impl HeadFile {
-    pub fn new(head: &Reranker, fitted: serde_json::Value) -> HeadFile {
+    pub fn new(
+        head: &Reranker,
+        model_crc32: Option<String>,
+        fitted: serde_json::Value,
+    ) -> HeadFile {
         HeadFile {
             schema: HEAD_SCHEMA.into(),
+            model_crc32,
             weights: head
                 .named()
                 .into_iter()
@@ -359,6 +368,37 @@ impl HeadFile {
         })?;
         aisle_core::io::write_atomic(path, |w| w.write_all(text.as_bytes()))
             .map_err(|e| SearchError::io(path, e))
+    }
+
+    /// The digest [`HeadFile::model_crc32`] holds: CRC-32 of the file's bytes, in hex.
+    pub fn model_digest(model: &std::path::Path) -> crate::Result<String> {
+        let bytes = std::fs::read(model).map_err(|e| SearchError::io(model, e))?;
+        Ok(format!("{:08x}", crc32fast::hash(&bytes)))
+    }
+
+    /// Refuses a head fitted for another model than the file at `model` (a head without a
+    /// digest is accepted). `path` is the head file, for the message.
+    pub fn check_model(
+        &self,
+        path: &std::path::Path,
+        model: &std::path::Path,
+    ) -> crate::Result<()> {
+        let Some(want) = &self.model_crc32 else {
+            return Ok(());
+        };
+        let got = Self::model_digest(model)?;
+        if &got != want {
+            return Err(SearchError::BadHeadFile {
+                path: path.to_path_buf(),
+                field: "model_crc32".into(),
+                reason: format!(
+                    "fitted for a model with CRC-32 {want}, but {} has {got}: refit it with \
+                     `aisle train --rerank` (or serve without it, --no-rerank)",
+                    model.display()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Reads a head file and checks it: the schema, and every feature of this aisle, by name
@@ -463,10 +503,13 @@ pub fn fit(cases: &[FitCase], opts: &FitOptions) -> Reranker {
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
     let n = useful.len() as f64;
     for step in 1..=opts.iterations {
+        // Summed in case order, so that the same cases give bit-identical weights.
         let grad = useful
             .par_iter()
             .map(|c| case_gradient(c, &w))
-            .reduce(|| [0f64; FEATURES], add);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold([0f64; FEATURES], add);
         for j in 0..FEATURES {
             if !opts.use_feature[j] {
                 continue;
@@ -702,12 +745,19 @@ mod tests {
         let path = dir.path().join(HEAD_FILE);
         let mut head = Reranker::dense_only();
         head.weights[8] = 0.25;
-        HeadFile::new(&head, serde_json::json!({"dataset": "shop"}))
+        let model = dir.path().join("model.aisle");
+        std::fs::write(&model, b"a model").expect("model");
+        let digest = HeadFile::model_digest(&model).expect("digest");
+        HeadFile::new(&head, Some(digest), serde_json::json!({"dataset": "shop"}))
             .save(&path)
             .expect("save");
         let (back, file) = HeadFile::load(&path).expect("load");
         assert_eq!(back, head);
         assert_eq!(file.fitted["dataset"], "shop");
+        file.check_model(&path, &model).expect("the same model");
+        std::fs::write(&model, b"another model").expect("model");
+        let err = file.check_model(&path, &model).expect_err("another model");
+        assert!(err.to_string().contains("model_crc32"), "{err}");
         let text = std::fs::read_to_string(&path).expect("read");
         for (broken, field) in [
             (text.replace("\"recency\"", "\"freshness\""), "weights[6]"),

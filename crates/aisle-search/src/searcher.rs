@@ -223,7 +223,8 @@ pub struct Explanation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hit {
     pub product: ProductId,
-    /// The score the list is ordered by (cosine, BM25 or the fused score, by mode).
+    /// The score the list is ordered by (cosine, BM25 or the fused score, by mode; the
+    /// re-ranking head's score when one is set).
     pub score: f32,
     /// Cosine of the (personalized) query vector and the product vector.
     pub dense: Option<f32>,
@@ -819,7 +820,12 @@ impl Searcher {
                 .is_none_or(|c| t.is_ancestor_or_self(c, self.ds.catalog.get(p).category))
         };
         let mut seen: std::collections::HashSet<ProductId> = dense.iter().map(|c| c.0).collect();
-        let mut list = dense;
+        // The exact cosine for every candidate, as the head was fitted: an ANN index's score
+        // (an i8 one's above all) is an approximation of it.
+        let mut list: Vec<(ProductId, f32)> = dense
+            .into_iter()
+            .map(|(p, _)| (p, dot(&e.vector, self.vector(p))))
+            .collect();
         let chosen = signals
             .chosen_for(r.text)
             .iter()

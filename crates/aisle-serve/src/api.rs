@@ -340,7 +340,11 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
         (None, None) => HistoryInput::None,
     };
     let wants_history = !matches!(history, HistoryInput::None);
-    if wants_history && s.model().personal.is_none() && s.history_boost() == 0.0 {
+    if wants_history
+        && s.model().personal.is_none()
+        && s.history_boost() == 0.0
+        && s.reranker().is_none()
+    {
         warnings
             .push("the model in service has no personalized tower: the history is not read".into());
     }
