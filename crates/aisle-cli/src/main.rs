@@ -11,6 +11,7 @@ use aisle_core::stats::{fmt_n, DatasetStats};
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
+mod alloc;
 mod bench_minilm;
 mod bench_search;
 mod eval;
@@ -229,6 +230,7 @@ enum BenchCommand {
 }
 
 fn main() {
+    alloc::tune();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

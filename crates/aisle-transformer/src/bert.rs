@@ -184,26 +184,55 @@ impl BertSelfAttention {
         xs.reshape(shape.as_slice())?.transpose(1, 2)?.contiguous()
     }
 
+    /// `attention_mask` is `(batch, seq)`, 1 for tokens and 0 for padding.
     fn forward(&self, hidden_states: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        if fused(hidden_states) {
+            // One projection to query, key and value side by side, then aisle's fused
+            // attention (see `crate::attention`).
+            let weight = Tensor::cat(
+                &[self.query.weight(), self.key.weight(), self.value.weight()],
+                0,
+            )?;
+            let bias = Tensor::cat(
+                &[bias(&self.query)?, bias(&self.key)?, bias(&self.value)?],
+                0,
+            )?;
+            let qkv = crate::linear::linear(hidden_states, &weight, &bias)?;
+            return crate::attention::attention(&qkv, attention_mask, self.num_attention_heads);
+        }
         let query = self.transpose_for_scores(&self.query.forward(hidden_states)?)?;
         let key = self.transpose_for_scores(&self.key.forward(hidden_states)?)?;
         let value = self.transpose_for_scores(&self.value.forward(hidden_states)?)?;
+        let mask = extended_attention_mask(attention_mask, hidden_states.dtype())?;
         let scores = (query.matmul(&key.t()?)? / (self.attention_head_size as f64).sqrt())?
-            .broadcast_add(attention_mask)?;
-        // candle's fused softmax has no backward: only for weights that are not variables;
-        // aisle's (`crate::norm`) has one, on the CPU.
-        let probs = if !self.query.weight().is_variable() {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        } else if scores.device().is_cpu() && scores.dtype() == DType::F32 {
-            crate::norm::softmax_last_dim(&scores)?
-        } else {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        };
+            .broadcast_add(&mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         probs
             .matmul(&value)?
             .transpose(1, 2)?
             .contiguous()?
             .flatten_from(D::Minus2)
+    }
+}
+
+/// Whether `xs` takes aisle's fused CPU kernels (f32 on the CPU) rather than candle's ops.
+fn fused(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && xs.dtype() == DType::F32
+}
+
+fn bias(layer: &Linear) -> Result<&Tensor> {
+    layer
+        .bias()
+        .ok_or_else(|| candle_core::Error::Msg("a BERT dense layer without a bias".into()))
+}
+
+/// A dense layer: aisle's fused matmul-and-bias on the CPU (see `crate::linear`), candle's
+/// otherwise.
+fn dense(layer: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if fused(xs) {
+        crate::linear::linear(xs, layer.weight(), bias(layer)?)
+    } else {
+        layer.forward(xs)
     }
 }
 
@@ -227,7 +256,7 @@ impl DenseResidual {
     }
 
     fn forward(&self, hidden_states: &Tensor, input_tensor: &Tensor) -> Result<Tensor> {
-        let hidden_states = self.dense.forward(hidden_states)?;
+        let hidden_states = dense(&self.dense, hidden_states)?;
         self.layer_norm.forward(&(hidden_states + input_tensor)?)
     }
 }
@@ -261,7 +290,7 @@ impl BertLayer {
         let attention_output = self.self_output.forward(&attended, hidden_states)?;
         let intermediate = self
             .act
-            .forward(&self.intermediate.forward(&attention_output)?)?;
+            .forward(&dense(&self.intermediate, &attention_output)?)?;
         self.output.forward(&intermediate, &attention_output)
     }
 }
@@ -302,8 +331,7 @@ impl BertModel {
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
         let mut hidden = self.embeddings.forward(input_ids, token_type_ids)?;
-        let dtype = hidden.dtype();
-        let mask = extended_attention_mask(attention_mask, dtype)?;
+        let mask = attention_mask.to_dtype(hidden.dtype())?;
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &mask)?;
         }

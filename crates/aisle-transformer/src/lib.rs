@@ -15,8 +15,10 @@
 //! that it can be fine-tuned, with [`optim::AdamW`] updating the weights in place; [`gelu`] is
 //! the exact GELU as one vectorised pass.
 
+pub mod attention;
 pub mod bert;
 pub mod gelu;
+pub mod linear;
 pub mod norm;
 pub mod optim;
 pub mod tiny;
