@@ -30,11 +30,11 @@ use crate::gelu::contiguous_f32;
 /// The shape of one attention call: `batch` texts of `seq` tokens, `heads` heads of `head`
 /// values each.
 #[derive(Clone, Copy, Debug)]
-struct Dims {
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    head: usize,
+pub(crate) struct Dims {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head: usize,
 }
 
 impl Dims {
@@ -128,6 +128,37 @@ fn weights(qkv: &[f32], valid: &[bool], d: Dims, h: usize, i: usize, scale: f32,
     p.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// The attention output of `qkv` under `mask` (see the module's text) into `out`
+/// (`batch * seq * hidden` values, overwritten), in parallel over texts when `parallel`.
+pub(crate) fn attention_into(qkv: &[f32], mask: &[f32], d: Dims, out: &mut [f32], parallel: bool) {
+    let (t, hid) = (d.seq, d.hidden());
+    let scale = 1.0 / (d.head as f32).sqrt();
+    if t == 0 {
+        return;
+    }
+    out.par_chunks_mut(t * hid)
+        .zip(qkv.par_chunks(t * 3 * hid))
+        .zip(mask.par_chunks(t))
+        .with_min_len(crate::linear::min_len(parallel))
+        .for_each(|((o, x), m)| {
+            o.fill(0.0);
+            let valid = valid_of(m);
+            let mut p = vec![0f32; t];
+            for h in 0..d.heads {
+                for i in 0..t {
+                    weights(x, &valid, d, h, i, scale, &mut p);
+                    let oi = &mut o[i * hid + h * d.head..][..d.head];
+                    for (j, &pj) in p.iter().enumerate() {
+                        if pj != 0.0 {
+                            let v = &x[j * 3 * hid + 2 * hid + h * d.head..][..d.head];
+                            axpy(pj, v, oi);
+                        }
+                    }
+                }
+            }
+        });
+}
+
 fn valid_of(mask: &[f32]) -> Vec<bool> {
     mask.iter().map(|&m| m > 0.5).collect()
 }
@@ -153,29 +184,8 @@ impl CustomOp2 for Attention {
         let qkv = contiguous_f32(s1, l1, self.name())?;
         let mask = contiguous_f32(s2, l2, self.name())?;
         let (t, hid) = (d.seq, d.hidden());
-        let scale = 1.0 / (d.head as f32).sqrt();
         let mut out = vec![0f32; d.batch * t * hid];
-        if t > 0 {
-            out.par_chunks_mut(t * hid)
-                .zip(qkv.par_chunks(t * 3 * hid))
-                .zip(mask.par_chunks(t))
-                .for_each(|((o, x), m)| {
-                    let valid = valid_of(m);
-                    let mut p = vec![0f32; t];
-                    for h in 0..d.heads {
-                        for i in 0..t {
-                            weights(x, &valid, d, h, i, scale, &mut p);
-                            let oi = &mut o[i * hid + h * d.head..][..d.head];
-                            for (j, &pj) in p.iter().enumerate() {
-                                if pj != 0.0 {
-                                    let v = &x[j * 3 * hid + 2 * hid + h * d.head..][..d.head];
-                                    axpy(pj, v, oi);
-                                }
-                            }
-                        }
-                    }
-                });
-        }
+        attention_into(qkv, mask, d, &mut out, true);
         Ok((CpuStorage::F32(out), Shape::from((d.batch, t, hid))))
     }
 

@@ -339,6 +339,63 @@ impl BertModel {
     }
 }
 
+impl BertModel {
+    /// The weights copied out for [`crate::infer`]'s forward pass, or `None` where that pass
+    /// does not apply (another device or dtype, an activation other than the exact GELU).
+    pub(crate) fn inference(&self) -> Result<Option<crate::infer::Inference>> {
+        use crate::infer::{Dense, Inference, Layer, Norm};
+        let word = self.embeddings.word_embeddings.embeddings();
+        if !self.device.is_cpu()
+            || word.dtype() != DType::F32
+            || self.layers.iter().any(|l| l.act != HiddenAct::Gelu)
+        {
+            return Ok(None);
+        }
+        let norm = |n: &LayerNorm| -> Result<Norm> {
+            Ok(Norm {
+                gamma: n.weight.to_vec1::<f32>()?,
+                beta: n.bias.to_vec1::<f32>()?,
+                eps: n.eps as f32,
+            })
+        };
+        let dense = |parts: &[&Linear]| -> Result<Dense> {
+            let parts = parts
+                .iter()
+                .map(|l| Ok((l.weight(), bias(l)?)))
+                .collect::<Result<Vec<_>>>()?;
+            Dense::of(&parts)
+        };
+        let table = |e: &Embedding| -> Result<Vec<f32>> { e.embeddings().flatten_all()?.to_vec1() };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.self_attention;
+                Ok(Layer {
+                    qkv: dense(&[&a.query, &a.key, &a.value])?,
+                    attention_out: dense(&[&l.self_output.dense])?,
+                    attention_norm: norm(&l.self_output.layer_norm)?,
+                    intermediate: dense(&[&l.intermediate])?,
+                    output: dense(&[&l.output.dense])?,
+                    output_norm: norm(&l.output.layer_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let e = &self.embeddings;
+        let first = &self.layers.first();
+        Ok(Some(Inference {
+            word: table(&e.word_embeddings)?,
+            position: table(&e.position_embeddings)?,
+            token_type: table(&e.token_type_embeddings)?,
+            embedding_norm: norm(&e.layer_norm)?,
+            hidden: word.dim(1)?,
+            heads: first.map_or(1, |l| l.self_attention.num_attention_heads),
+            intermediate: first.map_or(0, |l| l.intermediate.weight().dim(0).unwrap_or(0)),
+            layers,
+        }))
+    }
+}
+
 /// `(batch, seq)` of 1 / 0 -> `(batch, 1, 1, seq)` of 0 / the most negative value, added to the
 /// attention scores so that padding gets no weight.
 fn extended_attention_mask(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {

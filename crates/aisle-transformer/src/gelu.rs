@@ -128,6 +128,14 @@ fn backward_chunk(x: &[f32], grad: &[f32], dst: &mut [f32]) {
     backward_slice(x, grad, dst)
 }
 
+/// The exact GELU of `src` into `dst` (as long), in parallel when `parallel`.
+pub(crate) fn gelu_erf_into(src: &[f32], dst: &mut [f32], parallel: bool) {
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .with_min_len(crate::linear::min_len(parallel))
+        .for_each(|(d, s)| forward_chunk(s, d));
+}
+
 /// The f32 values of a contiguous CPU tensor's storage, or an error naming `op`.
 pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,

@@ -18,6 +18,7 @@
 pub mod attention;
 pub mod bert;
 pub mod gelu;
+mod infer;
 pub mod linear;
 pub mod norm;
 pub mod optim;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
+use rayon::prelude::*;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 pub use bert::{BertModel, Config};
@@ -75,6 +77,9 @@ pub struct MiniLm {
     tokenizer: Tokenizer,
     config: Config,
     device: Device,
+    /// The weights copied out for [`infer`]'s forward pass, for a model whose weights do not
+    /// change (`load`); a trainable model copies them at each `encode` call instead.
+    frozen: Option<infer::Inference>,
 }
 
 fn invalid(path: &Path, e: impl std::fmt::Display) -> TransformerError {
@@ -142,11 +147,13 @@ impl MiniLm {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| invalid(&weights, e))?;
         let model = BertModel::load(vb, &config).map_err(|e| invalid(&weights, e))?;
+        let frozen = model.inference().map_err(|e| invalid(&weights, e))?;
         Ok(MiniLm {
             model,
             tokenizer,
             config,
             device,
+            frozen,
         })
     }
 
@@ -166,6 +173,7 @@ impl MiniLm {
                 tokenizer,
                 config,
                 device,
+                frozen: None,
             },
             varmap,
         ))
@@ -179,6 +187,7 @@ impl MiniLm {
             tokenizer,
             config,
             device,
+            frozen: None,
         }
     }
 
@@ -192,41 +201,104 @@ impl MiniLm {
     /// Texts are batched longest first, as sentence-transformers does, so that a batch pads to
     /// texts of about its own length; the results come back in the input order.
     pub fn encode(&self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let copied;
+        let fast = match &self.frozen {
+            Some(f) => Some(f),
+            None => {
+                copied = self.model.inference()?;
+                copied.as_ref()
+            }
+        };
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        let chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(batch.max(1)) {
-            let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let pooled = self.embed_batch(&batch_texts)?.to_vec2::<f32>()?;
-            for (&i, v) in chunk.iter().zip(pooled) {
+        let texts_of = |chunk: &[usize]| chunk.iter().map(|&i| texts[i]).collect::<Vec<&str>>();
+        let pooled: Vec<Vec<Vec<f32>>> = match fast {
+            // Plain buffers, no autograd (see `infer`): the same values, faster. With more than
+            // one batch, the batches run side by side, each on one thread: no op waits for the
+            // other threads to finish their share of it, and no core idles between ops.
+            Some(f) => {
+                let side_by_side = chunks.len() > 1 && rayon::current_num_threads() > 1;
+                let run = |chunk: &&[usize]| -> Result<Vec<Vec<f32>>> {
+                    let t = self.tokenize(&texts_of(chunk))?;
+                    let hidden =
+                        f.forward(&t.ids, &t.types, &t.mask, (t.rows, t.len), !side_by_side)?;
+                    Ok(infer::mean_pool_normalise_rows(
+                        &hidden,
+                        &t.mask,
+                        t.len,
+                        self.dim(),
+                    ))
+                };
+                if side_by_side {
+                    chunks.par_iter().map(run).collect::<Result<_>>()?
+                } else {
+                    chunks.iter().map(run).collect::<Result<_>>()?
+                }
+            }
+            None => chunks
+                .iter()
+                .map(|chunk| Ok(self.embed_batch(&texts_of(chunk))?.to_vec2::<f32>()?))
+                .collect::<Result<_>>()?,
+        };
+        for (chunk, vectors) in chunks.iter().zip(pooled) {
+            for (&i, v) in chunk.iter().zip(vectors) {
                 out[i] = v;
             }
         }
         Ok(out)
     }
 
-    /// The `(batch, dim)` tensor of unit-length embeddings of `texts` (differentiable).
-    pub fn embed_batch(&self, texts: &[&str]) -> Result<Tensor> {
+    /// Unit-length embeddings of `texts` through the candle model (the autograd path that
+    /// fine-tuning runs), in order: [`MiniLm::encode`] gives the same values faster. For tests
+    /// and comparisons.
+    pub fn encode_with_candle(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_batch(texts)?.to_vec2::<f32>()?)
+    }
+
+    /// Token ids, type ids and the attention mask of `texts`, padded to the longest.
+    fn tokenize(&self, texts: &[&str]) -> Result<Tokens> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
         let len = enc.first().map_or(0, |e| e.get_ids().len());
         let rows = enc.len();
-        let mut ids = Vec::with_capacity(rows * len);
-        let mut types = Vec::with_capacity(rows * len);
-        let mut mask = Vec::with_capacity(rows * len);
+        let mut t = Tokens {
+            ids: Vec::with_capacity(rows * len),
+            types: Vec::with_capacity(rows * len),
+            mask: Vec::with_capacity(rows * len),
+            rows,
+            len,
+        };
         for e in &enc {
-            ids.extend_from_slice(e.get_ids());
-            types.extend_from_slice(e.get_type_ids());
-            mask.extend_from_slice(e.get_attention_mask());
+            t.ids.extend_from_slice(e.get_ids());
+            t.types.extend_from_slice(e.get_type_ids());
+            t.mask.extend_from_slice(e.get_attention_mask());
         }
-        let ids = Tensor::from_vec(ids, (rows, len), &self.device)?;
-        let types = Tensor::from_vec(types, (rows, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (rows, len), &self.device)?;
+        Ok(t)
+    }
+
+    /// The `(batch, dim)` tensor of unit-length embeddings of `texts` (differentiable).
+    pub fn embed_batch(&self, texts: &[&str]) -> Result<Tensor> {
+        let t = self.tokenize(texts)?;
+        let shape = (t.rows, t.len);
+        let ids = Tensor::from_vec(t.ids, shape, &self.device)?;
+        let types = Tensor::from_vec(t.types, shape, &self.device)?;
+        let mask = Tensor::from_vec(t.mask, shape, &self.device)?;
         let hidden = self.model.forward(&ids, &types, &mask)?;
         Ok(mean_pool_normalise(&hidden, &mask)?)
     }
+}
+
+/// A tokenised batch: `rows` texts of `len` tokens each.
+struct Tokens {
+    ids: Vec<u32>,
+    types: Vec<u32>,
+    mask: Vec<u32>,
+    rows: usize,
+    len: usize,
 }
 
 /// Mean of the hidden states over real tokens (mask 1), then L2 normalisation, as

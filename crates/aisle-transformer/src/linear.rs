@@ -14,17 +14,30 @@ use rayon::prelude::*;
 
 use crate::gelu::contiguous_f32;
 
-fn parallelism() -> Parallelism {
+fn parallelism(parallel: bool) -> Parallelism {
     match rayon::current_num_threads() {
+        _ if !parallel => Parallelism::None,
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
     }
 }
 
+/// The `with_min_len` of a parallel iterator that splits across rayon's pool (`parallel`) or
+/// runs on the calling thread (one that is already one of several parallel tasks).
+pub(crate) fn min_len(parallel: bool) -> usize {
+    if parallel {
+        1
+    } else {
+        usize::MAX
+    }
+}
+
 /// `dst (m x n, row-major) = read ? dst + a b : a b`, where `a` is `m x k` and `b` is `k x n`,
-/// each given by its element strides `(row, column)`.
+/// each given by its element strides `(row, column)`; on rayon's pool when `parallel`, on the
+/// calling thread otherwise.
 #[allow(clippy::too_many_arguments)]
-fn gemm_into(
+pub(crate) fn gemm_into(
+    parallel: bool,
     dst: &mut [f32],
     read: bool,
     (m, n, k): (usize, usize, usize),
@@ -69,7 +82,7 @@ fn gemm_into(
             false,
             false,
             false,
-            parallelism(),
+            parallelism(parallel),
         )
     }
 }
@@ -122,7 +135,16 @@ impl CustomOp3 for LinearOp {
             y.extend_from_slice(b);
         }
         // y += x (rows x in) W^T (in x out): W^T's element (i, o) is W[o * in + i].
-        gemm_into(&mut y, true, (rows, out, inp), x, (inp, 1), w, (1, inp));
+        gemm_into(
+            true,
+            &mut y,
+            true,
+            (rows, out, inp),
+            x,
+            (inp, 1),
+            w,
+            (1, inp),
+        );
         let mut shape = l1.shape().dims().to_vec();
         if let Some(last) = shape.last_mut() {
             *last = out;
@@ -192,9 +214,9 @@ impl CustomOp3 for LinearGrad {
         let (dx, rest) = packed.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
         // dx (rows x in) = dy (rows x out) W (out x in).
-        gemm_into(dx, false, (rows, inp, out), dy, (out, 1), w, (inp, 1));
+        gemm_into(true, dx, false, (rows, inp, out), dy, (out, 1), w, (inp, 1));
         // dW (out x in) = dy^T (out x rows) x (rows x in).
-        gemm_into(dw, false, (out, inp, rows), dy, (1, out), x, (inp, 1));
+        gemm_into(true, dw, false, (out, inp, rows), dy, (1, out), x, (inp, 1));
         // db = column sums of dy, in a fixed order (blocks of rows, then the blocks in order),
         // so that runs repeat.
         let partial: Vec<Vec<f32>> = dy

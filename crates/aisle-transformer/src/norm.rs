@@ -34,6 +34,30 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+/// LayerNorm of each row of `x` (rows of `gamma.len()`), in place, in parallel over rows when
+/// `parallel`.
+pub(crate) fn layer_norm_rows_in_place(
+    x: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    parallel: bool,
+) {
+    let d = gamma.len();
+    if d == 0 {
+        return;
+    }
+    let min = crate::linear::min_len(parallel);
+    x.par_chunks_mut(d * ROWS).with_min_len(min).for_each(|xc| {
+        for xr in xc.chunks_mut(d) {
+            let (mean, rstd) = row_stats(xr, eps);
+            for ((v, &g), &b) in xr.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * rstd * g + b;
+            }
+        }
+    });
+}
+
 struct LayerNormOp {
     eps: f32,
 }

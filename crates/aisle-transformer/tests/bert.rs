@@ -104,6 +104,40 @@ fn padding_does_not_change_an_embedding() {
     }
 }
 
+/// `MiniLm::encode` runs the plain-buffer forward pass (`infer`); it gives the candle model's
+/// values, for a memory-mapped model and for a trainable one, with padding in the batches.
+#[test]
+fn the_plain_forward_pass_matches_the_candle_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let words: Vec<String> = "red shoe blue lamp desk chair green tea cup long text here"
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    aisle_transformer::tiny::write_model_folder(dir.path(), &words).expect("tiny model");
+    let texts = [
+        "red shoe",
+        "blue lamp desk chair green tea cup",
+        "",
+        "tea",
+        "long text here long text here long text here",
+        "unknown words only",
+        "cup cup",
+    ];
+    let frozen = MiniLm::load(dir.path()).expect("load");
+    let (trainable, _vars) = MiniLm::load_trainable(dir.path()).expect("load trainable");
+    for (model, what) in [(&frozen, "memory-mapped"), (&trainable, "trainable")] {
+        // Batches of 3: texts of several lengths share a batch, padded to the longest.
+        let fast = model.encode(&texts, 3).expect("encode");
+        for (text, v) in texts.iter().zip(&fast) {
+            let slow = model.encode_with_candle(&[text]).expect("candle");
+            assert_eq!(v.len(), slow[0].len());
+            for (a, b) in v.iter().zip(&slow[0]) {
+                assert!((a - b).abs() < 1e-5, "{what} {text:?}: {a} vs {b}");
+            }
+        }
+    }
+}
+
 /// The repository root (the tests run in the crate folder).
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
