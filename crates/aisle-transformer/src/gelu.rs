@@ -19,7 +19,7 @@ const CHUNK: usize = 1 << 14;
 
 /// `exp(y)` for `y <= 0`, relative error about 1e-7; 0 below -87 (e^-87 ~ 1.6e-38).
 #[inline(always)]
-fn exp_nonpositive(y: f32) -> f32 {
+pub(crate) fn exp_nonpositive(y: f32) -> f32 {
     let underflow = y < -87.0;
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN_2: f32 = std::f32::consts::LN_2;

@@ -71,6 +71,11 @@ pub fn is_present(dir: &Path) -> bool {
     MODEL_FILES.iter().all(|f| dir.join(f).is_file())
 }
 
+/// Texts per forward pass when [`MiniLm::encode`] runs passes side by side (one thread each).
+/// `aisle bench minilm --batch N` measured 306 / 300 titles/s at 64 texts per pass, 321 at
+/// 32, 328 / 336 at 16 and 292 at 8.
+const TEXTS_PER_PASS: usize = 16;
+
 /// A sentence encoder: BERT, mean pooling, L2 normalisation.
 pub struct MiniLm {
     model: BertModel,
@@ -211,7 +216,16 @@ impl MiniLm {
         };
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
-        let chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
+        let mut chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
+        if fast.is_some() && chunks.len() > 1 && rayon::current_num_threads() > 1 {
+            // Forward passes of at most TEXTS_PER_PASS texts: their buffers stay in the
+            // core's cache (a batch of 64 titles of 17 tokens is 6.7 MB at the FFN's width).
+            // The values do not depend on how texts are grouped (padding changes nothing).
+            chunks = chunks
+                .iter()
+                .flat_map(|c| c.chunks(TEXTS_PER_PASS))
+                .collect();
+        }
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         let texts_of = |chunk: &[usize]| chunk.iter().map(|&i| texts[i]).collect::<Vec<&str>>();
         let pooled: Vec<Vec<Vec<f32>>> = match fast {
