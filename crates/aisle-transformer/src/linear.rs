@@ -102,11 +102,7 @@ fn dims(op: &str, x: &Layout, w: &Layout, b: &Layout) -> Result<(usize, usize, u
             "{op}: rows of {last} against a weight of ({out}, {inp}) and a bias of {bias}"
         )));
     }
-    let rows = if inp == 0 {
-        0
-    } else {
-        x.shape().elem_count() / inp
-    };
+    let rows = x.shape().elem_count().checked_div(inp).unwrap_or(0);
     Ok((rows, inp, out))
 }
 
@@ -201,7 +197,7 @@ impl CustomOp3 for LinearGrad {
                 l2.shape().dims()
             )));
         };
-        let rows = if inp == 0 { 0 } else { x.len() / inp };
+        let rows = x.len().checked_div(inp).unwrap_or(0);
         if x.len() != rows * inp || dy.len() != rows * out {
             return Err(Error::Msg(format!(
                 "{}: {} inputs and {} gradients for a ({out}, {inp}) weight",
