@@ -26,10 +26,13 @@ mod imp {
     pub fn tune() -> bool {
         // SAFETY: mallopt only changes malloc's parameters; it is called at start-up, before
         // any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
-        }
+        let (mmap, trim) = unsafe {
+            (
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20),
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30),
+            )
+        };
+        mmap == 1 && trim == 1
     }
 }
 

@@ -20,7 +20,8 @@ pub struct BenchMinilmArgs {
     /// Titles to encode.
     #[arg(long, default_value_t = 2000)]
     pub titles: usize,
-    /// Texts per batch (encoding and fine-tuning).
+    /// Texts per batch (encoding and fine-tuning; encoding runs each batch as forward passes of
+    /// at most 16 texts, side by side).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Timed fine-tuning steps (after 2 warm-up steps).

@@ -351,8 +351,14 @@ impl BertModel {
     pub(crate) fn inference(&self) -> Result<Option<crate::infer::Inference>> {
         use crate::infer::{Dense, Inference, Layer, Norm};
         let word = self.embeddings.word_embeddings.embeddings();
+        let hidden = word.dim(1)?;
+        let heads_divide = self.layers.iter().all(|l| {
+            let heads = l.self_attention.num_attention_heads;
+            heads > 0 && hidden % heads == 0
+        });
         if !self.device.is_cpu()
             || word.dtype() != DType::F32
+            || !heads_divide
             || self.layers.iter().any(|l| l.act != HiddenAct::Gelu)
         {
             return Ok(None);
@@ -394,7 +400,7 @@ impl BertModel {
             position: table(&e.position_embeddings)?,
             token_type: table(&e.token_type_embeddings)?,
             embedding_norm: norm(&e.layer_norm)?,
-            hidden: word.dim(1)?,
+            hidden,
             heads: first.map_or(1, |l| l.self_attention.num_attention_heads),
             intermediate: first.map_or(0, |l| l.intermediate.weight().dim(0).unwrap_or(0)),
             layers,

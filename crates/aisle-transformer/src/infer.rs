@@ -210,9 +210,13 @@ impl Inference {
 pub(crate) fn mean_pool_normalise_rows(
     hidden: &[f32],
     mask: &[u32],
-    len: usize,
+    (rows, len): (usize, usize),
     dim: usize,
 ) -> Vec<Vec<f32>> {
+    if len == 0 || dim == 0 {
+        // No token in any text (a tokenizer without special tokens, every text empty).
+        return vec![vec![0.0; dim]; rows];
+    }
     hidden
         .chunks(len * dim)
         .zip(mask.chunks(len))
@@ -232,4 +236,25 @@ pub(crate) fn mean_pool_normalise_rows(
             sum
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_skips_padding_and_handles_texts_without_tokens() {
+        // Two texts of 2 tokens, width 2; the second's last token is padding.
+        let hidden = [3.0, 4.0, 1.0, 0.0, 0.0, 2.0, 9.0, 9.0];
+        let mask = [1, 1, 1, 0];
+        let v = mean_pool_normalise_rows(&hidden, &mask, (2, 2), 2);
+        let s = 1.0 / (4.0f32 + 4.0).sqrt();
+        assert!((v[0][0] - 2.0 * s).abs() < 1e-6 && (v[0][1] - 2.0 * s).abs() < 1e-6);
+        assert_eq!(v[1], vec![0.0, 1.0]);
+        // Three texts of no token at all: zero vectors, no panic.
+        assert_eq!(
+            mean_pool_normalise_rows(&[], &[], (3, 0), 4),
+            vec![vec![0.0; 4]; 3]
+        );
+    }
 }

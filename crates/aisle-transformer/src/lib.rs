@@ -74,8 +74,8 @@ pub fn is_present(dir: &Path) -> bool {
 }
 
 /// Texts per forward pass when [`MiniLm::encode`] runs passes side by side (one thread each).
-/// `aisle bench minilm --batch N` measured 306 / 300 titles/s at 64 texts per pass, 321 at
-/// 32, 328 / 336 at 16 and 292 at 8.
+/// Before this cap, when `--batch N` set the pass size, `aisle bench minilm --batch N` measured
+/// 306 / 300 titles/s at 64 texts per pass, 321 at 32, 328 / 336 at 16 and 292 at 8.
 const TEXTS_PER_PASS: usize = 16;
 
 /// A sentence encoder: BERT, mean pooling, L2 normalisation.
@@ -203,11 +203,16 @@ impl MiniLm {
         self.config.hidden_size
     }
 
-    /// Unit-length embeddings of `texts`, in order, `batch` texts per forward pass.
+    /// Unit-length embeddings of `texts`, in order, in batches of `batch` texts.
     ///
     /// Texts are batched longest first, as sentence-transformers does, so that a batch pads to
-    /// texts of about its own length; the results come back in the input order.
+    /// texts of about its own length; the results come back in the input order. With more than
+    /// one batch, each batch runs as forward passes of at most 16 texts, side by side on rayon's
+    /// threads (the values do not depend on the grouping).
     pub fn encode(&self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let copied;
         let fast = match &self.frozen {
             Some(f) => Some(f),
@@ -243,7 +248,7 @@ impl MiniLm {
                     Ok(infer::mean_pool_normalise_rows(
                         &hidden,
                         &t.mask,
-                        t.len,
+                        (t.rows, t.len),
                         self.dim(),
                     ))
                 };

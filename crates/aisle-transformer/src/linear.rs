@@ -102,7 +102,8 @@ fn dims(op: &str, x: &Layout, w: &Layout, b: &Layout) -> Result<(usize, usize, u
             "{op}: rows of {last} against a weight of ({out}, {inp}) and a bias of {bias}"
         )));
     }
-    let rows = x.shape().elem_count().checked_div(inp).unwrap_or(0);
+    let dims = x.shape().dims();
+    let rows = dims[..dims.len().saturating_sub(1)].iter().product();
     Ok((rows, inp, out))
 }
 
@@ -197,7 +198,8 @@ impl CustomOp3 for LinearGrad {
                 l2.shape().dims()
             )));
         };
-        let rows = x.len().checked_div(inp).unwrap_or(0);
+        let dims = l1.shape().dims();
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         if x.len() != rows * inp || dy.len() != rows * out {
             return Err(Error::Msg(format!(
                 "{}: {} inputs and {} gradients for a ({out}, {inp}) weight",
