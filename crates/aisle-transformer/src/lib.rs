@@ -24,6 +24,8 @@ mod infer;
 pub mod linear;
 pub mod norm;
 pub mod optim;
+#[cfg(test)]
+mod test_util;
 pub mod tiny;
 
 use std::path::{Path, PathBuf};

@@ -302,18 +302,8 @@ pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{close, seeded};
     use candle_core::{Device, Var, D};
-
-    fn seeded(n: usize, seed: u32) -> Vec<f32> {
-        // A small LCG: reproducible values in [-2, 2).
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
 
     fn basic_layer_norm(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -321,19 +311,6 @@ mod tests {
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
         normed.broadcast_mul(g)?.broadcast_add(b)
-    }
-
-    fn close(a: &Tensor, b: &Tensor, tol: f32, what: &str) -> Result<()> {
-        let a = a.flatten_all()?.to_vec1::<f32>()?;
-        let b = b.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * (1.0 + y.abs()),
-                "{what}[{i}]: {x} vs {y}"
-            );
-        }
-        Ok(())
     }
 
     #[test]
