@@ -30,24 +30,23 @@ pub struct BenchMinilmArgs {
     /// The model folder [default: $AISLE_MINILM_DIR, else out/models/all-minilm-l6-v2].
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Fine-tune with candle-nn's AdamW instead of aisle's in-place one (for comparison).
+    /// Fine-tune through candle's autograd (aisle's fused ops, aisle's in-place AdamW) instead
+    /// of the plain-buffer tuner (`aisle_transformer::tune`), for comparison.
     #[arg(long)]
+    pub autograd: bool,
+    /// With `--autograd`: candle-nn's AdamW instead of aisle's in-place one.
+    #[arg(long, requires = "autograd")]
     pub candle_adamw: bool,
 }
 
-/// The optimiser the fine-tuning steps run.
-enum Opt {
+/// How the fine-tuning steps run.
+enum StepPath {
+    /// The plain-buffer forward and backward passes with their own AdamW.
+    Tuner(Box<aisle_transformer::Tuner>),
+    /// candle's autograd with aisle's in-place AdamW.
     Aisle(aisle_transformer::optim::AdamW),
+    /// candle's autograd with candle-nn's AdamW.
     Candle(candle_nn::AdamW),
-}
-
-impl Opt {
-    fn backward_step(&mut self, loss: &candle_core::Tensor) -> candle_core::Result<()> {
-        match self {
-            Opt::Aisle(o) => o.backward_step(loss),
-            Opt::Candle(o) => o.backward_step(loss),
-        }
-    }
 }
 
 /// The query of a fine-tuning pair: the title's first three words (the positive is the title).
@@ -122,13 +121,25 @@ pub fn bench_minilm(args: BenchMinilmArgs) -> Result<()> {
         lr: 2e-5,
         ..ParamsAdamW::default()
     };
-    let mut opt = if args.candle_adamw {
-        Opt::Candle(candle_nn::AdamW::new(varmap.all_vars(), params)?)
+    let tuner = if args.autograd {
+        None
     } else {
-        Opt::Aisle(aisle_transformer::optim::AdamW::new(
+        model.tuner(params.clone())?
+    };
+    let mut path = match tuner {
+        Some(t) => StepPath::Tuner(Box::new(t)),
+        None if args.candle_adamw => {
+            StepPath::Candle(candle_nn::AdamW::new(varmap.all_vars(), params)?)
+        }
+        None => StepPath::Aisle(aisle_transformer::optim::AdamW::new(
             varmap.all_vars(),
             params,
-        )?)
+        )?),
+    };
+    let how = match &path {
+        StepPath::Tuner(_) => "plain-buffer passes, aisle's AdamW",
+        StepPath::Aisle(_) => "candle autograd, aisle's AdamW",
+        StepPath::Candle(_) => "candle autograd, candle-nn's AdamW",
     };
     let queries: Vec<String> = titles.iter().map(|t| pair_query(t)).collect();
     let batches: Vec<(Vec<&str>, Vec<&str>)> = queries
@@ -143,9 +154,29 @@ pub fn bench_minilm(args: BenchMinilmArgs) -> Result<()> {
         .collect();
     let mut step = |i: usize| -> Result<f32> {
         let (q, t) = &batches[i % batches.len()];
-        let loss = mnrl_loss(&model.embed_batch(q)?, &model.embed_batch(t)?, 20.0)?;
-        opt.backward_step(&loss)?;
-        Ok(loss.to_scalar::<f32>()?)
+        match &mut path {
+            StepPath::Tuner(tuner) => {
+                // Queries and titles in one packed pass: the loss splits the embeddings.
+                let texts: Vec<&str> = q.iter().chain(t).copied().collect();
+                let n = q.len();
+                Ok(tuner
+                    .train_step(&texts, |e| {
+                        mnrl_loss(&e.narrow(0, 0, n)?, &e.narrow(0, n, n)?, 20.0)
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+                    })?
+                    .loss)
+            }
+            StepPath::Aisle(opt) => {
+                let loss = mnrl_loss(&model.embed_batch(q)?, &model.embed_batch(t)?, 20.0)?;
+                opt.backward_step(&loss)?;
+                Ok(loss.to_scalar::<f32>()?)
+            }
+            StepPath::Candle(opt) => {
+                let loss = mnrl_loss(&model.embed_batch(q)?, &model.embed_batch(t)?, 20.0)?;
+                opt.backward_step(&loss)?;
+                Ok(loss.to_scalar::<f32>()?)
+            }
+        }
     };
     for i in 0..2 {
         step(i)?;
@@ -157,11 +188,10 @@ pub fn bench_minilm(args: BenchMinilmArgs) -> Result<()> {
     }
     let tune_s = start.elapsed().as_secs_f64();
     println!(
-        "  fine-tune   {:>8.1} pairs/s   ({} steps of {} pairs in {tune_s:.2} s, MNRL scale 20, {} AdamW lr 2e-5, last loss {last:.3})",
+        "  fine-tune   {:>8.1} pairs/s   ({} steps of {} pairs in {tune_s:.2} s, MNRL scale 20, AdamW lr 2e-5, {how}, last loss {last:.3})",
         (args.steps * args.batch) as f64 / tune_s,
         args.steps,
         args.batch,
-        if args.candle_adamw { "candle-nn's" } else { "aisle's" }
     );
     Ok(())
 }

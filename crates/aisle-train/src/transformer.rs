@@ -8,8 +8,11 @@
 //! encoder, and minimises sentence-transformers' MultipleNegativesRankingLoss with hard
 //! negatives: each query against every product of the step, scaled cosine, cross-entropy.
 //! Products that are positives of a query (other than its own target) are masked out of its
-//! softmax. AdamW (aisle's in-place one, `aisle_transformer::optim`) at a constant learning rate:
-//! no warm-up or decay, and no dropout (aisle's BERT has none), unlike sentence-transformers' fit.
+//! softmax. AdamW at a constant learning rate: no warm-up or decay, and no dropout (aisle's BERT
+//! has none), unlike sentence-transformers' fit. The queries and products of a step run as one
+//! packed forward and backward pass on plain buffers (`aisle_transformer::tune`), or through
+//! candle's autograd with aisle's in-place AdamW where that does not apply (another device or
+//! dtype): the same values.
 //!
 //! ANCE is refused: its refresh re-indexes with the n-gram model, which a transformer run does
 //! not train. The trained weights are written as a complete model folder (safetensors, config,
@@ -97,6 +100,12 @@ pub struct TuneSummary {
     pub model: PathBuf,
 }
 
+/// How a step runs: the plain-buffer passes, or candle's autograd with aisle's AdamW.
+enum Steps {
+    Tuner(Box<aisle_transformer::Tuner>),
+    Autograd(AdamW),
+}
+
 fn candle(e: candle_core::Error) -> TrainError {
     TrainError::Transformer(TransformerError::Candle(e))
 }
@@ -129,7 +138,7 @@ pub fn fine_tune(
     } else {
         cfg.negatives
     };
-    let (encoder, varmap) = MiniLm::load_trainable(base)?;
+    let (mut encoder, varmap) = MiniLm::load_trainable(base)?;
     // TrainData's pairs, positives and popularity are what the samplers read; its feature rows
     // are not used here, so a tiny featurizer builds them.
     let featurizer_only = Model::new(ModelConfig {
@@ -153,15 +162,17 @@ pub fn fine_tune(
         .iter()
         .map(|(_, p)| product_text(ds, p))
         .collect();
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )
-    .map_err(candle)?;
+    let adam = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..ParamsAdamW::default()
+    };
+    // The plain-buffer passes (`aisle_transformer::tune`) where they apply (all-MiniLM-L6-v2 on
+    // the CPU), candle's autograd otherwise: the same values.
+    let mut path = match encoder.tuner(adam.clone())? {
+        Some(tuner) => Steps::Tuner(Box::new(tuner)),
+        None => Steps::Autograd(AdamW::new(varmap.all_vars(), adam).map_err(candle)?),
+    };
     let mut order: Vec<u32> = (0..data.pairs.len() as u32).collect();
     // Pairs passed over because their query or product was already in a batch: they go first
     // into the next batch, so that no pair is lost and popular queries are not under-drawn.
@@ -245,28 +256,43 @@ pub fn fine_tune(
         }
         sample_s += t0.elapsed().as_secs_f64();
 
-        let t1 = Instant::now();
         let query_texts: Vec<&str> = batch
             .iter()
             .map(|p| data.queries[p.query as usize].as_str())
             .collect();
         let product_texts: Vec<&str> = products.iter().map(|p| texts[p.index()].as_str()).collect();
-        let q = encoder.embed_batch(&query_texts)?;
-        let d = encoder.embed_batch(&product_texts)?;
-        let loss = (|| -> candle_core::Result<Tensor> {
-            let mask = Tensor::from_vec(mask, (batch.len(), n), q.device())?;
-            let scores = ((q.matmul(&d.t()?)? * cfg.scale)? + mask)?;
-            let labels = Tensor::arange(0u32, batch.len() as u32, q.device())?;
+        let b = batch.len();
+        let mask = Tensor::from_vec(mask, (b, n), &candle_core::Device::Cpu).map_err(candle)?;
+        // Each query against every product of the step, masked; cross-entropy on its own.
+        let loss_of = |q: &Tensor, d: &Tensor| -> candle_core::Result<Tensor> {
+            let scores = ((q.matmul(&d.t()?)? * cfg.scale)? + &mask)?;
+            let labels = Tensor::arange(0u32, b as u32, q.device())?;
             candle_nn::loss::cross_entropy(&scores, &labels)
-        })()
-        .map_err(candle)?;
-        forward_s += t1.elapsed().as_secs_f64();
-
-        let t2 = Instant::now();
-        opt.backward_step(&loss).map_err(candle)?;
-        backward_s += t2.elapsed().as_secs_f64();
+        };
+        let loss = match &mut path {
+            Steps::Tuner(tuner) => {
+                // Queries and products in one packed pass.
+                let all: Vec<&str> = query_texts.iter().chain(&product_texts).copied().collect();
+                let s = tuner
+                    .train_step(&all, |e| loss_of(&e.narrow(0, 0, b)?, &e.narrow(0, b, n)?))?;
+                forward_s += s.forward_s;
+                backward_s += s.backward_s;
+                s.loss
+            }
+            Steps::Autograd(opt) => {
+                let t1 = Instant::now();
+                let q = encoder.embed_batch(&query_texts)?;
+                let d = encoder.embed_batch(&product_texts)?;
+                let loss = loss_of(&q, &d).map_err(candle)?;
+                forward_s += t1.elapsed().as_secs_f64();
+                let t2 = Instant::now();
+                opt.backward_step(&loss).map_err(candle)?;
+                backward_s += t2.elapsed().as_secs_f64();
+                loss.to_scalar::<f32>().map_err(candle)?
+            }
+        };
         pairs_seen += batch.len() as u64;
-        loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle)?);
+        loss_sum += f64::from(loss);
         loss_n += 1;
         if (step + 1).is_multiple_of(log_every) || step + 1 == cfg.steps {
             let l = (loss_sum / f64::from(loss_n)) as f32;
@@ -281,6 +307,10 @@ pub fn fine_tune(
         }
     }
     let train_s = start.elapsed().as_secs_f64();
+    if let Steps::Tuner(tuner) = &path {
+        // The trained weights into the encoder's variables, which `save_model` writes.
+        tuner.store(&mut encoder)?;
+    }
     save_model(base, &varmap, out)?;
     Ok(TuneSummary {
         steps: cfg.steps,

@@ -181,6 +181,154 @@ fn text_forward_dispatch(x: &[f32], m: &[f32], o: &mut [f32], d: Dims) {
     text_forward(x, m, o, d)
 }
 
+/// One text's `dqkv` (`g`, `seq * 3 * hidden`, overwritten) from its `qkv` block `x`, mask `m`
+/// and output gradient `dy` (the module's text gives the formulas).
+#[inline(always)]
+fn text_backward(x: &[f32], m: &[f32], dy: &[f32], g: &mut [f32], d: Dims) {
+    let (t, hid) = (d.seq, d.hidden());
+    let w = 3 * hid;
+    let scale = 1.0 / (d.head as f32).sqrt();
+    g.fill(0.0);
+    let valid = valid_of(m);
+    let mut p = vec![0f32; t];
+    let mut dp = vec![0f32; t];
+    for h in 0..d.heads {
+        let (qo, ko, vo) = (h * d.head, hid + h * d.head, 2 * hid + h * d.head);
+        for i in 0..t {
+            weights(x, &valid, d, h, i, scale, &mut p);
+            let dyi = &dy[i * hid + h * d.head..][..d.head];
+            // dP_ij = dO_i . V_j, and dV_j += P_ij dO_i.
+            let mut row = 0f32;
+            for j in 0..t {
+                dp[j] = dot(dyi, &x[j * w + vo..][..d.head]);
+                row += p[j] * dp[j];
+                if p[j] != 0.0 {
+                    axpy(p[j], dyi, &mut g[j * w + vo..][..d.head]);
+                }
+            }
+            // dS_ij = P_ij (dP_ij - row); dQ_i += dS_ij K_j; dK_j += dS_ij Q_i.
+            for j in 0..t {
+                let ds = p[j] * (dp[j] - row) * scale;
+                if ds == 0.0 {
+                    continue;
+                }
+                let (head_q, rest) = g.split_at_mut(i.max(j) * w);
+                let (gi, gj) = if i < j {
+                    (&mut head_q[i * w..], &mut rest[..])
+                } else if i > j {
+                    (&mut rest[..], &mut head_q[j * w..])
+                } else {
+                    // i == j: the query and key parts of one row.
+                    let (a, b) = rest.split_at_mut(ko);
+                    axpy(ds, &x[j * w + ko..][..d.head], &mut a[qo..][..d.head]);
+                    axpy(ds, &x[i * w + qo..][..d.head], &mut b[..d.head]);
+                    continue;
+                };
+                axpy(ds, &x[j * w + ko..][..d.head], &mut gi[qo..][..d.head]);
+                axpy(ds, &x[i * w + qo..][..d.head], &mut gj[ko..][..d.head]);
+            }
+        }
+    }
+}
+
+/// [`text_backward`] with the widest vector unit this CPU has.
+fn text_backward_dispatch(x: &[f32], m: &[f32], dy: &[f32], g: &mut [f32], d: Dims) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(x: &[f32], m: &[f32], dy: &[f32], g: &mut [f32], d: Dims) {
+            text_backward(x, m, dy, g, d)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(x: &[f32], m: &[f32], dy: &[f32], g: &mut [f32], d: Dims) {
+            text_backward(x, m, dy, g, d)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { avx512(x, m, dy, g, d) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { avx2(x, m, dy, g, d) };
+        }
+    }
+    text_backward(x, m, dy, g, d)
+}
+
+/// `buf` cut into the row blocks of packed texts: text `b` is rows `starts[b]..starts[b + 1]`
+/// of `width` values each.
+pub(crate) fn split_rows<'a>(
+    mut buf: &'a mut [f32],
+    starts: &[usize],
+    width: usize,
+) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(starts.len().saturating_sub(1));
+    for w in starts.windows(2) {
+        let (head, rest) = std::mem::take(&mut buf).split_at_mut((w[1] - w[0]) * width);
+        out.push(head);
+        buf = rest;
+    }
+    out
+}
+
+/// The dims of packed text `b`: one text of its own length.
+fn packed_dims(starts: &[usize], b: usize, heads: usize, head: usize) -> Dims {
+    Dims {
+        batch: 1,
+        seq: starts[b + 1] - starts[b],
+        heads,
+        head,
+    }
+}
+
+/// Attention over packed texts (no padding): text `b` is rows `starts[b]..starts[b + 1]` of
+/// `qkv` (`rows * 3 * hidden`), and its output goes to the same rows of `out` (`rows *
+/// hidden`); in parallel over texts. The values are those of [`attention_into`] on the padded
+/// batch, for the real tokens.
+pub(crate) fn attention_packed_into(
+    qkv: &[f32],
+    starts: &[usize],
+    (heads, head): (usize, usize),
+    out: &mut [f32],
+) {
+    let hid = heads * head;
+    let longest = starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let ones = vec![1f32; longest];
+    split_rows(out, starts, hid)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, o)| {
+            let d = packed_dims(starts, b, heads, head);
+            let x = &qkv[starts[b] * 3 * hid..starts[b + 1] * 3 * hid];
+            text_forward_dispatch(x, &ones[..d.seq], o, d);
+        });
+}
+
+/// The gradient of [`attention_packed_into`] with respect to `qkv`, into `dqkv` (overwritten),
+/// from the output's gradient `dout`.
+pub(crate) fn attention_packed_backward(
+    qkv: &[f32],
+    starts: &[usize],
+    (heads, head): (usize, usize),
+    dout: &[f32],
+    dqkv: &mut [f32],
+) {
+    let hid = heads * head;
+    let longest = starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let ones = vec![1f32; longest];
+    split_rows(dqkv, starts, 3 * hid)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, g)| {
+            let d = packed_dims(starts, b, heads, head);
+            let (r0, r1) = (starts[b], starts[b + 1]);
+            let x = &qkv[r0 * 3 * hid..r1 * 3 * hid];
+            let dy = &dout[r0 * hid..r1 * hid];
+            text_backward_dispatch(x, &ones[..d.seq], dy, g, d);
+        });
+}
+
 /// The attention output of `qkv` under `mask` (see the module's text) into `out`
 /// (`batch * seq * hidden` values, overwritten), in parallel over texts when `parallel`.
 pub(crate) fn attention_into(qkv: &[f32], mask: &[f32], d: Dims, out: &mut [f32], parallel: bool) {
@@ -274,7 +422,6 @@ impl CustomOp3 for AttentionGrad {
         let qkv = contiguous_f32(s1, l1, self.name())?;
         let mask = contiguous_f32(s2, l2, self.name())?;
         let dout = contiguous_f32(s3, l3, self.name())?;
-        let scale = 1.0 / (d.head as f32).sqrt();
         let w = 3 * hid;
         let mut dqkv = vec![0f32; d.batch * t * w];
         if t > 0 {
@@ -282,48 +429,7 @@ impl CustomOp3 for AttentionGrad {
                 .zip(qkv.par_chunks(t * w))
                 .zip(mask.par_chunks(t))
                 .zip(dout.par_chunks(t * hid))
-                .for_each(|(((g, x), m), dy)| {
-                    let valid = valid_of(m);
-                    let mut p = vec![0f32; t];
-                    let mut dp = vec![0f32; t];
-                    for h in 0..d.heads {
-                        let (qo, ko, vo) = (h * d.head, hid + h * d.head, 2 * hid + h * d.head);
-                        for i in 0..t {
-                            weights(x, &valid, d, h, i, scale, &mut p);
-                            let dyi = &dy[i * hid + h * d.head..][..d.head];
-                            // dP_ij = dO_i . V_j, and dV_j += P_ij dO_i.
-                            let mut row = 0f32;
-                            for j in 0..t {
-                                dp[j] = dot(dyi, &x[j * w + vo..][..d.head]);
-                                row += p[j] * dp[j];
-                                if p[j] != 0.0 {
-                                    axpy(p[j], dyi, &mut g[j * w + vo..][..d.head]);
-                                }
-                            }
-                            // dS_ij = P_ij (dP_ij - row); dQ_i += dS_ij K_j; dK_j += dS_ij Q_i.
-                            for j in 0..t {
-                                let ds = p[j] * (dp[j] - row) * scale;
-                                if ds == 0.0 {
-                                    continue;
-                                }
-                                let (head_q, rest) = g.split_at_mut(i.max(j) * w);
-                                let (gi, gj) = if i < j {
-                                    (&mut head_q[i * w..], &mut rest[..])
-                                } else if i > j {
-                                    (&mut rest[..], &mut head_q[j * w..])
-                                } else {
-                                    // i == j: the query and key parts of one row.
-                                    let (a, b) = rest.split_at_mut(ko);
-                                    axpy(ds, &x[j * w + ko..][..d.head], &mut a[qo..][..d.head]);
-                                    axpy(ds, &x[i * w + qo..][..d.head], &mut b[..d.head]);
-                                    continue;
-                                };
-                                axpy(ds, &x[j * w + ko..][..d.head], &mut gi[qo..][..d.head]);
-                                axpy(ds, &x[i * w + qo..][..d.head], &mut gj[ko..][..d.head]);
-                            }
-                        }
-                    }
-                });
+                .for_each(|(((g, x), m), dy)| text_backward_dispatch(x, m, dy, g, d));
         }
         Ok((CpuStorage::F32(dqkv), Shape::from((d.batch, t, w))))
     }

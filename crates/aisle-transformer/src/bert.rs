@@ -408,6 +408,40 @@ impl BertModel {
     }
 }
 
+impl BertModel {
+    /// Every weight, in the order of [`crate::tune`]'s flat parameter vector: the word,
+    /// position and token-type tables, the embeddings' LayerNorm (weight, bias), then for each
+    /// layer the query, key and value weights, their biases, the attention output's weight and
+    /// bias, its LayerNorm's, the intermediate and output dense layers' and the output
+    /// LayerNorm's. `None` where a dense layer has no bias.
+    pub(crate) fn tensors(&self) -> Option<Vec<&Tensor>> {
+        let e = &self.embeddings;
+        let mut out = vec![
+            e.word_embeddings.embeddings(),
+            e.position_embeddings.embeddings(),
+            e.token_type_embeddings.embeddings(),
+            &e.layer_norm.weight,
+            &e.layer_norm.bias,
+        ];
+        for l in &self.layers {
+            let a = &l.self_attention;
+            out.extend([a.query.weight(), a.key.weight(), a.value.weight()]);
+            out.extend([a.query.bias()?, a.key.bias()?, a.value.bias()?]);
+            for (dense, norm) in [
+                (&l.self_output.dense, Some(&l.self_output.layer_norm)),
+                (&l.intermediate, None),
+                (&l.output.dense, Some(&l.output.layer_norm)),
+            ] {
+                out.extend([dense.weight(), dense.bias()?]);
+                if let Some(n) = norm {
+                    out.extend([&n.weight, &n.bias]);
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
 /// `(batch, seq)` of 1 / 0 -> `(batch, 1, 1, seq)` of 0 / the most negative value, added to the
 /// attention scores so that padding gets no weight.
 fn extended_attention_mask(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {

@@ -136,6 +136,13 @@ pub(crate) fn gelu_erf_into(src: &[f32], dst: &mut [f32], parallel: bool) {
         .for_each(|(d, s)| forward_chunk(s, d));
 }
 
+/// The exact GELU's input gradient, `grad * gelu'(x)`, into `dst` (as long), in parallel.
+pub(crate) fn gelu_erf_backward_into(x: &[f32], grad: &[f32], dst: &mut [f32]) {
+    dst.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .for_each(|(d, (x, g))| backward_chunk(x, g, d));
+}
+
 /// The f32 values of a contiguous CPU tensor's storage, or an error naming `op`.
 pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
@@ -200,9 +207,7 @@ impl CustomOp2 for GeluGrad {
             )));
         }
         let mut dst = vec![0f32; x.len()];
-        dst.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-            .for_each(|(d, (x, g))| backward_chunk(x, g, d));
+        gelu_erf_backward_into(x, grad, &mut dst);
         Ok((CpuStorage::F32(dst), x_layout.shape().clone()))
     }
 }

@@ -16,10 +16,8 @@
 //! parity test holds all-MiniLM-L6-v2 against sentence-transformers through this path.
 
 use candle_core::{Error, Result, Tensor};
-use rayon::prelude::*;
 
 use crate::attention::{attention_into, Dims};
-use crate::linear::gemm_into;
 
 /// A dense layer's weight, `(out, in)` row-major, and bias.
 pub(crate) struct Dense {
@@ -65,36 +63,14 @@ impl Dense {
 
     /// `y = x W^T + b (+ residual)`, `rows` rows.
     fn apply(&self, x: &[f32], residual: Option<&[f32]>, y: &mut [f32], rows: usize, par: bool) {
-        let (out, inp) = (self.out, self.inp);
-        let y = &mut y[..rows * out];
-        let min = crate::linear::min_len(par);
-        match residual {
-            Some(r) => y
-                .par_chunks_mut(out * 64)
-                .zip(r.par_chunks(out * 64))
-                .with_min_len(min)
-                .for_each(|(yc, rc)| {
-                    for (yr, rr) in yc.chunks_mut(out).zip(rc.chunks(out)) {
-                        for ((o, &a), &b) in yr.iter_mut().zip(rr).zip(&self.bias) {
-                            *o = a + b;
-                        }
-                    }
-                }),
-            None => y.par_chunks_mut(out * 64).with_min_len(min).for_each(|yc| {
-                for yr in yc.chunks_mut(out) {
-                    yr.copy_from_slice(&self.bias);
-                }
-            }),
-        }
-        gemm_into(
-            par,
-            y,
-            true,
-            (rows, out, inp),
-            &x[..rows * inp],
-            (inp, 1),
+        crate::linear::dense_forward(
+            x,
             &self.weight,
-            (1, inp),
+            &self.bias,
+            residual,
+            y,
+            (rows, self.out, self.inp),
+            par,
         );
     }
 }

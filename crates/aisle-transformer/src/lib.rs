@@ -27,6 +27,7 @@ pub mod optim;
 #[cfg(test)]
 mod test_util;
 pub mod tiny;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,7 @@ use rayon::prelude::*;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 pub use bert::{BertModel, Config};
+pub use tune::{Step, Tuner};
 
 /// Errors of aisle-transformer.
 #[derive(Debug, thiserror::Error)]

@@ -87,6 +87,93 @@ pub(crate) fn gemm_into(
     }
 }
 
+/// `y = x W^T + b (+ residual)` for `rows` rows of `x` (`rows * inp`), a `(out, inp)` row-major
+/// weight `w` and a bias `b` (`out`): `y` (`rows * out`) starts as the bias (plus the residual)
+/// and gemm accumulates into it. On rayon's pool when `parallel`, on the calling thread
+/// otherwise.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_forward(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    (rows, out, inp): (usize, usize, usize),
+    parallel: bool,
+) {
+    let y = &mut y[..rows * out];
+    let min = min_len(parallel);
+    match residual {
+        Some(r) => y
+            .par_chunks_mut(out * 64)
+            .zip(r.par_chunks(out * 64))
+            .with_min_len(min)
+            .for_each(|(yc, rc)| {
+                for (yr, rr) in yc.chunks_mut(out).zip(rc.chunks(out)) {
+                    for ((o, &a), &c) in yr.iter_mut().zip(rr).zip(b) {
+                        *o = a + c;
+                    }
+                }
+            }),
+        None => y.par_chunks_mut(out * 64).with_min_len(min).for_each(|yc| {
+            for yr in yc.chunks_mut(out) {
+                yr.copy_from_slice(b);
+            }
+        }),
+    }
+    // y += x (rows x in) W^T (in x out): W^T's element (i, o) is W[o * in + i].
+    gemm_into(
+        parallel,
+        y,
+        true,
+        (rows, out, inp),
+        &x[..rows * inp],
+        (inp, 1),
+        w,
+        (1, inp),
+    );
+}
+
+/// The gradients of [`dense_forward`] from the output's gradient `dy` (`rows * out`): `dW`
+/// (`out * inp`) and `db` (`out`), overwritten, and, when given, `dx` (`rows * inp`),
+/// overwritten or added to (`(dx, true)`, for a residual's gradient already there). On rayon's
+/// pool; the bias sums run in a fixed order, so that runs repeat.
+pub(crate) fn dense_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    (rows, out, inp): (usize, usize, usize),
+    dx: Option<(&mut [f32], bool)>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    if let Some((dx, add)) = dx {
+        // dx (rows x in) (+)= dy (rows x out) W (out x in).
+        gemm_into(true, dx, add, (rows, inp, out), dy, (out, 1), w, (inp, 1));
+    }
+    // dW (out x in) = dy^T (out x rows) x (rows x in).
+    if rows == 0 {
+        dw.fill(0.0);
+    } else {
+        gemm_into(true, dw, false, (out, inp, rows), dy, (1, out), x, (inp, 1));
+    }
+    // db = column sums of dy, in a fixed order (blocks of rows, then the blocks in order).
+    let partial: Vec<Vec<f32>> = dy[..rows * out]
+        .par_chunks(out.max(1) * ROWS)
+        .map(|block| {
+            let mut s = vec![0f32; out];
+            for row in block.chunks_exact(out.max(1)) {
+                s.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            s
+        })
+        .collect();
+    db.fill(0.0);
+    for p in &partial {
+        db.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+    }
+}
+
 /// The rows, input and output widths of `x` against a `(out, in)` weight and an `(out)` bias.
 fn dims(op: &str, x: &Layout, w: &Layout, b: &Layout) -> Result<(usize, usize, usize)> {
     let (&[out, inp], &[bias]) = (w.shape().dims(), b.shape().dims()) else {
@@ -211,25 +298,7 @@ impl CustomOp3 for LinearGrad {
         let mut packed = vec![0f32; rows * inp + out * inp + out];
         let (dx, rest) = packed.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
-        // dx (rows x in) = dy (rows x out) W (out x in).
-        gemm_into(true, dx, false, (rows, inp, out), dy, (out, 1), w, (inp, 1));
-        // dW (out x in) = dy^T (out x rows) x (rows x in).
-        gemm_into(true, dw, false, (out, inp, rows), dy, (1, out), x, (inp, 1));
-        // db = column sums of dy, in a fixed order (blocks of rows, then the blocks in order),
-        // so that runs repeat.
-        let partial: Vec<Vec<f32>> = dy
-            .par_chunks(out.max(1) * ROWS)
-            .map(|block| {
-                let mut s = vec![0f32; out];
-                for row in block.chunks_exact(out.max(1)) {
-                    s.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                }
-                s
-            })
-            .collect();
-        for p in &partial {
-            db.iter_mut().zip(p).for_each(|(a, v)| *a += v);
-        }
+        dense_backward(x, w, dy, (rows, out, inp), Some((dx, false)), dw, db);
         let len = packed.len();
         Ok((CpuStorage::F32(packed), Shape::from(len)))
     }

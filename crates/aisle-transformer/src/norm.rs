@@ -58,6 +58,60 @@ pub(crate) fn layer_norm_rows_in_place(
     });
 }
 
+/// The gradients of [`layer_norm_rows_in_place`] (the module's text gives the formulas): `dx`
+/// (as long as `x`) from the input `x` and the output's gradient `dy`, and `dgamma` and `dbeta`
+/// (each `gamma.len()`), all overwritten; in parallel over rows, the weight gradients summed in
+/// a fixed order so that runs repeat.
+pub(crate) fn layer_norm_backward_rows(
+    x: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let d = gamma.len();
+    if d == 0 {
+        return;
+    }
+    // Each task: dx of its rows, and its rows' share of dgamma and dbeta.
+    let partial = dx
+        .par_chunks_mut(d * ROWS)
+        .zip(x.par_chunks(d * ROWS).zip(dy.par_chunks(d * ROWS)))
+        .map(|(dxc, (xc, dyc))| {
+            let mut acc = vec![0f32; 2 * d];
+            let mut dxh = vec![0f32; d];
+            for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
+                let (mean, rstd) = row_stats(xr, eps);
+                let (mut s1, mut s2) = (0f32, 0f32);
+                for i in 0..d {
+                    let xh = (xr[i] - mean) * rstd;
+                    dxh[i] = dyr[i] * gamma[i];
+                    s1 += dxh[i];
+                    s2 += dxh[i] * xh;
+                    acc[i] += dyr[i] * xh;
+                    acc[d + i] += dyr[i];
+                }
+                let (m1, m2) = (s1 / d as f32, s2 / d as f32);
+                for i in 0..d {
+                    let xh = (xr[i] - mean) * rstd;
+                    dxr[i] = rstd * (dxh[i] - m1 - xh * m2);
+                }
+            }
+            acc
+        })
+        .collect::<Vec<_>>();
+    // Summed in task order, so that a run's gradients do not depend on thread timing.
+    dgamma.fill(0.0);
+    dbeta.fill(0.0);
+    for part in &partial {
+        let (pg, pb) = part.split_at(d);
+        dgamma.iter_mut().zip(pg).for_each(|(a, v)| *a += v);
+        dbeta.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
+    }
+}
+
 struct LayerNormOp {
     eps: f32,
 }
@@ -167,41 +221,9 @@ impl CustomOp3 for LayerNormGrad {
         }
         let n = x.len();
         let mut out = vec![0f32; n + 2 * d];
-        let (dx, _) = out.split_at_mut(n);
-        // Each task: dx of its rows, and its rows' share of dgamma and dbeta.
-        let partial = dx
-            .par_chunks_mut(d * ROWS)
-            .zip(x.par_chunks(d * ROWS).zip(dy.par_chunks(d * ROWS)))
-            .map(|(dxc, (xc, dyc))| {
-                let mut acc = vec![0f32; 2 * d];
-                let mut dxh = vec![0f32; d];
-                for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
-                    let (mean, rstd) = row_stats(xr, self.eps);
-                    let (mut s1, mut s2) = (0f32, 0f32);
-                    for i in 0..d {
-                        let xh = (xr[i] - mean) * rstd;
-                        dxh[i] = dyr[i] * gamma[i];
-                        s1 += dxh[i];
-                        s2 += dxh[i] * xh;
-                        acc[i] += dyr[i] * xh;
-                        acc[d + i] += dyr[i];
-                    }
-                    let (m1, m2) = (s1 / d as f32, s2 / d as f32);
-                    for i in 0..d {
-                        let xh = (xr[i] - mean) * rstd;
-                        dxr[i] = rstd * (dxh[i] - m1 - xh * m2);
-                    }
-                }
-                acc
-            })
-            .collect::<Vec<_>>();
-        // Summed in task order, so that a run's gradients do not depend on thread timing.
-        let sums = &mut out[n..];
-        for part in &partial {
-            for (x, y) in sums.iter_mut().zip(part) {
-                *x += y;
-            }
-        }
+        let (dx, sums) = out.split_at_mut(n);
+        let (dgamma, dbeta) = sums.split_at_mut(d);
+        layer_norm_backward_rows(x, gamma, dy, self.eps, dx, dgamma, dbeta);
         Ok((CpuStorage::F32(out), Shape::from(n + 2 * d)))
     }
 }

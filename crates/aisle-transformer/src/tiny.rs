@@ -11,6 +11,19 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::bert::{BertModel, Config, HiddenAct};
 use crate::{Result, TransformerError};
 
+/// Words for a tiny model's vocabulary, and texts over them (with an empty one, repeats and
+/// unknown words) of several lengths: what the tests of the encoder and the tuner embed.
+pub const SAMPLE_WORDS: &str = "red shoe blue lamp desk chair green tea cup long text here";
+pub const SAMPLE_TEXTS: [&str; 7] = [
+    "red shoe",
+    "blue lamp desk chair green tea cup",
+    "",
+    "tea",
+    "long text here long text here long text here",
+    "unknown words only",
+    "cup cup",
+];
+
 /// Width of the tiny model's embeddings.
 pub const DIM: usize = 32;
 

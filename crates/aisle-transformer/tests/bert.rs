@@ -109,20 +109,12 @@ fn padding_does_not_change_an_embedding() {
 #[test]
 fn the_plain_forward_pass_matches_the_candle_model() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let words: Vec<String> = "red shoe blue lamp desk chair green tea cup long text here"
+    let words: Vec<String> = aisle_transformer::tiny::SAMPLE_WORDS
         .split(' ')
         .map(str::to_owned)
         .collect();
     aisle_transformer::tiny::write_model_folder(dir.path(), &words).expect("tiny model");
-    let texts = [
-        "red shoe",
-        "blue lamp desk chair green tea cup",
-        "",
-        "tea",
-        "long text here long text here long text here",
-        "unknown words only",
-        "cup cup",
-    ];
+    let texts = aisle_transformer::tiny::SAMPLE_TEXTS;
     let frozen = MiniLm::load(dir.path()).expect("load");
     let (trainable, _vars) = MiniLm::load_trainable(dir.path()).expect("load trainable");
     for (model, what) in [(&frozen, "memory-mapped"), (&trainable, "trainable")] {
