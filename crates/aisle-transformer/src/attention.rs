@@ -284,13 +284,14 @@ fn packed_dims(starts: &[usize], b: usize, heads: usize, head: usize) -> Dims {
 
 /// Attention over packed texts (no padding): text `b` is rows `starts[b]..starts[b + 1]` of
 /// `qkv` (`rows * 3 * hidden`), and its output goes to the same rows of `out` (`rows *
-/// hidden`); in parallel over texts. The values are those of [`attention_into`] on the padded
-/// batch, for the real tokens.
+/// hidden`); in parallel over texts when `parallel`. The values are those of
+/// [`attention_into`] on the padded batch, for the real tokens.
 pub(crate) fn attention_packed_into(
     qkv: &[f32],
     starts: &[usize],
     (heads, head): (usize, usize),
     out: &mut [f32],
+    parallel: bool,
 ) {
     let hid = heads * head;
     let longest = starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
@@ -298,6 +299,7 @@ pub(crate) fn attention_packed_into(
     split_rows(out, starts, hid)
         .into_par_iter()
         .enumerate()
+        .with_min_len(crate::linear::min_len(parallel))
         .for_each(|(b, o)| {
             let d = packed_dims(starts, b, heads, head);
             let x = &qkv[starts[b] * 3 * hid..starts[b + 1] * 3 * hid];

@@ -17,7 +17,7 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use crate::attention::{attention_into, Dims};
+use crate::attention::attention_packed_into;
 
 /// A dense layer's weight, `(out, in)` row-major, and bias.
 pub(crate) struct Dense {
@@ -110,56 +110,46 @@ pub(crate) struct Inference {
 }
 
 impl Inference {
-    /// The last hidden state, `rows * len * hidden` values, of `rows` texts of `len` token ids
-    /// (and token type ids, and 1 / 0 attention mask values). Each op runs on rayon's pool
-    /// when `par`, on the calling thread otherwise (for batches encoded side by side).
-    pub fn forward(
-        &self,
-        ids: &[u32],
-        types: &[u32],
-        mask: &[u32],
-        (rows, len): (usize, usize),
-        par: bool,
-    ) -> Result<Vec<f32>> {
-        let (h, n) = (self.hidden, rows * len);
-        if ids.len() != n || types.len() != n || mask.len() != n {
+    /// The last hidden state, `rows * hidden` values, of packed texts (`rows` tokens in all,
+    /// no padding). Each op runs on rayon's pool when `par`, on the calling thread otherwise
+    /// (for passes run side by side).
+    pub fn forward(&self, p: &crate::Packed, par: bool) -> Result<Vec<f32>> {
+        let (h, n) = (self.hidden, p.ids.len());
+        if p.types.len() != n || p.starts.last() != Some(&n) {
             return Err(Error::Msg(format!(
-                "{} ids, {} types and {} mask values for {rows} texts of {len}",
-                ids.len(),
-                types.len(),
-                mask.len()
-            )));
-        }
-        if len * h > self.position.len() {
-            return Err(Error::Msg(format!(
-                "{len} tokens, past the model's {} positions",
-                self.position.len() / h
+                "{n} ids, {} types and texts ending at {:?}",
+                p.types.len(),
+                p.starts.last()
             )));
         }
         let mut x = vec![0f32; n * h];
-        for (t, row) in x.chunks_mut(h).enumerate() {
-            let (id, ty) = (ids[t] as usize, types[t] as usize);
-            let (Some(w), Some(ty)) = (
-                self.word.get(id * h..(id + 1) * h),
-                self.token_type.get(ty * h..(ty + 1) * h),
-            ) else {
+        for (b, w) in p.starts.windows(2).enumerate() {
+            if (w[1] - w[0]) * h > self.position.len() {
                 return Err(Error::Msg(format!(
-                    "token id {id} or type {ty} outside the model's vocabulary"
+                    "text {b}: {} tokens, past the model's {} positions",
+                    w[1] - w[0],
+                    self.position.len() / h
                 )));
-            };
-            let p = &self.position[(t % len) * h..][..h];
-            for (((o, &a), &b), &c) in row.iter_mut().zip(w).zip(p).zip(ty) {
-                *o = a + b + c;
+            }
+            for (pos, r) in (w[0]..w[1]).enumerate() {
+                let (id, ty) = (p.ids[r] as usize, p.types[r] as usize);
+                let (Some(wv), Some(tv)) = (
+                    self.word.get(id * h..(id + 1) * h),
+                    self.token_type.get(ty * h..(ty + 1) * h),
+                ) else {
+                    return Err(Error::Msg(format!(
+                        "token id {id} or type {ty} outside the model's vocabulary"
+                    )));
+                };
+                let pv = &self.position[pos * h..][..h];
+                let row = &mut x[r * h..][..h];
+                for (((o, &a), &b), &c) in row.iter_mut().zip(wv).zip(pv).zip(tv) {
+                    *o = a + b + c;
+                }
             }
         }
         self.embedding_norm.apply(&mut x, par);
-        let maskf: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
-        let dims = Dims {
-            batch: rows,
-            seq: len,
-            heads: self.heads,
-            head: h / self.heads.max(1),
-        };
+        let heads = (self.heads, h / self.heads.max(1));
         let mut qkv = vec![0f32; n * 3 * h];
         let mut ctx = vec![0f32; n * h];
         let mut attended = vec![0f32; n * h];
@@ -167,7 +157,7 @@ impl Inference {
         let mut act = vec![0f32; n * self.intermediate];
         for layer in &self.layers {
             layer.qkv.apply(&x, None, &mut qkv, n, par);
-            attention_into(&qkv, &maskf, dims, &mut ctx, par);
+            attention_packed_into(&qkv, &p.starts, heads, &mut ctx, par);
             layer
                 .attention_out
                 .apply(&ctx, Some(&x), &mut attended, n, par);
@@ -181,31 +171,22 @@ impl Inference {
     }
 }
 
-/// sentence-transformers' mean pooling and L2 normalisation of `hidden` (`rows * len * dim`)
-/// over the tokens whose mask is 1: one vector per text.
-pub(crate) fn mean_pool_normalise_rows(
+/// sentence-transformers' mean pooling and L2 normalisation of `hidden` (packed rows of `dim`,
+/// text `b` at rows `starts[b]..starts[b + 1]`): one vector per text. A text without tokens
+/// (a tokenizer without special tokens, an empty text) gives a zero vector.
+pub(crate) fn mean_pool_normalise_packed(
     hidden: &[f32],
-    mask: &[u32],
-    (rows, len): (usize, usize),
+    starts: &[usize],
     dim: usize,
 ) -> Vec<Vec<f32>> {
-    if len == 0 || dim == 0 {
-        // No token in any text (a tokenizer without special tokens, every text empty).
-        return vec![vec![0.0; dim]; rows];
-    }
-    hidden
-        .chunks(len * dim)
-        .zip(mask.chunks(len))
-        .map(|(text, m)| {
+    starts
+        .windows(2)
+        .map(|w| {
             let mut sum = vec![0f32; dim];
-            let mut count = 0f32;
-            for (tok, &mk) in text.chunks(dim).zip(m) {
-                if mk != 0 {
-                    count += 1.0;
-                    sum.iter_mut().zip(tok).for_each(|(s, v)| *s += v);
-                }
+            for tok in hidden[w[0] * dim..w[1] * dim].chunks(dim.max(1)) {
+                sum.iter_mut().zip(tok).for_each(|(s, v)| *s += v);
             }
-            let count = count.max(1e-9);
+            let count = ((w[1] - w[0]) as f32).max(1e-9);
             sum.iter_mut().for_each(|s| *s /= count);
             let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             sum.iter_mut().for_each(|s| *s /= norm);
@@ -219,17 +200,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pooling_skips_padding_and_handles_texts_without_tokens() {
-        // Two texts of 2 tokens, width 2; the second's last token is padding.
-        let hidden = [3.0, 4.0, 1.0, 0.0, 0.0, 2.0, 9.0, 9.0];
-        let mask = [1, 1, 1, 0];
-        let v = mean_pool_normalise_rows(&hidden, &mask, (2, 2), 2);
+    fn pooling_averages_each_text_and_handles_texts_without_tokens() {
+        // Two texts of width 2: two tokens, then one.
+        let hidden = [3.0, 4.0, 1.0, 0.0, 0.0, 2.0];
+        let v = mean_pool_normalise_packed(&hidden, &[0, 2, 3], 2);
         let s = 1.0 / (4.0f32 + 4.0).sqrt();
         assert!((v[0][0] - 2.0 * s).abs() < 1e-6 && (v[0][1] - 2.0 * s).abs() < 1e-6);
         assert_eq!(v[1], vec![0.0, 1.0]);
         // Three texts of no token at all: zero vectors, no panic.
         assert_eq!(
-            mean_pool_normalise_rows(&[], &[], (3, 0), 4),
+            mean_pool_normalise_packed(&[], &[0, 0, 0, 0], 4),
             vec![vec![0.0; 4]; 3]
         );
     }

@@ -15,7 +15,9 @@
 //! fine-tuned, with [`optim::AdamW`] updating the weights in place; [`attention`] and [`linear`]
 //! are fused attention and dense layers with backward passes, [`gelu`] the exact GELU as one
 //! vectorised pass. [`MiniLm::encode`] runs the forward pass on plain buffers instead of candle
-//! tensors (the private `infer` module), batches side by side on one thread each.
+//! tensors (the private `infer` module), each pass's texts packed without padding, passes side
+//! by side on one thread each; [`tune::Tuner`] fine-tunes on plain buffers, with a
+//! hand-written backward pass.
 
 pub mod attention;
 pub mod bert;
@@ -85,7 +87,10 @@ const TEXTS_PER_PASS: usize = 16;
 /// A sentence encoder: BERT, mean pooling, L2 normalisation.
 pub struct MiniLm {
     model: BertModel,
+    /// Pads a batch to its longest text (the candle path's tensors).
     tokenizer: Tokenizer,
+    /// The same tokenizer without padding, for the packed passes of `encode` and the tuner.
+    packer: Tokenizer,
     config: Config,
     device: Device,
     /// The weights copied out for [`infer`]'s forward pass, for a model whose weights do not
@@ -159,13 +164,7 @@ impl MiniLm {
             .map_err(|e| invalid(&weights, e))?;
         let model = BertModel::load(vb, &config).map_err(|e| invalid(&weights, e))?;
         let frozen = model.inference().map_err(|e| invalid(&weights, e))?;
-        Ok(MiniLm {
-            model,
-            tokenizer,
-            config,
-            device,
-            frozen,
-        })
+        Ok(MiniLm::assemble(model, tokenizer, config, frozen))
     }
 
     /// Loads the model in `dir` with its weights as variables, for fine-tuning: the returned
@@ -178,28 +177,30 @@ impl MiniLm {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let model = BertModel::load(vb, &config).map_err(|e| invalid(&weights, e))?;
         varmap.load(&weights).map_err(|e| invalid(&weights, e))?;
-        Ok((
-            MiniLm {
-                model,
-                tokenizer,
-                config,
-                device,
-                frozen: None,
-            },
-            varmap,
-        ))
+        Ok((MiniLm::assemble(model, tokenizer, config, None), varmap))
+    }
+
+    fn assemble(
+        model: BertModel,
+        tokenizer: Tokenizer,
+        config: Config,
+        frozen: Option<infer::Inference>,
+    ) -> MiniLm {
+        let mut packer = tokenizer.clone();
+        packer.with_padding(None);
+        MiniLm {
+            device: model.device.clone(),
+            model,
+            tokenizer,
+            packer,
+            config,
+            frozen,
+        }
     }
 
     /// Builds an encoder from a model and a tokenizer (tests, fine-tuning).
     pub fn from_parts(model: BertModel, tokenizer: Tokenizer, config: Config) -> MiniLm {
-        let device = model.device.clone();
-        MiniLm {
-            model,
-            tokenizer,
-            config,
-            device,
-            frozen: None,
-        }
+        MiniLm::assemble(model, tokenizer, config, None)
     }
 
     /// Width of the embeddings.
@@ -225,49 +226,62 @@ impl MiniLm {
                 copied.as_ref()
             }
         };
+        let Some(fast) = fast else {
+            return self.encode_padded(texts, batch);
+        };
+        // Plain buffers, no autograd (see `infer`), each pass's texts packed without padding:
+        // the same values, faster. Longest first, so that a pass holds texts of about one
+        // length (attention's cost grows with its square).
+        let enc = self
+            .packer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        order.sort_by_key(|&i| std::cmp::Reverse(enc[i].get_ids().len()));
         let mut chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
-        if fast.is_some() && chunks.len() > 1 && rayon::current_num_threads() > 1 {
-            // Forward passes of at most TEXTS_PER_PASS texts: their buffers stay in the
-            // core's cache (a batch of 64 titles of 17 tokens is 6.7 MB at the FFN's width).
-            // The values do not depend on how texts are grouped (padding changes nothing).
+        // With more than one batch, the batches run as passes of at most TEXTS_PER_PASS texts,
+        // side by side, each on one thread: their buffers stay in the core's cache, no op
+        // waits for the other threads to finish their share of it, and no core idles between
+        // ops. The values do not depend on how texts are grouped.
+        let side_by_side = chunks.len() > 1 && rayon::current_num_threads() > 1;
+        if side_by_side {
             chunks = chunks
                 .iter()
                 .flat_map(|c| c.chunks(TEXTS_PER_PASS))
                 .collect();
         }
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        let texts_of = |chunk: &[usize]| chunk.iter().map(|&i| texts[i]).collect::<Vec<&str>>();
-        let pooled: Vec<Vec<Vec<f32>>> = match fast {
-            // Plain buffers, no autograd (see `infer`): the same values, faster. With more than
-            // one batch, the batches run side by side, each on one thread: no op waits for the
-            // other threads to finish their share of it, and no core idles between ops.
-            Some(f) => {
-                let side_by_side = chunks.len() > 1 && rayon::current_num_threads() > 1;
-                let run = |chunk: &&[usize]| -> Result<Vec<Vec<f32>>> {
-                    let t = self.tokenize(&texts_of(chunk))?;
-                    let hidden =
-                        f.forward(&t.ids, &t.types, &t.mask, (t.rows, t.len), !side_by_side)?;
-                    Ok(infer::mean_pool_normalise_rows(
-                        &hidden,
-                        &t.mask,
-                        (t.rows, t.len),
-                        self.dim(),
-                    ))
-                };
-                if side_by_side {
-                    chunks.par_iter().map(run).collect::<Result<_>>()?
-                } else {
-                    chunks.iter().map(run).collect::<Result<_>>()?
-                }
-            }
-            None => chunks
-                .iter()
-                .map(|chunk| Ok(self.embed_batch(&texts_of(chunk))?.to_vec2::<f32>()?))
-                .collect::<Result<_>>()?,
+        let run = |chunk: &&[usize]| -> Result<Vec<Vec<f32>>> {
+            let packed = Packed::of(chunk.iter().map(|&i| &enc[i]))?;
+            let hidden = fast.forward(&packed, !side_by_side)?;
+            Ok(infer::mean_pool_normalise_packed(
+                &hidden,
+                &packed.starts,
+                self.dim(),
+            ))
         };
+        let pooled: Vec<Vec<Vec<f32>>> = if side_by_side {
+            chunks.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            chunks.iter().map(run).collect::<Result<_>>()?
+        };
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for (chunk, vectors) in chunks.iter().zip(pooled) {
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`MiniLm::encode`] through the candle model, in padded batches of `batch` texts (a
+    /// model the plain-buffer pass does not apply to).
+    fn encode_padded(&self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let vectors = self.embed_batch(&chunk_texts)?.to_vec2::<f32>()?;
             for (&i, v) in chunk.iter().zip(vectors) {
                 out[i] = v;
             }
@@ -314,6 +328,39 @@ impl MiniLm {
         let mask = Tensor::from_vec(t.mask, shape, &self.device)?;
         let hidden = self.model.forward(&ids, &types, &mask)?;
         Ok(mean_pool_normalise(&hidden, &mask)?)
+    }
+}
+
+/// Tokenised texts packed without padding: text `b` is rows `starts[b]..starts[b + 1]` of
+/// `ids` and `types`.
+#[derive(Default)]
+pub(crate) struct Packed {
+    pub ids: Vec<u32>,
+    pub types: Vec<u32>,
+    pub starts: Vec<usize>,
+}
+
+impl Packed {
+    /// The tokens of `encodings` without their padding (the tokens after the attention mask's
+    /// leading ones; a mask with a token after padding is refused).
+    pub fn of<'a>(encodings: impl IntoIterator<Item = &'a tokenizers::Encoding>) -> Result<Packed> {
+        let mut p = Packed {
+            starts: vec![0],
+            ..Packed::default()
+        };
+        for (i, e) in encodings.into_iter().enumerate() {
+            let mask = e.get_attention_mask();
+            let len = mask.iter().take_while(|&&m| m != 0).count();
+            if mask[len..].iter().any(|&m| m != 0) {
+                return Err(TransformerError::Tokenizer(format!(
+                    "text {i}: padding before its last token (left padding is not supported)"
+                )));
+            }
+            p.ids.extend_from_slice(&e.get_ids()[..len]);
+            p.types.extend_from_slice(&e.get_type_ids()[..len]);
+            p.starts.push(p.ids.len());
+        }
+        Ok(p)
     }
 }
 

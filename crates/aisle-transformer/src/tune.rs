@@ -319,7 +319,7 @@ impl MiniLm {
         }
         let n = params.len();
         Ok(Some(Tuner {
-            tokenizer: self.tokenizer.clone(),
+            tokenizer: self.packer.clone(),
             sizes,
             spans,
             params,
@@ -352,31 +352,20 @@ impl Tuner {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
+        let packed = crate::Packed::of(&enc)?;
         let t = &mut self.tape;
-        t.starts.clear();
-        t.ids.clear();
-        t.types.clear();
         t.positions.clear();
-        t.starts.push(0);
-        for (i, e) in enc.iter().enumerate() {
-            let mask = e.get_attention_mask();
-            let len = mask.iter().take_while(|&&m| m != 0).count();
-            if mask[len..].iter().any(|&m| m != 0) {
-                return Err(TransformerError::Tokenizer(format!(
-                    "text {i}: padding before its last token (left padding is not supported)"
-                )));
-            }
+        for (b, w) in packed.starts.windows(2).enumerate() {
+            let len = w[1] - w[0];
             if len > self.sizes.positions {
                 return Err(msg(format!(
-                    "text {i}: {len} tokens, past the model's {} positions",
+                    "text {b}: {len} tokens, past the model's {} positions",
                     self.sizes.positions
                 )));
             }
-            t.ids.extend_from_slice(&e.get_ids()[..len]);
-            t.types.extend_from_slice(&e.get_type_ids()[..len]);
             t.positions.extend(0..len as u32);
-            t.starts.push(t.ids.len());
         }
+        (t.ids, t.types, t.starts) = (packed.ids, packed.types, packed.starts);
         Ok(())
     }
 
@@ -438,7 +427,13 @@ impl Tuner {
                 true,
             );
             let ctx = sized(&mut lt.ctx, n * h);
-            attention_packed_into(&lt.qkv[..n * 3 * h], &t.starts, (s.heads, h / s.heads), ctx);
+            attention_packed_into(
+                &lt.qkv[..n * 3 * h],
+                &t.starts,
+                (s.heads, h / s.heads),
+                ctx,
+                true,
+            );
             let sum = sized(&mut lt.attention_sum, n * h);
             dense_forward(
                 &lt.ctx[..n * h],
