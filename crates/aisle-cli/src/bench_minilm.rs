@@ -21,7 +21,8 @@ pub struct BenchMinilmArgs {
     #[arg(long, default_value_t = 2000)]
     pub titles: usize,
     /// Texts per batch (encoding and fine-tuning; encoding runs each batch as forward passes of
-    /// at most 16 texts, side by side).
+    /// at most 32 texts, side by side; fine-tuning packs the queries and titles of a step into
+    /// one pass).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Timed fine-tuning steps (after 2 warm-up steps).

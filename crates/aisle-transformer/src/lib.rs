@@ -80,9 +80,11 @@ pub fn is_present(dir: &Path) -> bool {
 }
 
 /// Texts per forward pass when [`MiniLm::encode`] runs passes side by side (one thread each).
-/// Before this cap, when `--batch N` set the pass size, `aisle bench minilm --batch N` measured
-/// 306 / 300 titles/s at 64 texts per pass, 321 at 32, 328 / 336 at 16 and 292 at 8.
-const TEXTS_PER_PASS: usize = 16;
+/// With packed passes (no padding), `aisle bench minilm --steps 0` over five interleaved rounds
+/// gave a median of 443 titles/s at 16 texts per pass, 513 at 32 and 515 at 64 (the rounds
+/// ranged 436-550, 457-575 and 490-561); 8 gave 458 / 429. With padded passes, 16 had been best
+/// (328 / 336, against 321 at 32 and 306 / 300 at 64).
+const TEXTS_PER_PASS: usize = 32;
 
 /// A sentence encoder: BERT, mean pooling, L2 normalisation.
 pub struct MiniLm {
@@ -210,10 +212,12 @@ impl MiniLm {
 
     /// Unit-length embeddings of `texts`, in order, in batches of `batch` texts.
     ///
-    /// Texts are batched longest first, as sentence-transformers does, so that a batch pads to
-    /// texts of about its own length; the results come back in the input order. With more than
-    /// one batch, each batch runs as forward passes of at most 16 texts, side by side on rayon's
-    /// threads (the values do not depend on the grouping).
+    /// Texts are batched longest first (by token count), as sentence-transformers does; the
+    /// results come back in the input order. A batch's texts are packed without padding (the
+    /// padded batch's values for the real tokens). With more than one batch, each batch runs as
+    /// forward passes of at most 32 texts, side by side on rayon's threads (the values do not
+    /// depend on the grouping). A model the plain-buffer pass does not apply to (another device
+    /// or dtype) runs padded batches through candle.
     pub fn encode(&self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
