@@ -41,7 +41,7 @@ run_aisle() {
 run_peer() {
   "$python" scripts/bench-minilm-peer.py "$work/titles.txt" 2> "$work/peer.err" | tee -a "$work/peer.log" \
     || { cat "$work/peer.err" >&2; exit 1; }
-  grep -E "^sentence-transformers [0-9.]+, torch" "$work/peer.err" || true
+  grep -E "^sentence-transformers [0-9.]+, torch|^last loss" "$work/peer.err" || true
 }
 for r in $(seq 1 "$rounds"); do
   echo "== round $r of $rounds"

@@ -78,6 +78,11 @@ fn titles(args: &BenchMinilmArgs) -> Result<Vec<String>> {
                 .collect()
         }
     };
+    anyhow::ensure!(
+        args.batch >= 2,
+        "--batch {}: a batch needs at least 2 texts (the other titles are a pair's negatives)",
+        args.batch
+    );
     let mut seen = std::collections::HashSet::new();
     out.retain(|t| seen.insert(t.clone()));
     out.truncate(args.titles);

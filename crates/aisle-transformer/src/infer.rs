@@ -5,8 +5,11 @@
 //! `perf` on `aisle bench minilm` (after the fused attention and dense layers) put about half
 //! of encoding time outside the matmul micro-kernel: page faults and clearing of new buffers,
 //! copies (concatenating the query, key and value weights), the residual adds, the pools'
-//! spinning. Here a batch allocates its six buffers once and every layer writes into them:
+//! spinning. Here a pass allocates its six buffers once and every layer writes into them:
 //!
+//! - the pass's texts are packed without padding ([`crate::Packed`]): text `b` is rows
+//!   `starts[b]..starts[b + 1]`, dense layers, LayerNorm and GELU run over all rows at once and
+//!   attention per text;
 //! - a dense layer's output starts as its bias (plus the residual, for the two that have one)
 //!   and gemm accumulates into it, the same gemm crate and kernels as candle's;
 //! - GELU, LayerNorm and attention are the fused kernels of [`crate::gelu`], [`crate::norm`]

@@ -346,15 +346,15 @@ impl Tuner {
         self.step_t
     }
 
-    /// Tokenises `texts` into the tape's packed rows (each text without padding).
+    /// Tokenises `texts` into the tape's packed rows (each text without padding); on an error
+    /// the tape is left as it was (and not ready for a backward pass).
     fn pack(&mut self, texts: &[&str]) -> Result<()> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
         let packed = crate::Packed::of(&enc)?;
-        let t = &mut self.tape;
-        t.positions.clear();
+        let mut positions = Vec::with_capacity(packed.ids.len());
         for (b, w) in packed.starts.windows(2).enumerate() {
             let len = w[1] - w[0];
             if len > self.sizes.positions {
@@ -363,15 +363,26 @@ impl Tuner {
                     self.sizes.positions
                 )));
             }
-            t.positions.extend(0..len as u32);
+            positions.extend(0..len as u32);
         }
-        (t.ids, t.types, t.starts) = (packed.ids, packed.types, packed.starts);
+        for (&id, &ty) in packed.ids.iter().zip(&packed.types) {
+            if id as usize >= self.sizes.vocab || ty as usize >= self.sizes.types {
+                return Err(msg(format!(
+                    "token id {id} or type {ty} outside the model's vocabulary"
+                )));
+            }
+        }
+        let t = &mut self.tape;
+        (t.ids, t.types, t.starts, t.positions) =
+            (packed.ids, packed.types, packed.starts, positions);
         Ok(())
     }
 
     /// Unit-length embeddings of `texts` (`texts.len() * dim` values, row-major), kept for
     /// [`Tuner::backward`]: the values of [`MiniLm::encode`] for the current weights.
     pub fn forward(&mut self, texts: &[&str]) -> Result<Vec<f32>> {
+        // A failed pass leaves nothing for `backward` to mix with the previous one.
+        self.tape.ready = false;
         self.pack(texts)?;
         let s = self.sizes;
         let (h, inter) = (s.hidden, s.intermediate);
@@ -379,13 +390,6 @@ impl Tuner {
         let sp = &self.spans;
         let t = &mut self.tape;
         let n = t.ids.len();
-        for (&id, &ty) in t.ids.iter().zip(&t.types) {
-            if id as usize >= s.vocab || ty as usize >= s.types {
-                return Err(msg(format!(
-                    "token id {id} or type {ty} outside the model's vocabulary"
-                )));
-            }
-        }
         // Embeddings: word + position + token type, then LayerNorm.
         let word = &p[sp.word.range()];
         let position = &p[sp.position.range()];
@@ -692,7 +696,8 @@ impl Tuner {
 
     /// One fine-tuning step: embeds `texts`, evaluates `loss` on the `(texts, dim)` tensor of
     /// embeddings (a candle expression, differentiated by candle), back-propagates its
-    /// gradient through the encoder and takes an AdamW step.
+    /// gradient through the encoder and takes an AdamW step (none if the loss does not depend
+    /// on the embeddings).
     pub fn train_step(
         &mut self,
         texts: &[&str],
@@ -705,12 +710,12 @@ impl Tuner {
         let forward_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         let grads = value.backward()?;
-        let de = match grads.get(var.as_tensor()) {
-            Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0.0; texts.len() * self.dim()],
-        };
-        self.backward(&de)?;
-        self.step();
+        // A loss that does not depend on the embeddings gives no weight a gradient: no step,
+        // as candle's optimisers skip variables without one.
+        if let Some(g) = grads.get(var.as_tensor()) {
+            self.backward(&g.flatten_all()?.to_vec1::<f32>()?)?;
+            self.step();
+        }
         Ok(Step {
             loss: value.to_scalar::<f32>()?,
             forward_s,
@@ -738,6 +743,16 @@ impl Tuner {
                 tensors.len(),
                 self.spans.tensors.len()
             )));
+        }
+        // Every length is checked before anything is written.
+        for (i, (t, &len)) in tensors.iter().zip(&self.spans.tensors).enumerate() {
+            if t.elem_count() != len || t.dtype() != DType::F32 {
+                return Err(msg(format!(
+                    "weight tensor {i}: {} values of {:?} for {len} f32 values",
+                    t.elem_count(),
+                    t.dtype()
+                )));
+            }
         }
         let mut start = 0;
         for (t, &len) in tensors.iter().zip(&self.spans.tensors) {
@@ -929,7 +944,12 @@ mod tests {
 
     #[test]
     fn a_backward_pass_needs_a_forward_pass_and_the_right_gradient_length() -> Result<()> {
-        let (_dir, model, _varmap) = tiny();
+        let (_dir, mut model, _varmap) = tiny();
+        // Without truncation, so that a text can run past the model's positions.
+        model
+            .packer
+            .with_truncation(None)
+            .map_err(|e| TransformerError::Tokenizer(e.to_string()))?;
         let mut tuner = model.tuner(adam(1e-3))?.expect("tuner");
         let err = tuner.backward(&[0.0; 32]).unwrap_err().to_string();
         assert!(err.contains("without a forward pass"), "{err}");
