@@ -174,6 +174,28 @@ impl Inference {
     }
 }
 
+/// The mean of each packed text's rows of `hidden` (rows of `dim`, text `b` at rows
+/// `starts[b]..starts[b + 1]`) into `out` (`texts * dim`, overwritten); a text without tokens
+/// gives zeros.
+pub(crate) fn mean_pool_packed(hidden: &[f32], starts: &[usize], dim: usize, out: &mut [f32]) {
+    for (w, row) in starts.windows(2).zip(out.chunks_mut(dim.max(1))) {
+        row.fill(0.0);
+        for tok in hidden[w[0] * dim..w[1] * dim].chunks(dim.max(1)) {
+            row.iter_mut().zip(tok).for_each(|(s, v)| *s += v);
+        }
+        let count = ((w[1] - w[0]) as f32).max(1e-9);
+        row.iter_mut().for_each(|s| *s /= count);
+    }
+}
+
+/// Scales `v` to unit length (a zero vector stays zero) and returns its former norm, at least
+/// 1e-12.
+pub(crate) fn normalise(v: &mut [f32]) -> f32 {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+    norm
+}
+
 /// sentence-transformers' mean pooling and L2 normalisation of `hidden` (packed rows of `dim`,
 /// text `b` at rows `starts[b]..starts[b + 1]`): one vector per text. A text without tokens
 /// (a tokenizer without special tokens, an empty text) gives a zero vector.
@@ -182,18 +204,14 @@ pub(crate) fn mean_pool_normalise_packed(
     starts: &[usize],
     dim: usize,
 ) -> Vec<Vec<f32>> {
-    starts
-        .windows(2)
-        .map(|w| {
-            let mut sum = vec![0f32; dim];
-            for tok in hidden[w[0] * dim..w[1] * dim].chunks(dim.max(1)) {
-                sum.iter_mut().zip(tok).for_each(|(s, v)| *s += v);
-            }
-            let count = ((w[1] - w[0]) as f32).max(1e-9);
-            sum.iter_mut().for_each(|s| *s /= count);
-            let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            sum.iter_mut().for_each(|s| *s /= norm);
-            sum
+    let texts = starts.len().saturating_sub(1);
+    let mut flat = vec![0f32; texts * dim];
+    mean_pool_packed(hidden, starts, dim, &mut flat);
+    (0..texts)
+        .map(|b| {
+            let mut v = flat[b * dim..(b + 1) * dim].to_vec();
+            normalise(&mut v);
+            v
         })
         .collect()
 }

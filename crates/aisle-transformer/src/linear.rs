@@ -214,21 +214,8 @@ impl CustomOp3 for LinearOp {
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let b = contiguous_f32(s3, l3, self.name())?;
-        let mut y = Vec::with_capacity(rows * out);
-        for _ in 0..rows {
-            y.extend_from_slice(b);
-        }
-        // y += x (rows x in) W^T (in x out): W^T's element (i, o) is W[o * in + i].
-        gemm_into(
-            true,
-            &mut y,
-            true,
-            (rows, out, inp),
-            x,
-            (inp, 1),
-            w,
-            (1, inp),
-        );
+        let mut y = vec![0f32; rows * out];
+        dense_forward(x, w, b, None, &mut y, (rows, out, inp), true);
         let mut shape = l1.shape().dims().to_vec();
         if let Some(last) = shape.last_mut() {
             *last = out;

@@ -480,23 +480,12 @@ impl Tuner {
         }
         // Mean pooling over each text's tokens, then L2 normalisation (as `encode`).
         let texts_n = t.starts.len() - 1;
-        let last = &t.hidden[layers][..n * h];
         let pooled = sized(&mut t.pooled, texts_n * h);
-        for (b, row) in pooled.chunks_mut(h).enumerate() {
-            row.fill(0.0);
-            let (r0, r1) = (t.starts[b], t.starts[b + 1]);
-            for tok in last[r0 * h..r1 * h].chunks(h) {
-                row.iter_mut().zip(tok).for_each(|(s, v)| *s += v);
-            }
-            let count = ((r1 - r0) as f32).max(1e-9);
-            row.iter_mut().for_each(|s| *s /= count);
-        }
+        crate::infer::mean_pool_packed(&t.hidden[layers][..n * h], &t.starts, h, pooled);
         t.norms.clear();
-        let mut out = t.pooled[..texts_n * h].to_vec();
+        let mut out = pooled.to_vec();
         for row in out.chunks_mut(h) {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            t.norms.push(norm);
-            row.iter_mut().for_each(|v| *v /= norm);
+            t.norms.push(crate::infer::normalise(row));
         }
         t.ready = true;
         Ok(out)
