@@ -10,6 +10,10 @@
 //! - 64 concurrent connections with wrk (`scripts/install-wrk.sh`), rotating over the same
 //!   queries: queries per second and wrk's p50 / p99.
 //!
+//! With `--backend qdrant --url ...` each size is measured a second time with the vectors in
+//! Qdrant (one node or a cluster: name every node), beside the embedded index in the same run,
+//! with the upload time, the nodes' resident memory and what the REST path adds.
+//!
 //! Half the requests name a customer with history (personalized), half do not. The server, the
 //! load generator and this process share the machine's cores: the figures are for all of them
 //! on one box, which is what a 2-core machine can serve while also generating its own load.
@@ -25,7 +29,7 @@ use clap::Args;
 use aisle_core::stats::fmt_n;
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::{Dataset, Histories};
-use aisle_search::{HnswParams, IndexChoice, Searcher, SearcherOptions};
+use aisle_search::{qdrant, HnswParams, IndexChoice, Searcher, SearcherOptions, VectorIndex};
 use aisle_serve::{App, ServeOptions};
 use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::{TrainConfig, Trainer};
@@ -65,6 +69,12 @@ pub struct BenchSearchArgs {
     pub wrk: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// `--backend qdrant --url ...` adds, for each size, the same measurements with the vectors
+    /// in Qdrant (uploaded first, as `aisle index --backend qdrant` does).
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
+    #[command(flatten)]
+    pub upload: crate::backend::UploadArgs,
 }
 
 /// One size's figures.
@@ -165,10 +175,12 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
     let t = Instant::now();
     let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
     let encode_s = t.elapsed().as_secs_f64();
+    let qdrant = args.backend.qdrant()?;
+    let kept = qdrant.is_some().then(|| vectors.clone());
     let t = Instant::now();
     let searcher = Searcher::with_vectors(
         Arc::clone(&ds),
-        model,
+        model.clone(),
         vectors,
         Histories::all(&ds),
         &SearcherOptions {
@@ -177,8 +189,6 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
         },
     )?;
     let build_s = t.elapsed().as_secs_f64();
-    let index_kind = searcher.index_kind();
-    let bytes = searcher.index_bytes();
     let texts: Vec<String> = {
         let split = ds.default_split().context("the world has no split")?;
         let mut seen = std::collections::HashSet::new();
@@ -193,9 +203,49 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
     };
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     eprintln!(
-        "[{}] encoded in {encode_s:.1} s; {index_kind} index and BM25 built in {build_s:.1} s",
-        fmt_n(products)
+        "[{}] encoded in {encode_s:.1} s; {} index and BM25 built in {build_s:.1} s",
+        fmt_n(products),
+        searcher.index_kind()
     );
+    let bytes = searcher.index_bytes() as f64;
+    let mut rows = measure(
+        args, products, searcher, build_s, bytes, &texts, &queries, wrk,
+    )?;
+    if let (Some(cfg), Some(vectors)) = (qdrant, kept) {
+        let (searcher, upload_s) = on_qdrant(args, &cfg, &ds, model, vectors)?;
+        let effort = args.expansion_search.last().copied().unwrap_or(0);
+        let rest = rest_overhead(&searcher, &cfg, &texts, effort)?;
+        let resident = resident_bytes(&cfg)?;
+        let total: f64 = resident.iter().map(|(_, b)| b).sum();
+        rows.extend(measure(
+            args, products, searcher, upload_s, total, &texts, &queries, wrk,
+        )?);
+        eprintln!("[{}] {rest}", fmt_n(products));
+        for (url, b) in &resident {
+            eprintln!(
+                "[{}] qdrant node {url}: {:.0} MB resident (its /metrics memory_resident_bytes)",
+                fmt_n(products),
+                b / 1e6
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// Recall, one-client latency and (with wrk) throughput of `searcher` behind the real HTTP
+/// server, one row per search effort.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    args: &BenchSearchArgs,
+    products: usize,
+    searcher: Searcher,
+    build_s: f64,
+    bytes: f64,
+    texts: &[&str],
+    queries: &[String],
+    wrk: bool,
+) -> Result<Vec<Row>> {
+    let index_kind = searcher.index_kind();
     let efforts: Vec<Option<usize>> = if index_kind == "exact" {
         vec![None]
     } else {
@@ -216,13 +266,13 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
         if let Some(e) = effort {
             searcher.set_search_effort(*e);
         }
-        let quality = searcher.index_recall(&texts, 10)?;
+        let quality = searcher.index_recall(texts, 10)?;
         let (recall_at_10, kth_gap) = (quality.recall, quality.kth_gap);
         drop(searcher);
-        let (p50_ms, p99_ms, mean_ms) = one_client(&base, &queries, args.requests)?;
+        let (p50_ms, p99_ms, mean_ms) = one_client(&base, queries, args.requests)?;
         let last = i + 1 == efforts.len();
         let (qps, wrk_p50_ms, wrk_p99_ms) = if wrk && last {
-            match run_wrk(args, &base, &queries) {
+            match run_wrk(args, &base, queries) {
                 Ok((q, a, b)) => (Some(q), Some(a), Some(b)),
                 Err(e) => {
                     eprintln!("wrk failed: {e:#}");
@@ -233,7 +283,7 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
             (None, None, None)
         };
         eprintln!(
-            "[{}] ef {}: recall@10 {recall_at_10:.3} (10th similarity {kth_gap:.4} below exact), one client p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms",
+            "[{}] {index_kind} ef {}: recall@10 {recall_at_10:.3} (10th similarity {kth_gap:.4} below exact), one client p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms",
             fmt_n(products),
             effort.map_or("-".into(), |e| e.to_string())
         );
@@ -244,7 +294,7 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
             recall_at_10,
             kth_gap,
             build_s,
-            bytes_per_product: bytes as f64 / products.max(1) as f64,
+            bytes_per_product: bytes / products.max(1) as f64,
             p50_ms,
             p99_ms,
             mean_ms,
@@ -253,7 +303,7 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
             wrk_p99_ms,
         });
     }
-    let errors: u64 = [400u16, 404, 413, 422, 500]
+    let errors: u64 = [400u16, 404, 413, 422, 500, 502, 503]
         .iter()
         .map(|&s| server.app().metrics.count("/search", s))
         .sum();
@@ -262,6 +312,136 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
     }
     server.stop();
     Ok(rows)
+}
+
+/// Uploads the catalog's vectors to Qdrant (as `aisle index --backend qdrant` does, under the
+/// alias `aisle-bench-N`) and opens a Searcher over them; returns it and the upload's seconds.
+fn on_qdrant(
+    args: &BenchSearchArgs,
+    cfg: &aisle_search::QdrantConfig,
+    ds: &Arc<Dataset>,
+    model: aisle_model::Model,
+    vectors: Vec<f32>,
+) -> Result<(Searcher, f64)> {
+    use std::hash::{Hash, Hasher};
+    let client = qdrant::Client::connect(cfg)?;
+    // The bench has no model file: the vectors' own hash names the collection.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    vectors.iter().for_each(|x| x.to_bits().hash(&mut h));
+    let digest = format!("{:08x}", h.finish() as u32);
+    let mut bench_ds = (**ds).clone();
+    bench_ds.name = format!("bench-{}", ds.catalog.len());
+    let t = Instant::now();
+    let report = qdrant::upload(
+        &client,
+        &qdrant::Upload {
+            ds: &bench_ds,
+            vectors: &vectors,
+            dim: model.dim(),
+            model_digest: digest.clone(),
+            collection: None,
+            shards: args.upload.shards,
+            replicas: args.upload.replicas,
+            keep: args.upload.keep,
+            batch: args.upload.batch,
+        },
+        &mut |done, total| {
+            if done == total || done % 100_000 < args.upload.batch {
+                eprintln!("  uploaded {} of {}", fmt_n(done), fmt_n(total));
+            }
+        },
+    )?;
+    let upload_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "[{}] uploaded to {} ({} shard(s) x {} replica(s)) in {upload_s:.1} s",
+        fmt_n(ds.catalog.len()),
+        report.collection,
+        args.upload.shards,
+        args.upload.replicas
+    );
+    let searcher = Searcher::with_vectors(
+        Arc::clone(ds),
+        model,
+        vectors,
+        Histories::all(ds),
+        &SearcherOptions {
+            index: IndexChoice::Qdrant(qdrant::QdrantTarget {
+                config: cfg.clone(),
+                collection: Some(report.collection),
+                model_digest: Some(digest),
+            }),
+            ..SearcherOptions::default()
+        },
+    )?;
+    Ok((searcher, upload_s))
+}
+
+/// What the REST path adds: sequential searches straight to Qdrant (no aisle server), their
+/// round trip against the time the server reports for each.
+fn rest_overhead(
+    searcher: &Searcher,
+    cfg: &aisle_search::QdrantConfig,
+    texts: &[&str],
+    effort: usize,
+) -> Result<String> {
+    let model = searcher.model();
+    let d = model.dim();
+    let rows = aisle_model::FeatureRows::build(&model.featurizer, texts);
+    let queries = model.encode_rows(aisle_model::Side::Query, &rows);
+    let target = qdrant::QdrantTarget {
+        config: cfg.clone(),
+        collection: None,
+        model_digest: None,
+    };
+    let ds = searcher.dataset();
+    let mut bench_ds = (**ds).clone();
+    bench_ds.name = format!("bench-{}", ds.catalog.len());
+    let index = target.open(&bench_ds, d)?;
+    index.set_search_effort(effort);
+    let (mut round, mut server) = (Vec::new(), Vec::new());
+    for (i, q) in queries.chunks_exact(d).cycle().take(1200).enumerate() {
+        let t = Instant::now();
+        let (_, s) = index.search_timed(q, 10)?;
+        if i >= 200 {
+            round.push(t.elapsed().as_secs_f64() * 1e3);
+            server.push(s * 1e3);
+        }
+    }
+    let p50 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r, s) = (p50(&mut round), p50(&mut server));
+    Ok(format!(
+        "qdrant REST, straight from the client: round trip p50 {r:.3} ms, the server's own time p50 {s:.3} ms: client, JSON and loopback add {:.3} ms",
+        r - s
+    ))
+}
+
+/// Each node's `memory_resident_bytes` from its Prometheus `/metrics`.
+fn resident_bytes(cfg: &aisle_search::QdrantConfig) -> Result<Vec<(String, f64)>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    cfg.urls
+        .iter()
+        .map(|url| {
+            let text = agent
+                .get(format!("{url}/metrics"))
+                .call()
+                .with_context(|| format!("GET {url}/metrics"))?
+                .body_mut()
+                .read_to_string()
+                .context("reading /metrics")?;
+            let bytes = text
+                .lines()
+                .find_map(|l| l.strip_prefix("memory_resident_bytes "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .with_context(|| format!("{url}/metrics has no memory_resident_bytes"))?;
+            Ok((url.clone(), bytes))
+        })
+        .collect()
 }
 
 /// Request paths over the world's test queries, every other one with its customer.

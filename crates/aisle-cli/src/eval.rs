@@ -63,6 +63,11 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
+    /// HNSW search effort of the Qdrant backend (hnsw_ef) [default: the collection's].
+    #[arg(long)]
+    pub expansion_search: Option<usize>,
 }
 
 fn parse_hybrid(s: &str) -> Result<Mode, String> {
@@ -103,6 +108,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             history,
         } = crate::model_file::load(&path, &ds, "evaluated")?;
         let history = args.history.unwrap_or(history);
+        let index = args
+            .backend
+            .choice(&path)?
+            .unwrap_or(aisle_search::IndexChoice::Exact);
+        let dense = |row: String, model: aisle_model::Model, options: &DenseOptions| {
+            let ranker = DenseRanker::with_index(row, model, &ds, split, options, index.clone())
+                .with_context(|| format!("encoding the catalog with {}", path.display()))?;
+            if let Some(ef) = args.expansion_search {
+                ranker.set_search_effort(ef);
+            }
+            anyhow::Ok(ranker)
+        };
         let name = name.unwrap_or_else(|| match meta.get("sampler").and_then(|s| s.as_str()) {
             Some(s) => format!("dense {s}"),
             None => format!("dense {}", path.display()),
@@ -168,27 +185,26 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 mode: Mode::Dense,
                 history_boost: 0.0,
             };
-            let mut ranker = DenseRanker::with_options(
+            let mut ranker = dense(
                 format!("{name} + learned re-ranking"),
                 model.clone(),
-                &ds,
-                split,
                 &options,
-            )
-            .with_context(|| format!("encoding the catalog with {}", path.display()))?;
+            )?;
             ranker.set_reranking(Arc::clone(signals), Some(head))?;
             owned.push(Box::new(ranker));
         }
         for (row, options) in &variants {
-            owned.push(Box::new(
-                DenseRanker::with_options(row.clone(), model.clone(), &ds, split, options)
-                    .with_context(|| format!("encoding the catalog with {}", path.display()))?,
-            ));
+            owned.push(Box::new(dense(row.clone(), model.clone(), options)?));
         }
-        owned.push(Box::new(
-            DenseRanker::new(name, model, &ds, split, history)
-                .with_context(|| format!("encoding the catalog with {}", path.display()))?,
-        ));
+        owned.push(Box::new(dense(
+            name,
+            model,
+            &DenseOptions {
+                history,
+                mode: Mode::Dense,
+                history_boost: 0.0,
+            },
+        )?));
     }
     anyhow::ensure!(
         !owned.is_empty(),

@@ -12,6 +12,7 @@ use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
 mod alloc;
+mod backend;
 mod bench_minilm;
 mod bench_search;
 mod eval;

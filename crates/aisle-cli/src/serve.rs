@@ -20,6 +20,7 @@ use aisle_train::run::RunOptions;
 use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::TrainConfig;
 
+use crate::backend::{BackendArgs, UploadArgs};
 use crate::train::{pick_split, slug, Bar};
 use crate::DataOpts;
 
@@ -228,13 +229,15 @@ fn build_searcher(
 pub struct ServeArgs {
     #[command(flatten)]
     pub source: ModelSource,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// A saved HNSW index (from `aisle index`), memory-mapped.
     #[arg(long)]
     pub index: Option<PathBuf>,
     /// Which vector index to build when --index is not given.
     #[arg(long, value_enum, default_value_t = AnnChoice::Auto)]
     pub ann: AnnChoice,
-    /// HNSW search effort (ef): higher finds more of the exact top-k, slower.
+    /// HNSW search effort (ef, Qdrant's hnsw_ef): higher finds more of the exact top-k, slower.
     #[arg(long, default_value_t = SERVE_EXPANSION_SEARCH)]
     pub expansion_search: usize,
     /// Add `B * max_j h_j . p` (the customer's closest earlier product) to dense scores of
@@ -278,12 +281,24 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let start = Instant::now();
     let ds = Arc::new(args.source.data.load(&args.source.dataset)?);
     let model_path = args.source.resolve(&ds)?;
-    let index = index_choice(
+    if args.index.is_some() && args.backend.qdrant()?.is_some() {
+        bail!("--index is a saved usearch graph: leave it out with --backend qdrant");
+    }
+    let embedded = index_choice(
         args.ann,
         args.index.as_deref(),
         ds.catalog.len(),
         args.expansion_search,
     );
+    // A Qdrant collection is checked against the model file's digest, read again at each
+    // reload (a retrained model goes with the collection its `aisle index` moved the alias to).
+    let backend = args.backend.clone();
+    let index_for = move |model_path: &Path| -> Result<IndexChoice> {
+        Ok(backend
+            .choice(model_path)?
+            .unwrap_or_else(|| embedded.clone()))
+    };
+    let index = index_for(&model_path)?;
     let uses = HistoryUse {
         history: args.history,
         history_boost: args.history_boost,
@@ -313,11 +328,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let loader: Loader = {
         let ds = Arc::clone(&ds);
         let model_path = model_path.clone();
-        let index = index.clone();
         let effort = args.expansion_search;
         let uses = uses.clone();
         Box::new(move || {
-            let s = build_searcher(&ds, &model_path, &index, Histories::all(&ds), &uses)
+            let s = index_for(&model_path)
+                .and_then(|index| {
+                    build_searcher(&ds, &model_path, &index, Histories::all(&ds), &uses)
+                })
                 .map_err(|e| format!("{e:#}"))?;
             s.set_search_effort(effort);
             Ok(s)
@@ -360,6 +377,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 pub struct IndexArgs {
     #[command(flatten)]
     pub source: ModelSource,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
     /// Where to write the index [default: beside the model, index.usearch].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -389,9 +410,29 @@ pub fn index(args: IndexArgs) -> Result<()> {
     let model_path = args.source.resolve(&ds)?;
     let model = crate::model_file::load(&model_path, &ds, "indexed")?.model;
     let d = model.dim();
+    let qdrant = args.backend.qdrant()?;
     let start = Instant::now();
     let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
     let t_encode = start.elapsed().as_secs_f64();
+    if let Some(cfg) = qdrant {
+        eprintln!(
+            "encoded {} products in {t_encode:.1} s",
+            fmt_n(ds.catalog.len())
+        );
+        let queries = args
+            .check
+            .then(|| check_queries(&model, &ds, &vectors, args.check_queries));
+        return crate::backend::upload(
+            &cfg,
+            &args.backend,
+            &args.upload,
+            &ds,
+            &model,
+            &model_path,
+            &vectors,
+            queries.as_deref().map(|q| (q, args.expansion_search)),
+        );
+    }
     let params = HnswParams {
         connectivity: args.connectivity,
         expansion_add: args.expansion_add,

@@ -200,21 +200,7 @@ pub fn pick_split<'a>(ds: &'a Dataset, name: Option<&str>) -> Result<&'a Split> 
     }
 }
 
-/// A file-name-safe short form of a sampler name.
-pub(crate) fn slug(text: &str) -> String {
-    let s: String = text
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let mut out = String::new();
-    for part in s.split('-').filter(|p| !p.is_empty()) {
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(part);
-    }
-    out
-}
+pub(crate) use aisle_core::io::slug;
 
 pub(crate) struct Bar {
     bar: ProgressBar,

@@ -460,20 +460,7 @@ pub fn run(
     })
 }
 
-/// A file-name-safe form of a row name.
-pub fn slug(text: &str) -> String {
-    let mut out = String::new();
-    for part in text
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|p| !p.is_empty())
-    {
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(&part.to_ascii_lowercase());
-    }
-    out
-}
+pub use aisle_core::io::slug;
 
 /// A row's trained models, one per seed.
 struct Trained {

@@ -214,7 +214,7 @@ impl DenseRanker {
         )
     }
 
-    /// A ranker with every option of the Searcher it ranks through.
+    /// A ranker with every option of the Searcher it ranks through, over exact search.
     pub fn with_options(
         name: impl Into<String>,
         model: Model,
@@ -222,11 +222,24 @@ impl DenseRanker {
         split: &Split,
         options: &DenseOptions,
     ) -> Result<Self> {
+        Self::with_index(name, model, ds, split, options, IndexChoice::Exact)
+    }
+
+    /// Like [`with_options`](Self::with_options), searching `index` (an HNSW graph, or a Qdrant
+    /// collection: what `aisle serve --backend qdrant` serves is then what is measured).
+    pub fn with_index(
+        name: impl Into<String>,
+        model: Model,
+        ds: &Arc<Dataset>,
+        split: &Split,
+        options: &DenseOptions,
+        index: IndexChoice,
+    ) -> Result<Self> {
         // Read by a personalized model, the history term and a re-ranking head; cheap to build
         // (one sort of the training part), so every ranker has them.
         let histories = Histories::from_split(ds, split);
         let opts = SearcherOptions {
-            index: IndexChoice::Exact,
+            index,
             history: options.history,
             lexical: (options.mode != Mode::Dense).then(FieldBoosts::default),
             history_boost: options.history_boost,
@@ -241,6 +254,12 @@ impl DenseRanker {
 }
 
 impl DenseRanker {
+    /// Sets the vector index's search effort (HNSW `ef`; see
+    /// [`Searcher::set_search_effort`]).
+    pub fn set_search_effort(&self, effort: usize) {
+        self.searcher.set_search_effort(effort);
+    }
+
     /// Sets `beta` of the history term for the next rankings (see
     /// [`Searcher::set_history_boost`]).
     pub fn set_history_boost(&mut self, beta: f32) -> Result<()> {

@@ -43,10 +43,29 @@ pub enum SearchError {
         source: std::io::Error,
     },
 
+    /// A Qdrant node refused or failed a request, or a collection is not what aisle expects;
+    /// `node` is the node's URL (every URL when none answered).
+    #[error("qdrant {node}{}: {message}", in_collection(.collection))]
+    Qdrant {
+        node: String,
+        collection: String,
+        /// The HTTP status, when a node answered.
+        status: Option<u16>,
+        message: String,
+    },
+
     /// A caller passed something out of range (an empty dimension, rows not a multiple of it,
     /// non-finite values).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+fn in_collection(collection: &str) -> String {
+    if collection.is_empty() {
+        String::new()
+    } else {
+        format!(", collection `{collection}`")
+    }
 }
 
 fn in_path(path: &Option<PathBuf>) -> String {

@@ -2,7 +2,7 @@
 //!
 //! It owns the lexical index ([`Bm25Index`], BM25 over product text with tantivy) and the vector
 //! indexes behind one trait ([`VectorIndex`]: [`ExactIndex`] by brute force, [`HnswIndex`] with
-//! usearch), and the [`Searcher`], which puts a trained model, these indexes and the customers'
+//! usearch, [`QdrantIndex`] in a Qdrant node or cluster), and the [`Searcher`], which puts a trained model, these indexes and the customers'
 //! histories together: evaluation and the HTTP server both search through it. It does not embed
 //! text itself (that is `aisle-model`) nor speak HTTP (`aisle-serve`). Every index and the
 //! Searcher answer `&self` queries from many threads.
@@ -21,18 +21,20 @@
 
 pub mod error;
 pub mod lexical;
+pub mod qdrant;
 pub mod rerank;
 pub mod searcher;
 pub mod vector;
 
 pub use error::{Result, SearchError};
 pub use lexical::{Bm25Index, FieldBoosts};
+pub use qdrant::{QdrantConfig, QdrantIndex};
 pub use rerank::{Reranker, Signals};
 pub use searcher::{
     Explanation, HistoryInput, Hit, HybridFusion, IndexChoice, Mode, Request, Results, Searcher,
     SearcherOptions, MAX_K, RERANK_HISTORY,
 };
 pub use vector::{
-    ann_quality, recall_at_k, search_batch, AnnQuality, ExactIndex, HnswIndex, HnswParams,
+    ann_quality, recall_at_k, search_batch, AnnQuality, ExactIndex, Filter, HnswIndex, HnswParams,
     Quantization, VectorIndex,
 };

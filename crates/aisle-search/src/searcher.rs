@@ -136,6 +136,8 @@ pub enum IndexChoice {
     Hnsw(HnswParams),
     /// A graph saved by `aisle index`, memory-mapped.
     Saved(std::path::PathBuf),
+    /// A collection uploaded by `aisle index --backend qdrant`, searched in Qdrant.
+    Qdrant(crate::qdrant::QdrantTarget),
 }
 
 /// How a Searcher is put together.
@@ -326,8 +328,27 @@ impl Searcher {
             IndexChoice::Hnsw(params) => (Box::new(HnswIndex::build(d, &vectors, params)?), "hnsw"),
             IndexChoice::Saved(path) => {
                 let index = HnswIndex::view(path, d)?;
-                check_saved_index(&index, &vectors, d, path)?;
+                if let Some(reason) = index_misses(&index, &vectors, d)? {
+                    return Err(SearchError::BadIndexFile {
+                        path: path.to_path_buf(),
+                        reason: format!("{reason} (rebuild it with `aisle index`)"),
+                    });
+                }
                 (Box::new(index), "hnsw (saved)")
+            }
+            IndexChoice::Qdrant(target) => {
+                let index = target.open(&ds, d)?;
+                if let Some(reason) = index_misses(&index, &vectors, d)? {
+                    return Err(SearchError::Qdrant {
+                        node: index.client().urls().join(","),
+                        collection: index.collection().to_owned(),
+                        status: None,
+                        message: format!(
+                            "{reason} (upload it again with `aisle index --backend qdrant`)"
+                        ),
+                    });
+                }
+                (Box::new(index), "qdrant")
             }
         };
         let bm25 = match &opts.lexical {
@@ -373,7 +394,7 @@ impl Searcher {
         &self.histories
     }
 
-    /// "exact", "hnsw" or "hnsw (saved)".
+    /// "exact", "hnsw", "hnsw (saved)" or "qdrant".
     pub fn index_kind(&self) -> &'static str {
         self.index_kind
     }
@@ -660,6 +681,17 @@ impl Searcher {
         let Some(c) = category else {
             return self.index.search(q, k);
         };
+        let t = &self.ds.taxonomy;
+        let catalog = &self.ds.catalog;
+        let filter = crate::vector::Filter {
+            category: c,
+            keep: &|p: ProductId| {
+                p.index() < catalog.len() && t.is_ancestor_or_self(c, catalog.get(p).category)
+            },
+        };
+        if self.index.filters_natively() {
+            return self.index.search_where(q, k, &filter);
+        }
         let products = self.subtree(c);
         if products.len() <= self.exact_filter_max || self.index_kind == "exact" {
             let mut scored: Vec<(ProductId, f32)> = products
@@ -680,11 +712,7 @@ impl Searcher {
             scored.sort_by(by_score);
             return Ok(scored);
         }
-        let t = &self.ds.taxonomy;
-        let catalog = &self.ds.catalog;
-        self.index.search_where(q, k, &|p: ProductId| {
-            p.index() < catalog.len() && t.is_ancestor_or_self(c, catalog.get(p).category)
-        })
+        self.index.search_where(q, k, &filter)
     }
 
     /// BM25's top `k`, within `category` when given (filtered inside the BM25 query).
@@ -1035,22 +1063,14 @@ impl Searcher {
     }
 }
 
-/// Checks that a saved graph holds this catalog's vectors: as many as there are products, and a
-/// few products, searched with their own vector, find themselves at similarity about 1.
-fn check_saved_index(
-    index: &HnswIndex,
-    vectors: &[f32],
-    d: usize,
-    path: &std::path::Path,
-) -> Result<()> {
+/// Checks that an index opened rather than built holds this catalog's vectors: as many as there
+/// are products, and a few products, searched with their own vector, find themselves at
+/// similarity about 1. Returns what is wrong, `None` when nothing is.
+fn index_misses(index: &dyn VectorIndex, vectors: &[f32], d: usize) -> Result<Option<String>> {
     let n = vectors.len() / d;
-    let bad = |reason: String| SearchError::BadIndexFile {
-        path: path.to_path_buf(),
-        reason,
-    };
     if index.len() != n {
-        return Err(bad(format!(
-            "it holds {} vectors, the catalog has {n} products (rebuild it with `aisle index`)",
+        return Ok(Some(format!(
+            "it holds {} vectors, the catalog has {n} products",
             index.len()
         )));
     }
@@ -1065,13 +1085,13 @@ fn check_saved_index(
         }
     }
     if found * 4 < probes.len() * 3 {
-        return Err(bad(format!(
-            "only {found} of {} products found themselves: the index was built with another model \
-             or catalog (rebuild it with `aisle index`)",
+        return Ok(Some(format!(
+            "only {found} of {} products found themselves: it was built with another model or \
+             catalog",
             probes.len()
         )));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn check_history_boost(beta: f32) -> Result<()> {

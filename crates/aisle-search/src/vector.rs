@@ -11,7 +11,7 @@ mod hnsw;
 pub use exact::{dot, ExactIndex};
 pub use hnsw::{HnswIndex, HnswParams, Quantization};
 
-use aisle_core::ProductId;
+use aisle_core::{NodeId, ProductId};
 
 use crate::error::{Result, SearchError};
 
@@ -43,14 +43,20 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` products most similar to `query` (inner product), best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>>;
 
-    /// Like [`search`](Self::search), over only the products `keep` accepts (a taxonomy filter).
-    /// An approximate index may return fewer than `k` hits when the filter is very selective.
+    /// Like [`search`](Self::search), over only the products of a taxonomy subtree. An
+    /// approximate index may return fewer than `k` hits when the filter is very selective.
     fn search_where(
         &self,
         query: &[f32],
         k: usize,
-        keep: &(dyn Fn(ProductId) -> bool + Sync),
+        filter: &Filter,
     ) -> Result<Vec<(ProductId, f32)>>;
+
+    /// True when the index filters inside its own engine and gains nothing from the Searcher's
+    /// exact scan of a small subtree (a remote engine: Qdrant's payload filter).
+    fn filters_natively(&self) -> bool {
+        false
+    }
 
     /// [`search`](Self::search) for every `dim`-long row of `queries`, results in row order;
     /// by default in parallel, one search per row. Callers check that `queries` is whole rows.
@@ -61,6 +67,15 @@ pub trait VectorIndex: Send + Sync {
             .map(|q| self.search(q, k))
             .collect()
     }
+}
+
+/// A taxonomy filter: the products whose category is `category` or lies below it.
+///
+/// An index that holds only vectors asks `keep` per product; an engine that stores each
+/// product's ancestor ids (Qdrant) filters on `category` itself.
+pub struct Filter<'a> {
+    pub category: NodeId,
+    pub keep: &'a (dyn Fn(ProductId) -> bool + Sync),
 }
 
 /// Checks that `query` has length `dim` and only finite values.

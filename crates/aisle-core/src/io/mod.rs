@@ -7,6 +7,23 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+/// A file- and collection-name-safe form of a name: lower-case ASCII letters and digits, each
+/// run of anything else one `-`, none at either end ("TB-HNS mix + random" gives
+/// "tb-hns-mix-random").
+pub fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for part in text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|p| !p.is_empty())
+    {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&part.to_ascii_lowercase());
+    }
+    out
+}
+
 /// Writes `path` through a temporary file beside it (same folder, so the rename is atomic),
 /// flushed to disk, then renamed into place: a crash or an error never leaves half a file, and
 /// the file that was there stays until the new one is complete. Creates missing parent folders.

@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use aisle_core::ProductId;
 use aisle_model::linalg::{gemm, Mat};
 
-use super::{check_ids, check_query, check_rows, VectorIndex};
+use super::{check_ids, check_query, check_rows, Filter, VectorIndex};
 use crate::error::{Result, SearchError};
 
 /// The inner product of two equally long slices.
@@ -196,9 +196,9 @@ impl VectorIndex for ExactIndex {
         &self,
         query: &[f32],
         k: usize,
-        keep: &(dyn Fn(ProductId) -> bool + Sync),
+        filter: &Filter,
     ) -> Result<Vec<(ProductId, f32)>> {
-        self.search_filtered(query, k, keep)
+        self.search_filtered(query, k, filter.keep)
     }
 
     /// Scores blocks of queries against the whole matrix with one matrix product each (sgemm,

@@ -13,7 +13,7 @@ use aisle_core::ProductId;
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::{check_ids, check_query, check_rows, VectorIndex};
+use super::{check_ids, check_query, check_rows, Filter, VectorIndex};
 use crate::error::{Result, SearchError};
 
 /// How vectors are stored in the graph.
@@ -452,9 +452,9 @@ impl VectorIndex for HnswIndex {
         &self,
         query: &[f32],
         k: usize,
-        keep: &(dyn Fn(ProductId) -> bool + Sync),
+        filter: &Filter,
     ) -> Result<Vec<(ProductId, f32)>> {
-        self.search_filtered(query, k, keep)
+        self.search_filtered(query, k, filter.keep)
     }
 }
 

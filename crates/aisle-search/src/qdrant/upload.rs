@@ -1,0 +1,352 @@
+//! Uploading a catalog's vectors into a Qdrant collection and making it live.
+//!
+//! 1. The collection is named after the dataset, the model and the catalog
+//!    ([`collection_for`]), so a re-run for the same model finds the same collection.
+//! 2. It is created with `complete: false` in its metadata, and payload indexes on `ancestors`
+//!    and `product`.
+//! 3. Points go in batches, each acknowledged (`wait=true`) before the next. A point's id is its
+//!    product id, so a batch sent twice writes the same points; a resumed upload skips the
+//!    batches already whole.
+//! 4. The collection is checked: the engine's exact count, and sampled products that must find
+//!    themselves. Only then is it marked complete and the dataset's alias ([`alias_for`]) moved
+//!    to it, in one atomic alias operation. A crash at any earlier point leaves the alias on the
+//!    previous, complete collection.
+//! 5. The dataset's older collections beyond `keep` are deleted.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use aisle_core::Dataset;
+
+use super::{
+    ancestry, bad, catalog_digest, collection_meta, count, resolve_alias, Client, CollectionMeta,
+    Method, QdrantIndex, META_FORMAT,
+};
+use crate::error::{Result, SearchError};
+use crate::vector::VectorIndex;
+
+/// Products sampled to find themselves before a collection goes live.
+const PROBES: usize = 16;
+
+/// What to upload and how to lay the collection out.
+#[derive(Clone, Debug)]
+pub struct Upload<'a> {
+    pub ds: &'a Dataset,
+    /// The catalog's vectors, row `p` for product `p`, `dim` values each, L2-normalised.
+    pub vectors: &'a [f32],
+    pub dim: usize,
+    /// CRC-32 of the model file, in hex.
+    pub model_digest: String,
+    /// The collection [default: [`collection_for`]].
+    pub collection: Option<String>,
+    /// Shards the collection is split into (spread over the cluster's nodes).
+    pub shards: u32,
+    /// Copies of each shard, on different nodes.
+    pub replicas: u32,
+    /// Collections of this dataset kept, the new live one included; older ones are deleted.
+    pub keep: usize,
+    /// Points per request.
+    pub batch: usize,
+}
+
+/// What an upload did.
+#[derive(Clone, Debug)]
+pub struct UploadReport {
+    pub collection: String,
+    pub alias: String,
+    /// Where the alias pointed before.
+    pub previous: Option<String>,
+    /// The collection existed (a resumed or repeated upload).
+    pub resumed: bool,
+    /// Points sent, and points found already there and skipped.
+    pub sent: usize,
+    pub skipped: usize,
+    /// Sampled products that found themselves, of those sampled.
+    pub probes_found: usize,
+    pub probes: usize,
+    /// Collections deleted because more than `keep` were there.
+    pub deleted: Vec<String>,
+}
+
+/// The dataset's alias: `aisle-<dataset>`; searches and servers name it.
+pub fn alias_for(ds: &Dataset) -> String {
+    format!("aisle-{}", aisle_core::io::slug(&ds.name))
+}
+
+/// The collection for a model's vectors of this catalog: `aisle-<dataset>-m<model>-c<catalog>`.
+pub fn collection_for(ds: &Dataset, model_digest: &str) -> String {
+    format!("{}-m{model_digest}-c{}", alias_for(ds), catalog_digest(ds))
+}
+
+/// Uploads, checks and makes live (see the module's steps). `progress(done, total)` is called
+/// after each batch.
+pub fn upload(
+    client: &Client,
+    up: &Upload,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<UploadReport> {
+    let n = up.ds.catalog.len();
+    if up.vectors.len() != n * up.dim || up.dim == 0 {
+        return Err(SearchError::InvalidArgument(format!(
+            "{} values are not {n} products x {} dimensions",
+            up.vectors.len(),
+            up.dim
+        )));
+    }
+    if up.shards == 0 || up.replicas == 0 || up.keep == 0 || up.batch == 0 {
+        return Err(SearchError::InvalidArgument(
+            "shards, replicas, keep and batch must each be at least 1".into(),
+        ));
+    }
+    let name = up
+        .collection
+        .clone()
+        .unwrap_or_else(|| collection_for(up.ds, &up.model_digest));
+    let alias = alias_for(up.ds);
+    if name == alias {
+        return Err(SearchError::InvalidArgument(format!(
+            "the collection cannot be named `{alias}`: that is the dataset's alias"
+        )));
+    }
+    let mut meta = CollectionMeta {
+        format: META_FORMAT,
+        dataset: up.ds.name.clone(),
+        model_digest: up.model_digest.clone(),
+        catalog_digest: catalog_digest(up.ds),
+        products: n,
+        dim: up.dim,
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        complete: false,
+    };
+    let resumed = match collection_meta(client, &name)? {
+        Some((old, _)) => {
+            let same = old.model_digest == meta.model_digest
+                && old.catalog_digest == meta.catalog_digest
+                && old.dim == meta.dim
+                && old.products == meta.products;
+            if !same {
+                return Err(bad(
+                    client,
+                    &name,
+                    &format!(
+                        "it already holds other vectors (model {}, catalog {}, {} x {}), this \
+                         upload is model {}, catalog {}, {n} x {}: choose another --collection",
+                        old.model_digest,
+                        old.catalog_digest,
+                        old.products,
+                        old.dim,
+                        meta.model_digest,
+                        meta.catalog_digest,
+                        up.dim
+                    ),
+                ));
+            }
+            meta.created_unix = old.created_unix;
+            true
+        }
+        None => {
+            create(client, &name, up, &meta)?;
+            false
+        }
+    };
+    let (sent, skipped) = send_points(client, &name, up, resumed, progress)?;
+    let points = count(client, &name)?;
+    if points != n {
+        return Err(bad(
+            client,
+            &name,
+            &format!("after the upload it counts {points} points, the catalog has {n} products"),
+        ));
+    }
+    let index = QdrantIndex {
+        client: client.clone(),
+        collection: name.clone(),
+        meta: meta.clone(),
+        ef: Default::default(),
+    };
+    index.set_search_effort(128);
+    let probes_found = probe(&index, up.vectors, up.dim)?;
+    let probes = PROBES.min(n);
+    if probes_found + 1 < probes {
+        return Err(bad(
+            client,
+            &name,
+            &format!(
+                "only {probes_found} of {probes} sampled products found themselves: the alias \
+                 stays where it was"
+            ),
+        ));
+    }
+    meta.complete = true;
+    client.call(
+        Method::Patch,
+        &format!("/collections/{name}"),
+        Some(&json!({"metadata": {"aisle": meta}})),
+        &name,
+    )?;
+    let previous = resolve_alias(client, &alias)?;
+    let mut actions = Vec::new();
+    if previous.is_some() {
+        actions.push(json!({"delete_alias": {"alias_name": alias}}));
+    }
+    actions.push(json!({"create_alias": {"collection_name": name, "alias_name": alias}}));
+    client.call(
+        Method::Post,
+        "/collections/aliases",
+        Some(&json!({ "actions": actions })),
+        &name,
+    )?;
+    let deleted = prune(client, &alias, &name, up.keep)?;
+    Ok(UploadReport {
+        collection: name,
+        alias,
+        previous,
+        resumed,
+        sent,
+        skipped,
+        probes_found,
+        probes,
+        deleted,
+    })
+}
+
+/// Creates the collection (metadata `complete: false`) and its payload indexes. A create that
+/// timed out but went through is found on retry and accepted.
+fn create(client: &Client, name: &str, up: &Upload, meta: &CollectionMeta) -> Result<()> {
+    let body = json!({
+        "vectors": {"size": up.dim, "distance": "Dot"},
+        "shard_number": up.shards,
+        "replication_factor": up.replicas,
+        "write_consistency_factor": 1,
+        "metadata": {"aisle": meta},
+    });
+    if let Err(e) = client.call(
+        Method::Put,
+        &format!("/collections/{name}"),
+        Some(&body),
+        name,
+    ) {
+        match collection_meta(client, name) {
+            Ok(Some((m, _))) if m.model_digest == meta.model_digest => {}
+            _ => return Err(e),
+        }
+    }
+    for field in ["ancestors", "product"] {
+        client.call(
+            Method::Put,
+            &format!("/collections/{name}/index?wait=true"),
+            Some(&json!({"field_name": field, "field_schema": "integer"})),
+            name,
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends every batch not already whole in the collection; (points sent, points skipped).
+fn send_points(
+    client: &Client,
+    name: &str,
+    up: &Upload,
+    resumed: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(usize, usize)> {
+    let n = up.ds.catalog.len();
+    let d = up.dim;
+    let (mut sent, mut skipped) = (0, 0);
+    let mut start = 0;
+    while start < n {
+        let end = (start + up.batch).min(n);
+        let ids: Vec<usize> = (start..end).collect();
+        let whole = resumed && {
+            let there = client.call(
+                Method::Post,
+                &format!("/collections/{name}/points"),
+                Some(&json!({"ids": ids, "with_payload": false, "with_vector": false})),
+                name,
+            )?;
+            there.as_array().map_or(0, Vec::len) == ids.len()
+        };
+        if whole {
+            skipped += ids.len();
+        } else {
+            let points: Vec<Value> = ids
+                .iter()
+                .map(|&p| {
+                    let product = up.ds.catalog.get(aisle_core::ProductId(p as u32));
+                    let ancestors: Vec<u32> = ancestry(up.ds, product.category)
+                        .iter()
+                        .map(|a| a.0)
+                        .collect();
+                    json!({
+                        "id": p,
+                        "vector": &up.vectors[p * d..(p + 1) * d],
+                        "payload": {"product": p, "ancestors": ancestors, "title": product.title},
+                    })
+                })
+                .collect();
+            client.call(
+                Method::Put,
+                &format!("/collections/{name}/points?wait=true"),
+                Some(&json!({ "points": points })),
+                name,
+            )?;
+            sent += ids.len();
+        }
+        start = end;
+        progress(start, n);
+    }
+    Ok((sent, skipped))
+}
+
+/// How many of [`PROBES`] evenly spaced products, searched with their own vector, come back
+/// first (or tied at similarity about 1 with a twin of the same text).
+fn probe(index: &QdrantIndex, vectors: &[f32], d: usize) -> Result<usize> {
+    let n = vectors.len() / d;
+    let probes = PROBES.min(n);
+    let mut found = 0;
+    for i in 0..probes {
+        let p = i * n / probes;
+        let q = &vectors[p * d..(p + 1) * d];
+        if let Some((id, s)) = index.search(q, 1)?.first() {
+            if id.index() == p || *s > 0.999 {
+                found += 1;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes the dataset's collections (named `<alias>-...`, with aisle metadata) beyond the
+/// `keep` most recent, never `live`. Returns their names.
+fn prune(client: &Client, alias: &str, live: &str, keep: usize) -> Result<Vec<String>> {
+    let listed = client.call(Method::Get, "/collections", None, live)?;
+    let prefix = format!("{alias}-");
+    let mut ours: Vec<(u64, String)> = Vec::new();
+    for c in listed
+        .get("collections")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = c.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if name == live || !name.starts_with(&prefix) {
+            continue;
+        }
+        // Collections without aisle metadata are not aisle's to delete.
+        if let Ok(Some((m, _))) = collection_meta(client, name) {
+            ours.push((m.created_unix, name.to_owned()));
+        }
+    }
+    ours.sort_by(|a, b| b.cmp(a));
+    let mut deleted = Vec::new();
+    for (_, name) in ours.into_iter().skip(keep.saturating_sub(1)) {
+        client.call(Method::Delete, &format!("/collections/{name}"), None, &name)?;
+        deleted.push(name);
+    }
+    Ok(deleted)
+}
