@@ -351,9 +351,11 @@ fn on_qdrant(
             }
         },
     )?;
+    let sent_s = t.elapsed().as_secs_f64();
+    let index_s = qdrant::wait_indexed(&client, &report.collection, Duration::from_secs(3600))?;
     let upload_s = t.elapsed().as_secs_f64();
     eprintln!(
-        "[{}] uploaded to {} ({} shard(s) x {} replica(s)) in {upload_s:.1} s",
+        "[{}] uploaded to {} ({} shard(s) x {} replica(s)) in {sent_s:.1} s, indexed {index_s:.1} s later",
         fmt_n(ds.catalog.len()),
         report.collection,
         args.upload.shards,

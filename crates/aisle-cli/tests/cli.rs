@@ -1,5 +1,8 @@
 //! The `aisle` binary end to end: exit codes, messages and the stats of every bundled dataset.
 
+#[path = "../../aisle-search/tests/support/qdrant_node.rs"]
+mod qdrant_node;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -349,10 +352,54 @@ fn wait_for_line(
     None
 }
 
+/// Kills a child process (by PID) when dropped, so that a failed assertion leaves no server.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `aisle serve ARGS --addr 127.0.0.1:0`, once it listens: the process, its base URL and its
+/// stderr lines.
+fn spawn_serve(args: &[&str]) -> (KillOnDrop, String, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let child = Command::new(env!("CARGO_BIN_EXE_aisle"))
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start aisle serve");
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let Some(line) = wait_for_line(&rx, "listening on", std::time::Duration::from_secs(60)) else {
+        panic!("aisle serve did not start listening");
+    };
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("an address")
+        .trim_end_matches('/')
+        .to_owned();
+    (child, url, rx)
+}
+
 #[test]
 fn index_check_hybrid_eval_and_serve_run_end_to_end() {
-    use std::io::BufRead;
-
     let d = tempfile::tempdir().expect("tempdir");
     let world = tiny_world(d.path());
     let run = d.path().join("run");
@@ -441,51 +488,8 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
 
     // The server on a free port, with the saved index; SIGTERM stops it cleanly. The guard
     // kills it if an assertion fails first.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Command::new(env!("CARGO_BIN_EXE_aisle"))
-        .args([
-            "serve",
-            "--dataset",
-            &world,
-            "--model",
-            model_s,
-            "--index",
-            index_s,
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start aisle serve");
-    let mut child = KillOnDrop(child);
-    let stderr = child.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = wait_for_line(&rx, "listening on", std::time::Duration::from_secs(60));
-    let Some(line) = line else {
-        panic!("aisle serve did not start listening");
-    };
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("an address")
-        .trim_end_matches('/')
-        .to_owned();
+    let (mut child, url, rx) =
+        spawn_serve(&["--dataset", &world, "--model", model_s, "--index", index_s]);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -673,4 +677,274 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
         assert!(!o.status.success());
         assert!(stderr.contains(want), "{stderr}");
     }
+}
+
+/// The first R@10 figure of `aisle eval`'s table row `row`.
+fn recall_of(stdout: &str, row: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(row))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no row `{row}`:\n{stdout}"))
+}
+
+/// The Qdrant backend through the binary, on a real 3-node cluster (3 shards x 2 replicas):
+/// `aisle index --backend qdrant` uploads and moves the alias, an upload killed with SIGKILL
+/// leaves the alias where it was and resumes, `aisle eval` over Qdrant gives the embedded
+/// index's figures, and `aisle serve --backend qdrant` answers the API and the page and refuses
+/// a collection of another model.
+#[test]
+fn index_eval_and_serve_over_a_qdrant_cluster() {
+    use qdrant_node::{qdrant_bin, Node};
+    let Some(bin) = qdrant_bin() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let first = Node::start(&bin, &d.path().join("n1"), Some(None));
+    let boot = first.p2p;
+    let nodes = [
+        first,
+        Node::start(&bin, &d.path().join("n2"), Some(Some(boot))),
+        Node::start(&bin, &d.path().join("n3"), Some(Some(boot))),
+    ];
+    let urls = nodes.iter().map(Node::url).collect::<Vec<_>>().join(",");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |url: &str| -> serde_json::Value {
+        let mut r = agent.get(url).call().expect("GET");
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON")
+    };
+    let start = std::time::Instant::now();
+    while get(&format!("{}/cluster", nodes[0].url()))["result"]["peers"]
+        .as_object()
+        .map_or(0, |p| p.len())
+        < 3
+    {
+        assert!(start.elapsed().as_secs() < 60, "the cluster did not form");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let world = tiny_world(d.path());
+    let (run1, run2) = (d.path().join("run1"), d.path().join("run2"));
+    let (m1, m2) = (run1.join("model.aisle"), run2.join("model.aisle"));
+    let (m1s, m2s) = (m1.to_str().expect("utf-8"), m2.to_str().expect("utf-8"));
+    for (run, seed) in [(&run1, "1"), (&run2, "2")] {
+        let out = train_tiny(
+            &world,
+            run.to_str().expect("utf-8"),
+            &["--personalized", "--train-seed", seed],
+        );
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let index = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            "--dataset",
+            &world,
+            "--model",
+            model,
+            "--backend",
+            "qdrant",
+            "--url",
+            &urls,
+            "--shards",
+            "3",
+            "--replicas",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        aisle(&args)
+    };
+    let out = index(m1s, &["--check"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let live = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("collection"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_else(|| panic!("no collection line:\n{stdout}"));
+    assert!(stdout.contains("(was none)"), "{stdout}");
+    assert!(stdout.contains("recall@10 vs exact   1.0000"), "{stdout}");
+    let alias = || -> Option<String> {
+        get(&format!("{}/aliases", nodes[1].url()))["result"]["aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["alias_name"] == "aisle-world")
+            .and_then(|a| a["collection_name"].as_str().map(str::to_owned))
+    };
+    assert_eq!(alias(), Some(live.clone()));
+
+    // The second model's upload, one point per request, killed with SIGKILL once its
+    // collection exists: the alias stays on the first.
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_aisle"))
+            .args([
+                "index",
+                "--dataset",
+                &world,
+                "--model",
+                m2s,
+                "--backend",
+                "qdrant",
+                "--url",
+                &urls,
+                "--shards",
+                "3",
+                "--replicas",
+                "2",
+                "--batch",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start aisle index"),
+    );
+    let start = std::time::Instant::now();
+    let partial = loop {
+        let names: Vec<String> = get(&format!("{}/collections", nodes[0].url()))["result"]
+            ["collections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .filter(|n| n.starts_with("aisle-world-") && *n != live)
+            .collect();
+        if let Some(n) = names.first() {
+            let count = get(&format!("{}/collections/{n}", nodes[0].url()))["result"]
+                ["points_count"]
+                .as_u64()
+                .unwrap_or(0);
+            if count > 0 {
+                break n.clone();
+            }
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the second upload never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
+    let meta = get(&format!("{}/collections/{partial}", nodes[0].url()));
+    assert_eq!(
+        meta["result"]["config"]["metadata"]["aisle"]["complete"], false,
+        "the kill came after the upload finished; nothing was tested"
+    );
+    assert_eq!(
+        alias(),
+        Some(live.clone()),
+        "the alias moved to a partial upload"
+    );
+    // Serving the second model now is refused: the alias holds the first model's vectors.
+    let out = aisle(&[
+        "serve",
+        "--dataset",
+        &world,
+        "--model",
+        m2s,
+        "--backend",
+        "qdrant",
+        "--url",
+        &urls,
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&live) && stderr.contains("the model in use has"),
+        "{stderr}"
+    );
+    // The re-run continues where the killed one stopped, then moves the alias.
+    let out = index(m2s, &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(resumed)"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("collection           {partial}")),
+        "{stdout}"
+    );
+    assert_eq!(alias(), Some(partial.clone()));
+
+    // eval over Qdrant gives the embedded (exact) figures: below Qdrant's indexing threshold
+    // its search is exact as well.
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--dataset",
+            &world,
+            "--model",
+            m2s,
+            "--no-baselines",
+            "--resamples",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        let out = aisle(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        stdout
+    };
+    let embedded = eval(&[]);
+    let remote = eval(&["--backend", "qdrant", "--url", &urls]);
+    let row = "dense taxonomy(leaf=1,sibling=1,cousin=0.5)";
+    assert_eq!(recall_of(&embedded, row), recall_of(&remote, row));
+
+    // The server over the cluster: the API, the page, and a reload that follows the alias.
+    let (mut server, url, _rx) = spawn_serve(&[
+        "--dataset",
+        &world,
+        "--model",
+        m2s,
+        "--backend",
+        "qdrant",
+        "--url",
+        &urls,
+    ]);
+    let health = get(&format!("{url}/healthz"));
+    assert_eq!(health["index"], "qdrant");
+    assert!(
+        health["index_source"]
+            .as_str()
+            .is_some_and(|s| s.contains(&partial)),
+        "{health}"
+    );
+    let found = get(&format!("{url}/search?q=shoes&k=5"));
+    assert_eq!(
+        found["results"].as_array().map_or(0, Vec::len),
+        5,
+        "{found}"
+    );
+    // A category filter (run by Qdrant on the points' ancestor ids) keeps only that subtree.
+    let leaf = found["results"][0]["category"]["id"]
+        .as_str()
+        .expect("a category id")
+        .to_owned();
+    let encoded: String = leaf
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let filtered = get(&format!(
+        "{url}/search?q=shoes&k=5&explain=true&category={encoded}"
+    ));
+    let hits = filtered["results"].as_array().expect("results");
+    assert!(!hits.is_empty(), "{filtered}");
+    assert!(
+        hits.iter().all(|h| h["category"]["id"] == leaf.as_str()),
+        "{filtered}"
+    );
+    let page = agent.get(&url).call().expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    let r = agent
+        .post(format!("{url}/admin/reload"))
+        .send("")
+        .expect("reload");
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = server.0.kill();
+    let _ = server.0.wait();
 }

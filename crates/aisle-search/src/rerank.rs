@@ -370,10 +370,14 @@ impl HeadFile {
             .map_err(|e| SearchError::io(path, e))
     }
 
-    /// The digest [`HeadFile::model_crc32`] holds: CRC-32 of the file's bytes, in hex.
+    /// The digest [`HeadFile::model_crc32`] (and a Qdrant collection's metadata) holds: CRC-32
+    /// of every byte of the model file but the last four, in hex. A model artifact ends with the
+    /// CRC-32 of the bytes before it, so this is that checksum. (A CRC-32 of the whole file would
+    /// be CRC-32's residue, 2144df1c, for every artifact: it told no two models apart.)
     pub fn model_digest(model: &std::path::Path) -> crate::Result<String> {
         let bytes = std::fs::read(model).map_err(|e| SearchError::io(model, e))?;
-        Ok(format!("{:08x}", crc32fast::hash(&bytes)))
+        let body = &bytes[..bytes.len().saturating_sub(4)];
+        Ok(format!("{:08x}", crc32fast::hash(body)))
     }
 
     /// Refuses a head fitted for another model than the file at `model` (a head without a
@@ -737,6 +741,30 @@ mod tests {
         let mut f = [0.0; FEATURES];
         f[j] = x;
         f
+    }
+
+    #[test]
+    fn two_model_artifacts_have_two_digests() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let digest = |dim: usize| {
+            let mut cfg = aisle_model::ModelConfig::default();
+            cfg.featurizer.buckets_log2 = 10;
+            cfg.tower.dim = dim;
+            let path = dir.path().join(format!("model-{dim}.aisle"));
+            aisle_model::artifact::save(
+                &aisle_model::Model::new(cfg),
+                &serde_json::json!({}),
+                &path,
+            )
+            .expect("save");
+            HeadFile::model_digest(&path).expect("digest")
+        };
+        let (a, b) = (digest(8), digest(16));
+        assert_ne!(a, b);
+        assert_ne!(
+            a, "2144df1c",
+            "the CRC-32 residue of a file ending in its own CRC"
+        );
     }
 
     #[test]

@@ -399,6 +399,12 @@ impl Searcher {
         self.index_kind
     }
 
+    /// Where the vector index lives when it is not in this process (a Qdrant deployment's
+    /// nodes and the collection an alias resolved to); `None` otherwise.
+    pub fn index_source(&self) -> Option<String> {
+        self.index.source()
+    }
+
     /// Bytes of the vector index in memory.
     pub fn index_bytes(&self) -> usize {
         self.index.memory_bytes()

@@ -52,6 +52,12 @@ pub trait VectorIndex: Send + Sync {
         filter: &Filter,
     ) -> Result<Vec<(ProductId, f32)>>;
 
+    /// Where the vectors live, for operators (a remote engine's nodes and collection); `None`
+    /// for an index in this process.
+    fn source(&self) -> Option<String> {
+        None
+    }
+
     /// True when the index filters inside its own engine and gains nothing from the Searcher's
     /// exact scan of a small subtree (a remote engine: Qdrant's payload filter).
     fn filters_natively(&self) -> bool {

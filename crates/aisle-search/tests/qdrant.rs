@@ -6,156 +6,20 @@
 //! `AISLE_QDRANT_BIN` names another binary; `AISLE_CLUSTER_PRODUCTS` sizes the cluster test.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod support;
+use support::qdrant_node::{qdrant_bin, Node};
+
 use aisle_core::synth::small_dataset;
 use aisle_core::{Dataset, Histories, NodeId, ProductId};
 use aisle_model::{Model, ModelConfig};
 use aisle_search::qdrant::{self, Client, Method, QdrantTarget, Upload};
 use aisle_search::{IndexChoice, QdrantConfig, Request, Searcher, SearcherOptions, VectorIndex};
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// The Qdrant binary, or `None` (with the reason printed) where it is absent outside CI.
-fn qdrant_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("AISLE_QDRANT_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bin/qdrant"),
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        !in_ci(),
-        "CI=true but the Qdrant server {} is missing (it ships in ../shared/bin)",
-        path.display()
-    );
-    eprintln!(
-        "skipping: no Qdrant server at {} (set AISLE_QDRANT_BIN to run these tests)",
-        path.display()
-    );
-    None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One Qdrant process with its own ports and storage; killed (SIGKILL) when dropped.
-struct Node {
-    bin: PathBuf,
-    dir: PathBuf,
-    http: u16,
-    grpc: u16,
-    p2p: u16,
-    /// The first peer's p2p port, for a node that joins a cluster; `Some(own)` for the first.
-    cluster: Option<u16>,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start(bin: &Path, dir: &Path, cluster: Option<Option<u16>>) -> Node {
-        let p2p = free_port();
-        let mut node = Node {
-            bin: bin.to_path_buf(),
-            dir: dir.to_path_buf(),
-            http: free_port(),
-            grpc: free_port(),
-            p2p,
-            cluster: cluster.map(|first| first.unwrap_or(p2p)),
-            child: None,
-        };
-        node.spawn();
-        node
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-
-    fn spawn(&mut self) {
-        std::fs::create_dir_all(&self.dir).expect("node folder");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("qdrant.log"))
-            .expect("log file");
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(&self.dir)
-            .env("QDRANT__SERVICE__HTTP_PORT", self.http.to_string())
-            .env("QDRANT__SERVICE__GRPC_PORT", self.grpc.to_string())
-            .env("QDRANT__STORAGE__STORAGE_PATH", self.dir.join("storage"))
-            .env(
-                "QDRANT__STORAGE__SNAPSHOTS_PATH",
-                self.dir.join("snapshots"),
-            )
-            .env("QDRANT__TELEMETRY_DISABLED", "true")
-            .env("QDRANT__LOG_LEVEL", "WARN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        if let Some(first) = self.cluster {
-            cmd.env("QDRANT__CLUSTER__ENABLED", "true")
-                .env("QDRANT__CLUSTER__P2P__PORT", self.p2p.to_string())
-                .arg("--uri")
-                .arg(format!("http://127.0.0.1:{}", self.p2p));
-            if first != self.p2p {
-                cmd.arg("--bootstrap")
-                    .arg(format!("http://127.0.0.1:{first}"));
-            }
-        }
-        self.child = Some(cmd.spawn().expect("starting qdrant"));
-        self.wait_ready();
-    }
-
-    fn wait_ready(&self) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if agent
-                .get(format!("{}/readyz", self.url()))
-                .call()
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let log = std::fs::read_to_string(self.dir.join("qdrant.log")).unwrap_or_default();
-        panic!(
-            "qdrant at {} not ready after 60 s; its log:\n{log}",
-            self.url()
-        );
-    }
-
-    /// SIGKILL, by PID.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn config(nodes: &[&Node]) -> QdrantConfig {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();

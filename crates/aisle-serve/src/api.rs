@@ -524,6 +524,7 @@ fn health(app: &App, s: &Searcher) -> Value {
         "personalized": s.model().personal.is_some(),
         "reranked": s.reranker().is_some(),
         "index": s.index_kind(),
+        "index_source": s.index_source(),
         "lexical": s.has_lexical(),
         "reloads": app.reloads(),
         "uptime_s": app.uptime_s(),

@@ -345,6 +345,53 @@ impl QdrantIndex {
     }
 }
 
+/// Waits until every node has finished indexing `collection` (its status `green`: the HNSW
+/// graphs of its segments are built; until then Qdrant answers from unindexed segments by brute
+/// force, correct but slow); returns the seconds waited. Benchmarks wait, so that they measure
+/// the index and not the build.
+pub fn wait_indexed(client: &Client, collection: &str, limit: std::time::Duration) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let nodes: Vec<Client> = client
+        .urls()
+        .iter()
+        .map(|u| Client::connect(&QdrantConfig::new(&[u.as_str()])))
+        .collect::<Result<_>>()?;
+    loop {
+        let mut pending = None;
+        for node in &nodes {
+            let info = node.call(
+                Method::Get,
+                &format!("/collections/{collection}"),
+                None,
+                collection,
+            )?;
+            let status = info
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            if status != "green" {
+                pending = Some((node.urls()[0].clone(), status.to_owned()));
+                break;
+            }
+        }
+        let Some((node, status)) = pending else {
+            return Ok(start.elapsed().as_secs_f64());
+        };
+        if start.elapsed() > limit {
+            return Err(SearchError::Qdrant {
+                node,
+                collection: collection.to_owned(),
+                status: None,
+                message: format!(
+                    "still {status} (indexing) after {:.0} s",
+                    limit.as_secs_f64()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Exact point count of a collection.
 pub(crate) fn count(client: &Client, collection: &str) -> Result<usize> {
     let r = client.call(
@@ -376,6 +423,14 @@ impl VectorIndex for QdrantIndex {
 
     fn filters_natively(&self) -> bool {
         true
+    }
+
+    fn source(&self) -> Option<String> {
+        Some(format!(
+            "qdrant {} collection {}",
+            self.client.urls().join(","),
+            self.collection
+        ))
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>> {

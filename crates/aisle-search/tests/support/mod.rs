@@ -1,0 +1,1 @@
+pub mod qdrant_node;
