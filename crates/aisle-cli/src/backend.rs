@@ -98,13 +98,15 @@ pub struct UploadArgs {
 }
 
 /// Uploads `vectors` (the catalog encoded by the model at `model_path`) to Qdrant, checks the
-/// collection and moves the dataset's alias to it; prints what it did. With `check`, also the
-/// recall@10 of Qdrant's search against exact search on `queries`.
+/// collection and moves the dataset's alias to it; prints what it did. `graph` is the HNSW
+/// graph's degree and build-time candidate list (the embedded index's flags). With `check`,
+/// also the recall@10 of Qdrant's search against exact search on `queries`.
 #[allow(clippy::too_many_arguments)]
 pub fn upload(
     cfg: &QdrantConfig,
     backend: &BackendArgs,
     args: &UploadArgs,
+    graph: (usize, usize),
     ds: &Dataset,
     model: &Model,
     model_path: &Path,
@@ -114,6 +116,8 @@ pub fn upload(
     let client = Client::connect(cfg)?;
     let d = model.dim();
     let up = Upload {
+        hnsw_m: graph.0,
+        ef_construct: graph.1,
         ds,
         vectors,
         dim: d,

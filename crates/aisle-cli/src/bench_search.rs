@@ -80,7 +80,7 @@ pub struct BenchSearchArgs {
 /// One size's figures.
 struct Row {
     products: usize,
-    index: &'static str,
+    index: String,
     /// HNSW ef, for an approximate index.
     effort: Option<usize>,
     recall_at_10: f64,
@@ -223,9 +223,10 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
         eprintln!("[{}] {rest}", fmt_n(products));
         for (url, b) in &resident {
             eprintln!(
-                "[{}] qdrant node {url}: {:.0} MB resident (its /metrics memory_resident_bytes)",
+                "[{}] qdrant node {url}: {:.0} MB resident, {:.0} bytes per product",
                 fmt_n(products),
-                b / 1e6
+                b / 1e6,
+                b / products.max(1) as f64
             );
         }
     }
@@ -246,6 +247,16 @@ fn measure(
     wrk: bool,
 ) -> Result<Vec<Row>> {
     let index_kind = searcher.index_kind();
+    let label = if index_kind == "qdrant" {
+        format!(
+            "qdrant, {} node(s), {} shard(s) x {} replica(s)",
+            args.backend.url.len(),
+            args.upload.shards,
+            args.upload.replicas
+        )
+    } else {
+        index_kind.to_owned()
+    };
     let efforts: Vec<Option<usize>> = if index_kind == "exact" {
         vec![None]
     } else {
@@ -289,7 +300,7 @@ fn measure(
         );
         rows.push(Row {
             products,
-            index: index_kind,
+            index: label.clone(),
             effort: *effort,
             recall_at_10,
             kth_gap,
@@ -344,6 +355,8 @@ fn on_qdrant(
             replicas: args.upload.replicas,
             keep: args.upload.keep,
             batch: args.upload.batch,
+            hnsw_m: args.connectivity,
+            ef_construct: args.expansion_add,
         },
         &mut |done, total| {
             if done == total || done % 100_000 < args.upload.batch {
@@ -420,7 +433,49 @@ fn rest_overhead(
     ))
 }
 
-/// Each node's `memory_resident_bytes` from its Prometheus `/metrics`.
+/// The resident set (VmRSS, bytes) of the process listening on `url`'s port, when it runs on
+/// this machine: found through /proc/net/tcp (the listening socket's inode) and /proc/PID/fd.
+fn local_rss(url: &str) -> Option<f64> {
+    let port: u16 = url.rsplit(':').next()?.trim_end_matches('/').parse().ok()?;
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+        std::fs::read_to_string(f)
+            .ok()?
+            .lines()
+            .skip(1)
+            .find_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                let local_port = cols.get(1)?.rsplit(':').next()?;
+                (u16::from_str_radix(local_port, 16).ok()? == port && cols.get(3) == Some(&"0A"))
+                    .then(|| cols.get(9).map(|s| s.to_string()))
+                    .flatten()
+            })
+    })?;
+    let socket = format!("socket:[{inode}]");
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        let owns = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str())
+        });
+        if owns {
+            let status = std::fs::read_to_string(proc_dir.path().join("status")).ok()?;
+            let kb: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            return Some(kb * 1024.0);
+        }
+    }
+    None
+}
+
+/// Each node's memory: its process's resident set where it runs on this machine (vectors,
+/// graph and the mapped segment files), else the allocator's `memory_resident_bytes` from its
+/// Prometheus `/metrics` (which leaves mapped files out).
 fn resident_bytes(cfg: &aisle_search::QdrantConfig) -> Result<Vec<(String, f64)>> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
@@ -429,6 +484,9 @@ fn resident_bytes(cfg: &aisle_search::QdrantConfig) -> Result<Vec<(String, f64)>
     cfg.urls
         .iter()
         .map(|url| {
+            if let Some(rss) = local_rss(url) {
+                return Ok((format!("{url} (process RSS)"), rss));
+            }
             let text = agent
                 .get(format!("{url}/metrics"))
                 .call()
@@ -441,7 +499,7 @@ fn resident_bytes(cfg: &aisle_search::QdrantConfig) -> Result<Vec<(String, f64)>
                 .find_map(|l| l.strip_prefix("memory_resident_bytes "))
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .with_context(|| format!("{url}/metrics has no memory_resident_bytes"))?;
-            Ok((url.clone(), bytes))
+            Ok((format!("{url} (/metrics memory_resident_bytes)"), bytes))
         })
         .collect()
 }

@@ -387,7 +387,7 @@ pub struct IndexArgs {
     /// Store vectors as i8 (a quarter of f32's memory, at a recall cost that --check measures).
     #[arg(long)]
     pub i8: bool,
-    /// Graph degree (usearch connectivity).
+    /// Graph degree (usearch connectivity; Qdrant's `m` with --backend qdrant).
     #[arg(long, default_value_t = HnswParams::default().connectivity)]
     pub connectivity: usize,
     /// Candidate list while building.
@@ -426,6 +426,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
             &cfg,
             &args.backend,
             &args.upload,
+            (args.connectivity, args.expansion_add),
             &ds,
             &model,
             &model_path,

@@ -46,6 +46,8 @@ fn upload<'a>(ds: &'a Dataset, vectors: &'a [f32], digest: &str) -> Upload<'a> {
         replicas: 1,
         keep: 2,
         batch: 256,
+        hnsw_m: 16,
+        ef_construct: 128,
     }
 }
 

@@ -345,10 +345,11 @@ impl QdrantIndex {
     }
 }
 
-/// Waits until every node has finished indexing `collection` (its status `green`: the HNSW
-/// graphs of its segments are built; until then Qdrant answers from unindexed segments by brute
-/// force, correct but slow); returns the seconds waited. Benchmarks wait, so that they measure
-/// the index and not the build.
+/// Waits until every node has finished indexing `collection` (its status `green` on every node
+/// for two seconds in a row: the optimiser may start a moment after the last write; until the
+/// HNSW graphs are built Qdrant answers from unindexed segments by brute force, correct but
+/// slow); returns the seconds waited. Benchmarks wait, so that they measure the index and not
+/// the build.
 pub fn wait_indexed(client: &Client, collection: &str, limit: std::time::Duration) -> Result<f64> {
     let start = std::time::Instant::now();
     let nodes: Vec<Client> = client
@@ -356,6 +357,7 @@ pub fn wait_indexed(client: &Client, collection: &str, limit: std::time::Duratio
         .iter()
         .map(|u| Client::connect(&QdrantConfig::new(&[u.as_str()])))
         .collect::<Result<_>>()?;
+    let mut green_since: Option<std::time::Instant> = None;
     loop {
         let mut pending = None;
         for node in &nodes {
@@ -375,8 +377,14 @@ pub fn wait_indexed(client: &Client, collection: &str, limit: std::time::Duratio
             }
         }
         let Some((node, status)) = pending else {
-            return Ok(start.elapsed().as_secs_f64());
+            let since = *green_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= std::time::Duration::from_secs(2) {
+                return Ok((since - start).as_secs_f64());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            continue;
         };
+        green_since = None;
         if start.elapsed() > limit {
             return Err(SearchError::Qdrant {
                 node,

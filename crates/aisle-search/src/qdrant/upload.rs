@@ -48,7 +48,17 @@ pub struct Upload<'a> {
     pub keep: usize,
     /// Points per request.
     pub batch: usize,
+    /// HNSW graph degree (Qdrant's `m`) and candidate list while building (`ef_construct`).
+    pub hnsw_m: usize,
+    pub ef_construct: usize,
 }
+
+/// A segment smaller than this many points is searched by brute force rather than given an HNSW
+/// graph. Qdrant's default threshold (10 MB of vectors per segment, about 20,000 points at 128
+/// dimensions) left every segment of a 100,000-product collection split into 3 shards
+/// unindexed, so that each query scanned every point (10 ms of server time a query, `aisle bench
+/// search --backend qdrant`, docs/scale-out.md).
+const INDEX_SEGMENTS_ABOVE: usize = 4096;
 
 /// What an upload did.
 #[derive(Clone, Debug)]
@@ -94,9 +104,10 @@ pub fn upload(
             up.dim
         )));
     }
-    if up.shards == 0 || up.replicas == 0 || up.keep == 0 || up.batch == 0 {
+    if up.shards == 0 || up.replicas == 0 || up.keep == 0 || up.batch == 0 || up.hnsw_m < 2 {
         return Err(SearchError::InvalidArgument(
-            "shards, replicas, keep and batch must each be at least 1".into(),
+            "shards, replicas, keep and batch must each be at least 1, the graph degree at least 2"
+                .into(),
         ));
     }
     let name = up
@@ -216,11 +227,15 @@ pub fn upload(
 /// Creates the collection (metadata `complete: false`) and its payload indexes. A create that
 /// timed out but went through is found on retry and accepted.
 fn create(client: &Client, name: &str, up: &Upload, meta: &CollectionMeta) -> Result<()> {
+    // Qdrant counts its indexing threshold in kilobytes of vectors.
+    let threshold_kb = (INDEX_SEGMENTS_ABOVE * up.dim * 4).div_ceil(1024);
     let body = json!({
         "vectors": {"size": up.dim, "distance": "Dot"},
         "shard_number": up.shards,
         "replication_factor": up.replicas,
         "write_consistency_factor": 1,
+        "hnsw_config": {"m": up.hnsw_m, "ef_construct": up.ef_construct},
+        "optimizers_config": {"indexing_threshold": threshold_kb},
         "metadata": {"aisle": meta},
     });
     if let Err(e) = client.call(
