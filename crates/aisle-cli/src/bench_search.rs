@@ -69,6 +69,11 @@ pub struct BenchSearchArgs {
     pub wrk: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Also write each size's product vectors and query vectors (DIR/N/products.npy,
+    /// queries.npy) and the embedded index's recall@10 and one-thread queries/s at each ef
+    /// (DIR/N/aisle-ann.tsv), for `scripts/bench-ann-peers.py` to put faiss and hnswlib beside.
+    #[arg(long)]
+    pub export_vectors: Option<PathBuf>,
     /// `--backend qdrant --url ...` adds, for each size, the same measurements with the vectors
     /// in Qdrant (uploaded first, as `aisle index --backend qdrant` does).
     #[command(flatten)]
@@ -207,6 +212,15 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
         fmt_n(products),
         searcher.index_kind()
     );
+    if let Some(dir) = &args.export_vectors {
+        export(
+            args,
+            &dir.join(products.to_string()),
+            &searcher,
+            &texts,
+            build_s,
+        )?;
+    }
     let bytes = searcher.index_bytes() as f64;
     let mut rows = measure(
         args, products, searcher, build_s, bytes, &texts, &queries, wrk,
@@ -231,6 +245,73 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
         }
     }
     Ok(rows)
+}
+
+/// Writes the catalog's and the queries' vectors as .npy, and times the index alone: for each
+/// ef, recall@10 against exact search and queries per second, one query after the other on one
+/// thread (aisle-ann.tsv: system, M, efConstruction, build s, ef, recall@10, queries/s).
+fn export(
+    args: &BenchSearchArgs,
+    dir: &std::path::Path,
+    searcher: &Searcher,
+    texts: &[&str],
+    build_s: f64,
+) -> Result<()> {
+    use std::fmt::Write as _;
+    let model = searcher.model();
+    let d = model.dim();
+    let n = searcher.dataset().catalog.len();
+    let products: Vec<f32> = (0..n)
+        .flat_map(|p| {
+            searcher
+                .vector(aisle_core::ProductId(p as u32))
+                .iter()
+                .copied()
+        })
+        .collect();
+    let rows = aisle_model::FeatureRows::build(&model.featurizer, texts);
+    let queries = model.encode_rows(aisle_model::Side::Query, &rows);
+    let write = |name: &str, values: &[f32]| {
+        crate::train::write_atomic(
+            &dir.join(name),
+            &crate::train::npy_bytes(values, values.len() / d, d),
+        )
+    };
+    write("products.npy", &products)?;
+    write("queries.npy", &queries)?;
+    let index = searcher.index();
+    let exact = aisle_search::ExactIndex::new(d, products)?;
+    let mut tsv = String::from(
+        "system	M	efConstruction	build_s	ef	recall_at_10	queries_per_s
+",
+    );
+    for &ef in &args.expansion_search {
+        index.set_search_effort(ef);
+        let recall = aisle_search::ann_quality(index, &exact, &queries, 10)?.recall;
+        let t = Instant::now();
+        let mut done = 0;
+        while done < 2000 || t.elapsed() < Duration::from_secs(1) {
+            let q = &queries[(done % (queries.len() / d)) * d..][..d];
+            std::hint::black_box(index.search(q, 10)?);
+            done += 1;
+        }
+        let qps = done as f64 / t.elapsed().as_secs_f64();
+        let _ = writeln!(
+            tsv,
+            "aisle ({})	{}	{}	{build_s:.1}	{ef}	{recall:.4}	{qps:.0}",
+            searcher.index_kind(),
+            args.connectivity,
+            args.expansion_add
+        );
+    }
+    crate::train::write_atomic(&dir.join("aisle-ann.tsv"), tsv.as_bytes())?;
+    eprintln!(
+        "[{}] wrote the product vectors and {} query vectors to {}",
+        fmt_n(n),
+        fmt_n(queries.len() / d),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Recall, one-client latency and (with wrk) throughput of `searcher` behind the real HTTP

@@ -521,7 +521,7 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
 }
 
 /// A NumPy .npy (format 1.0) of a row-major `n x d` float32 matrix.
-fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
+pub(crate) fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
     // magic (6) + version (2) + header length (2) + header, padded with spaces so that the data
     // starts at a multiple of 64 bytes, and ended by a newline.

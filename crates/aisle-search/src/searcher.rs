@@ -399,6 +399,11 @@ impl Searcher {
         self.index_kind
     }
 
+    /// The vector index in service (for benchmarks that time it alone).
+    pub fn index(&self) -> &dyn VectorIndex {
+        self.index.as_ref()
+    }
+
     /// Where the vector index lives when it is not in this process (a Qdrant deployment's
     /// nodes and the collection an alias resolved to); `None` otherwise.
     pub fn index_source(&self) -> Option<String> {
