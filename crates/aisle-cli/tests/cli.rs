@@ -940,11 +940,49 @@ fn index_eval_and_serve_over_a_qdrant_cluster() {
     );
     let page = agent.get(&url).call().expect("page");
     assert_eq!(page.status().as_u16(), 200);
-    let r = agent
-        .post(format!("{url}/admin/reload"))
-        .send("")
-        .expect("reload");
-    assert_eq!(r.status().as_u16(), 200);
+    // The model retrained in place and indexed again: a reload follows the alias to the new
+    // collection; searches before and after it succeed.
+    let out = train_tiny(
+        &world,
+        run2.to_str().expect("utf-8"),
+        &["--personalized", "--train-seed", "3"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let reload = || {
+        let r = agent
+            .post(format!("{url}/admin/reload"))
+            .send("")
+            .expect("reload");
+        r.status().as_u16()
+    };
+    // Before the upload the alias still holds the previous model: the reload is refused and the
+    // server goes on serving.
+    assert_ne!(reload(), 200);
+    let found = get(&format!("{url}/search?q=shoes&k=5"));
+    assert_eq!(
+        found["results"].as_array().map_or(0, Vec::len),
+        5,
+        "{found}"
+    );
+    let out = index(m2s, &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let newest = alias().expect("alias");
+    assert_ne!(newest, partial);
+    assert_eq!(reload(), 200);
+    let health = get(&format!("{url}/healthz"));
+    assert!(
+        health["index_source"]
+            .as_str()
+            .is_some_and(|s| s.contains(&newest)),
+        "{health}"
+    );
+    let found = get(&format!("{url}/search?q=shoes&k=5"));
+    assert_eq!(
+        found["results"].as_array().map_or(0, Vec::len),
+        5,
+        "{found}"
+    );
     let _ = server.0.kill();
     let _ = server.0.wait();
 }

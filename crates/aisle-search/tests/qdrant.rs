@@ -143,6 +143,16 @@ fn one_node_serves_what_the_exact_index_serves() {
         assert_eq!(got, ids(&exact, &r), "filtered by {}", t.name(c));
     }
 
+    // A filter on the root keeps every product.
+    let everything = Request {
+        category: Some(t.root()),
+        ..Request::new("gift", 20)
+    };
+    assert_eq!(
+        ids(&remote, &everything),
+        ids(&exact, &Request::new("gift", 20))
+    );
+
     // A collection of another model is refused, and so is one of another dimension.
     let other_model = QdrantTarget {
         model_digest: Some("0000000b".into()),

@@ -12,7 +12,7 @@
 //!   made live by moving the dataset's alias to it in one atomic step.
 //!
 //! Each point's payload: `product` (its id), `ancestors` (the ids of its category and every
-//! category above it, the root excluded) and `title`. The collection's metadata records what
+//! category above it) and `title`. The collection's metadata records what
 //! the vectors are ([`CollectionMeta`]); a collection of another model, catalog or dimension is
 //! refused, never searched.
 
@@ -46,8 +46,9 @@ pub struct QdrantTarget {
     pub config: QdrantConfig,
     /// An alias or a collection [default: the dataset's alias, [`alias_for`]].
     pub collection: Option<String>,
-    /// The served model's digest (CRC-32 of its file, hex): a collection of another model is
-    /// refused. `None` skips the check (the probes still catch vectors of another model).
+    /// The served model's digest ([`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest)):
+    /// a collection of another model is refused. `None` skips the check (the probes still catch
+    /// vectors of another model).
     pub model_digest: Option<String>,
 }
 
@@ -80,7 +81,8 @@ pub struct CollectionMeta {
     pub format: u32,
     /// The dataset's name.
     pub dataset: String,
-    /// CRC-32 of the model file, in hex (as `rerank.json` records it).
+    /// The model file's digest, [`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest)
+    /// (as `rerank.json` records it).
     pub model_digest: String,
     /// [`catalog_digest`] of the catalog the vectors encode.
     pub catalog_digest: String,
@@ -108,10 +110,12 @@ pub fn catalog_digest(ds: &Dataset) -> String {
     format!("{:08x}", h.finalize())
 }
 
-/// A category and every category above it, the root excluded: what a filter on any of them
-/// matches.
+/// A category and every category above it, the root included (a filter on the root keeps
+/// every product, as the Searcher's own subtree does): what a filter on any of them matches.
 pub(crate) fn ancestry(ds: &Dataset, category: NodeId) -> Vec<NodeId> {
-    ds.taxonomy.path(category)
+    std::iter::once(category)
+        .chain(ds.taxonomy.ancestors(category))
+        .collect()
 }
 
 /// Reads a collection's [`CollectionMeta`], `None` when the collection does not exist.

@@ -36,7 +36,7 @@ pub struct Upload<'a> {
     /// The catalog's vectors, row `p` for product `p`, `dim` values each, L2-normalised.
     pub vectors: &'a [f32],
     pub dim: usize,
-    /// CRC-32 of the model file, in hex.
+    /// The model file's digest, [`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest).
     pub model_digest: String,
     /// The collection [default: [`collection_for`]].
     pub collection: Option<String>,
