@@ -226,9 +226,9 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
         args, products, searcher, build_s, bytes, &texts, &queries, wrk,
     )?;
     if let (Some(cfg), Some(vectors)) = (qdrant, kept) {
-        let (searcher, upload_s) = on_qdrant(args, &cfg, &ds, model, vectors)?;
+        let (searcher, upload_s, collection) = on_qdrant(args, &cfg, &ds, model, vectors)?;
         let effort = args.expansion_search.last().copied().unwrap_or(0);
-        let rest = rest_overhead(&searcher, &cfg, &texts, effort)?;
+        let rest = rest_overhead(&searcher, &cfg, &collection, &texts, effort)?;
         let resident = resident_bytes(&cfg)?;
         let total: f64 = resident.iter().map(|(_, b)| b).sum();
         rows.extend(measure(
@@ -407,14 +407,15 @@ fn measure(
 }
 
 /// Uploads the catalog's vectors to Qdrant (as `aisle index --backend qdrant` does, under the
-/// alias `aisle-bench-N`) and opens a Searcher over them; returns it and the upload's seconds.
+/// alias `aisle-bench-N`) and opens a Searcher over them; returns it, the upload's seconds and
+/// the collection.
 fn on_qdrant(
     args: &BenchSearchArgs,
     cfg: &aisle_search::QdrantConfig,
     ds: &Arc<Dataset>,
     model: aisle_model::Model,
     vectors: Vec<f32>,
-) -> Result<(Searcher, f64)> {
+) -> Result<(Searcher, f64, String)> {
     use std::hash::{Hash, Hasher};
     let client = qdrant::Client::connect(cfg)?;
     // The bench has no model file: the vectors' own hash names the collection.
@@ -463,13 +464,13 @@ fn on_qdrant(
         &SearcherOptions {
             index: IndexChoice::Qdrant(qdrant::QdrantTarget {
                 config: cfg.clone(),
-                collection: Some(report.collection),
+                collection: Some(report.collection.clone()),
                 model_digest: Some(digest),
             }),
             ..SearcherOptions::default()
         },
     )?;
-    Ok((searcher, upload_s))
+    Ok((searcher, upload_s, report.collection))
 }
 
 /// What the REST path adds: sequential searches straight to Qdrant (no aisle server), their
@@ -477,6 +478,7 @@ fn on_qdrant(
 fn rest_overhead(
     searcher: &Searcher,
     cfg: &aisle_search::QdrantConfig,
+    collection: &str,
     texts: &[&str],
     effort: usize,
 ) -> Result<String> {
@@ -486,13 +488,10 @@ fn rest_overhead(
     let queries = model.encode_rows(aisle_model::Side::Query, &rows);
     let target = qdrant::QdrantTarget {
         config: cfg.clone(),
-        collection: None,
+        collection: Some(collection.to_owned()),
         model_digest: None,
     };
-    let ds = searcher.dataset();
-    let mut bench_ds = (**ds).clone();
-    bench_ds.name = format!("bench-{}", ds.catalog.len());
-    let index = target.open(&bench_ds, d)?;
+    let index = target.open(searcher.dataset(), d)?;
     index.set_search_effort(effort);
     let (mut round, mut server) = (Vec::new(), Vec::new());
     for (i, q) in queries.chunks_exact(d).cycle().take(1200).enumerate() {

@@ -903,20 +903,25 @@ fn index_eval_and_serve_over_a_qdrant_cluster() {
         "--url",
         &urls,
     ]);
-    let health = get(&format!("{url}/healthz"));
-    assert_eq!(health["index"], "qdrant");
-    assert!(
-        health["index_source"]
-            .as_str()
-            .is_some_and(|s| s.contains(&partial)),
-        "{health}"
-    );
-    let found = get(&format!("{url}/search?q=shoes&k=5"));
-    assert_eq!(
-        found["results"].as_array().map_or(0, Vec::len),
-        5,
-        "{found}"
-    );
+    // The server searches `collection` and answers a query with 5 hits; returns them.
+    let serves = |collection: &str| -> serde_json::Value {
+        let health = get(&format!("{url}/healthz"));
+        assert_eq!(health["index"], "qdrant");
+        assert!(
+            health["index_source"]
+                .as_str()
+                .is_some_and(|s| s.contains(collection)),
+            "{health}"
+        );
+        let found = get(&format!("{url}/search?q=shoes&k=5"));
+        assert_eq!(
+            found["results"].as_array().map_or(0, Vec::len),
+            5,
+            "{found}"
+        );
+        found
+    };
+    let found = serves(&partial);
     // A category filter (run by Qdrant on the points' ancestor ids) keeps only that subtree.
     let leaf = found["results"][0]["category"]["id"]
         .as_str()
@@ -958,31 +963,14 @@ fn index_eval_and_serve_over_a_qdrant_cluster() {
     // Before the upload the alias still holds the previous model: the reload is refused and the
     // server goes on serving.
     assert_ne!(reload(), 200);
-    let found = get(&format!("{url}/search?q=shoes&k=5"));
-    assert_eq!(
-        found["results"].as_array().map_or(0, Vec::len),
-        5,
-        "{found}"
-    );
+    serves(&partial);
     let out = index(m2s, &[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let newest = alias().expect("alias");
     assert_ne!(newest, partial);
     assert_eq!(reload(), 200);
-    let health = get(&format!("{url}/healthz"));
-    assert!(
-        health["index_source"]
-            .as_str()
-            .is_some_and(|s| s.contains(&newest)),
-        "{health}"
-    );
-    let found = get(&format!("{url}/search?q=shoes&k=5"));
-    assert_eq!(
-        found["results"].as_array().map_or(0, Vec::len),
-        5,
-        "{found}"
-    );
+    serves(&newest);
     let _ = server.0.kill();
     let _ = server.0.wait();
 }
