@@ -36,6 +36,22 @@ const CATEGORY_RANK_FIELD: &str = "category_rank";
 const MAX_TOKEN_BYTES: usize = 40;
 /// Distinct query tokens beyond this are ignored, bounding the cost of a pasted paragraph.
 pub const MAX_QUERY_TERMS: usize = 32;
+
+/// How much of a product's text an explanation reads ([`Bm25::matching_terms`]): past it, a
+/// match is not named. Bounds the cost of one explained hit whatever the catalog holds.
+pub const MAX_EXPLAINED_BYTES: usize = 64 * 1024;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 /// Indexing buffer before tantivy flushes a segment; large enough that catalogs of a few million
 /// titles stay in one segment, so document order (and score ties) follow catalog order.
 const WRITER_MEMORY_BYTES: usize = 256 << 20;
@@ -306,20 +322,50 @@ impl Bm25Index {
         self.analyze(query, MAX_QUERY_TERMS)
     }
 
-    /// The distinct analyzed terms of any text, as the index sees them, at most `max`: what a
-    /// product's text and a query share is what BM25 matched ([`Searcher`](crate::Searcher)'s
-    /// explanations).
+    /// The distinct analyzed terms of any text, as the index sees them, at most `max`, in order
+    /// of first appearance. Linear in the text's tokens (a set keeps them distinct).
     pub fn analyze(&self, text: &str, max: usize) -> Vec<String> {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut terms: Vec<String> = Vec::new();
         while terms.len() < max && stream.advance() {
             let text = &stream.token().text;
-            if !text.is_empty() && !terms.iter().any(|t| t == text) {
+            if !text.is_empty() && !seen.contains(text) {
+                seen.insert(text.clone());
                 terms.push(text.clone());
             }
         }
         terms
+    }
+
+    /// Which of `terms` (already analyzed: [`query_terms`](Self::query_terms)) occur in `text`
+    /// as the index sees it: what BM25 matched in a product ([`Searcher`](crate::Searcher)'s
+    /// explanations). One pass over the text's tokens that stops as soon as every term is found;
+    /// only the first [`MAX_EXPLAINED_BYTES`] of the text are read, so a product with a
+    /// megabyte of text costs what one with 64 KiB does. In the order of `terms`.
+    pub fn matching_terms(&self, text: &str, terms: &[String]) -> Vec<String> {
+        let text = truncate_at_char(text, MAX_EXPLAINED_BYTES);
+        let mut found = vec![false; terms.len()];
+        let mut left = terms.len();
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        while left > 0 && stream.advance() {
+            let token = &stream.token().text;
+            // At most MAX_QUERY_TERMS terms: a scan of them is cheaper than hashing the token.
+            for (i, t) in terms.iter().enumerate() {
+                if !found[i] && t == token {
+                    found[i] = true;
+                    left -= 1;
+                }
+            }
+        }
+        terms
+            .iter()
+            .zip(found)
+            .filter(|(_, f)| *f)
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     /// The `k` products with the highest BM25 score for `query`, best first (ties broken by

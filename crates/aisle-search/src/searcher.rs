@@ -1052,18 +1052,24 @@ impl Searcher {
             (Some(bm25), false) => {
                 let product = self.ds.catalog.get(p);
                 let t = &self.ds.taxonomy;
-                let mut text = format!("{} {} ", product.title, product.brand);
+                // The fields in the order the index weighs them, up to the part explained.
+                let mut text = String::new();
+                let mut add = |part: &str| {
+                    if text.len() < crate::lexical::MAX_EXPLAINED_BYTES {
+                        text.push_str(part);
+                        text.push(' ');
+                    }
+                };
+                add(&product.title);
+                add(&product.brand);
                 for n in t.path(product.category) {
-                    text.push_str(t.name(n));
-                    text.push(' ');
+                    add(t.name(n));
                 }
                 for (_, value) in &product.attributes {
-                    text.push_str(value);
-                    text.push(' ');
+                    add(value);
                 }
-                text.push_str(&product.description);
-                let have = bm25.analyze(&text, usize::MAX);
-                terms.iter().filter(|t| have.contains(t)).cloned().collect()
+                add(&product.description);
+                bm25.matching_terms(&text, terms)
             }
             _ => Vec::new(),
         };
