@@ -154,8 +154,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// Continue the run in --out from its checkpoint (or from this checkpoint file).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub resume: Option<PathBuf>,
+    /// `Option<Option<_>>`: absent, given alone, or given a file (clap's path parser refuses an
+    /// empty value, so a default-missing "" made the documented bare `--resume` exit 2).
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    pub resume: Option<Option<PathBuf>>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -290,13 +292,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
             slug(&cfg.sampler.to_string())
         ))
     });
-    let resume = args.resume.as_ref().map(|p| {
-        if p.as_os_str().is_empty() {
-            out.join(CHECKPOINT_FILE)
-        } else {
-            p.clone()
-        }
-    });
+    let resume = args
+        .resume
+        .as_ref()
+        .map(|p| p.clone().unwrap_or_else(|| out.join(CHECKPOINT_FILE)));
     eprintln!(
         "training on {} (split `{}`: {}), sampler {}, k = {}, batch {}, dim {}, {} steps, seed {}",
         ds.name,

@@ -186,12 +186,17 @@ fn tiny_world(dir: &Path) -> String {
 
 /// `aisle train` for 20 small steps on `world` into `out`, with `extra` flags.
 fn train_tiny(world: &str, out: &str, extra: &[&str]) -> Output {
+    train_tiny_steps(world, out, "20", extra)
+}
+
+/// `aisle train` for `steps` small steps on `world` into `out`, with `extra` flags.
+fn train_tiny_steps(world: &str, out: &str, steps: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
         "--dataset",
         world,
         "--steps",
-        "20",
+        steps,
         "--batch-size",
         "32",
         "--dim",
@@ -204,6 +209,37 @@ fn train_tiny(world: &str, out: &str, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     aisle(&args)
+}
+
+/// `aisle train --resume`, in the documented form with no value, continues the run in `--out`
+/// from its checkpoint (it exited 2: "a value is required"), and the temporary file a killed
+/// write left beside the model is removed by the next write of it.
+#[test]
+fn bare_resume_continues_from_the_checkpoint_in_out_and_clears_killed_writes() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let run = d.path().join("run");
+    let run_s = run.to_str().expect("utf-8 path");
+    let out = train_tiny(&world, run_s, &["--checkpoint-every", "10"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(run.join("checkpoint.aisle").exists(), "{stdout}");
+    // What `kill -9` during a model write by process 0 (never a live pid) would leave.
+    let leftover = run.join(".model.aisle.aisle-tmp-0");
+    std::fs::write(&leftover, vec![7u8; 4096]).expect("leftover");
+    let resumed = train_tiny_steps(
+        &world,
+        run_s,
+        "30",
+        &["--checkpoint-every", "10", "--resume"],
+    );
+    let (stdout, stderr) = text(&resumed);
+    assert!(resumed.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("30 (10 in this run)"), "{stdout}");
+    assert!(
+        !leftover.exists(),
+        "the killed write's temporary file was left"
+    );
 }
 
 #[test]

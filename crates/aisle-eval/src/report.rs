@@ -27,13 +27,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
 
 /// Writes `bytes` to `path` through a temporary file in the same folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    aisle_core::io::write_atomic(path, |w| std::io::Write::write_all(w, bytes)).map_err(io(path))
 }
 
 /// Writes `results.json`, the plots and `report.md` into `dir` (created if missing). The JSON

@@ -149,6 +149,24 @@ impl Log {
         })
     }
 
+    /// Opens the log of a run resumed from its checkpoint at `step`, for appending, after cutting
+    /// it back to what the run had logged by that step: the lines a killed run wrote after its
+    /// last checkpoint are logged again by the resumed one, so they go (as does a line cut short
+    /// by the kill). The cut log is written through a temporary file and renamed into place.
+    fn resume(path: &Path, step: u64) -> Result<Log> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(TrainError::io(path, e)),
+        };
+        let kept = log_up_to(&text, step);
+        if kept.len() != text.len() {
+            aisle_core::io::write_atomic(path, |w| w.write_all(kept.as_bytes()))
+                .map_err(|e| TrainError::io(path, e))?;
+        }
+        Log::open(path, true)
+    }
+
     fn write(&mut self, line: &LogLine) -> Result<()> {
         let io = |e| TrainError::io(&self.path, e);
         let text = serde_json::to_string(line).map_err(|e| io(e.into()))?;
@@ -156,6 +174,30 @@ impl Log {
         // Flushed at every line: a run that is killed keeps its log up to the last line.
         self.out.flush().map_err(io)
     }
+}
+
+/// The lines of a training log up to the first one past `step` (a `step`, `eval` or
+/// `checkpoint` line of a later step, an `end` line of more steps) or the first that is not a
+/// whole JSON line.
+fn log_up_to(text: &str, step: u64) -> &str {
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim_end()) else {
+            break;
+        };
+        if !line.ends_with('\n') {
+            break;
+        }
+        let at = v
+            .get("step")
+            .or_else(|| v.get("steps"))
+            .and_then(|s| s.as_u64());
+        if at.is_some_and(|at| at > step) {
+            break;
+        }
+        end += line.len();
+    }
+    &text[..end]
 }
 
 /// Sums of step statistics over a logging interval.
@@ -255,7 +297,10 @@ pub fn run(
     let resumed_from = opts.resume.as_ref().map(|_| trainer.step);
     let cfg = trainer.cfg.clone();
     let log_path = dir.join(LOG_FILE);
-    let mut log = Log::open(&log_path, resumed_from.is_some())?;
+    let mut log = match resumed_from {
+        Some(step) => Log::resume(&log_path, step)?,
+        None => Log::open(&log_path, false)?,
+    };
     let sampler = trainer.sampler_name();
     log.write(&LogLine::Start {
         dataset: ds.name.clone(),

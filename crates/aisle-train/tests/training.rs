@@ -109,6 +109,20 @@ fn resumed_run_ends_with_the_uninterrupted_model() {
         let mut first = cfg.clone();
         first.steps = 20;
         run_in(&parts, first, &ds, false).expect("first half");
+        // What a run killed after its checkpoint at 20 would have logged on: a step past it,
+        // and a line cut short. The resumed run logs step 25 again, so both must go.
+        {
+            use std::io::Write as _;
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(parts.join(LOG_FILE))
+                .expect("log");
+            write!(
+                log,
+                "{{\"event\":\"step\",\"step\":25,\"loss\":9.9}}\n{{\"event\":\"st"
+            )
+            .expect("append");
+        }
         run_in(&parts, cfg, &ds, true).expect("resumed");
         assert!(
             load_towers(&whole.join(MODEL_FILE)) == load_towers(&parts.join(MODEL_FILE)),

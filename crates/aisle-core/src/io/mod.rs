@@ -5,7 +5,7 @@ pub mod table;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A file- and collection-name-safe form of a name: lower-case ASCII letters and digits, each
 /// run of anything else one `-`, none at either end ("TB-HNS mix + random" gives
@@ -24,9 +24,73 @@ pub fn slug(text: &str) -> String {
     out
 }
 
+/// What every temporary file aisle writes has in its name, between the target's name and the
+/// writing process's id: `.NAME.aisle-tmp-PID`. A run killed mid-write leaves one behind;
+/// [`remove_stale_temps`] finds it by this name and removes it on the next write of `NAME`.
+const TEMP_MARK: &str = ".aisle-tmp-";
+
+/// The temporary sibling a write of `path` goes through before its rename: same folder (so the
+/// rename is atomic), hidden, named after the target and this process.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}{TEMP_MARK}{}", std::process::id()))
+}
+
+/// Removes the temporary files that writes of `path` by processes no longer running left
+/// behind (a kill mid-write; see [`temp_path`]). Returns how many it removed. A process that is
+/// still running keeps its file: on Linux that is read from /proc; elsewhere a file is taken as
+/// abandoned once it is an hour old. Errors are ignored: this is hygiene, not correctness.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
+    };
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let prefix = format!(".{name}{TEMP_MARK}");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || process_may_run(pid, &entry) {
+            continue;
+        }
+        if std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether the writer of a temporary file may still be writing it.
+fn process_may_run(pid: u32, entry: &std::fs::DirEntry) -> bool {
+    if cfg!(target_os = "linux") {
+        return Path::new("/proc").join(pid.to_string()).exists();
+    }
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age < std::time::Duration::from_secs(3600))
+}
+
 /// Writes `path` through a temporary file beside it (same folder, so the rename is atomic),
 /// flushed to disk, then renamed into place: a crash or an error never leaves half a file, and
-/// the file that was there stays until the new one is complete. Creates missing parent folders.
+/// the file that was there stays until the new one is complete. Creates missing parent folders,
+/// and first removes what killed writes of the same file left ([`remove_stale_temps`]).
 /// Every artifact aisle writes (datasets, models, checkpoints, vectors) goes through here.
 pub fn write_atomic(
     path: &Path,
@@ -35,11 +99,8 @@ pub fn write_atomic(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
+    remove_stale_temps(path);
+    let tmp = temp_path(path);
     let result = (|| {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -52,4 +113,30 @@ pub fn write_atomic(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_writers_temporary_file_is_removed_by_the_next_write() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let target = d.path().join("model.aisle");
+        // pid 0 is never a process's id: a writer that is gone. Our own is running.
+        let dead = d.path().join(format!(".model.aisle{TEMP_MARK}0"));
+        let ours = temp_path(&target);
+        let other = d.path().join(format!(".other.aisle{TEMP_MARK}0"));
+        for f in [&dead, &other] {
+            std::fs::write(f, b"half a file").expect("write");
+        }
+        write_atomic(&target, |w| w.write_all(b"whole")).expect("write");
+        assert_eq!(std::fs::read(&target).expect("read"), b"whole");
+        assert!(!dead.exists(), "the dead writer's temp file is still there");
+        assert!(!ours.exists(), "our own temp file was renamed into place");
+        assert!(
+            other.exists(),
+            "another file's temp file is not ours to remove"
+        );
+    }
 }

@@ -301,7 +301,8 @@ impl HnswIndex {
     /// renamed over `path`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tmp = temp_path(path);
+        aisle_core::io::remove_stale_temps(path);
+        let tmp = aisle_core::io::temp_path(path);
         let result = (|| {
             self.index
                 .save(utf8(&tmp)?)
@@ -463,15 +464,6 @@ fn utf8(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| {
         SearchError::InvalidArgument(format!("index path {} is not valid UTF-8", path.display()))
     })
-}
-
-/// A sibling of `path` for writing before the rename: same directory, so the rename is atomic.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "index".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 #[cfg(test)]
