@@ -269,6 +269,28 @@ pub struct ServeArgs {
     /// Worker threads of the HTTP runtime [default: the number of cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Open client connections at most (kept below the open-file limit). At the cap the
+    /// connection idle the longest is closed for a new one; when all are busy, 503.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a whole request head, and an idle keep-alive connection
+    /// its next request, before the connection is closed.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a whole request body (408 after).
+    #[arg(long, default_value_t = 10.0)]
+    pub body_timeout: f64,
+    /// Seconds requests in flight get to finish on Ctrl-C / SIGTERM before the server exits.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+}
+
+/// A positive, finite number of seconds from a flag.
+fn seconds(flag: &str, s: f64) -> Result<std::time::Duration> {
+    if !s.is_finite() || s <= 0.0 || s > 86_400.0 {
+        bail!("--{flag} {s}: expected seconds, more than 0 and at most 86400");
+    }
+    Ok(std::time::Duration::from_secs_f64(s))
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -348,8 +370,21 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .or_else(|| std::env::var("AISLE_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty()),
         model_label: model_path.display().to_string(),
+        limits: aisle_serve::Limits {
+            max_connections: args.max_connections.max(1),
+            header_timeout: seconds("header-timeout", args.header_timeout)?,
+            body_timeout: seconds("body-timeout", args.body_timeout)?,
+            shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+            ..aisle_serve::Limits::default()
+        },
         ..ServeOptions::default()
     };
+    // At the common default of 1,024 open files, 1,100 idle sockets starved everyone.
+    eprintln!(
+        "{}",
+        aisle_serve::raise_open_files_and_say(options.limits.max_connections)
+    );
+    let grace = options.limits.shutdown_grace;
     let app = Arc::new(App::new(searcher, Some(loader), options));
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
@@ -359,8 +394,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.addr)
+    let served = runtime.block_on(async move {
+        let listener = aisle_serve::bind(&args.addr)
             .await
             .with_context(|| format!("listening on {}", args.addr))?;
         let addr = listener.local_addr().context("local address")?;
@@ -368,9 +403,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         aisle_serve::serve(listener, app, aisle_serve::shutdown_signal())
             .await
             .context("serving")?;
-        eprintln!("stopped");
         Ok(())
-    })
+    });
+    // Searches still running on blocking threads get the same grace, then the process exits
+    // (dropping the runtime would wait for them without a bound).
+    runtime.shutdown_timeout(grace);
+    eprintln!("stopped");
+    served
 }
 
 #[derive(Args)]

@@ -114,6 +114,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            bounded_body,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), track))
         .with_state(app)
 }
@@ -133,6 +137,63 @@ async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Reads a request's body before any handler runs, within bounds: a body declared larger than
+/// `max_body_bytes` is a 413 before a byte of it is read (it was held open while the client
+/// sent), and a body that does not arrive whole within the body timeout is a 408, so a client
+/// trickling a body cannot hold a connection busy for ever.
+async fn bounded_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let limit = app.options.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit as u64) {
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("request body of {n} bytes: at most {limit} are allowed"),
+        }
+        .into_response();
+    }
+    if declared == Some(0)
+        || (declared.is_none() && !req.headers().contains_key(header::TRANSFER_ENCODING))
+    {
+        return next.run(req).await;
+    }
+    let wait = app.options.limits.body_timeout;
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.to_string().contains("length limit exceeded"));
+            if too_large {
+                ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("request body over {limit} bytes"),
+                }
+            } else {
+                ApiError::bad(format!("reading the request body: {e}"))
+            }
+            .into_response()
+        }
+        Err(_) => ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive whole within {:.1} s",
+                wait.as_secs_f64()
+            ),
+        }
+        .into_response(),
+    }
 }
 
 async fn page() -> Html<&'static str> {
@@ -528,12 +589,13 @@ fn health(app: &App, s: &Searcher) -> Value {
         "lexical": s.has_lexical(),
         "reloads": app.reloads(),
         "uptime_s": app.uptime_s(),
+        "connections": app.connections(),
     })
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let s = app.searcher();
-    let body = app.metrics.render(&[
+    let mut gauges = vec![
         (
             "aisle_products",
             "Products in the served catalog.",
@@ -549,7 +611,32 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             "Seconds since the server started.",
             app.uptime_s(),
         ),
-    ]);
+    ];
+    if let Some(c) = app.connections() {
+        gauges.extend([
+            (
+                "aisle_connections_open",
+                "Open client connections.",
+                c.open as f64,
+            ),
+            (
+                "aisle_connections_cap",
+                "The most open connections at once.",
+                c.cap as f64,
+            ),
+            (
+                "aisle_connections_evicted_total",
+                "Idle connections closed to make room for new ones.",
+                c.evicted as f64,
+            ),
+            (
+                "aisle_connections_shed_total",
+                "Connections answered 503 because every open one was busy.",
+                c.shed as f64,
+            ),
+        ]);
+    }
+    let body = app.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -565,7 +652,7 @@ async fn reload(
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer_token);
             if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
                 return Err(ApiError {
                     status: StatusCode::UNAUTHORIZED,
@@ -602,6 +689,15 @@ async fn reload(
             message: e.to_string(),
         }),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110, 11.1): `bearer x` is as good as `Bearer x`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 /// Compares two secrets in time that depends on their lengths only, not on where they differ.

@@ -27,6 +27,7 @@
 //! ```
 
 mod api;
+mod conn;
 pub mod metrics;
 #[doc(hidden)]
 pub mod test_support;
@@ -39,6 +40,10 @@ use std::time::Instant;
 use aisle_search::Searcher;
 
 pub use api::router;
+pub use conn::{
+    bind, effective_cap, open_file_limit, raise_open_file_limit, raise_open_files_and_say,
+    FileLimit, Limits,
+};
 pub use metrics::Metrics;
 
 /// What can go wrong while reloading.
@@ -76,6 +81,8 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// What `/healthz` says is served (a model file's path, say).
     pub model_label: String,
+    /// What a client can hold: connections, timeouts, head size, shutdown grace.
+    pub limits: Limits,
 }
 
 impl Default for ServeOptions {
@@ -88,6 +95,7 @@ impl Default for ServeOptions {
             max_body_bytes: 64 * 1024,
             admin_token: None,
             model_label: "in-memory model".into(),
+            limits: Limits::default(),
         }
     }
 }
@@ -101,6 +109,8 @@ pub struct App {
     pub options: ServeOptions,
     started: Instant,
     reloads: std::sync::atomic::AtomicU64,
+    /// The open connections, once [`serve`] runs.
+    connections: std::sync::OnceLock<Arc<conn::Table>>,
 }
 
 impl App {
@@ -113,7 +123,21 @@ impl App {
             options,
             started: Instant::now(),
             reloads: std::sync::atomic::AtomicU64::new(0),
+            connections: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Connections: open now, the cap, closed to make room (idle ones), refused with a 503.
+    pub fn connections(&self) -> Option<Connections> {
+        self.connections.get().map(|t| {
+            let (evicted, shed) = t.evicted_and_shed();
+            Connections {
+                open: t.open(),
+                cap: t.cap(),
+                evicted,
+                shed,
+            }
+        })
     }
 
     /// The Searcher in service now. A request holds its own `Arc` for its whole life, so a swap
@@ -176,8 +200,20 @@ impl App {
     }
 }
 
+/// What the connection cap has seen ([`App::connections`]).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Connections {
+    pub open: usize,
+    pub cap: usize,
+    /// Idle connections closed to make room for new ones.
+    pub evicted: u64,
+    /// Connections answered 503 because every open one was busy.
+    pub shed: u64,
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets running
-/// requests finish (graceful shutdown). On Unix, SIGHUP reloads the Searcher.
+/// requests finish, for up to `limits.shutdown_grace` (graceful shutdown). Connections are
+/// bounded as [`Limits`] says (module `conn`). On Unix, SIGHUP reloads the Searcher.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
@@ -198,10 +234,12 @@ pub async fn serve(
             });
         }
     }
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = app.options.limits.clone();
+    let table = Arc::clone(
+        app.connections
+            .get_or_init(|| conn::Table::new(effective_cap(limits.max_connections))),
+    );
+    conn::serve(listener, router(app), table, limits, shutdown).await
 }
 
 /// A server running on its own runtime in a background thread (for tests and benchmarks that
@@ -217,24 +255,16 @@ pub struct Running {
 /// two-worker runtime.
 pub fn spawn(app: App, addr: &str) -> std::io::Result<Running> {
     let app = Arc::new(app);
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = Arc::clone(&app);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let listener = runtime.block_on(bind(addr))?;
+    let addr = listener.local_addr()?;
     let thread = std::thread::spawn(move || {
         runtime.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("aisle-serve: {e}");
-                    return;
-                }
-            };
             let shutdown = async {
                 let _ = stopped.await;
             };

@@ -422,17 +422,26 @@ fn reload_needs_the_admin_token_when_one_is_set() {
     .expect("server");
     let (status, body) = post(&server, "/admin/reload", "");
     assert_eq!(status, 401, "{body}");
-    let mut r = agent()
-        .post(format!("{}/admin/reload", server.url()))
-        .header("authorization", "Bearer s3cret")
-        .send("")
-        .expect("POST");
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{}",
-        r.body_mut().read_to_string().unwrap_or_default()
-    );
+    // The scheme is case-insensitive; the token is not.
+    for (value, want) in [
+        ("Bearer s3cret", 200),
+        ("bearer s3cret", 200),
+        ("BEARER  s3cret", 200),
+        ("Bearer S3CRET", 401),
+        ("Basic s3cret", 401),
+    ] {
+        let mut r = agent()
+            .post(format!("{}/admin/reload", server.url()))
+            .header("authorization", value)
+            .send("")
+            .expect("POST");
+        assert_eq!(
+            r.status().as_u16(),
+            want,
+            "{value}: {}",
+            r.body_mut().read_to_string().unwrap_or_default()
+        );
+    }
     // GET is not a reload.
     let (status, _) = get(&server, "/admin/reload");
     assert_eq!(status, 405);
