@@ -483,7 +483,7 @@ struct WebDriver {
     child: Child,
     log: PathBuf,
     /// Chromium's profile and chromedriver's log; removed after both are gone.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl WebDriver {
@@ -499,8 +499,21 @@ impl WebDriver {
             .try_clone()
             .map_err(|e| format!("clone the log file handle: {e}"))?;
         let port = free_port()?;
+        // Chromium's own messages go into the same log (`--enable-chrome-logs`), so a browser
+        // that dies at start-up says why; its home is the temporary directory, so nothing in the
+        // runner's HOME (read-only, full, or locked by an earlier run) can stop it.
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).map_err(|e| format!("create {}: {e}", home.display()))?;
         let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .arg("--enable-chrome-logs")
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            // No D-Bus: a bus that exists but does not answer can stall Chromium's start-up
+            // for longer than chromedriver waits for it.
+            .env("DBUS_SESSION_BUS_ADDRESS", "disabled:")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "disabled:")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -512,7 +525,7 @@ impl WebDriver {
             session: None,
             child,
             log,
-            _dir: dir,
+            dir,
         };
         wd.wait_ready()?;
 
@@ -541,9 +554,36 @@ impl WebDriver {
             },
         });
         let url = format!("{}/session", wd.base);
-        let created = wd
-            .request("POST", &url, Some(capabilities))
-            .map_err(|e| format!("{e}\n--- chromedriver log ---\n{}", log_tail(&wd.log)))?;
+        let created = match wd.request("POST", &url, Some(capabilities.clone())) {
+            Ok(created) => created,
+            Err(first) => {
+                // One more try with a fresh profile: a start-up that timed out under load is
+                // not the page's fault. The first failure is printed either way.
+                eprintln!(
+                    "browser test: the first session failed: {first}\n{}\n--- chromedriver log ---\n{}",
+                    machine_state(wd.dir.path()),
+                    log_tail(&wd.log)
+                );
+                let mut retry = capabilities;
+                if let Some(args) = retry["capabilities"]["alwaysMatch"]["goog:chromeOptions"]
+                    ["args"]
+                    .as_array_mut()
+                {
+                    args.retain(|a| !a.as_str().is_some_and(|a| a.starts_with("--user-data-dir")));
+                    args.push(json!(format!(
+                        "--user-data-dir={}",
+                        wd.dir.path().join("profile-2").display()
+                    )));
+                }
+                wd.request("POST", &url, Some(retry)).map_err(|e| {
+                    format!(
+                        "{e}\n{}\n--- chromedriver log ---\n{}",
+                        machine_state(wd.dir.path()),
+                        log_tail(&wd.log)
+                    )
+                })?
+            }
+        };
         let session = created["sessionId"]
             .as_str()
             .ok_or_else(|| format!("POST /session: no sessionId in {created}"))?;
@@ -731,6 +771,37 @@ impl Drop for WebDriver {
             eprintln!("--- chromedriver log ---\n{}", log_tail(&self.log));
         }
     }
+}
+
+/// What may starve a browser's start-up: the load, the free space where its profile lives, and
+/// the servers still running (a test that left Qdrant nodes or an aisle server behind).
+fn machine_state(dir: &Path) -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let df = Command::new("df")
+        .arg("-h")
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut running: std::collections::BTreeMap<String, usize> = Default::default();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            if let Ok(comm) = std::fs::read_to_string(p.path().join("comm")) {
+                let comm = comm.trim();
+                if ["qdrant", "aisle", "chrom"]
+                    .iter()
+                    .any(|n| comm.starts_with(n))
+                {
+                    *running.entry(comm.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    format!(
+        "--- machine ---\nload average: {}\n{}processes: {running:?}",
+        load.trim(),
+        df
+    )
 }
 
 fn log_tail(path: &Path) -> String {
