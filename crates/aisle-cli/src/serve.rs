@@ -208,10 +208,16 @@ fn build_searcher(
     } else {
         uses.history.unwrap_or(file.history)
     };
+    // A saved index's header must name this model file (read again at each reload).
+    let model_digest = match index {
+        IndexChoice::Saved(_) => Some(aisle_search::rerank::HeadFile::model_digest(model_path)?),
+        _ => None,
+    };
     let opts = SearcherOptions {
         index: index.clone(),
         history: tower_history,
         history_boost: uses.history_boost,
+        model_digest,
         ..SearcherOptions::default()
     };
     let mut searcher = Searcher::build(Arc::clone(ds), file.model, histories, &opts)
@@ -496,8 +502,12 @@ pub fn index(args: IndexArgs) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let stamp = aisle_search::IndexStamp {
+        model_digest: aisle_search::rerank::HeadFile::model_digest(&model_path)?,
+        catalog_digest: aisle_search::qdrant::catalog_digest(&ds),
+    };
     index
-        .save(&out)
+        .save(&out, &stamp)
         .with_context(|| format!("writing {}", out.display()))?;
     let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("index                {}", out.display());

@@ -547,6 +547,34 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
         .send("")
         .expect("reload");
     assert_eq!(r.status().as_u16(), 200);
+    // The served index is a copy, not a mapping: cutting the file under the server (this
+    // killed it with SIGBUS when the file was memory-mapped) leaves searches answering, and a
+    // reload of the cut file is refused by its checksum while the loaded index keeps serving.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .and_then(|f| f.set_len(4096))
+        .expect("truncate the served index");
+    let search = |agent: &ureq::Agent| {
+        agent
+            .get(format!("{url}/search?q=shoes&k=3"))
+            .call()
+            .expect("search")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(search(&agent), 200);
+    let mut r = agent
+        .post(format!("{url}/admin/reload"))
+        .send("")
+        .expect("reload");
+    let body = r.body_mut().read_to_string().expect("body");
+    assert_eq!(r.status().as_u16(), 500, "{body}");
+    assert!(
+        body.contains("index.usearch") && body.contains("cut"),
+        "{body}"
+    );
+    assert_eq!(search(&agent), 200);
     let killed = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()

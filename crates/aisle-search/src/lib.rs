@@ -36,5 +36,5 @@ pub use searcher::{
 };
 pub use vector::{
     ann_quality, recall_at_k, search_batch, AnnQuality, ExactIndex, Filter, HnswIndex, HnswParams,
-    Quantization, VectorIndex,
+    IndexStamp, Quantization, VectorIndex,
 };

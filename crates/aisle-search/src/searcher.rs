@@ -23,7 +23,7 @@ use aisle_model::{FeatureRows, Model, Side};
 use crate::error::{Result, SearchError};
 use crate::lexical::{Bm25Index, FieldBoosts};
 use crate::rerank::{Past, Reranker, Signals, FEATURES, QUERY_CANDIDATES};
-use crate::vector::{dot, ExactIndex, HnswIndex, HnswParams, VectorIndex};
+use crate::vector::{dot, ExactIndex, HnswIndex, HnswParams, IndexStamp, VectorIndex};
 
 /// The most hits one request may ask for.
 pub const MAX_K: usize = 1000;
@@ -134,7 +134,8 @@ pub enum IndexChoice {
     Exact,
     /// A usearch HNSW graph built now.
     Hnsw(HnswParams),
-    /// A graph saved by `aisle index`, memory-mapped.
+    /// A graph saved by `aisle index`, read into memory after its header, checksums and
+    /// digests are checked.
     Saved(std::path::PathBuf),
     /// A collection uploaded by `aisle index --backend qdrant`, searched in Qdrant.
     Qdrant(crate::qdrant::QdrantTarget),
@@ -156,6 +157,10 @@ pub struct SearcherOptions {
     /// `score(p) = q' . p + beta * max_j h_j . p` over the dense top 100 and the customer's own
     /// earlier products. 0 leaves scores as the towers give them.
     pub history_boost: f32,
+    /// The served model file's digest ([`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest)):
+    /// a saved index whose header names another model is refused. `None` checks only the
+    /// catalog.
+    pub model_digest: Option<String>,
 }
 
 impl Default for SearcherOptions {
@@ -166,6 +171,7 @@ impl Default for SearcherOptions {
             lexical: Some(FieldBoosts::default()),
             exact_filter_max: EXACT_FILTER_MAX,
             history_boost: 0.0,
+            model_digest: None,
         }
     }
 }
@@ -327,7 +333,11 @@ impl Searcher {
             IndexChoice::Exact => (Box::new(ExactIndex::new(d, vectors.clone())?), "exact"),
             IndexChoice::Hnsw(params) => (Box::new(HnswIndex::build(d, &vectors, params)?), "hnsw"),
             IndexChoice::Saved(path) => {
-                let index = HnswIndex::view(path, d)?;
+                let expected = IndexStamp {
+                    model_digest: opts.model_digest.clone().unwrap_or_default(),
+                    catalog_digest: crate::qdrant::catalog_digest(&ds),
+                };
+                let index = HnswIndex::load_checked(path, d, &expected)?;
                 if let Some(reason) = index_misses(&index, &vectors, d)? {
                     return Err(SearchError::BadIndexFile {
                         path: path.to_path_buf(),

@@ -9,7 +9,7 @@ mod exact;
 mod hnsw;
 
 pub use exact::{dot, ExactIndex};
-pub use hnsw::{HnswIndex, HnswParams, Quantization};
+pub use hnsw::{HnswIndex, HnswParams, IndexStamp, Quantization, INDEX_FORMAT, INDEX_MAGIC};
 
 use aisle_core::{NodeId, ProductId};
 

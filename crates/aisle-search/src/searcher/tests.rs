@@ -494,46 +494,66 @@ fn bad_requests_are_errors() {
 }
 
 #[test]
-fn a_saved_index_from_another_catalog_is_refused() {
+fn a_saved_index_from_another_catalog_or_model_is_refused() {
     let s = searcher(false, IndexChoice::Exact);
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("other.usearch");
-    let other = crate::vector::testdata::low_rank(s.dataset().catalog.len(), 32, 4, 0.1, 3);
-    HnswIndex::build(32, &other, &HnswParams::default())
-        .expect("build")
-        .save(&path)
-        .expect("save");
-    let (ds, model) = world(false);
-    let err = Searcher::build(
-        ds,
-        model,
-        Histories::default(),
-        &SearcherOptions {
-            index: IndexChoice::Saved(path.clone()),
-            ..SearcherOptions::default()
-        },
-    )
-    .expect_err("another catalog's vectors");
-    assert!(err.to_string().contains("another model"), "{err}");
-    // The right one opens.
     let d = s.model().dim();
+    let this_catalog = crate::qdrant::catalog_digest(s.dataset());
+    let open = |path: &std::path::Path, model_digest: Option<&str>| {
+        let (ds, model) = world(false);
+        Searcher::build(
+            ds,
+            model,
+            Histories::default(),
+            &SearcherOptions {
+                index: IndexChoice::Saved(path.to_path_buf()),
+                model_digest: model_digest.map(str::to_owned),
+                ..SearcherOptions::default()
+            },
+        )
+    };
+    let save = |path: &std::path::Path, rows: &[f32], model: &str, catalog: &str| {
+        HnswIndex::build(d, rows, &HnswParams::default())
+            .expect("build")
+            .save(
+                path,
+                &IndexStamp {
+                    model_digest: model.into(),
+                    catalog_digest: catalog.into(),
+                },
+            )
+            .expect("save");
+    };
+    // Stamped for this catalog, but other vectors: the products do not find themselves.
+    let other = dir.path().join("other.usearch");
+    let rows = crate::vector::testdata::low_rank(s.dataset().catalog.len(), d, 4, 0.1, 3);
+    save(&other, &rows, "00000000", &this_catalog);
+    let err = open(&other, None).expect_err("another model's vectors");
+    assert!(err.to_string().contains("another model"), "{err}");
+    // The header names another catalog, or another model than the one served.
+    let foreign = dir.path().join("foreign.usearch");
+    save(&foreign, &s.vectors, "aaaaaaaa", "ffffffff");
+    let err = open(&foreign, None).expect_err("another catalog");
+    assert!(err.to_string().contains("another catalog"), "{err}");
     let good = dir.path().join("good.usearch");
-    HnswIndex::build(d, &s.vectors, &HnswParams::default())
-        .expect("build")
-        .save(&good)
-        .expect("save");
-    let (ds, model) = world(false);
-    let opened = Searcher::build(
-        ds,
-        model,
-        Histories::default(),
-        &SearcherOptions {
-            index: IndexChoice::Saved(good),
-            ..SearcherOptions::default()
-        },
-    )
-    .expect("opens");
+    save(&good, &s.vectors, "aaaaaaaa", &this_catalog);
+    let err = open(&good, Some("bbbbbbbb")).expect_err("another model");
+    assert!(
+        err.to_string().contains("another model") && err.to_string().contains("aaaaaaaa"),
+        "{err}"
+    );
+    // The right one opens, and keeps serving when its file is truncated under it.
+    let opened = open(&good, Some("aaaaaaaa")).expect("opens");
     assert_eq!(opened.index_kind(), "hnsw (saved)");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&good)
+        .and_then(|f| f.set_len(4096))
+        .expect("truncate");
+    let title = s.dataset().catalog.get(ProductId(0)).title.clone();
+    opened
+        .search(&Request::new(&title, 5))
+        .expect("searches after the file was truncated");
 }
 
 #[test]

@@ -4,9 +4,20 @@
 //! that finds none free ("Reserve capacity ahead of searches!"). [`HnswIndex`] therefore reserves
 //! a known number of contexts and admits at most that many calls at once through a small gate, so
 //! a server with more request threads than cores waits instead of erroring.
+//!
+//! ## The index file
+//!
+//! `aisle index` writes `MAGIC`, a little-endian `u32` length, a JSON header ([`IndexStamp`]:
+//! format version, dimensions, vector count, the model's and the catalog's digests, the
+//! payload's length and CRC-32), the header's own CRC-32 (`u32`), then usearch's serialized
+//! graph. Opening a file reads it whole into memory, checks both checksums and the digests the
+//! caller expects, and copies the graph into usearch. It is never memory-mapped: a file that
+//! another process truncates or overwrites under a mapping kills the server with SIGBUS on its
+//! next search, which a copy cannot suffer (the cost: opening reads the whole file, and holds it
+//! twice in memory for a moment).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Condvar, Mutex};
 
 use aisle_core::ProductId;
@@ -127,8 +138,37 @@ pub struct HnswIndex {
     dim: usize,
     quantization: Quantization,
     gate: Gate,
-    /// The file a viewed index maps (it must stay in place while the index lives).
-    viewed: Option<PathBuf>,
+    /// What its file's header said, for an index opened from a file.
+    stamp: Option<IndexStamp>,
+}
+
+/// The first bytes of every index file aisle writes.
+pub const INDEX_MAGIC: &[u8; 8] = b"AISLEIDX";
+
+/// The index file format this build writes and reads.
+pub const INDEX_FORMAT: u32 = 1;
+
+/// What an index file was built from: the model that encoded the vectors and the catalog they
+/// are rows of. Written into the file's header, checked when it is opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexStamp {
+    /// The model file's digest ([`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest)).
+    pub model_digest: String,
+    /// The catalog's digest ([`catalog_digest`](crate::qdrant::catalog_digest)): row `i` of the
+    /// index is product `i` of that catalog.
+    pub catalog_digest: String,
+}
+
+/// An index file's JSON header.
+#[derive(Debug, Serialize, Deserialize)]
+struct FileHeader {
+    format: u32,
+    dim: usize,
+    count: usize,
+    #[serde(flatten)]
+    stamp: IndexStamp,
+    payload_bytes: u64,
+    payload_crc32: String,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -139,7 +179,7 @@ impl std::fmt::Debug for HnswIndex {
             .field("quantization", &self.quantization)
             .field("connectivity", &self.index.connectivity())
             .field("expansion_search", &self.index.expansion_search())
-            .field("viewed", &self.viewed)
+            .field("stamp", &self.stamp)
             .finish()
     }
 }
@@ -191,7 +231,7 @@ impl HnswIndex {
             dim,
             quantization: params.quantization,
             gate: Gate::new(contexts),
-            viewed: None,
+            stamp: None,
         };
 
         // Vectors go in in a fixed pseudo-random order, not in catalog order: catalogs come
@@ -240,7 +280,7 @@ impl HnswIndex {
         self.index.change_expansion_search(n.max(1));
     }
 
-    /// Approximate bytes held in memory (for a viewed index, mostly the mapping).
+    /// Approximate bytes held in memory.
     pub fn memory_usage(&self) -> usize {
         self.index.memory_usage()
     }
@@ -297,47 +337,95 @@ impl HnswIndex {
         self.hits(&matches.keys, &matches.distances)
     }
 
-    /// Writes the index to `path` atomically: into a temporary file beside it, flushed, then
-    /// renamed over `path`.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+    /// What the header of the file it was opened from said (`None` for a graph built here).
+    pub fn stamp(&self) -> Option<&IndexStamp> {
+        self.stamp.as_ref()
+    }
+
+    /// Writes the index to `path` with a header saying what it was built from (see the module
+    /// docs), atomically: into a temporary file beside it, flushed, then renamed over `path`.
+    pub fn save(&self, path: impl AsRef<Path>, stamp: &IndexStamp) -> Result<()> {
         let path = path.as_ref();
-        aisle_core::io::remove_stale_temps(path);
-        let tmp = aisle_core::io::temp_path(path);
-        let result = (|| {
-            self.index
-                .save(utf8(&tmp)?)
-                .map_err(|e| SearchError::usearch(format!("save {}", tmp.display()), e))?;
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| SearchError::io(&tmp, e))?;
-            fs::rename(&tmp, path).map_err(|e| SearchError::io(path, e))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let mut payload = vec![0u8; self.index.serialized_length()];
+        self.index
+            .save_to_buffer(&mut payload)
+            .map_err(|e| SearchError::usearch(format!("serialize for {}", path.display()), e))?;
+        let header = FileHeader {
+            format: INDEX_FORMAT,
+            dim: self.dim,
+            count: self.len(),
+            stamp: stamp.clone(),
+            payload_bytes: payload.len() as u64,
+            payload_crc32: format!("{:08x}", crc32fast::hash(&payload)),
+        };
+        let json = serde_json::to_vec(&header).map_err(|e| SearchError::BadIndexFile {
+            path: path.to_path_buf(),
+            reason: format!("encoding the header: {e}"),
+        })?;
+        let json_len = u32::try_from(json.len()).map_err(|_| SearchError::BadIndexFile {
+            path: path.to_path_buf(),
+            reason: "header over 4 GiB".into(),
+        })?;
+        aisle_core::io::write_atomic(path, |w| {
+            w.write_all(INDEX_MAGIC)?;
+            w.write_all(&json_len.to_le_bytes())?;
+            w.write_all(&json)?;
+            w.write_all(&crc32fast::hash(&json).to_le_bytes())?;
+            w.write_all(&payload)
+        })
+        .map_err(|e| SearchError::io(path, e))
     }
 
-    /// Memory-maps a saved index (fast: the graph is not copied). The file must stay in place,
-    /// unmodified, while the index lives; [`save`](Self::save) replaces files by rename, which
-    /// leaves a mapped old version intact.
-    pub fn view(path: impl AsRef<Path>, dim: usize) -> Result<Self> {
-        Self::open(path.as_ref(), dim, true)
-    }
-
-    /// Reads a saved index into memory.
+    /// Reads a saved index into memory, checking its header and checksums.
     pub fn load(path: impl AsRef<Path>, dim: usize) -> Result<Self> {
-        Self::open(path.as_ref(), dim, false)
+        Self::open(path.as_ref(), dim, None)
     }
 
-    fn open(path: &Path, dim: usize, view: bool) -> Result<Self> {
+    /// Like [`load`](Self::load), and refuses a file whose header names another model or
+    /// catalog than `expected` (an empty digest there is not checked).
+    pub fn load_checked(path: impl AsRef<Path>, dim: usize, expected: &IndexStamp) -> Result<Self> {
+        Self::open(path.as_ref(), dim, Some(expected))
+    }
+
+    fn open(path: &Path, dim: usize, expected: Option<&IndexStamp>) -> Result<Self> {
         let bad = |reason: String| SearchError::BadIndexFile {
             path: path.to_path_buf(),
             reason,
         };
-        fs::metadata(path).map_err(|e| SearchError::io(path, e))?;
-        let path_str = utf8(path)?;
-        let meta = Index::metadata(path_str).map_err(|e| bad(e.to_string()))?;
+        // Read whole, never mapped (see the module docs).
+        let bytes = fs::read(path).map_err(|e| SearchError::io(path, e))?;
+        let (header, payload) = split_file(&bytes).map_err(bad)?;
+        if header.format != INDEX_FORMAT {
+            return Err(bad(format!(
+                "index file format {}; this build reads format {INDEX_FORMAT} (rebuild it with `aisle index`)",
+                header.format
+            )));
+        }
+        if let Some(want) = expected {
+            for (what, want, got) in [
+                ("model", &want.model_digest, &header.stamp.model_digest),
+                (
+                    "catalog",
+                    &want.catalog_digest,
+                    &header.stamp.catalog_digest,
+                ),
+            ] {
+                if !want.is_empty() && want != got {
+                    return Err(bad(format!(
+                        "built for another {what}: its header says {what} digest {got}, the one \
+                         served has {want} (rebuild it with `aisle index`)"
+                    )));
+                }
+            }
+        }
+        if header.dim != dim {
+            return Err(SearchError::DimensionMismatch {
+                expected: dim,
+                actual: header.dim,
+                path: Some(path.to_path_buf()),
+            });
+        }
+        let meta = Index::metadata_from_buffer(payload).map_err(|e| bad(e.to_string()))?;
         if meta.version_major != 2 {
             return Err(bad(format!(
                 "written by usearch {}.{}.{}; this build reads usearch 2.x files",
@@ -379,17 +467,14 @@ impl HnswIndex {
             ..Self::options(dim, &params)
         };
         let index = Index::new(&options).map_err(|e| SearchError::usearch("create index", e))?;
-        // Reserving before opening fixes the number of thread contexts, which `view` keeps.
+        // Reserving before loading fixes the number of thread contexts.
         let contexts = context_count();
         index
             .reserve_capacity_and_threads(0, contexts)
             .map_err(|e| SearchError::usearch("reserve thread contexts", e))?;
-        let opened = if view {
-            index.view(path_str)
-        } else {
-            index.load(path_str)
-        };
-        opened.map_err(|e| bad(e.to_string()))?;
+        index
+            .load_from_buffer(payload)
+            .map_err(|e| bad(e.to_string()))?;
         if index.dimensions() != dim {
             return Err(SearchError::DimensionMismatch {
                 expected: dim,
@@ -397,10 +482,10 @@ impl HnswIndex {
                 path: Some(path.to_path_buf()),
             });
         }
-        if index.size() as u64 != meta.count_present {
+        if index.size() as u64 != meta.count_present || index.size() != header.count {
             return Err(bad(format!(
                 "header says {} vectors, graph holds {}",
-                meta.count_present,
+                header.count,
                 index.size()
             )));
         }
@@ -410,9 +495,48 @@ impl HnswIndex {
             dim,
             quantization,
             gate: Gate::new(contexts),
-            viewed: view.then(|| path.to_path_buf()),
+            stamp: Some(header.stamp),
         })
     }
+}
+
+/// An index file's header and payload, both checked against their checksums.
+fn split_file(bytes: &[u8]) -> std::result::Result<(FileHeader, &[u8]), String> {
+    let Some(rest) = bytes.strip_prefix(INDEX_MAGIC.as_slice()) else {
+        return Err(
+            "no aisle index header: a file from before index files had one, or not an aisle \
+             index (rebuild it with `aisle index`)"
+                .into(),
+        );
+    };
+    let cut = |what: &str| format!("cut short in the {what} ({} bytes in all)", bytes.len());
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(|| cut("header"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len + 4 {
+        return Err(cut("header"));
+    }
+    let (json, rest) = rest.split_at(len);
+    let (crc, payload) = rest.split_first_chunk::<4>().ok_or_else(|| cut("header"))?;
+    if crc32fast::hash(json) != u32::from_le_bytes(*crc) {
+        return Err("the header's checksum does not match: the file is damaged".into());
+    }
+    let header: FileHeader =
+        serde_json::from_slice(json).map_err(|e| format!("unreadable header: {e}"))?;
+    if payload.len() as u64 != header.payload_bytes {
+        return Err(format!(
+            "the header says {} bytes of graph, the file holds {}: it was cut short or added to",
+            header.payload_bytes,
+            payload.len()
+        ));
+    }
+    let crc = format!("{:08x}", crc32fast::hash(payload));
+    if crc != header.payload_crc32 {
+        return Err(format!(
+            "the graph's CRC-32 is {crc}, its header says {}: the file is damaged",
+            header.payload_crc32
+        ));
+    }
+    Ok((header, payload))
 }
 
 impl VectorIndex for HnswIndex {
@@ -457,13 +581,6 @@ impl VectorIndex for HnswIndex {
     ) -> Result<Vec<(ProductId, f32)>> {
         self.search_filtered(query, k, filter.keep)
     }
-}
-
-/// usearch takes paths as UTF-8 strings.
-fn utf8(path: &Path) -> Result<&str> {
-    path.to_str().ok_or_else(|| {
-        SearchError::InvalidArgument(format!("index path {} is not valid UTF-8", path.display()))
-    })
 }
 
 #[cfg(test)]
@@ -524,8 +641,15 @@ mod tests {
         }
     }
 
+    fn stamp() -> IndexStamp {
+        IndexStamp {
+            model_digest: "0badcafe".into(),
+            catalog_digest: "12345678".into(),
+        }
+    }
+
     #[test]
-    fn save_view_load_round_trip() {
+    fn save_load_round_trip() {
         let rows = data(2000, 3);
         let queries = data(50, 4);
         let params = HnswParams {
@@ -535,7 +659,7 @@ mod tests {
         let hnsw = HnswIndex::build(DIM, &rows, &params).expect("hnsw");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("products.usearch");
-        hnsw.save(&path).expect("save");
+        hnsw.save(&path, &stamp()).expect("save");
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .expect("read dir")
             .filter_map(|e| e.ok())
@@ -543,20 +667,105 @@ mod tests {
             .collect();
         assert_eq!(leftovers.len(), 1, "no temp file left: {leftovers:?}");
 
-        let viewed = HnswIndex::view(&path, DIM).expect("view");
-        let loaded = HnswIndex::load(&path, DIM).expect("load");
-        assert_eq!(viewed.len(), hnsw.len());
+        let loaded = HnswIndex::load_checked(&path, DIM, &stamp()).expect("load");
+        assert_eq!(loaded.len(), hnsw.len());
+        assert_eq!(loaded.stamp(), Some(&stamp()));
         for q in queries.chunks_exact(DIM) {
             let a = hnsw.search(q, 10).expect("search");
-            assert_eq!(a, viewed.search(q, 10).expect("viewed search"));
             assert_eq!(a, loaded.search(q, 10).expect("loaded search"));
         }
-        // Saving over an existing file while it is viewed leaves the view intact.
-        hnsw.save(&path).expect("save again");
+        // The file is not mapped: truncating it, or writing another over it, under a loaded
+        // index changes nothing (a mapped file killed the process with SIGBUS here).
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(4096))
+            .expect("truncate");
         assert_eq!(
-            viewed.search(&queries[..DIM], 5).expect("search"),
+            loaded.search(&queries[..DIM], 5).expect("search"),
             hnsw.search(&queries[..DIM], 5).expect("search")
         );
+        fs::write(&path, vec![0u8; 100]).expect("overwrite");
+        assert_eq!(
+            loaded.search(&queries[DIM..2 * DIM], 5).expect("search"),
+            hnsw.search(&queries[DIM..2 * DIM], 5).expect("search")
+        );
+    }
+
+    #[test]
+    fn damaged_cut_foreign_and_headerless_files_are_refused() {
+        let rows = data(800, 7);
+        let hnsw = HnswIndex::build(DIM, &rows, &HnswParams::default()).expect("hnsw");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.usearch");
+        hnsw.save(&path, &stamp()).expect("save");
+        let good = fs::read(&path).expect("read");
+        let refused = |bytes: &[u8], expected: &IndexStamp, what: &str| -> String {
+            let p = dir.path().join("probe.usearch");
+            fs::write(&p, bytes).expect("write");
+            let err = HnswIndex::load_checked(&p, DIM, expected).expect_err(what);
+            assert!(
+                matches!(err, SearchError::BadIndexFile { .. }),
+                "{what}: {err}"
+            );
+            err.to_string()
+        };
+        // 200 bytes overwritten in the graph, as the probe did: each position refused.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let header_end = good.len() - hnsw.index.serialized_length();
+        for _ in 0..20 {
+            let mut damaged = good.clone();
+            let at = header_end + (next() as usize) % (good.len() - header_end - 200);
+            for b in &mut damaged[at..at + 200] {
+                *b = next() as u8;
+            }
+            if damaged != good {
+                let msg = refused(&damaged, &stamp(), "damaged");
+                assert!(msg.contains("damaged"), "{msg}");
+            }
+        }
+        // One flipped bit in the header.
+        let mut flipped = good.clone();
+        flipped[INDEX_MAGIC.len() + 10] ^= 1;
+        assert!(refused(&flipped, &stamp(), "header bit").contains("checksum"));
+        // Cut short, and added to.
+        let msg = refused(&good[..good.len() - 1], &stamp(), "cut");
+        assert!(msg.contains("cut short"), "{msg}");
+        let msg = refused(&good[..20], &stamp(), "cut in the header");
+        assert!(msg.contains("cut short"), "{msg}");
+        let mut longer = good.clone();
+        longer.push(0);
+        refused(&longer, &stamp(), "added to");
+        // Another model's or catalog's index.
+        let other_model = IndexStamp {
+            model_digest: "deadbeef".into(),
+            ..stamp()
+        };
+        let msg = refused(&good, &other_model, "other model");
+        assert!(
+            msg.contains("another model") && msg.contains("0badcafe"),
+            "{msg}"
+        );
+        let other_catalog = IndexStamp {
+            catalog_digest: "87654321".into(),
+            ..stamp()
+        };
+        assert!(refused(&good, &other_catalog, "other catalog").contains("another catalog"));
+        // A plain usearch file (what `aisle index` wrote before the header).
+        let plain = dir.path().join("plain.usearch");
+        hnsw.index
+            .save(plain.to_str().expect("utf-8"))
+            .expect("usearch save");
+        let msg = refused(&fs::read(&plain).expect("read"), &stamp(), "plain usearch");
+        assert!(msg.contains("no aisle index header"), "{msg}");
+        // The intact file still opens.
+        HnswIndex::load_checked(&path, DIM, &stamp()).expect("intact");
     }
 
     #[test]
@@ -565,9 +774,9 @@ mod tests {
         let hnsw = HnswIndex::build(DIM, &rows, &HnswParams::default()).expect("hnsw");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("i.usearch");
-        hnsw.save(&path).expect("save");
+        hnsw.save(&path, &stamp()).expect("save");
 
-        let err = HnswIndex::view(&path, 32).expect_err("dim mismatch");
+        let err = HnswIndex::load(&path, 32).expect_err("dim mismatch");
         assert!(
             matches!(
                 err,
@@ -584,9 +793,7 @@ mod tests {
             msg.contains("expected 32, got 64") && msg.contains("i.usearch"),
             "{msg}"
         );
-        assert!(HnswIndex::load(&path, 32).is_err());
-
-        let missing = HnswIndex::view(dir.path().join("nope"), DIM).expect_err("missing");
+        let missing = HnswIndex::load(dir.path().join("nope"), DIM).expect_err("missing");
         assert!(matches!(missing, SearchError::Io { .. }), "{missing}");
 
         let junk = dir.path().join("junk.usearch");
@@ -595,9 +802,8 @@ mod tests {
             b"definitely not an index, but long enough to have a header......",
         )
         .expect("write");
-        let err = HnswIndex::view(&junk, DIM).expect_err("junk");
+        let err = HnswIndex::load(&junk, DIM).expect_err("junk");
         println!("junk file: {err}");
-        assert!(HnswIndex::load(&junk, DIM).is_err());
 
         // Queries of the wrong length are errors too.
         assert!(matches!(
