@@ -63,6 +63,10 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Evaluate a model trained on another dataset (its recorded dataset digest is not this
+    /// dataset's). Refused without it; with it, the report says so.
+    #[arg(long)]
+    pub allow_other_dataset: bool,
     #[command(flatten)]
     pub backend: crate::backend::BackendArgs,
     /// HNSW search effort of the Qdrant backend (hnsw_ef) [default: the collection's].
@@ -97,6 +101,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             owned.push(Box::new(RepurchaseRanker::new(&ds, split)));
         }
     }
+    let mut other_data: Vec<String> = Vec::new();
     for spec in &args.model {
         let (name, path) = match spec.split_once('=') {
             Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
@@ -106,7 +111,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             model,
             meta,
             history,
-        } = crate::model_file::load(&path, &ds, "evaluated")?;
+            other_dataset,
+        } = crate::model_file::load(&path, &ds, "evaluated", args.allow_other_dataset)?;
+        other_data.extend(other_dataset);
         let history = args.history.unwrap_or(history);
         let index = args
             .backend
@@ -220,7 +227,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         seed: args.data.seed(),
         ..EvalConfig::default()
     };
-    let report = evaluate(&ds, split, &rankers, &cfg)?;
+    let mut report = evaluate(&ds, split, &rankers, &cfg)?;
+    report.notes.extend(other_data);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

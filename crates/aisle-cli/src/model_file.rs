@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use aisle_core::Dataset;
 use aisle_model::Model;
@@ -13,22 +13,34 @@ pub(crate) struct ModelFile {
     pub meta: serde_json::Value,
     /// Earlier interactions its personalized tower reads, as it was trained [50].
     pub history: usize,
+    /// Set when the model was trained on other data and `--allow-other-dataset` let it through:
+    /// one line saying so, which every answer made with the model must carry.
+    pub other_dataset: Option<String>,
 }
 
-/// Loads `path`, warning when the model was trained on another dataset than `ds` (`used`
-/// says what for: "evaluated", "served").
-pub(crate) fn load(path: &Path, ds: &Dataset, used: &str) -> Result<ModelFile> {
+/// Loads `path` and checks that it was trained on `ds` (`used` says what for: "evaluated",
+/// "served"). A model trained on other data is refused unless `allow_other_dataset`, and then
+/// carries a note saying so.
+pub(crate) fn load(
+    path: &Path,
+    ds: &Dataset,
+    used: &str,
+    allow_other_dataset: bool,
+) -> Result<ModelFile> {
     let (model, meta) = aisle_model::artifact::load(path)
         .with_context(|| format!("loading model {}", path.display()))?;
-    if let Some(trained_on) = meta.get("dataset").and_then(|d| d.as_str()) {
-        if trained_on != ds.name {
-            eprintln!(
-                "warning: {} was trained on `{trained_on}`, {used} on `{}`",
-                path.display(),
-                ds.name
-            );
+    let other_dataset = match other_dataset(path, &meta, ds, used) {
+        None => None,
+        Some(why) if allow_other_dataset => {
+            let note = format!("{why} (allowed by --allow-other-dataset)");
+            eprintln!("warning: {note}");
+            Some(note)
         }
-    }
+        Some(why) => bail!(
+            "{why}: its figures would not be this dataset's (train on it, or pass \
+             --allow-other-dataset to use it anyway)"
+        ),
+    };
     let history = meta
         .get("personalize")
         .and_then(|p| p.get("history"))
@@ -38,5 +50,43 @@ pub(crate) fn load(path: &Path, ds: &Dataset, used: &str) -> Result<ModelFile> {
         model,
         meta,
         history,
+        other_dataset,
+    })
+}
+
+/// Why the model at `path`, with metadata `meta`, was not trained on `ds`; `None` when it was.
+/// A model file from before `dataset_digest` was recorded is compared by dataset name only.
+pub(crate) fn other_dataset(
+    path: &Path,
+    meta: &serde_json::Value,
+    ds: &Dataset,
+    used: &str,
+) -> Option<String> {
+    let name = meta.get("dataset").and_then(|d| d.as_str());
+    let Some(trained) = meta.get("dataset_digest").and_then(|d| d.as_str()) else {
+        return match name {
+            Some(n) if n == ds.name => None,
+            Some(n) => Some(format!(
+                "{} was trained on `{n}`, {used} on `{}`",
+                path.display(),
+                ds.name
+            )),
+            None => Some(format!(
+                "{} does not say which dataset it was trained on (no `dataset` in its metadata), \
+                 {used} on `{}`",
+                path.display(),
+                ds.name
+            )),
+        };
+    };
+    let here = ds.digest();
+    (trained != here).then(|| {
+        format!(
+            "{} was trained on `{}` with dataset digest {trained}, {used} on `{}` whose digest is \
+             {here}",
+            path.display(),
+            name.unwrap_or("?"),
+            ds.name
+        )
     })
 }

@@ -51,6 +51,10 @@ pub struct ModelSource {
     /// Training steps when the default model has to be trained.
     #[arg(long, default_value_t = 2000)]
     pub train_steps: u64,
+    /// Use a model trained on another dataset (its recorded dataset digest is not this
+    /// dataset's). Refused without it; with it, every answer says so.
+    #[arg(long)]
+    pub allow_other_dataset: bool,
 }
 
 impl ModelSource {
@@ -74,7 +78,14 @@ impl ModelSource {
         }
         let path = self.default_model(ds);
         if path.exists() {
-            return Ok(path);
+            // The default model follows the dataset: one trained on other data (an older
+            // generator, changed files) is trained again rather than refused.
+            let (_, meta) = aisle_model::artifact::load(&path)
+                .with_context(|| format!("loading model {}", path.display()))?;
+            match crate::model_file::other_dataset(&path, &meta, ds, "served") {
+                None => return Ok(path),
+                Some(why) => eprintln!("{why}: training the default model again"),
+            }
         }
         let dir = path
             .parent()
@@ -88,7 +99,7 @@ impl ModelSource {
         };
         cfg.validate()?;
         eprintln!(
-            "no model at {}: training a personalized TB-HNS model on {} ({} steps) first",
+            "training a personalized TB-HNS model for {} on {} ({} steps) first",
             path.display(),
             ds.name,
             cfg.steps
@@ -143,15 +154,18 @@ fn index_choice(
 /// search`, docs/serving.md).
 const SERVE_EXPANSION_SEARCH: usize = 256;
 
-/// How the served Searcher reads customers' histories.
+/// How the served Searcher uses its model: the histories it reads, the head, and whether a
+/// model trained on another dataset is let through.
 #[derive(Clone)]
-struct HistoryUse {
+struct ModelUse {
     /// Earlier interactions read [default: as the model was trained].
     history: Option<usize>,
     history_boost: f32,
     /// The learned re-ranking head: a given file, or `rerank.json` beside the model when there
     /// is one (looked for again at every reload); none with `--no-rerank`.
     head: HeadChoice,
+    /// `--allow-other-dataset`: serve a model trained on other data, saying so in every answer.
+    allow_other_dataset: bool,
 }
 
 #[derive(Clone)]
@@ -198,9 +212,9 @@ fn build_searcher(
     model_path: &Path,
     index: &IndexChoice,
     histories: Histories,
-    uses: &HistoryUse,
+    uses: &ModelUse,
 ) -> Result<Searcher> {
-    let file = crate::model_file::load(model_path, ds, "served")?;
+    let file = crate::model_file::load(model_path, ds, "served", uses.allow_other_dataset)?;
     let head = uses.head.file(model_path)?;
     // A head was fitted with the towers reading the head's own history window.
     let tower_history = if head.is_some() && file.model.personal.is_some() {
@@ -222,6 +236,9 @@ fn build_searcher(
     };
     let mut searcher = Searcher::build(Arc::clone(ds), file.model, histories, &opts)
         .with_context(|| format!("building the searcher for {}", model_path.display()))?;
+    if let Some(note) = file.other_dataset {
+        searcher.add_note(note);
+    }
     if let Some(path) = &head {
         let (head, saved) = aisle_search::rerank::HeadFile::load(path)?;
         saved.check_model(path, model_path)?;
@@ -237,7 +254,8 @@ pub struct ServeArgs {
     pub source: ModelSource,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// A saved HNSW index (from `aisle index`), memory-mapped.
+    /// A saved HNSW index (from `aisle index`), read into memory after its header, checksums
+    /// and digests are checked.
     #[arg(long)]
     pub index: Option<PathBuf>,
     /// Which vector index to build when --index is not given.
@@ -327,10 +345,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .unwrap_or_else(|| embedded.clone()))
     };
     let index = index_for(&model_path)?;
-    let uses = HistoryUse {
+    let uses = ModelUse {
         history: args.history,
         history_boost: args.history_boost,
         head: HeadChoice::of(&args),
+        allow_other_dataset: args.source.allow_other_dataset,
     };
     let histories = Histories::all(&ds);
     let searcher = build_searcher(&ds, &model_path, &index, histories, &uses)?;
@@ -453,7 +472,9 @@ pub struct IndexArgs {
 pub fn index(args: IndexArgs) -> Result<()> {
     let ds = args.source.data.load(&args.source.dataset)?;
     let model_path = args.source.resolve(&ds)?;
-    let model = crate::model_file::load(&model_path, &ds, "indexed")?.model;
+    let model =
+        crate::model_file::load(&model_path, &ds, "indexed", args.source.allow_other_dataset)?
+            .model;
     let d = model.dim();
     let qdrant = args.backend.qdrant()?;
     let start = Instant::now();

@@ -7,6 +7,20 @@ use crate::model::{Catalog, Interaction, Judgment, ProductId, Queries, Users};
 use crate::split::Split;
 use crate::taxonomy::Taxonomy;
 
+/// Length-prefixed fields into a CRC-32, so that `("ab", "c")` and `("a", "bc")` differ.
+struct Digest(crc32fast::Hasher);
+
+impl Digest {
+    fn num(&mut self, x: u64) {
+        self.0.update(&x.to_le_bytes());
+    }
+
+    fn text(&mut self, s: &str) {
+        self.num(s.len() as u64);
+        self.0.update(s.as_bytes());
+    }
+}
+
 /// Everything aisle knows about one retailer, with its evaluation splits.
 #[derive(Clone, Debug)]
 pub struct Dataset {
@@ -73,6 +87,68 @@ impl Dataset {
         v
     }
 
+    /// A digest of the data a model learns from: taxonomy, catalog, users, queries,
+    /// interactions and judgments (not the name, the splits or the import report, which
+    /// follow from the data and the options). Eight hex digits of a CRC-32 over every field,
+    /// each length-prefixed; the same files imported again give the same digest, and any
+    /// changed product, event or category gives another. `aisle train` records it in the model
+    /// file, and `serve`, `eval` and `index` refuse a model whose digest is not the dataset's.
+    pub fn digest(&self) -> String {
+        let mut h = Digest(crc32fast::Hasher::new());
+        let t = &self.taxonomy;
+        h.num(t.len() as u64);
+        for n in t.nodes() {
+            h.text(t.id(n));
+            h.text(t.name(n));
+            h.num(t.parent(n).map_or(u64::MAX, |p| p.0 as u64));
+        }
+        h.num(self.catalog.len() as u64);
+        for (_, p) in self.catalog.iter() {
+            h.text(&p.id);
+            h.text(&p.title);
+            h.text(&p.description);
+            h.text(&p.brand);
+            h.num(p.price.map_or(u64::MAX, |x| x.to_bits() as u64));
+            h.num(p.attributes.len() as u64);
+            for (k, v) in &p.attributes {
+                h.text(k);
+                h.text(v);
+            }
+            h.num(p.category.0 as u64);
+        }
+        h.num(self.users.len() as u64);
+        for (_, u) in self.users.iter() {
+            h.text(&u.id);
+            h.text(u.segment.as_deref().unwrap_or("\u{0}"));
+            h.num(u.demographics.len() as u64);
+            for (k, v) in &u.demographics {
+                h.text(k);
+                h.text(v);
+            }
+        }
+        h.num(self.queries.len() as u64);
+        for (_, q) in self.queries.iter() {
+            h.text(q);
+        }
+        h.num(self.interactions.len() as u64);
+        for e in &self.interactions {
+            h.num(e.user.0 as u64);
+            h.num(e.product.0 as u64);
+            h.text(e.kind.as_str());
+            h.num(e.time as u64);
+            h.num(e.session.unwrap_or(u64::MAX));
+            h.num(e.query.map_or(u64::MAX, |q| q.0 as u64));
+            h.num(e.price.map_or(u64::MAX, |x| x.to_bits() as u64));
+        }
+        h.num(self.judgments.len() as u64);
+        for j in &self.judgments {
+            h.num(j.query.0 as u64);
+            h.num(j.product.0 as u64);
+            h.num(j.relevance as u64);
+        }
+        format!("{:08x}", h.0.finalize())
+    }
+
     /// Interaction indices of each user, in time order (stable for equal times).
     pub fn user_histories(&self) -> Vec<Vec<u32>> {
         let mut v: Vec<Vec<u32>> = vec![Vec::new(); self.users.len()];
@@ -83,5 +159,37 @@ impl Dataset {
             h.sort_by_key(|&i| self.interactions[i as usize].time);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::ProductId;
+    use crate::synth::small_dataset;
+
+    #[test]
+    fn digest_follows_the_data_not_the_name() {
+        let ds = small_dataset(200, 20, 100, 7).expect("world");
+        let d = ds.digest();
+        assert_eq!(d.len(), 8);
+        // The same data built again, or under another name, has the same digest.
+        let mut again = small_dataset(200, 20, 100, 7).expect("world");
+        assert_eq!(again.digest(), d);
+        again.name = "renamed".into();
+        assert_eq!(again.digest(), d);
+        // Another world, one event more or less, one title changed: another digest.
+        let other = small_dataset(200, 20, 100, 8).expect("world");
+        assert_ne!(other.digest(), d);
+        let mut fewer = ds.clone();
+        fewer.interactions.pop();
+        assert_ne!(fewer.digest(), d);
+        let mut retitled = ds.clone();
+        let mut products = retitled.catalog.products().to_vec();
+        products[ProductId(3).index()].title.push('x');
+        retitled.catalog = crate::model::Catalog::new();
+        for p in products {
+            retitled.catalog.push(p).expect("unique ids");
+        }
+        assert_ne!(retitled.digest(), d);
     }
 }

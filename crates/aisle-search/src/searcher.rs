@@ -284,6 +284,9 @@ pub struct Searcher {
     by_pre: Vec<ProductId>,
     pre_of: Vec<u32>,
     index_kind: &'static str,
+    /// Facts every answer of this Searcher must carry (e.g. that its model was trained on
+    /// another dataset).
+    notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Searcher {
@@ -389,6 +392,7 @@ impl Searcher {
             by_pre,
             pre_of,
             index_kind,
+            notes: Vec::new(),
         })
     }
 
@@ -402,6 +406,15 @@ impl Searcher {
 
     pub fn histories(&self) -> &Histories {
         &self.histories
+    }
+
+    /// Facts every answer must carry; `aisle serve` adds them to each reply's warnings.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    pub fn add_note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
     }
 
     /// "exact", "hnsw", "hnsw (saved)" or "qdrant".

@@ -340,7 +340,7 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
             ))
         })?),
     };
-    let mut warnings: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = s.notes().to_vec();
     let inline: Option<Vec<(ProductId, Kind)>> = match &input.history {
         None => None,
         Some(items) => {
@@ -587,6 +587,7 @@ fn health(app: &App, s: &Searcher) -> Value {
         "index": s.index_kind(),
         "index_source": s.index_source(),
         "lexical": s.has_lexical(),
+        "warnings": s.notes(),
         "reloads": app.reloads(),
         "uptime_s": app.uptime_s(),
         "connections": app.connections(),

@@ -357,6 +357,7 @@ pub fn run(
     let model_path = dir.join(MODEL_FILE);
     let meta = serde_json::json!({
         "dataset": ds.name,
+        "dataset_digest": ds.digest(),
         "split": split.name,
         "sampler": sampler,
         "steps": trainer.step,

@@ -202,6 +202,7 @@ fn the_log_records_loss_timing_and_rising_validation_recall() {
     let (_, meta) = aisle_model::artifact::load(&summary.model).expect("model");
     assert_eq!(meta["steps"], 60);
     assert_eq!(meta["dataset"], ds.name.as_str());
+    assert_eq!(meta["dataset_digest"], ds.digest().as_str());
 }
 
 #[test]
