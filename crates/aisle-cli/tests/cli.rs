@@ -434,6 +434,175 @@ fn spawn_serve(args: &[&str]) -> (KillOnDrop, String, std::sync::mpsc::Receiver<
     (child, url, rx)
 }
 
+/// Starts `aisle ARGS`, waits for a temporary file of `artifact` (`.ARTIFACT.aisle-tmp-PID`) to
+/// appear in `dir` while `ready` holds, and kills the process with SIGKILL then. Returns
+/// `Some(true)` when the temporary file was still there after the kill (the write was cut),
+/// `Some(false)` when it was renamed into place first, `None` when the process ended before
+/// a write was seen.
+fn kill_mid_write(
+    args: &[&str],
+    dir: &Path,
+    artifact: &str,
+    ready: impl Fn() -> bool,
+) -> Option<bool> {
+    let prefix = format!(".{artifact}.aisle-tmp-");
+    let tmp_in_dir = || {
+        std::fs::read_dir(dir).ok().and_then(|entries| {
+            entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+        })
+    };
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_aisle"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start aisle"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        if child.0.try_wait().expect("try_wait").is_some() {
+            return None;
+        }
+        if ready() {
+            if let Some(tmp) = tmp_in_dir() {
+                child.0.kill().expect("SIGKILL");
+                let status = child.0.wait().expect("wait");
+                assert!(!status.success(), "the killed process exited with {status}");
+                return Some(tmp.exists());
+            }
+        }
+    }
+    panic!("aisle {args:?} ran for 2 minutes");
+}
+
+/// `kill -9` while training writes a checkpoint, while it writes the model, and while
+/// `aisle index` writes an index: the previous artifact stays valid (each resume starts from
+/// the checkpoint the cut write was replacing), the run resumed after every kill ends
+/// byte-identical to an uninterrupted one, and the saved index still serves. The probe of
+/// issue 19 found this true with 21 kills; this test keeps it true.
+#[test]
+fn killed_mid_write_training_resumes_to_the_same_model_and_artifacts_stay_valid() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let flags = ["--checkpoint-every", "10"];
+    let reference = d.path().join("reference");
+    let out = train_tiny_steps(
+        &world,
+        reference.to_str().expect("utf-8 path"),
+        "120",
+        &flags,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let want = std::fs::read(reference.join("model.aisle")).expect("reference model");
+
+    let run = d.path().join("killed");
+    let run_s = run.to_str().expect("utf-8 path");
+    let checkpoint = run.join("checkpoint.aisle");
+    let args = |resume: bool| {
+        let mut a = vec![
+            "train",
+            "--dataset",
+            &world,
+            "--steps",
+            "120",
+            "--batch-size",
+            "32",
+            "--dim",
+            "16",
+            "--buckets-log2",
+            "14",
+            "--quiet",
+            "--out",
+            run_s,
+        ];
+        a.extend_from_slice(&flags);
+        if resume {
+            a.push("--resume");
+        }
+        a
+    };
+    // Two kills while a checkpoint replaces an earlier one, then one while the model is
+    // written; each followed by a resume from whatever the kill left.
+    let (mut kills, mut cut) = (0, 0);
+    for (artifact, attempts) in [
+        ("checkpoint.aisle", 40),
+        ("checkpoint.aisle", 40),
+        ("model.aisle", 40),
+    ] {
+        for _ in 0..attempts {
+            if run.join("model.aisle").exists() {
+                std::fs::remove_dir_all(&run).expect("start the killed run again");
+            }
+            let resume = checkpoint.exists();
+            match kill_mid_write(&args(resume), &run, artifact, || {
+                artifact == "model.aisle" || checkpoint.exists()
+            }) {
+                None => continue,
+                Some(was_cut) => {
+                    kills += 1;
+                    cut += usize::from(was_cut);
+                    break;
+                }
+            }
+        }
+    }
+    let out = aisle(&args(checkpoint.exists()));
+    assert!(out.status.success(), "{:?}", text(&out));
+    println!("{kills} kills, {cut} of them mid-write (the temporary file left behind)");
+    assert_eq!(kills, 3, "a write was never caught in 40 runs");
+    assert!(cut >= 1, "no kill landed mid-write");
+    let got = std::fs::read(run.join("model.aisle")).expect("model");
+    assert!(
+        got == want,
+        "the resumed model differs from the uninterrupted one"
+    );
+    assert!(
+        std::fs::read_dir(&run)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .all(|e| !e.file_name().to_string_lossy().contains(".aisle-tmp-")),
+        "a killed write's temporary file was left after the next write"
+    );
+
+    // An index rewritten and killed mid-write: the previous one is left whole and serves.
+    let model = reference.join("model.aisle");
+    let model_s = model.to_str().expect("utf-8 path");
+    let index_dir = d.path().join("index");
+    let index = index_dir.join("index.usearch");
+    let index_s = index.to_str().expect("utf-8 path");
+    let index_args = [
+        "index",
+        "--dataset",
+        &world,
+        "--model",
+        model_s,
+        "--out",
+        index_s,
+    ];
+    let out = aisle(&index_args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let before = std::fs::read(&index).expect("index");
+    let index_cut = (0..40)
+        .find_map(|_| kill_mid_write(&index_args, &index_dir, "index.usearch", || true))
+        .expect("the index write was never caught in 40 runs");
+    println!("index: killed, mid-write: {index_cut}");
+    let after = std::fs::read(&index).expect("index after the kill");
+    if index_cut {
+        assert!(after == before, "the previous index was not left whole");
+    }
+    let (_child, url, _rx) =
+        spawn_serve(&["--dataset", &world, "--model", model_s, "--index", index_s]);
+    let mut r = ureq::get(format!("{url}/healthz")).call().expect("healthz");
+    let health: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON");
+    assert_eq!(health["index"], "hnsw (saved)");
+}
+
 /// A model trained on one world is refused by `eval`, `index`, `serve` and a reload on
 /// another world (it was only warned about: the synthetic model evaluated on Best Buy scored
 /// R@10 0.597 instead of 0.911); `--allow-other-dataset` lets it through and every answer says
