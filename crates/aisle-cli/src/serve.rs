@@ -117,10 +117,11 @@ impl ModelSource {
         )?;
         bar.finish();
         eprintln!(
-            "trained in {:.1} s; validation R@10 {}; wrote {}",
+            "trained in {:.1} s; kept step {}, validation R@10 {}; wrote {}",
             summary.train_wall_s,
+            summary.kept_step,
             summary
-                .final_recall_at_10
+                .kept_recall_at_10
                 .map_or("not measured".into(), |r| format!("{r:.3}")),
             summary.model.display()
         );

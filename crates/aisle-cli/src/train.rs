@@ -63,6 +63,14 @@ pub struct TrainOverrides {
     pub optimizer: Option<SparseKind>,
 }
 
+fn parse_keep(s: &str) -> Result<aisle_train::Keep, String> {
+    match s {
+        "best" => Ok(aisle_train::Keep::Best),
+        "last" => Ok(aisle_train::Keep::Last),
+        _ => Err(format!("`{s}`: expected best or last")),
+    }
+}
+
 fn parse_sparse(s: &str) -> Result<SparseKind, String> {
     match s {
         "adam" => Ok(SparseKind::Adam),
@@ -153,6 +161,14 @@ pub struct TrainArgs {
     /// Steps between checkpoints (0 = none) [default: 0].
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// The model to save: `best`, the one with the highest validation Recall@10 among the
+    /// measurements (every --eval-every steps and at the end), or `last` [default: best].
+    #[arg(long, value_parser = parse_keep)]
+    pub keep: Option<aisle_train::Keep>,
+    /// Stop after this many validation measurements in a row without a new best (0 = never)
+    /// [default: 0].
+    #[arg(long)]
+    pub patience: Option<u64>,
     /// Continue the run in --out from its checkpoint (or from this checkpoint file).
     /// `Option<Option<_>>`: absent, given alone, or given a file (clap's path parser refuses an
     /// empty value, so a default-missing "" made the documented bare `--resume` exit 2).
@@ -282,6 +298,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(n) = args.checkpoint_every {
         cfg.checkpoint_every = n;
     }
+    if let Some(k) = args.keep {
+        cfg.keep = k;
+    }
+    if let Some(n) = args.patience {
+        cfg.patience = n;
+    }
     cfg.validate()?;
     let ds = args.data.load(&args.dataset)?;
     let split = pick_split(&ds, args.split.as_deref())?;
@@ -347,6 +369,23 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .map(|(step, _, r)| format!("{step}:{r:.4}"))
             .collect();
         println!("validation R@10      {}", curve.join("  "));
+        println!(
+            "kept                 step {} ({}, val R@10 {}){}",
+            fmt_n(summary.kept_step as usize),
+            if summary.kept_step < summary.steps {
+                "the best on validation"
+            } else {
+                "the last step"
+            },
+            summary
+                .kept_recall_at_10
+                .map_or("not measured".into(), |r| format!("{r:.4}")),
+            if summary.stopped_early {
+                format!("; stopped early at step {}", fmt_n(summary.steps as usize))
+            } else {
+                String::new()
+            }
+        );
     }
     println!("model                {}", summary.model.display());
     println!("log                  {}", summary.log.display());

@@ -26,6 +26,9 @@ struct Header {
     dataset: String,
     split: String,
     touched_rows: usize,
+    /// The best validation measurement so far, `(step, Recall@10)`.
+    #[serde(default)]
+    best_validation: Option<(u64, f64)>,
 }
 
 fn put_f32s(buf: &mut Vec<u8>, xs: &[f32]) {
@@ -46,6 +49,7 @@ pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
         dataset: trainer.ds.name.clone(),
         split: trainer.split.name.clone(),
         touched_rows: touched.len(),
+        best_validation: trainer.best_validation,
     };
     let header = serde_json::to_vec(&header).map_err(|e| TrainError::Config(e.to_string()))?;
     let model = artifact::to_bytes(
@@ -146,6 +150,8 @@ pub fn restore(trainer: &mut Trainer, path: &Path) -> Result<()> {
     saved.log_every = current.log_every;
     saved.eval_every = current.eval_every;
     saved.checkpoint_every = current.checkpoint_every;
+    saved.keep = current.keep;
+    saved.patience = current.patience;
     if &saved != current {
         return Err(fail("it was made with another configuration (model, optimiser, sampler, batch, negatives or seed)"));
     }
@@ -191,6 +197,7 @@ pub fn restore(trainer: &mut Trainer, path: &Path) -> Result<()> {
     }
     trainer.model = model;
     trainer.step = header.step;
+    trainer.best_validation = header.best_validation;
     // History items are re-encoded at the next step, as an uninterrupted run does (checkpoints
     // fall on multiples of the refresh interval).
     trainer.items.clear();

@@ -22,4 +22,4 @@ pub mod transformer;
 pub use error::{Result, TrainError};
 pub use run::{run, LogLine, Observer, RunOptions, RunSummary, Silent};
 pub use sampler::{Sampler, SamplerSpec};
-pub use trainer::{StepStats, TrainConfig, Trainer};
+pub use trainer::{Keep, StepStats, TrainConfig, Trainer};

@@ -54,6 +54,32 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// The personalized query tower (`None`: plain queries).
     pub personalize: Option<PersonalizeConfig>,
+    /// Which model the run saves: the one with the best validation Recall@10, or the last.
+    pub keep: Keep,
+    /// Stop when this many validation measurements in a row (`patience * eval_every` steps)
+    /// have not beaten the best; 0 = never stop early.
+    pub patience: u64,
+}
+
+/// Which model a training run saves as `model.aisle`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The model at the validation measurement with the highest Recall@10 (the earliest of
+    /// equals); the last when nothing was measured.
+    #[default]
+    Best,
+    /// The model after the last step.
+    Last,
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Keep::Best => "best",
+            Keep::Last => "last",
+        })
+    }
 }
 
 /// Settings of the personalized query tower.
@@ -96,6 +122,8 @@ impl Default for TrainConfig {
             eval_queries: 1000,
             checkpoint_every: 0,
             personalize: None,
+            keep: Keep::Best,
+            patience: 0,
         }
     }
 }
@@ -123,6 +151,11 @@ impl TrainConfig {
                 "buckets_log2 must be within 10..=28, got {}",
                 self.model.featurizer.buckets_log2
             )));
+        }
+        if self.patience > 0 && self.eval_every == 0 {
+            return Err(TrainError::Config(
+                "patience needs validation measurements during the run (eval_every > 0)".into(),
+            ));
         }
         if !(self.model.scale.is_finite() && self.model.scale > 0.0) {
             return Err(TrainError::Config("scale must be a positive number".into()));
@@ -189,6 +222,9 @@ pub struct Trainer<'a> {
     pub(crate) touched: Vec<bool>,
     /// Steps done so far.
     pub step: u64,
+    /// The step and validation Recall@10 of the best measurement so far (kept in checkpoints,
+    /// so that a resumed run keeps the best model and its patience as an uninterrupted one).
+    pub best_validation: Option<(u64, f64)>,
     epoch: Option<(u64, Vec<u32>)>,
     q_cache: Cache,
     p_cache: Cache,
@@ -248,6 +284,7 @@ impl<'a> Trainer<'a> {
                 .collect(),
             touched: vec![false; rows],
             step: 0,
+            best_validation: None,
             epoch: None,
             q_cache: Cache::default(),
             p_cache: Cache::default(),

@@ -7,9 +7,9 @@ use aisle_core::synth;
 use aisle_core::Dataset;
 use aisle_model::TwoTower;
 use aisle_train::optim::SparseKind;
-use aisle_train::run::{RunOptions, CHECKPOINT_FILE, LOG_FILE, MODEL_FILE};
+use aisle_train::run::{RunOptions, BEST_FILE, CHECKPOINT_FILE, LOG_FILE, MODEL_FILE};
 use aisle_train::trainer::PersonalizeConfig;
-use aisle_train::{run, SamplerSpec, Silent, TrainConfig, TrainError, Trainer};
+use aisle_train::{run, Keep, SamplerSpec, Silent, TrainConfig, TrainError, Trainer};
 
 fn world() -> Dataset {
     synth::small_dataset(600, 60, 600, 5).expect("world")
@@ -264,4 +264,87 @@ fn the_personalized_tower_learns_deterministically() {
             (t.model.towers, t.model.personal)
         });
     assert!(one.0 == t.model.towers && one.1 == t.model.personal);
+}
+
+/// `keep = best` saves the model of the best validation measurement (the earliest of equals),
+/// `keep = last` the last; `patience` stops a run that has not beaten its best for that many
+/// measurements, and the log says which step was kept.
+#[test]
+fn keep_best_saves_the_peak_and_patience_stops_after_it() {
+    let ds = world();
+    let split = ds.default_split().expect("split");
+    let steps = 200;
+    let mut cfg = config("taxonomy", steps);
+    cfg.eval_every = 10;
+    let root = tempfile::tempdir().expect("tmp");
+    let trained = |cfg: &TrainConfig, name: &str| {
+        let opts = RunOptions {
+            out_dir: root.path().join(name),
+            resume: None,
+        };
+        run(cfg.clone(), &ds, split, &opts, &mut Silent).expect("run")
+    };
+    let mut last_cfg = cfg.clone();
+    last_cfg.keep = Keep::Last;
+    let last = trained(&last_cfg, "last");
+    let (peak_step, peak) =
+        last.recall_curve.iter().fold(
+            (0, f64::MIN),
+            |b, &(s, _, r)| if r > b.1 { (s, r) } else { b },
+        );
+    println!(
+        "curve {:?}; peak {peak} at step {peak_step}",
+        last.recall_curve
+    );
+    assert!(
+        peak_step < steps && peak > last.final_recall_at_10.expect("measured"),
+        "this world's validation curve no longer peaks before the end: the test shows nothing"
+    );
+    assert_eq!(last.kept_step, steps);
+    assert!(load_towers(&last.model) == train_steps(&last_cfg, &ds));
+
+    let best = trained(&cfg, "best");
+    assert_eq!(
+        (best.kept_step, best.kept_recall_at_10),
+        (peak_step, Some(peak))
+    );
+    let mut at_peak = cfg.clone();
+    at_peak.steps = peak_step;
+    assert!(
+        load_towers(&best.model) == train_steps(&at_peak, &ds),
+        "not the peak's model"
+    );
+    let (_, meta) = aisle_model::artifact::load(&best.model).expect("model");
+    assert_eq!(meta["kept"]["step"], peak_step);
+    assert_eq!(meta["validation_recall_at_10"], peak);
+    let log = std::fs::read_to_string(best.log.clone()).expect("log");
+    assert!(
+        log.contains(&format!("\"kept\":\"best\",\"kept_step\":{peak_step}")),
+        "{log}"
+    );
+    assert!(
+        !root.path().join("best").join(BEST_FILE).exists(),
+        "best.aisle left behind"
+    );
+
+    // Patience 3: the first measurement 3 measurements (30 steps) past the running best.
+    let mut running = (0, f64::MIN);
+    let mut stop = None;
+    for &(s, _, r) in &last.recall_curve {
+        if r > running.1 {
+            running = (s, r);
+        } else if s - running.0 >= 30 {
+            stop = Some((s, running.0));
+            break;
+        }
+    }
+    let (stop_step, best_then) = stop.expect("the curve has a 30-step plateau");
+    let mut patient = cfg.clone();
+    patient.patience = 3;
+    let stopped = trained(&patient, "patience");
+    assert!(stopped.stopped_early);
+    assert_eq!((stopped.steps, stopped.kept_step), (stop_step, best_then));
+    let mut at_best = cfg.clone();
+    at_best.steps = best_then;
+    assert!(load_towers(&stopped.model) == train_steps(&at_best, &ds));
 }
