@@ -52,6 +52,7 @@ pub struct EvalArgs {
     pub history: Option<usize>,
     /// Also evaluate each model re-ranked by the learned head in the rerank.json beside it
     /// (written by `aisle train --rerank`), its signals built from the split's training part.
+    /// A model without one gets no re-ranked row, and the report says so.
     #[arg(long)]
     pub rerank: bool,
     /// Leave out BM25, popularity, query memorisation and per-user re-purchase.
@@ -101,7 +102,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             owned.push(Box::new(RepurchaseRanker::new(&ds, split)));
         }
     }
-    let mut other_data: Vec<String> = Vec::new();
+    // Notes every figure of the report must carry (models let through from other data, rows
+    // left out).
+    let mut notes: Vec<String> = Vec::new();
+    let mut heads = 0;
     for spec in &args.model {
         let (name, path) = match spec.split_once('=') {
             Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
@@ -113,7 +117,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             history,
             other_dataset,
         } = crate::model_file::load(&path, &ds, "evaluated", args.allow_other_dataset)?;
-        other_data.extend(other_dataset);
+        notes.extend(other_dataset);
         let history = args.history.unwrap_or(history);
         let index = args
             .backend
@@ -157,14 +161,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 },
             ));
         }
-        if let Some(signals) = &signals {
-            let head_path = path.with_file_name(aisle_search::rerank::HEAD_FILE);
-            anyhow::ensure!(
-                head_path.exists(),
-                "--rerank: no {} beside {} (fit one with `aisle train --rerank`)",
+        let head_path = path.with_file_name(aisle_search::rerank::HEAD_FILE);
+        if signals.is_some() && !head_path.exists() {
+            // One model without a head leaves out its re-ranked row, not the whole run.
+            let note = format!(
+                "--rerank: no {} beside {}, so it has no re-ranked row (fit one with `aisle train \
+                 --rerank`)",
                 aisle_search::rerank::HEAD_FILE,
                 path.display()
             );
+            eprintln!("note: {note}");
+            notes.push(note);
+        }
+        if let Some(signals) = signals.as_ref().filter(|_| head_path.exists()) {
+            heads += 1;
             let (head, saved) = aisle_search::rerank::HeadFile::load(&head_path)?;
             saved.check_model(&head_path, &path)?;
             anyhow::ensure!(
@@ -214,6 +224,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         )?));
     }
     anyhow::ensure!(
+        !args.rerank || heads > 0,
+        "--rerank: none of the models has a {} beside it (fit one with `aisle train --rerank`)",
+        aisle_search::rerank::HEAD_FILE
+    );
+    anyhow::ensure!(
         !owned.is_empty(),
         "nothing to evaluate: give --model or drop --no-baselines"
     );
@@ -228,7 +243,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         ..EvalConfig::default()
     };
     let mut report = evaluate(&ds, split, &rankers, &cfg)?;
-    report.notes.extend(other_data);
+    report.notes.extend(notes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

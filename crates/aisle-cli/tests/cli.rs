@@ -835,6 +835,34 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("tbhns + learned re-ranking"), "{stdout}");
+    // A second model without a head: its re-ranked row is left out, with a note, and the
+    // rest of the run goes on (it refused the whole run).
+    let plain = d.path().join("plain");
+    let out = train_tiny(&world, plain.to_str().expect("utf-8 path"), &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let plain_model = plain.join("model.aisle");
+    let out = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--model",
+        &format!("tbhns={model_s}"),
+        "--model",
+        &format!("plain={}", plain_model.to_str().expect("utf-8 path")),
+        "--rerank",
+        "--no-baselines",
+        "--resamples",
+        "20",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("tbhns + learned re-ranking")
+            && stdout.contains("plain ")
+            && !stdout.contains("plain + learned re-ranking")
+            && stdout.contains("so it has no re-ranked row"),
+        "{stdout}"
+    );
     let out = aisle(&["eval", "--dataset", &world, "--hybrid", "dense"]);
     assert!(!out.status.success());
 
