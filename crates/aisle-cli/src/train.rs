@@ -63,6 +63,51 @@ pub struct TrainOverrides {
     pub optimizer: Option<SparseKind>,
 }
 
+/// What the false-negative rule and the sampler's fallback did, in words: a count alone
+/// ("1,013,527 removed") said nothing of whether the sampler still drew enough hard negatives.
+fn sampling_lines(s: &aisle_train::RunSummary) -> (String, Option<String>) {
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            100.0 * a as f64 / b as f64
+        }
+    };
+    let drawn = s.negatives + s.removed_positives;
+    let mut out = format!(
+        "false negatives      {} of {} candidates drawn ({:.1}%) were products the query led to, \
+         rejected and drawn again\n",
+        fmt_n(s.removed_positives as usize),
+        fmt_n(drawn as usize),
+        pct(s.removed_positives, drawn)
+    );
+    if s.negatives > 0 {
+        let share = pct(s.fallbacks, s.negatives);
+        out.push_str(&format!(
+            "uniform fallbacks    {} of {} negatives ({share:.1}%) drawn uniformly because the \
+             sampler's own pool ran out\n",
+            fmt_n(s.fallbacks as usize),
+            fmt_n(s.negatives as usize)
+        ));
+        if share > FALLBACK_WARN_PCT {
+            return (
+                out,
+                Some(format!(
+                    "warning: the {} sampler could not fill its hard negatives for {share:.1}% of \
+                 the slots (more than {FALLBACK_WARN_PCT}%): those were uniform, easy negatives \
+                 (see docs/training.md#negative-samplers)",
+                    s.sampler
+                )),
+            );
+        }
+    }
+    (out, None)
+}
+
+/// Above this share of uniform fallbacks, `aisle train` warns that the sampler's negatives were
+/// not the hard ones asked for.
+const FALLBACK_WARN_PCT: f64 = 10.0;
+
 fn parse_keep(s: &str) -> Result<aisle_train::Keep, String> {
     match s {
         "best" => Ok(aisle_train::Keep::Best),
@@ -358,10 +403,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
         100.0 * summary.sample_share,
         summary.refresh_s
     );
-    println!(
-        "positives removed    {} (candidates the false-negative rule rejected)",
-        fmt_n(summary.removed_positives as usize)
-    );
+    let (lines, warning) = sampling_lines(&summary);
+    print!("{lines}");
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
     if !summary.recall_curve.is_empty() {
         let curve: Vec<String> = summary
             .recall_curve

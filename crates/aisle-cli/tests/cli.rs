@@ -336,6 +336,36 @@ fn train_writes_model_and_log_and_encode_exports_npy_and_jsonl() {
     assert!((norm - 1.0).abs() < 1e-4, "unit vectors, got norm {norm}");
 }
 
+/// The false-negative rule's count is put in proportion, and a sampler whose pool runs out
+/// is warned about (1,013,527 removed candidates were printed with nothing to say what that
+/// meant).
+#[test]
+fn train_says_what_the_false_negative_rule_removed_and_warns_on_fallbacks() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let out = train_tiny(
+        &world,
+        d.path().join("leaf").to_str().expect("utf-8 path"),
+        &["--sampler", "taxonomy:leaf=1,sibling=0,cousin=0"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("candidates drawn (") && stdout.contains("uniform fallbacks"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("warning: the taxonomy(leaf=1,sibling=0,cousin=0) sampler could not fill its hard negatives"), "{stderr}");
+    let out = train_tiny(
+        &world,
+        d.path().join("random").to_str().expect("utf-8 path"),
+        &["--sampler", "random"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("uniform fallbacks"), "{stdout}");
+    assert!(!stderr.contains("could not fill"), "{stderr}");
+}
+
 #[test]
 fn train_refuses_bad_configs_and_corrupt_models_clearly() {
     let d = tempfile::tempdir().expect("tempdir");

@@ -140,7 +140,13 @@ pub struct RunSummary {
     pub kept_recall_at_10: Option<f64>,
     /// True when `patience` stopped the run before `steps`.
     pub stopped_early: bool,
+    /// Sampled negatives used by this process's steps (steps x batch x k).
+    pub negatives: u64,
+    /// Candidates the false-negative rule rejected (products the query led to, drawn as its
+    /// negatives); each rejected candidate was drawn again.
     pub removed_positives: u64,
+    /// Negatives drawn uniformly because the sampler's own pool could not give `k`.
+    pub fallbacks: u64,
     pub model: PathBuf,
     pub log: PathBuf,
 }
@@ -535,7 +541,9 @@ pub fn run(
         kept_step,
         kept_recall_at_10: kept_recall,
         stopped_early,
+        negatives: steps_run * cfg.batch_size as u64 * cfg.k() as u64,
         removed_positives: totals.removed,
+        fallbacks: totals.fallbacks,
         model: model_path,
         log: log_path,
     })
