@@ -318,19 +318,97 @@ pub fn query_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Re
     Ok(assemble(ds, "query_disjoint", description, seed, val, test))
 }
 
+/// The query text of each category that holds products: its name, or where leaves share a
+/// name ("SEASONAL" under twenty departments), the parent's name and its own, or, where that
+/// still repeats, its whole path: two categories never share a query. A name that is empty
+/// once normalised is refused. The note says how many texts were made unique this way.
+fn category_query_texts(ds: &Dataset) -> Result<(HashMap<u32, String>, Option<String>)> {
+    use crate::model::normalize_query;
+    use crate::taxonomy::NodeId;
+    let t = &ds.taxonomy;
+    let cats: std::collections::BTreeSet<u32> =
+        ds.catalog.iter().map(|(_, p)| p.category.0).collect();
+    let mut by_name: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for &c in &cats {
+        let name = normalize_query(t.name(NodeId(c)));
+        if name.is_empty() {
+            return Err(Error::Dataset(format!(
+                "category `{}` has an empty name (`{}`): leave_last_order_out makes each category's name a query text; name it in the taxonomy file",
+                t.id(NodeId(c)),
+                t.name(NodeId(c))
+            )));
+        }
+        by_name.entry(name).or_default().push(c);
+    }
+    let distinct = |texts: &[String]| {
+        texts
+            .iter()
+            .map(|x| normalize_query(x))
+            .collect::<HashSet<_>>()
+            .len()
+            == texts.len()
+    };
+    let mut out = HashMap::with_capacity(cats.len());
+    let (mut shared, mut by_parent, mut by_path) = (0, 0, 0);
+    for group in by_name.into_values() {
+        if let [c] = group[..] {
+            out.insert(c, t.name(NodeId(c)).to_owned());
+            continue;
+        }
+        shared += 1;
+        let with_parent: Vec<String> = group
+            .iter()
+            .map(|&c| match t.parent(NodeId(c)).filter(|&p| p != t.root()) {
+                Some(p) => format!("{} {}", t.name(p), t.name(NodeId(c))),
+                None => t.name(NodeId(c)).to_owned(),
+            })
+            .collect();
+        let texts = if distinct(&with_parent) {
+            by_parent += group.len();
+            with_parent
+        } else {
+            by_path += group.len();
+            let paths: Vec<String> = group.iter().map(|&c| t.path_string(NodeId(c))).collect();
+            if distinct(&paths) {
+                paths
+            } else {
+                // Same names all the way up: the ids tell them apart.
+                group
+                    .iter()
+                    .zip(paths)
+                    .map(|(&c, p)| format!("{p} ({})", t.id(NodeId(c))))
+                    .collect()
+            }
+        };
+        out.extend(group.into_iter().zip(texts));
+    }
+    let note = (shared > 0).then(|| {
+        format!(
+            "{shared} category names are shared by several categories: their query texts were made unique, {by_parent} with the parent's name, {by_path} with the whole path ({} categories, {} query texts)",
+            cats.len(),
+            out.len()
+        )
+    });
+    Ok((out, note))
+}
+
 /// Leave-last-order-out with queries built from the taxonomy (Ai et al., SIGIR 2017).
 ///
 /// Per user, the last order (greatest `time`) is test and the one before it validation; every
 /// earlier interaction trains. Each (user, leaf category) of a held-out order becomes one query
 /// whose text is the category's name and whose relevant products are that order's products in
-/// the category. Users with fewer than three orders only train. The category names are interned
-/// into `ds.queries`.
+/// the category. Users with fewer than three orders only train. The category names (made unique
+/// where they repeat, by `category_query_texts`) are interned into `ds.queries`.
 pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
     if ds.interactions.is_empty() {
         return Err(Error::Dataset(format!(
             "dataset `{}` has no interactions to leave out",
             ds.name
         )));
+    }
+    let (texts, made_unique) = category_query_texts(ds)?;
+    if let Some(note) = made_unique {
+        ds.notes.push(note);
     }
     let histories = ds.user_histories();
     let mut held: Vec<(u8, Vec<u32>)> = Vec::new(); // (1 = validation, 2 = test, events)
@@ -370,8 +448,7 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
                 .push(i);
         }
         for (cat, evs) in by_cat {
-            let name = ds.taxonomy.name(crate::taxonomy::NodeId(cat)).to_owned();
-            let q = ds.queries.intern(&name);
+            let q = ds.queries.intern(&texts[&cat]);
             let first = &ds.interactions[evs[0] as usize];
             let mut relevant: Vec<(ProductId, u8)> = evs
                 .iter()
@@ -494,6 +571,78 @@ mod tests {
         }
         let sum = s.summary(&ds);
         assert_eq!(sum.test_unseen_queries, Some(sum.test));
+    }
+
+    /// Leaves that share a name ("SEASONAL" x20 on a grocery set) merged into one query text;
+    /// a whitespace-only name became an empty query.
+    #[test]
+    fn category_query_texts_never_merge_two_categories_and_refuse_empty_names() {
+        let shop = |leaves: &[(&str, &str, &str)]| {
+            let mut b = TaxonomyBuilder::new();
+            b.add_node("food", "Food", None, None);
+            b.add_node("drinks", "Drinks", None, None);
+            b.add_node("food2", "Food", None, None);
+            for (id, name, parent) in leaves {
+                b.add_node(id, name, Some(parent), None);
+            }
+            let mut ds = Dataset::new("t", b.build().expect("tree"));
+            for (i, (id, _, _)) in leaves.iter().enumerate() {
+                let category = ds.taxonomy.node(id).expect("leaf");
+                ds.catalog
+                    .push(Product {
+                        id: format!("p{i}"),
+                        title: format!("product {i}"),
+                        description: String::new(),
+                        brand: String::new(),
+                        price: None,
+                        attributes: vec![],
+                        category,
+                    })
+                    .expect("unique");
+            }
+            ds
+        };
+        let ds = shop(&[
+            ("s1", "SEASONAL", "food"),
+            ("s2", "Seasonal ", "drinks"),
+            ("m1", "misc", "food"),
+            ("m2", "MISC", "drinks"),
+            ("m3", "misc", "food2"),
+            ("milk", "milk", "food"),
+        ]);
+        let (texts, note) = category_query_texts(&ds).expect("texts");
+        let text = |id: &str| texts[&ds.taxonomy.node(id).expect("leaf").0].clone();
+        assert_eq!(text("milk"), "milk");
+        assert_eq!(text("s1"), "Food SEASONAL");
+        assert_eq!(text("s2"), "Drinks Seasonal ");
+        // "Food misc" twice: the path, and then the id, tell them apart.
+        assert_eq!(text("m2"), "Drinks > MISC (m2)");
+        assert_eq!(text("m3"), "Food > misc (m3)");
+        let distinct: HashSet<String> = texts
+            .values()
+            .map(|t| crate::model::normalize_query(t))
+            .collect();
+        assert_eq!(distinct.len(), 6);
+        let note = note.expect("a note");
+        assert!(
+            note.starts_with("2 category names are shared")
+                && note.contains("2 with the parent's name, 3 with the whole path"),
+            "{note}"
+        );
+        let ds = shop(&[("m1", "misc", "food"), ("m2", "milk", "drinks")]);
+        assert!(category_query_texts(&ds).expect("texts").1.is_none());
+        let mut ds = shop(&[("blank", "  \t ", "food")]);
+        ds.interactions.push(Interaction {
+            user: ds.users.get_or_insert("u"),
+            product: ProductId(0),
+            kind: Kind::Purchase,
+            time: 1,
+            session: None,
+            query: None,
+            price: None,
+        });
+        let err = leave_last_order_out(&mut ds).expect_err("empty name").to_string();
+        assert!(err.contains("category `blank` has an empty name"), "{err}");
     }
 
     #[test]
