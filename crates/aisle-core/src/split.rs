@@ -392,9 +392,38 @@ fn category_query_texts(ds: &Dataset) -> Result<(HashMap<u32, String>, Option<St
     Ok((out, note))
 }
 
+/// A user's orders, in time order: events of one `session` (an order id) form one order; events
+/// without a session group by `time`. Two baskets bought at the same time stay two orders when
+/// their sessions differ. `history` is the user's events sorted by time (stable).
+fn user_orders(ds: &Dataset, history: &[u32]) -> Vec<Vec<u32>> {
+    #[derive(Hash, PartialEq, Eq)]
+    enum Key {
+        Session(u64),
+        Time(i64),
+    }
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    let mut orders: Vec<Vec<u32>> = Vec::new();
+    for &i in history {
+        let e = &ds.interactions[i as usize];
+        let key = match e.session {
+            Some(s) => Key::Session(s),
+            None => Key::Time(e.time),
+        };
+        let at = *index.entry(key).or_insert_with(|| {
+            orders.push(Vec::new());
+            orders.len() - 1
+        });
+        orders[at].push(i);
+    }
+    // By the time of each order's first event (orders were opened in that order already; a
+    // session that spans times stays where it began).
+    orders
+}
+
 /// Leave-last-order-out with queries built from the taxonomy (Ai et al., SIGIR 2017).
 ///
-/// Per user, the last order (greatest `time`) is test and the one before it validation; every
+/// Per user, the last order (by time; an order is a `session` when the events have one, else a
+/// `time`) is test and the one before it validation; every
 /// earlier interaction trains. Each (user, leaf category) of a held-out order becomes one query
 /// whose text is the category's name and whose relevant products are that order's products in
 /// the category. Users with fewer than three orders only train. The category names (made unique
@@ -414,21 +443,13 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
     let mut held: Vec<(u8, Vec<u32>)> = Vec::new(); // (1 = validation, 2 = test, events)
     let mut in_eval = vec![false; ds.interactions.len()];
     for h in &histories {
-        let mut times: Vec<i64> = h
-            .iter()
-            .map(|&i| ds.interactions[i as usize].time)
-            .collect();
-        times.dedup();
-        if times.len() < 3 {
+        let mut orders = user_orders(ds, h);
+        if orders.len() < 3 {
             continue;
         }
-        let (t_test, t_val) = (times[times.len() - 1], times[times.len() - 2]);
-        for (part, t) in [(2u8, t_test), (1u8, t_val)] {
-            let events: Vec<u32> = h
-                .iter()
-                .copied()
-                .filter(|&i| ds.interactions[i as usize].time == t)
-                .collect();
+        let test_order = orders.pop().unwrap_or_default();
+        let val_order = orders.pop().unwrap_or_default();
+        for (part, events) in [(2u8, test_order), (1u8, val_order)] {
             for &i in &events {
                 in_eval[i as usize] = true;
             }
@@ -641,8 +662,48 @@ mod tests {
             query: None,
             price: None,
         });
-        let err = leave_last_order_out(&mut ds).expect_err("empty name").to_string();
+        let err = leave_last_order_out(&mut ds)
+            .expect_err("empty name")
+            .to_string();
         assert!(err.contains("category `blank` has an empty name"), "{err}");
+    }
+
+    /// Baskets bought at the same time merged into one order when `session` was ignored.
+    #[test]
+    fn orders_are_sessions_when_events_have_one() {
+        let mut ds = world(false);
+        // One user, three baskets: sessions 7 and 8 share time 2.
+        ds.interactions.clear();
+        let user = ds.users.get_or_insert("u0");
+        for (time, session, product) in [(1, 6, 0), (2, 7, 1), (2, 8, 4), (2, 8, 5)] {
+            ds.interactions.push(Interaction {
+                user,
+                product: ProductId(product),
+                kind: Kind::Purchase,
+                time,
+                session: Some(session),
+                query: None,
+                price: None,
+            });
+        }
+        let s = leave_last_order_out(&mut ds).expect("split");
+        assert_eq!(s.train, vec![0], "session 6 trains");
+        let products = |qs: &[EvalQuery]| -> Vec<u32> {
+            let mut v: Vec<u32> = qs
+                .iter()
+                .flat_map(|q| q.relevant.iter().map(|r| r.0 .0))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(products(&s.validation), vec![1]);
+        assert_eq!(products(&s.test), vec![4, 5]);
+        // Without sessions the three baskets are two orders (times 1 and 2): the user only trains.
+        for e in &mut ds.interactions {
+            e.session = None;
+        }
+        let s = leave_last_order_out(&mut ds).expect("split");
+        assert!(s.test.is_empty() && s.train.len() == 4);
     }
 
     #[test]
