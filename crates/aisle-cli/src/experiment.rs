@@ -175,6 +175,12 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&ds.name));
+    if args.runs.is_none() {
+        crate::out_dir::announce_default("trained runs", &runs_dir, "--runs");
+    }
+    if args.out.is_none() {
+        crate::out_dir::announce_default("report", &out, "--out");
+    }
     let cfg = ExperimentConfig {
         train,
         seeds: (0..n_seeds).map(|i| 42 + i).collect(),

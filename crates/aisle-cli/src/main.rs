@@ -18,6 +18,7 @@ mod bench_search;
 mod eval;
 mod experiment;
 mod model_file;
+mod out_dir;
 mod serve;
 mod train;
 mod train_minilm;

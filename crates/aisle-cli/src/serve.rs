@@ -77,6 +77,7 @@ impl ModelSource {
             return Ok(p.clone());
         }
         let path = self.default_model(ds);
+        crate::out_dir::announce_default("model", &path, "--model");
         if path.exists() {
             // The default model follows the dataset: one trained on other data (an older
             // generator, changed files) is trained again rather than refused.

@@ -359,6 +359,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
             slug(&cfg.sampler.to_string())
         ))
     });
+    if args.out.is_none() {
+        crate::out_dir::announce_default("run folder", &out, "--out");
+    }
     let resume = args
         .resume
         .as_ref()
@@ -433,8 +436,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
             }
         );
     }
-    println!("model                {}", summary.model.display());
-    println!("log                  {}", summary.log.display());
+    println!(
+        "model                {}",
+        crate::out_dir::absolute(&summary.model).display()
+    );
+    println!(
+        "log                  {}",
+        crate::out_dir::absolute(&summary.log).display()
+    );
     let head = out.join(aisle_search::rerank::HEAD_FILE);
     if args.rerank {
         let history = args.train.config()?.personalize.map_or(50, |p| p.history);

@@ -72,6 +72,9 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
             slug(&cfg.sampler.to_string())
         ))
     });
+    if args.out.is_none() {
+        crate::out_dir::announce_default("run folder", &out, "--out");
+    }
     let model_dir = out.join("model");
     eprintln!(
         "fine-tuning {} on {} (split `{}`: {}), sampler {}, {} steps of {} pairs, {} negatives per pair, seed {}",

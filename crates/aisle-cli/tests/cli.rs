@@ -366,6 +366,54 @@ fn train_says_what_the_false_negative_rule_removed_and_warns_on_fallbacks() {
     assert!(!stderr.contains("could not fill"), "{stderr}");
 }
 
+/// A default output folder is relative to the working directory (run from a checkout, it
+/// lands inside it): the command says where it went, in full, and how to choose.
+#[test]
+fn default_output_folders_are_announced_with_their_absolute_path() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(d.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_aisle"))
+        .current_dir(d.path())
+        .args([
+            "train",
+            "--dataset",
+            &world,
+            "--steps",
+            "5",
+            "--batch-size",
+            "32",
+            "--dim",
+            "16",
+            "--buckets-log2",
+            "14",
+            "--quiet",
+        ])
+        .output()
+        .expect("aisle train");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let root = std::fs::canonicalize(d.path()).expect("canonical");
+    let announced = stderr
+        .lines()
+        .find(|l| l.starts_with("run folder: "))
+        .unwrap_or_else(|| panic!("no announcement:\n{stderr}"));
+    assert!(
+        announced.contains(&format!("{}/out/train/", root.display()))
+            && announced
+                .ends_with("(the default, under the working directory; --out DIR to choose)"),
+        "{announced}"
+    );
+    let model = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("model"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no model line:\n{stdout}"));
+    assert!(
+        Path::new(model).is_absolute() && Path::new(model).is_file(),
+        "{model}"
+    );
+}
+
 #[test]
 fn train_refuses_bad_configs_and_corrupt_models_clearly() {
     let d = tempfile::tempdir().expect("tempdir");
