@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::error::ImportReport;
-use crate::model::{Catalog, Interaction, Judgment, ProductId, Queries, Users};
+use crate::model::{Catalog, Interaction, Judgment, ProductId, Queries, QueryId, Users};
 use crate::split::Split;
-use crate::taxonomy::Taxonomy;
+use crate::taxonomy::{NodeId, Taxonomy};
 
 /// Length-prefixed fields into a CRC-32, so that `("ab", "c")` and `("a", "bc")` differ.
 struct Digest(crc32fast::Hasher);
@@ -41,6 +41,9 @@ pub struct Dataset {
     /// Facts about this dataset that every figure computed on it should carry (e.g. that its
     /// queries were built from the taxonomy).
     pub notes: Vec<String>,
+    /// Where queries are built from the taxonomy (`leave_last_order_out`), each category's query
+    /// text by node index: its name, made unique where names repeat. Empty otherwise.
+    pub category_queries: Vec<Option<QueryId>>,
 }
 
 impl Dataset {
@@ -57,6 +60,16 @@ impl Dataset {
             splits: Vec::new(),
             report: ImportReport::new(),
             notes: Vec::new(),
+            category_queries: Vec::new(),
+        }
+    }
+
+    /// The query text that stands for `category` where queries are built from the taxonomy:
+    /// the text `leave_last_order_out` gave it, else its name.
+    pub fn category_query_text(&self, category: NodeId) -> &str {
+        match self.category_queries.get(category.index()).copied().flatten() {
+            Some(q) => self.queries.text(q),
+            None => self.taxonomy.name(category),
         }
     }
 

@@ -437,7 +437,9 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
     }
     let (texts, made_unique) = category_query_texts(ds)?;
     if let Some(note) = made_unique {
-        ds.notes.push(note);
+        if !ds.notes.contains(&note) {
+            ds.notes.push(note);
+        }
     }
     let histories = ds.user_histories();
     let mut held: Vec<(u8, Vec<u32>)> = Vec::new(); // (1 = validation, 2 = test, events)
@@ -495,6 +497,14 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
                 validation.push(eq);
             }
         }
+    }
+    // Training pairs and every ranker read the same texts (`Dataset::category_query_text`);
+    // interned after the held-out queries, so that their ids stay in first-use order.
+    ds.category_queries = vec![None; ds.taxonomy.len()];
+    let mut by_category: Vec<(&u32, &String)> = texts.iter().collect();
+    by_category.sort();
+    for (&cat, text) in by_category {
+        ds.category_queries[cat as usize] = Some(ds.queries.intern(text));
     }
     let train: Vec<u32> = (0..ds.interactions.len() as u32)
         .filter(|&i| !in_eval[i as usize])
@@ -652,6 +662,26 @@ mod tests {
         );
         let ds = shop(&[("m1", "misc", "food"), ("m2", "milk", "drinks")]);
         assert!(category_query_texts(&ds).expect("texts").1.is_none());
+        // The split's queries and the texts training reads are the same unique ones.
+        let mut ds = shop(&[("s1", "SEASONAL", "food"), ("s2", "SEASONAL", "drinks")]);
+        let user = ds.users.get_or_insert("u");
+        for (time, product) in [(1, 0), (2, 1), (3, 0)] {
+            ds.interactions.push(Interaction {
+                user,
+                product: ProductId(product),
+                kind: Kind::Purchase,
+                time,
+                session: None,
+                query: None,
+                price: None,
+            });
+        }
+        let s = leave_last_order_out(&mut ds).expect("split");
+        let s1 = ds.taxonomy.node("s1").expect("leaf");
+        assert_eq!(ds.category_query_text(s1), "food seasonal");
+        assert_eq!(ds.queries.text(s.test[0].query), "food seasonal");
+        assert_eq!(ds.queries.text(s.validation[0].query), "drinks seasonal");
+        assert!(ds.notes.iter().any(|n| n.starts_with("1 category names are shared")));
         let mut ds = shop(&[("blank", "  \t ", "food")]);
         ds.interactions.push(Interaction {
             user: ds.users.get_or_insert("u"),

@@ -22,7 +22,8 @@ pub struct Pair {
 pub enum QuerySource {
     /// What customers typed (search logs).
     Logged,
-    /// The name of the product's category (purchase histories without queries; Ai et al. 2017).
+    /// The name of the product's category, made unique where names repeat
+    /// ([`Dataset::category_query_text`]; purchase histories without queries; Ai et al. 2017).
     Taxonomy,
 }
 
@@ -46,7 +47,7 @@ impl QuerySource {
             (QuerySource::Logged, Some(q)) => Some(ds.queries.text(q).to_owned()),
             (QuerySource::Logged, None) => None,
             (QuerySource::Taxonomy, _) => Some(normalize_query(
-                ds.taxonomy.name(ds.catalog.get(e.product).category),
+                ds.category_query_text(ds.catalog.get(e.product).category),
             )),
         }
     }
