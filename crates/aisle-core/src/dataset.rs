@@ -67,7 +67,12 @@ impl Dataset {
     /// The query text that stands for `category` where queries are built from the taxonomy:
     /// the text `leave_last_order_out` gave it, else its name.
     pub fn category_query_text(&self, category: NodeId) -> &str {
-        match self.category_queries.get(category.index()).copied().flatten() {
+        match self
+            .category_queries
+            .get(category.index())
+            .copied()
+            .flatten()
+        {
             Some(q) => self.queries.text(q),
             None => self.taxonomy.name(category),
         }

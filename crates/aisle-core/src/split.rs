@@ -681,7 +681,10 @@ mod tests {
         assert_eq!(ds.category_query_text(s1), "food seasonal");
         assert_eq!(ds.queries.text(s.test[0].query), "food seasonal");
         assert_eq!(ds.queries.text(s.validation[0].query), "drinks seasonal");
-        assert!(ds.notes.iter().any(|n| n.starts_with("1 category names are shared")));
+        assert!(ds
+            .notes
+            .iter()
+            .any(|n| n.starts_with("1 category names are shared")));
         let mut ds = shop(&[("blank", "  \t ", "food")]);
         ds.interactions.push(Interaction {
             user: ds.users.get_or_insert("u"),

@@ -194,6 +194,34 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Model, serde_json::Value
     if header.rows != buckets || d == 0 || header.heads == 0 || header.heads > 2 || !personal_ok {
         return Err(corrupt("header does not describe a valid model"));
     }
+    // Sizes from the header are checked before anything is allocated: a crafted header asked
+    // for an 8 TiB table, or a `Vec` of 2^62 ids (found by `cargo fuzz`, fuzz/README.md).
+    let table = header
+        .rows
+        .checked_mul(d)
+        .filter(|&n| n <= MAX_TABLE_FLOATS);
+    if table.is_none() {
+        return Err(corrupt(&format!(
+            "the header asks for a {} x {d} embedding table, more than {MAX_TABLE_FLOATS} floats",
+            header.rows
+        )));
+    }
+    let row_bytes = d.checked_mul(4).and_then(|b| b.checked_add(4));
+    let head_bytes = d
+        .checked_mul(d)
+        .and_then(|n| n.checked_add(d))
+        .and_then(|n| n.checked_mul(4 * header.heads));
+    let need = row_bytes
+        .and_then(|b| b.checked_mul(header.stored_rows))
+        .zip(head_bytes)
+        .and_then(|(rows, heads)| rows.checked_add(heads));
+    let left = body.len() - r.pos;
+    if header.stored_rows > header.rows || need != Some(left) {
+        return Err(corrupt(&format!(
+            "the header describes {} stored rows of {d} and {} heads, which is not the {left} bytes of weights the file holds",
+            header.stored_rows, header.heads
+        )));
+    }
     let mut towers = TwoTower::new(cfg.tower.clone(), header.rows);
     let mut ids = Vec::with_capacity(header.stored_rows);
     for _ in 0..header.stored_rows {
@@ -228,6 +256,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Model, serde_json::Value
         header.meta,
     ))
 }
+
+/// The largest embedding table a model file may ask for (16 GiB of f32; the default model's is
+/// 2^20 x 128, 512 MiB).
+pub const MAX_TABLE_FLOATS: usize = 1 << 32;
 
 /// Loads a model file, refusing a file of another format or version, or a corrupt one.
 pub fn load(path: &Path) -> Result<(Model, serde_json::Value)> {

@@ -408,13 +408,18 @@ impl HeadFile {
     /// Reads a head file and checks it: the schema, and every feature of this aisle, by name
     /// and in order, with a finite weight.
     pub fn load(path: &std::path::Path) -> crate::Result<(Reranker, HeadFile)> {
+        let text = std::fs::read_to_string(path).map_err(|e| SearchError::io(path, e))?;
+        Self::from_json(&text, path)
+    }
+
+    /// [`load`](Self::load) over the text of a head file; `path` is used in messages.
+    pub fn from_json(text: &str, path: &std::path::Path) -> crate::Result<(Reranker, HeadFile)> {
         let bad = |field: &str, reason: String| SearchError::BadHeadFile {
             path: path.to_path_buf(),
             field: field.into(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| SearchError::io(path, e))?;
-        let file: HeadFile = serde_json::from_str(&text).map_err(|e| {
+        let file: HeadFile = serde_json::from_str(text).map_err(|e| {
             bad(
                 &format!("line {} column {}", e.line(), e.column()),
                 e.to_string(),

@@ -32,10 +32,19 @@ impl PyValue {
     }
 }
 
+/// How deeply lists and dicts may nest: Flipkart's literals nest 2 deep, and the parser (and the
+/// drop of what it returns) recurses once per level, so a deeper literal is refused rather than
+/// allowed to overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses a whole literal; `Err` says what was expected at which character.
 pub fn parse(text: &str) -> Result<PyValue, String> {
     let chars: Vec<char> = text.chars().collect();
-    let mut p = Parser { s: &chars, i: 0 };
+    let mut p = Parser {
+        s: &chars,
+        i: 0,
+        depth: 0,
+    };
     let v = p.value()?;
     p.ws();
     if p.i != chars.len() {
@@ -50,6 +59,8 @@ pub fn parse(text: &str) -> Result<PyValue, String> {
 struct Parser<'a> {
     s: &'a [char],
     i: usize,
+    /// Lists and dicts open around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -75,11 +86,17 @@ impl Parser<'_> {
 
     fn value(&mut self) -> Result<PyValue, String> {
         self.ws();
+        if matches!(self.peek(), Some('[' | '(' | '{')) && self.depth >= MAX_DEPTH {
+            return Err(format!(
+                "nested more than {MAX_DEPTH} deep at character {}",
+                self.i + 1
+            ));
+        }
         match self.peek() {
             Some('\'') | Some('"') => self.string().map(PyValue::Str),
-            Some('[') => self.seq(']').map(PyValue::List),
-            Some('(') => self.seq(')').map(PyValue::List),
-            Some('{') => self.dict(),
+            Some('[') => self.nested(|p| p.seq(']').map(PyValue::List)),
+            Some('(') => self.nested(|p| p.seq(')').map(PyValue::List)),
+            Some('{') => self.nested(Self::dict),
             Some(c) if c.is_ascii_digit() || c == '-' || c == '.' => {
                 let start = self.i;
                 while self
@@ -109,6 +126,17 @@ impl Parser<'_> {
             Some(c) => Err(format!("unexpected `{c}` at character {}", self.i + 1)),
             None => Err("unexpected end of text".into()),
         }
+    }
+
+    /// Parses a list or dict one level deeper.
+    fn nested(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<PyValue, String>,
+    ) -> Result<PyValue, String> {
+        self.depth += 1;
+        let v = parse(self);
+        self.depth -= 1;
+        v
     }
 
     fn string(&mut self) -> Result<String, String> {
@@ -218,5 +246,15 @@ mod tests {
         assert!(parse("['unterminated]").is_err());
         assert!(parse("[x]").is_err());
         assert!(parse("[] tail").is_err());
+    }
+
+    #[test]
+    fn refuses_deep_nesting_instead_of_overflowing_the_stack() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let err = parse(&deep).expect_err("too deep");
+        assert!(err.contains("nested more than 64 deep"), "{err}");
+        assert!(parse(&"[{(".repeat(100_000)).is_err());
     }
 }

@@ -15,8 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
+use crate::error::Location;
 use crate::error::{Error, ImportReport, Result, Strictness};
-use crate::io::table::{for_each_record, Encoding, FieldCtx, TableReader};
+use crate::io::table::{for_each_record, Encoding, FieldCtx, Format, TableReader};
 use crate::model::{Interaction, Judgment, Kind, Product, User};
 use crate::taxonomy::{Taxonomy, TaxonomyBuilder, TaxonomyError};
 
@@ -45,23 +46,100 @@ fn required_table(dir: &Path, name: &str) -> Result<PathBuf> {
     })
 }
 
+/// The columns of a table aisle reads, and which of them every row must have.
+pub struct Schema {
+    pub columns: &'static [&'static str],
+    pub required: &'static [&'static str],
+}
+
+impl Schema {
+    /// Opens the file at `path` as a table of this schema.
+    pub fn open(&self, path: &Path) -> Result<TableReader> {
+        TableReader::open(path, self.columns, self.required, Encoding::Utf8)
+    }
+
+    /// Reads `bytes` as a table of this schema; `name` (e.g. `products.csv`) gives the format by
+    /// its extension and is used in messages.
+    pub fn from_bytes(&self, name: &Path, bytes: &[u8]) -> Result<TableReader> {
+        let format = Format::of(name).ok_or_else(|| Error::Malformed {
+            at: Location::file(name),
+            message: "unknown file extension: expected .csv or .jsonl".into(),
+        })?;
+        let input = Box::new(std::io::Cursor::new(bytes.to_vec()));
+        TableReader::from_reader(
+            input,
+            name,
+            format,
+            self.columns,
+            self.required,
+            Encoding::Utf8,
+        )
+    }
+}
+
+/// The schema of each table in [`TABLES`], in that order.
+pub const SCHEMAS: [Schema; 5] = [
+    Schema {
+        columns: &["id", "parent", "name"],
+        required: &["id"],
+    },
+    Schema {
+        columns: &[
+            "id",
+            "title",
+            "description",
+            "brand",
+            "price",
+            "category",
+            "attributes",
+        ],
+        required: &["id", "title", "category"],
+    },
+    Schema {
+        columns: &["id", "segment"],
+        required: &["id"],
+    },
+    Schema {
+        columns: &[
+            "user", "product", "kind", "time", "session", "query", "price",
+        ],
+        required: &["user", "product", "kind", "time"],
+    },
+    Schema {
+        columns: &["query", "product", "relevance"],
+        required: &["query", "product", "relevance"],
+    },
+];
+
 /// Reads a taxonomy table (`id, parent, name`).
 pub fn read_taxonomy(
     path: &Path,
     strictness: Strictness,
     report: &mut ImportReport,
 ) -> Result<Taxonomy> {
-    const COLS: [&str; 3] = ["id", "parent", "name"];
-    const REQ: [&str; 1] = ["id"];
-    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    taxonomy_rows(&mut SCHEMAS[0].open(path)?, strictness, report)
+}
+
+fn taxonomy_rows(
+    reader: &mut TableReader,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<Taxonomy> {
+    let path = &reader.path().to_path_buf();
     let mut b = TaxonomyBuilder::new();
-    for_each_record(&mut reader, &REQ, strictness, report, |mut r, _| {
-        let ctx = FieldCtx { path, line: r.line };
-        let id = ctx.required(r.take(0), "id", "a category id")?;
-        let name = r.take(2).unwrap_or_else(|| id.clone());
-        b.add_node(&id, &name, r.get(1), Some(r.line));
-        Ok(())
-    })?;
+    for_each_record(
+        reader,
+        SCHEMAS[0].required,
+        strictness,
+        report,
+        |mut r, _| {
+            let ctx = FieldCtx { path, line: r.line };
+            let id = ctx.required(r.take(0), "id", "a category id")?;
+            let name = r.take(2).unwrap_or_else(|| id.clone());
+            b.add_node(&id, &name, r.get(1), Some(r.line));
+            Ok(())
+        },
+    )?;
     finish_taxonomy(b, path, strictness, report)
 }
 
@@ -121,56 +199,61 @@ pub fn read_products(
     strictness: Strictness,
     report: &mut ImportReport,
 ) -> Result<()> {
-    const COLS: [&str; 7] = [
-        "id",
-        "title",
-        "description",
-        "brand",
-        "price",
-        "category",
-        "attributes",
-    ];
-    const REQ: [&str; 3] = ["id", "title", "category"];
-    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    products_rows(ds, &mut SCHEMAS[1].open(path)?, strictness, report)
+}
+
+fn products_rows(
+    ds: &mut Dataset,
+    reader: &mut TableReader,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let path = &reader.path().to_path_buf();
     let mut first_line = std::collections::HashMap::new();
-    for_each_record(&mut reader, &REQ, strictness, report, |mut r, _| {
-        let ctx = FieldCtx { path, line: r.line };
-        let id = ctx.required(r.take(0), "id", "a product id")?;
-        let title = ctx.required(r.take(1), "title", "a product title")?;
-        let cat_id = ctx.required(r.take(5), "category", "a category id")?;
-        let category = ds.taxonomy.node(&cat_id).ok_or_else(|| Error::UnknownRef {
-            at: ctx.at("category"),
-            what: "category",
-            id: cat_id.clone(),
-            hint: "not an id of the taxonomy file".into(),
-        })?;
-        let price = ctx.opt_f32(r.get(4), "price")?;
-        let attributes = match r.get(6) {
-            Some(t) => parse_attributes(t, || ctx.at("attributes"))?,
-            None => Vec::new(),
-        };
-        let product = Product {
-            id: id.clone(),
-            title,
-            description: r.take(2).unwrap_or_default(),
-            brand: r.take(3).unwrap_or_default(),
-            price,
-            attributes,
-            category,
-        };
-        match ds.catalog.push(product) {
-            Ok(_) => {
-                first_line.insert(id, r.line);
-                Ok(())
+    for_each_record(
+        reader,
+        SCHEMAS[1].required,
+        strictness,
+        report,
+        |mut r, _| {
+            let ctx = FieldCtx { path, line: r.line };
+            let id = ctx.required(r.take(0), "id", "a product id")?;
+            let title = ctx.required(r.take(1), "title", "a product title")?;
+            let cat_id = ctx.required(r.take(5), "category", "a category id")?;
+            let category = ds.taxonomy.node(&cat_id).ok_or_else(|| Error::UnknownRef {
+                at: ctx.at("category"),
+                what: "category",
+                id: cat_id.clone(),
+                hint: "not an id of the taxonomy file".into(),
+            })?;
+            let price = ctx.opt_f32(r.get(4), "price")?;
+            let attributes = match r.get(6) {
+                Some(t) => parse_attributes(t, || ctx.at("attributes"))?,
+                None => Vec::new(),
+            };
+            let product = Product {
+                id: id.clone(),
+                title,
+                description: r.take(2).unwrap_or_default(),
+                brand: r.take(3).unwrap_or_default(),
+                price,
+                attributes,
+                category,
+            };
+            match ds.catalog.push(product) {
+                Ok(_) => {
+                    first_line.insert(id, r.line);
+                    Ok(())
+                }
+                Err(_) => Err(Error::Duplicate {
+                    at: ctx.at("id"),
+                    what: "product",
+                    first_line: first_line.get(&id).copied(),
+                    id,
+                }),
             }
-            Err(_) => Err(Error::Duplicate {
-                at: ctx.at("id"),
-                what: "product",
-                first_line: first_line.get(&id).copied(),
-                id,
-            }),
-        }
-    })
+        },
+    )
 }
 
 /// Reads a users table into `ds.users`; columns other than `id` and `segment` are demographics.
@@ -180,31 +263,44 @@ pub fn read_users(
     strictness: Strictness,
     report: &mut ImportReport,
 ) -> Result<()> {
-    const COLS: [&str; 2] = ["id", "segment"];
-    const REQ: [&str; 1] = ["id"];
-    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
+    users_rows(ds, &mut SCHEMAS[2].open(path)?, strictness, report)
+}
+
+fn users_rows(
+    ds: &mut Dataset,
+    reader: &mut TableReader,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let path = &reader.path().to_path_buf();
     let mut first_line = std::collections::HashMap::new();
-    for_each_record(&mut reader, &REQ, strictness, report, |mut r, _| {
-        let ctx = FieldCtx { path, line: r.line };
-        let id = ctx.required(r.take(0), "id", "a user id")?;
-        let user = User {
-            id: id.clone(),
-            segment: r.take(1),
-            demographics: std::mem::take(&mut r.extra),
-        };
-        match ds.users.push(user) {
-            Ok(_) => {
-                first_line.insert(id, r.line);
-                Ok(())
+    for_each_record(
+        reader,
+        SCHEMAS[2].required,
+        strictness,
+        report,
+        |mut r, _| {
+            let ctx = FieldCtx { path, line: r.line };
+            let id = ctx.required(r.take(0), "id", "a user id")?;
+            let user = User {
+                id: id.clone(),
+                segment: r.take(1),
+                demographics: std::mem::take(&mut r.extra),
+            };
+            match ds.users.push(user) {
+                Ok(_) => {
+                    first_line.insert(id, r.line);
+                    Ok(())
+                }
+                Err(_) => Err(Error::Duplicate {
+                    at: ctx.at("id"),
+                    what: "user",
+                    first_line: first_line.get(&id).copied(),
+                    id,
+                }),
             }
-            Err(_) => Err(Error::Duplicate {
-                at: ctx.at("id"),
-                what: "user",
-                first_line: first_line.get(&id).copied(),
-                id,
-            }),
-        }
-    })
+        },
+    )
 }
 
 /// Reads an interactions table. Unknown products are errors; unknown users are errors when the
@@ -216,12 +312,19 @@ pub fn read_interactions(
     strictness: Strictness,
     report: &mut ImportReport,
 ) -> Result<()> {
-    const COLS: [&str; 7] = [
-        "user", "product", "kind", "time", "session", "query", "price",
-    ];
-    const REQ: [&str; 4] = ["user", "product", "kind", "time"];
-    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
-    for_each_record(&mut reader, &REQ, strictness, report, |r, _| {
+    let mut reader = SCHEMAS[3].open(path)?;
+    interactions_rows(ds, &mut reader, users_known, strictness, report)
+}
+
+fn interactions_rows(
+    ds: &mut Dataset,
+    reader: &mut TableReader,
+    users_known: bool,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let path = &reader.path().to_path_buf();
+    for_each_record(reader, SCHEMAS[3].required, strictness, report, |r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let user_id = ctx.required(r.get(0).map(str::to_owned), "user", "a user id")?;
         let product_id = ctx.required(r.get(1).map(str::to_owned), "product", "a product id")?;
@@ -286,10 +389,17 @@ pub fn read_judgments(
     strictness: Strictness,
     report: &mut ImportReport,
 ) -> Result<()> {
-    const COLS: [&str; 3] = ["query", "product", "relevance"];
-    const REQ: [&str; 3] = COLS;
-    let mut reader = TableReader::open(path, &COLS, &REQ, Encoding::Utf8)?;
-    for_each_record(&mut reader, &REQ, strictness, report, |r, _| {
+    judgments_rows(ds, &mut SCHEMAS[4].open(path)?, strictness, report)
+}
+
+fn judgments_rows(
+    ds: &mut Dataset,
+    reader: &mut TableReader,
+    strictness: Strictness,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let path = &reader.path().to_path_buf();
+    for_each_record(reader, SCHEMAS[4].required, strictness, report, |r, _| {
         let ctx = FieldCtx { path, line: r.line };
         let q = ctx.required(r.get(0).map(str::to_owned), "query", "a query text")?;
         let pid = r.get(1).unwrap_or("");
@@ -319,21 +429,53 @@ pub fn read_judgments(
 
 /// Loads a dataset folder in the generic format (no splits are made here).
 pub fn load_dir(dir: &Path, name: &str, strictness: Strictness) -> Result<Dataset> {
+    required_table(dir, "taxonomy")?;
+    required_table(dir, "products")?;
+    load_tables(name, strictness, |table, schema| {
+        table_path(dir, table).map(|p| schema.open(&p)).transpose()
+    })
+}
+
+/// Loads a dataset in the generic format from files held in memory, as `(file name, bytes)`
+/// pairs such as `("products.jsonl", ..)`: what [`load_dir`] does with a folder's files.
+pub fn load_bytes(name: &str, files: &[(&str, &[u8])], strictness: Strictness) -> Result<Dataset> {
+    load_tables(name, strictness, |table, schema| {
+        let file = files
+            .iter()
+            .find(|(f, _)| Path::new(f).file_stem().and_then(|s| s.to_str()) == Some(table));
+        file.map(|(f, bytes)| schema.from_bytes(Path::new(f), bytes))
+            .transpose()
+    })
+}
+
+/// Loads the tables `open` finds (by name in [`TABLES`], with their [`SCHEMAS`]), in load order.
+fn load_tables(
+    name: &str,
+    strictness: Strictness,
+    mut open: impl FnMut(&str, &Schema) -> Result<Option<TableReader>>,
+) -> Result<Dataset> {
+    let mut open = |i: usize| open(TABLES[i], &SCHEMAS[i]);
+    let missing = |table: &str| {
+        Error::Dataset(format!(
+            "{name}: no {table} table (see docs/data-format.md)"
+        ))
+    };
     let mut report = ImportReport::new();
-    let tax_path = required_table(dir, "taxonomy")?;
-    let products_path = required_table(dir, "products")?;
-    let taxonomy = read_taxonomy(&tax_path, strictness, &mut report)?;
+    let mut taxonomy = open(0)?.ok_or_else(|| missing("taxonomy"))?;
+    let taxonomy = taxonomy_rows(&mut taxonomy, strictness, &mut report)?;
     let mut ds = Dataset::new(name, taxonomy);
-    read_products(&mut ds, &products_path, strictness, &mut report)?;
-    let users_path = table_path(dir, "users");
-    if let Some(p) = &users_path {
-        read_users(&mut ds, p, strictness, &mut report)?;
+    let mut products = open(1)?.ok_or_else(|| missing("products"))?;
+    products_rows(&mut ds, &mut products, strictness, &mut report)?;
+    let users = open(2)?;
+    let users_known = users.is_some();
+    if let Some(mut r) = users {
+        users_rows(&mut ds, &mut r, strictness, &mut report)?;
     }
-    if let Some(p) = table_path(dir, "interactions") {
-        read_interactions(&mut ds, &p, users_path.is_some(), strictness, &mut report)?;
+    if let Some(mut r) = open(3)? {
+        interactions_rows(&mut ds, &mut r, users_known, strictness, &mut report)?;
     }
-    if let Some(p) = table_path(dir, "judgments") {
-        read_judgments(&mut ds, &p, strictness, &mut report)?;
+    if let Some(mut r) = open(4)? {
+        judgments_rows(&mut ds, &mut r, strictness, &mut report)?;
     }
     ds.report = report;
     Ok(ds)

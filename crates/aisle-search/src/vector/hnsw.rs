@@ -388,13 +388,25 @@ impl HnswIndex {
     }
 
     fn open(path: &Path, dim: usize, expected: Option<&IndexStamp>) -> Result<Self> {
+        // Read whole, never mapped (see the module docs).
+        let bytes = fs::read(path).map_err(|e| SearchError::io(path, e))?;
+        Self::from_bytes(&bytes, path, dim, expected)
+    }
+
+    /// The index in `bytes`, a whole index file as [`save`](Self::save) writes it, checked as
+    /// [`load_checked`](Self::load_checked) checks a file (`expected: None` checks no digests);
+    /// `path` is used in messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        dim: usize,
+        expected: Option<&IndexStamp>,
+    ) -> Result<Self> {
         let bad = |reason: String| SearchError::BadIndexFile {
             path: path.to_path_buf(),
             reason,
         };
-        // Read whole, never mapped (see the module docs).
-        let bytes = fs::read(path).map_err(|e| SearchError::io(path, e))?;
-        let (header, payload) = split_file(&bytes).map_err(bad)?;
+        let (header, payload) = split_file(bytes).map_err(bad)?;
         if header.format != INDEX_FORMAT {
             return Err(bad(format!(
                 "index file format {}; this build reads format {INDEX_FORMAT} (rebuild it with `aisle index`)",

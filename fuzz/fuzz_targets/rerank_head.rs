@@ -1,0 +1,6 @@
+#![no_main]
+
+#[path = "../harness/search.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::rerank_head(data));
