@@ -75,6 +75,25 @@ fn lenient_prints_counts_per_reason() {
     assert!(stdout.contains("products"), "{stdout}");
 }
 
+/// `products.csv` beside `products.jsonl`: the JSONL was ignored without a word.
+#[test]
+fn a_table_in_both_csv_and_jsonl_is_refused() {
+    let d = tempfile::tempdir().expect("tempdir");
+    small_dataset(d.path());
+    std::fs::write(
+        d.path().join("products.jsonl"),
+        "{\"id\": \"p3\", \"title\": \"Sony TV\", \"category\": \"tv\"}\n",
+    )
+    .expect("write");
+    let out = aisle(&["dataset", "stats", d.path().to_str().expect("utf-8 path")]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("both products.csv and products.jsonl are here"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unknown_dataset_name_is_a_clear_error() {
     let out = aisle(&["dataset", "stats", "no_such_dataset_here"]);

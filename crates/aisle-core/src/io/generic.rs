@@ -429,6 +429,16 @@ fn judgments_rows(
 
 /// Loads a dataset folder in the generic format (no splits are made here).
 pub fn load_dir(dir: &Path, name: &str, strictness: Strictness) -> Result<Dataset> {
+    // Both forms of one table: reading one and ignoring the other without a word lost data.
+    for table in TABLES {
+        let [csv, jsonl] = ["csv", "jsonl"].map(|ext| dir.join(format!("{table}.{ext}")));
+        if csv.is_file() && jsonl.is_file() {
+            return Err(Error::Dataset(format!(
+                "{}: both {table}.csv and {table}.jsonl are here; aisle reads one file per table, so keep one (or merge them)",
+                dir.display()
+            )));
+        }
+    }
     required_table(dir, "taxonomy")?;
     required_table(dir, "products")?;
     load_tables(name, strictness, |table, schema| {
