@@ -94,6 +94,34 @@ fn a_table_in_both_csv_and_jsonl_is_refused() {
     );
 }
 
+/// A taxonomy cycle or orphan was printed twice ("X: X"), without `file:line`.
+#[test]
+fn taxonomy_errors_print_once_with_file_and_line() {
+    let d = tempfile::tempdir().expect("tempdir");
+    small_dataset(d.path());
+    for (taxonomy, want) in [
+        (
+            "id,parent,name\nel,tv,Electronics\ntv,el,TVs\n",
+            "taxonomy.csv:2: category `el`",
+        ),
+        (
+            "id,parent,name\nel,,Electronics\ntv,zz,TVs\n",
+            "taxonomy.csv:3: category `tv`",
+        ),
+    ] {
+        std::fs::write(d.path().join("taxonomy.csv"), taxonomy).expect("write");
+        let out = aisle(&["dataset", "stats", d.path().to_str().expect("utf-8 path")]);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert_eq!(
+            err.matches("category `").count(),
+            1,
+            "printed more than once: {err}"
+        );
+    }
+}
+
 #[test]
 fn unknown_dataset_name_is_a_clear_error() {
     let out = aisle(&["dataset", "stats", "no_such_dataset_here"]);

@@ -99,12 +99,12 @@ pub enum Error {
         id: String,
         hint: String,
     },
-    /// The taxonomy is not a tree.
-    #[error("{}: {source}", .file.display())]
+    /// The taxonomy is not a tree. Shown as `FILE:LINE: reason` (the reason is part of this
+    /// message, not a separate source, so that an error chain does not print it twice).
+    #[error("{}{}: {error}", .file.display(), .error.line().map(|l| format!(":{l}")).unwrap_or_default())]
     Taxonomy {
         file: PathBuf,
-        #[source]
-        source: Box<TaxonomyError>,
+        error: Box<TaxonomyError>,
     },
     /// A dataset name or folder that aisle does not know how to read.
     #[error("{0}")]
@@ -141,7 +141,7 @@ impl Error {
                 "category" => "unknown category id",
                 _ => "unknown id",
             },
-            Error::Taxonomy { source, .. } => source.reason(),
+            Error::Taxonomy { error, .. } => error.reason(),
             Error::Dataset(_) => "unknown dataset",
             Error::Config(_) => "invalid configuration",
         }

@@ -254,7 +254,7 @@ fn duplicate_ids() {
     let text = format!("{TAXONOMY}tv,el,TVs again\n");
     let err = error_with("taxonomy.csv", text.as_bytes());
     assert!(
-        matches!(err, Error::Taxonomy { ref source, .. } if matches!(**source, TaxonomyError::DuplicateId { line: Some(6), first_line: Some(3), .. })),
+        matches!(err, Error::Taxonomy { ref error, .. } if matches!(**error, TaxonomyError::DuplicateId { line: Some(6), first_line: Some(3), .. })),
         "{err}"
     );
     assert!(err.to_string().contains("taxonomy.csv"), "{err}");
@@ -266,8 +266,8 @@ fn taxonomy_cycle_and_orphan() {
         "id,parent,name\nel,qled,Electronics\ntv,el,TVs\noled,tv,OLED TVs\nqled,tv,QLED TVs\n";
     let err = error_with("taxonomy.csv", text.as_bytes());
     match &err {
-        Error::Taxonomy { source, .. } if matches!(**source, TaxonomyError::Cycle { .. }) => {
-            let TaxonomyError::Cycle { cycle, line, .. } = &**source else {
+        Error::Taxonomy { error, .. } if matches!(**error, TaxonomyError::Cycle { .. }) => {
+            let TaxonomyError::Cycle { cycle, line, .. } = &**error else {
                 unreachable!()
             };
             assert_eq!(*line, Some(2));
@@ -279,7 +279,7 @@ fn taxonomy_cycle_and_orphan() {
     let text = format!("{TAXONOMY}x,missing,X\n");
     let err = error_with("taxonomy.csv", text.as_bytes());
     assert!(
-        matches!(err, Error::Taxonomy { ref source, .. } if matches!(**source, TaxonomyError::Orphan { line: Some(6), .. })),
+        matches!(err, Error::Taxonomy { ref error, .. } if matches!(**error, TaxonomyError::Orphan { line: Some(6), .. })),
         "{err}"
     );
 }

@@ -77,7 +77,7 @@ pub fn read_categories(path: &Path) -> Result<Taxonomy> {
     }
     b.build().map_err(|source| Error::Taxonomy {
         file: path.to_path_buf(),
-        source: Box::new(source),
+        error: Box::new(source),
     })
 }
 
@@ -137,7 +137,7 @@ pub fn load_xbox(data_dir: &Path, strictness: Strictness) -> Result<Dataset> {
     }
     let taxonomy = b.build().map_err(|source| Error::Taxonomy {
         file: products_path.clone(),
-        source: Box::new(source),
+        error: Box::new(source),
     })?;
     let mut ds = Dataset::new("bestbuy_xbox", taxonomy);
     for row in rows {

@@ -153,7 +153,7 @@ pub fn finish_taxonomy(
 ) -> Result<Taxonomy> {
     let to_err = |source: TaxonomyError| Error::Taxonomy {
         file: path.to_path_buf(),
-        source: Box::new(source),
+        error: Box::new(source),
     };
     match strictness {
         Strictness::Strict => b.build().map_err(to_err),

@@ -1064,7 +1064,7 @@ pub(crate) fn built_in() -> Result<Shop> {
     }
     let taxonomy = b.build().map_err(|source| Error::Taxonomy {
         file: "<built-in taxonomy>".into(),
-        source: source.into(),
+        error: source.into(),
     })?;
     let leaves: Vec<LeafSpec> = taxonomy
         .leaves()
