@@ -273,7 +273,8 @@ impl Kind {
         }
     }
 
-    /// Parses a file name of a kind (case-insensitive; `cart` and `order` are accepted aliases).
+    /// Parses a kind (case-insensitive), with the aliases docs/data-format.md lists: `impression`;
+    /// `addtocart`, `cart`; `order`, `buy`.
     pub fn parse(s: &str) -> Option<Kind> {
         match s.trim().to_ascii_lowercase().as_str() {
             "view" | "impression" => Some(Kind::View),
