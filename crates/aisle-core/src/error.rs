@@ -73,6 +73,12 @@ pub enum Error {
     /// A row that cannot be split into fields, or a line that is not a JSON object.
     #[error("{at}: malformed row: {message}")]
     Malformed { at: At, message: String },
+    /// A quoted CSV field that runs past the end of its line and is never properly closed (the
+    /// file ends inside it, or the quote that ends it is followed by more text, as when it is
+    /// really the opening quote of a later field): the lines after it would be read into it.
+    /// `at` names the line where the quote opened and the field.
+    #[error("{at}: a quote opened here is not closed before the next line's record ({detail})")]
+    UnclosedQuote { at: At, detail: String },
     /// A field whose value is not what the format says.
     #[error("{at}: expected {expected}, found {found:?}")]
     Field {
@@ -128,6 +134,7 @@ impl Error {
             Error::Io { .. } => "i/o error",
             Error::MissingColumn { .. } => "missing column",
             Error::Malformed { .. } => "malformed row",
+            Error::UnclosedQuote { .. } => "unclosed quote",
             Error::Field { .. } => "invalid field value",
             Error::InvalidUtf8 { .. } => "invalid UTF-8",
             Error::Duplicate { what, .. } => match *what {
@@ -152,6 +159,7 @@ impl Error {
         matches!(
             self,
             Error::Malformed { .. }
+                | Error::UnclosedQuote { .. }
                 | Error::Field { .. }
                 | Error::InvalidUtf8 { .. }
                 | Error::Duplicate { .. }

@@ -2,9 +2,20 @@
 //!
 //! Both formats yield the same [`Record`]: a map from column name to text, the 1-based line it
 //! came from, and the columns the caller did not ask for (kept as extra attributes).
+//!
+//! A CSV quote that is opened and never properly closed (`p1,"Bad title,tv` followed by good
+//! rows) would make the csv crate read the following lines into that one field: the good rows
+//! would be lost, or a wrong row loaded. So a record one of whose quoted fields holds a line
+//! break is looked at again in its raw bytes ([`quoted_line_breaks`]): if the file ends inside
+//! that quote, or the quote that ends it is followed by more text (a well-formed field's closing
+//! quote is followed by a comma or a line end; a quote that opens a later field is followed by
+//! that field's text), the record is an [`Error::UnclosedQuote`] at the line where the quote
+//! opened, and reading goes on from the next line, so that a lenient import skips that one row
+//! and keeps the ones after it. A quoted field with a line break that closes properly (a
+//! description of several lines) is legal CSV and loads as it is.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{At, Error, Location, Result};
@@ -48,6 +59,13 @@ pub struct Record {
     pub extra: Vec<(String, String)>,
 }
 
+/// What a table is read from: a file or bytes in memory. Seekable, so that a CSV record whose
+/// quoted field spans lines can be checked in its raw bytes and the lines after an unclosed quote
+/// read again (see the module's documentation).
+pub trait Input: Read + Seek {}
+
+impl<T: Read + Seek> Input for T {}
+
 /// Reads a table whose columns are known in advance.
 pub struct TableReader {
     path: PathBuf,
@@ -57,7 +75,7 @@ pub struct TableReader {
 
 enum Inner {
     Csv {
-        reader: csv::Reader<Box<dyn Read>>,
+        reader: csv::Reader<Box<dyn Input>>,
         /// For each file column, the requested column it fills (or `None` for extras).
         mapping: Vec<Option<usize>>,
         header: Vec<String>,
@@ -65,7 +83,7 @@ enum Inner {
         record: csv::ByteRecord,
     },
     Jsonl {
-        lines: std::io::Split<BufReader<Box<dyn Read>>>,
+        lines: std::io::Split<BufReader<Box<dyn Input>>>,
         line: u64,
     },
 }
@@ -115,7 +133,7 @@ impl TableReader {
 
     /// Like [`open`](Self::open) over any reader; `path` is used in messages.
     pub fn from_reader(
-        input: Box<dyn Read>,
+        input: Box<dyn Input>,
         path: &Path,
         format: Format,
         columns: &[&'static str],
@@ -194,11 +212,19 @@ impl TableReader {
                     Err(e) => return Some(Err(csv_error(path, e))),
                 }
                 let line = record.position().map(|p| p.line()).unwrap_or(0);
+                // Only quoting puts a line break into a field: then look at the raw record.
+                let mut spans = String::new();
+                if record.as_slice().iter().any(|&b| b == b'\n' || b == b'\r') {
+                    match check_quotes(reader, record, header, path) {
+                        Ok(s) => spans = s,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
                 if record.len() != header.len() {
                     return Some(Err(Error::Malformed {
                         at: Location::line(path, line),
                         message: format!(
-                            "expected {} fields as in the header, found {}",
+                            "expected {} fields as in the header, found {}{spans}",
                             header.len(),
                             record.len()
                         ),
@@ -248,6 +274,183 @@ impl TableReader {
                 }
                 return Some(json_record(path, ln, text, columns, required));
             },
+        }
+    }
+}
+
+/// Checks a CSV record that holds a line break against its raw bytes (see the module's
+/// documentation). An unclosed quote is an [`Error::UnclosedQuote`], after the reader has been
+/// moved to the line after the one where the quote opened. Otherwise returns a note on the quoted
+/// fields that span lines (`; field `description` spans lines 4-5`), for a field-count error.
+fn check_quotes(
+    reader: &mut csv::Reader<Box<dyn Input>>,
+    record: &csv::ByteRecord,
+    header: &[String],
+    path: &Path,
+) -> Result<String> {
+    let start = record
+        .position()
+        .cloned()
+        .unwrap_or_else(csv::Position::new);
+    let end = reader.position().byte();
+    let raw =
+        raw_bytes(&mut **reader.get_mut(), start.byte(), end).map_err(|e| Error::io(path, e))?;
+    let fields = quoted_line_breaks(&raw, start.line());
+    let name = |f: usize| {
+        header
+            .get(f)
+            .cloned()
+            .unwrap_or_else(|| format!("column {}", f + 1))
+    };
+    if let Some(bad) = fields.iter().find(|f| !matches!(f.end, QuoteEnd::Clean(_))) {
+        let (skip, lines) = after_line_end(&raw, bad.open);
+        let mut next = csv::Position::new();
+        next.set_byte(start.byte() + skip as u64)
+            .set_line(bad.line + lines)
+            .set_record(start.record());
+        reader
+            .seek_raw(SeekFrom::Start(next.byte()), next)
+            .map_err(|e| csv_error(path, e))?;
+        let detail = match &bad.end {
+            QuoteEnd::Eof => "the file ends inside it".to_owned(),
+            QuoteEnd::Junk(line, text) => format!(
+                "the quote that ends it, on line {line}, is followed by `{text}` instead of a comma or a line end"
+            ),
+            QuoteEnd::Clean(_) => unreachable!("found by not being clean"),
+        };
+        return Err(Error::UnclosedQuote {
+            at: Location::field(path, bad.line, &name(bad.field)),
+            detail,
+        });
+    }
+    Ok(fields
+        .iter()
+        .map(|f| match f.end {
+            QuoteEnd::Clean(last) => format!(
+                "; quoted field `{}` spans lines {}-{last}",
+                name(f.field),
+                f.line
+            ),
+            _ => String::new(),
+        })
+        .collect())
+}
+
+/// The bytes `from..to` of `input`, leaving its position where it was (so that the csv reader's
+/// buffer stays valid).
+fn raw_bytes(input: &mut dyn Input, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    let here = input.stream_position()?;
+    input.seek(SeekFrom::Start(from))?;
+    let mut raw = Vec::new();
+    input.take(to.saturating_sub(from)).read_to_end(&mut raw)?;
+    input.seek(SeekFrom::Start(here))?;
+    Ok(raw)
+}
+
+/// The offset just past the first line end (`\n`, `\r\n` or `\r`) at or after `from` in
+/// `raw`, and how many `\n` that passes (the csv crate counts lines by `\n`).
+fn after_line_end(raw: &[u8], from: usize) -> (usize, u64) {
+    let Some(j) = raw[from..]
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map(|j| from + j)
+    else {
+        return (raw.len(), 0);
+    };
+    match (raw[j], raw.get(j + 1)) {
+        (b'\r', Some(b'\n')) => (j + 2, 1),
+        (b'\n', _) => (j + 1, 1),
+        _ => (j + 1, 0),
+    }
+}
+
+/// How a quoted field that holds a line break ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum QuoteEnd {
+    /// With a quote followed by a comma, a line end or the end of the input (blanks allowed
+    /// before them), on this line.
+    Clean(u64),
+    /// With a quote followed by other text (on this line, that text): never so in a well-formed
+    /// file, and what happens when the "closing" quote is really a later field's opening one.
+    Junk(u64, String),
+    /// Not at all: the input ends inside the quotes.
+    Eof,
+}
+
+/// A quoted field of a raw CSV record that holds a line break.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct QuotedBreak {
+    /// Its index in the record.
+    field: usize,
+    /// The offset of its opening quote in the raw record, and that quote's line.
+    open: usize,
+    line: u64,
+    end: QuoteEnd,
+}
+
+/// The quoted fields that hold a line break in the raw bytes of one CSV record, split as the
+/// csv crate splits it (`,` between fields, a `"` at the start of a field opens a quote, `""`
+/// inside is a quote, `\r` or `\n` outside quotes ends the record; empty lines before it are
+/// skipped). `line` is the line of `raw[0]`.
+fn quoted_line_breaks(raw: &[u8], mut line: u64) -> Vec<QuotedBreak> {
+    let is_end = |b: u8| b == b'\n' || b == b'\r';
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < raw.len() && is_end(raw[i]) {
+        line += u64::from(raw[i] == b'\n');
+        i += 1;
+    }
+    let mut field = 0;
+    loop {
+        if raw.get(i) == Some(&b'"') {
+            let (open, open_line) = (i, line);
+            let mut broke = false;
+            i += 1;
+            let end = loop {
+                match raw.get(i) {
+                    None => break QuoteEnd::Eof,
+                    Some(b'"') if raw.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => {
+                        i += 1;
+                        let rest = &raw[i..];
+                        let text = rest
+                            .iter()
+                            .position(|&b| b == b',' || is_end(b))
+                            .map_or(rest, |n| &rest[..n]);
+                        break if text.iter().all(|&b| b == b' ' || b == b'\t') {
+                            QuoteEnd::Clean(line)
+                        } else {
+                            let shown: String =
+                                String::from_utf8_lossy(text).chars().take(24).collect();
+                            QuoteEnd::Junk(line, shown)
+                        };
+                    }
+                    Some(&b) => {
+                        if is_end(b) {
+                            broke = true;
+                            line += u64::from(b == b'\n');
+                        }
+                        i += 1;
+                    }
+                }
+            };
+            if broke {
+                out.push(QuotedBreak {
+                    field,
+                    open,
+                    line: open_line,
+                    end,
+                });
+            }
+        }
+        while raw.get(i).is_some_and(|&b| b != b',' && !is_end(b)) {
+            i += 1;
+        }
+        if raw.get(i) == Some(&b',') {
+            i += 1;
+            field += 1;
+        } else {
+            return out;
         }
     }
 }
