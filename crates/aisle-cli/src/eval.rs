@@ -1,17 +1,20 @@
 //! `aisle eval`: baselines and trained models on a split's test (or validation) queries.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 
+use aisle_eval::evaluate::Progress;
 use aisle_eval::{
-    evaluate, Bm25Ranker, DenseOptions, DenseRanker, EvalConfig, MemorisationRanker, Part,
-    PopularityRanker, Ranker, RepurchaseRanker,
+    Bm25Ranker, DenseOptions, DenseRanker, EvalConfig, EvalError, Group, Member,
+    MemorisationRanker, Part, PopularityRanker, Ranker, RepurchaseRanker,
 };
-
-use aisle_search::Mode;
+use aisle_model::Model;
+use aisle_search::{IndexChoice, Mode};
 
 use crate::train::pick_split;
 use crate::DataOpts;
@@ -82,85 +85,124 @@ fn parse_hybrid(s: &str) -> Result<Mode, String> {
     }
 }
 
+/// A row of the report, built when its turn comes ([`Member::Lazy`]) and dropped after it.
+enum Planned {
+    Bm25,
+    Popularity,
+    Memorisation,
+    Repurchase,
+    /// A row of the `model`-th model file.
+    Dense {
+        model: usize,
+        name: String,
+        options: DenseOptions,
+        head: Option<aisle_search::Reranker>,
+    },
+}
+
+/// A model file given with `--model`, checked before the first row is ranked.
+struct Checked {
+    path: PathBuf,
+    meta: serde_json::Value,
+    index: IndexChoice,
+}
+
+/// The model file whose rows are being evaluated, shared by them: one embedding table in memory
+/// at a time (2^20 x 128 f32, 512 MiB, for the default model), whatever the number of rows.
+struct Current<'a> {
+    models: &'a [Checked],
+    loaded: RefCell<Option<(usize, Arc<Model>)>>,
+}
+
+impl Current<'_> {
+    fn get(&self, k: usize) -> Result<Arc<Model>> {
+        let mut loaded = self.loaded.borrow_mut();
+        if let Some((_, model)) = loaded.as_ref().filter(|(i, _)| *i == k) {
+            return Ok(Arc::clone(model));
+        }
+        // The previous model's table is freed before the next one is read.
+        *loaded = None;
+        let path = &self.models[k].path;
+        let (model, meta) = aisle_model::artifact::load(path)
+            .with_context(|| format!("loading model {}", path.display()))?;
+        anyhow::ensure!(
+            meta == self.models[k].meta,
+            "{} changed during the evaluation",
+            path.display()
+        );
+        let model = Arc::new(model);
+        *loaded = Some((k, Arc::clone(&model)));
+        Ok(model)
+    }
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
     let ds = Arc::new(args.data.load(&args.dataset)?);
     let split = pick_split(&ds, args.split.as_deref())?;
-    let mut owned: Vec<Box<dyn Ranker>> = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
     let signals = args
         .rerank
         .then(|| Arc::new(aisle_eval::rerank::split_signals(&ds, split)));
     if !args.no_baselines {
-        owned.push(Box::new(Bm25Ranker::new(&ds)?));
-        owned.push(Box::new(PopularityRanker::new(&ds, split)));
-        owned.push(Box::new(MemorisationRanker::new(&ds, split)));
+        planned.extend([Planned::Bm25, Planned::Popularity, Planned::Memorisation]);
         if split
             .test
             .iter()
             .chain(&split.validation)
             .any(|q| q.user.is_some())
         {
-            owned.push(Box::new(RepurchaseRanker::new(&ds, split)));
+            planned.push(Planned::Repurchase);
         }
     }
-    // Notes every figure of the report must carry (models let through from other data, rows
-    // left out).
-    let mut notes: Vec<String> = Vec::new();
-    let mut heads = 0;
-    for spec in &args.model {
-        let (name, path) = match spec.split_once('=') {
+    // Every model file is loaded and checked before the first row is ranked, the last first:
+    // the first one's load is kept for its rows, the others are dropped here and read again at
+    // their turn, so that one embedding table is in memory at a time.
+    let specs: Vec<(Option<String>, PathBuf)> = args
+        .model
+        .iter()
+        .map(|spec| match spec.split_once('=') {
             Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
             None => (None, PathBuf::from(spec)),
-        };
+        })
+        .collect();
+    // (meta, history as trained, the other-dataset note, personalized or not) of each file.
+    type Facts = (serde_json::Value, usize, Option<String>, bool);
+    let mut facts: Vec<Option<Facts>> = specs.iter().map(|_| None).collect();
+    let mut first: Option<Arc<Model>> = None;
+    for (k, (_, path)) in specs.iter().enumerate().rev() {
         let crate::model_file::ModelFile {
             model,
             meta,
             history,
             other_dataset,
-        } = crate::model_file::load(&path, &ds, "evaluated", args.allow_other_dataset)?;
+        } = crate::model_file::load(path, &ds, "evaluated", args.allow_other_dataset)?;
+        facts[k] = Some((meta, history, other_dataset, model.personal.is_some()));
+        first = (k == 0).then(|| Arc::new(model));
+    }
+    // Notes every figure of the report must carry (models let through from other data, rows
+    // left out).
+    let mut notes: Vec<String> = Vec::new();
+    let mut checked: Vec<Checked> = Vec::new();
+    let mut heads = 0;
+    for (k, ((name, path), facts)) in specs.into_iter().zip(facts).enumerate() {
+        let (meta, history, other_dataset, personal) =
+            facts.context("every model file was loaded")?;
         notes.extend(other_dataset);
         let history = args.history.unwrap_or(history);
         let index = args
             .backend
             .choice(&path)?
             .unwrap_or(aisle_search::IndexChoice::Exact);
-        let dense = |row: String, model: aisle_model::Model, options: &DenseOptions| {
-            let ranker = DenseRanker::with_index(row, model, &ds, split, options, index.clone())
-                .with_context(|| format!("encoding the catalog with {}", path.display()))?;
-            if let Some(ef) = args.expansion_search {
-                ranker.set_search_effort(ef);
-            }
-            anyhow::Ok(ranker)
-        };
         let name = name.unwrap_or_else(|| match meta.get("sampler").and_then(|s| s.as_str()) {
             Some(s) => format!("dense {s}"),
             None => format!("dense {}", path.display()),
         });
-        // Extra rows of the same model: fused with BM25, or with the history term.
-        let mut variants: Vec<(String, DenseOptions)> = Vec::new();
-        if let Some(mode) = args.hybrid {
-            variants.push((
-                format!("{name} + BM25 ({mode})"),
-                DenseOptions {
-                    history,
-                    mode,
-                    history_boost: 0.0,
-                },
-            ));
-        }
-        for &beta in &args.history_boost {
-            anyhow::ensure!(
-                beta.is_finite() && beta > 0.0,
-                "--history-boost {beta}: expected a number > 0"
-            );
-            variants.push((
-                format!("{name} + history x{beta}"),
-                DenseOptions {
-                    history,
-                    mode: Mode::Dense,
-                    history_boost: beta,
-                },
-            ));
-        }
+        let dense = |name: String, options: DenseOptions, head| Planned::Dense {
+            model: k,
+            name,
+            options,
+            head,
+        };
         let head_path = path.with_file_name(aisle_search::rerank::HEAD_FILE);
         if signals.is_some() && !head_path.exists() {
             // One model without a head leaves out its re-ranked row, not the whole run.
@@ -173,7 +215,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             eprintln!("note: {note}");
             notes.push(note);
         }
-        if let Some(signals) = signals.as_ref().filter(|_| head_path.exists()) {
+        if signals.is_some() && head_path.exists() {
             heads += 1;
             let (head, saved) = aisle_search::rerank::HeadFile::load(&head_path)?;
             saved.check_model(&head_path, &path)?;
@@ -194,7 +236,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 );
             }
             let options = DenseOptions {
-                history: if model.personal.is_some() {
+                history: if personal {
                     args.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)
                 } else {
                     history
@@ -202,26 +244,40 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 mode: Mode::Dense,
                 history_boost: 0.0,
             };
-            let mut ranker = dense(
+            planned.push(dense(
                 format!("{name} + learned re-ranking"),
-                model.clone(),
-                &options,
-            )?;
-            ranker.set_reranking(Arc::clone(signals), Some(head))?;
-            owned.push(Box::new(ranker));
+                options,
+                Some(head),
+            ));
         }
-        for (row, options) in &variants {
-            owned.push(Box::new(dense(row.clone(), model.clone(), options)?));
+        // Extra rows of the same model: fused with BM25, or with the history term.
+        if let Some(mode) = args.hybrid {
+            let options = DenseOptions {
+                history,
+                mode,
+                history_boost: 0.0,
+            };
+            planned.push(dense(format!("{name} + BM25 ({mode})"), options, None));
         }
-        owned.push(Box::new(dense(
-            name,
-            model,
-            &DenseOptions {
+        for &beta in &args.history_boost {
+            anyhow::ensure!(
+                beta.is_finite() && beta > 0.0,
+                "--history-boost {beta}: expected a number > 0"
+            );
+            let options = DenseOptions {
                 history,
                 mode: Mode::Dense,
-                history_boost: 0.0,
-            },
-        )?));
+                history_boost: beta,
+            };
+            planned.push(dense(format!("{name} + history x{beta}"), options, None));
+        }
+        let options = DenseOptions {
+            history,
+            mode: Mode::Dense,
+            history_boost: 0.0,
+        };
+        planned.push(dense(name, options, None));
+        checked.push(Checked { path, meta, index });
     }
     anyhow::ensure!(
         !args.rerank || heads > 0,
@@ -229,10 +285,60 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         aisle_search::rerank::HEAD_FILE
     );
     anyhow::ensure!(
-        !owned.is_empty(),
+        !planned.is_empty(),
         "nothing to evaluate: give --model or drop --no-baselines"
     );
-    let rankers: Vec<&dyn Ranker> = owned.iter().map(|r| r.as_ref()).collect();
+    let current = Current {
+        models: &checked,
+        loaded: RefCell::new(first.map(|m| (0, m))),
+    };
+    let build = |plan: &Planned| -> Result<Box<dyn Ranker>> {
+        Ok(match plan {
+            Planned::Bm25 => Box::new(Bm25Ranker::new(&ds)?),
+            Planned::Popularity => Box::new(PopularityRanker::new(&ds, split)),
+            Planned::Memorisation => Box::new(MemorisationRanker::new(&ds, split)),
+            Planned::Repurchase => Box::new(RepurchaseRanker::new(&ds, split)),
+            Planned::Dense {
+                model,
+                name,
+                options,
+                head,
+            } => {
+                let file = &checked[*model];
+                let mut ranker = DenseRanker::with_index(
+                    name.clone(),
+                    current.get(*model)?,
+                    &ds,
+                    split,
+                    options,
+                    file.index.clone(),
+                )
+                .with_context(|| format!("encoding the catalog with {}", file.path.display()))?;
+                if let Some(ef) = args.expansion_search {
+                    ranker.set_search_effort(ef);
+                }
+                if let (Some(head), Some(signals)) = (head, &signals) {
+                    ranker.set_reranking(Arc::clone(signals), Some(head.clone()))?;
+                }
+                Box::new(ranker)
+            }
+        })
+    };
+    let groups: Vec<Group> = planned
+        .iter()
+        .map(|plan| Group {
+            name: match plan {
+                Planned::Bm25 => "BM25".into(),
+                Planned::Popularity => "popularity".into(),
+                Planned::Memorisation => "query memorisation".into(),
+                Planned::Repurchase => "re-purchase".into(),
+                Planned::Dense { name, .. } => name.clone(),
+            },
+            members: vec![Member::Lazy(Box::new(|| {
+                build(plan).map_err(|e| EvalError::Ranker(format!("{e:#}")))
+            }))],
+        })
+        .collect();
     let cfg = EvalConfig {
         part: match args.part {
             PartArg::Test => Part::Test,
@@ -242,7 +348,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         seed: args.data.seed(),
         ..EvalConfig::default()
     };
-    let mut report = evaluate(&ds, split, &rankers, &cfg)?;
+    let bar = RowsBar::new()?;
+    let mut report =
+        aisle_eval::evaluate::evaluate_groups_with_progress(&ds, split, &groups, &cfg, &mut |p| {
+            bar.show(p)
+        })?;
+    bar.finish();
     report.notes.extend(notes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -250,4 +361,96 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         print!("{}", report.render());
     }
     Ok(())
+}
+
+/// Progress of the rows on stderr: the row being built or ranked, with an ETA, and a line per
+/// row done. The bar is drawn only when stderr is a terminal (indicatif hides it otherwise);
+/// redirected runs get the line per row alone. stdout's tables are untouched.
+struct RowsBar {
+    bar: ProgressBar,
+    ranking: ProgressStyle,
+    building: ProgressStyle,
+}
+
+impl RowsBar {
+    fn new() -> Result<RowsBar> {
+        let bar = ProgressBar::new(0);
+        Ok(RowsBar {
+            bar,
+            ranking: ProgressStyle::with_template(
+                "{prefix}  {bar:30} {pos}/{len} queries  {per_sec}  ETA {eta}",
+            )
+            .context("progress bar template")?,
+            building: ProgressStyle::with_template("{prefix}  {spinner} {msg} ({elapsed})")
+                .context("progress bar template")?,
+        })
+    }
+
+    fn show(&self, p: Progress<'_>) {
+        let prefix = |row: usize, rows: usize, name: &str, member: usize, members: usize| {
+            let seed = if members > 1 {
+                format!(" (member {}/{members})", member + 1)
+            } else {
+                String::new()
+            };
+            format!("row {}/{rows} {name}{seed}", row + 1)
+        };
+        match p {
+            Progress::Building {
+                row,
+                rows,
+                name,
+                member,
+                members,
+            } => {
+                self.bar.set_style(self.building.clone());
+                self.bar
+                    .set_prefix(prefix(row, rows, name, member, members));
+                self.bar.set_message("building");
+                self.bar.reset_elapsed();
+                self.bar
+                    .enable_steady_tick(std::time::Duration::from_millis(200));
+            }
+            Progress::Ranking {
+                row,
+                rows,
+                name,
+                member,
+                members,
+                queries,
+            } => {
+                self.bar.disable_steady_tick();
+                self.bar.set_length(queries as u64);
+                self.bar.set_position(0);
+                self.bar.reset_eta();
+                self.bar
+                    .set_prefix(prefix(row, rows, name, member, members));
+                self.bar.set_style(self.ranking.clone());
+            }
+            Progress::Ranked { done, .. } => self.bar.set_position(done as u64),
+            Progress::RowDone {
+                row,
+                rows,
+                name,
+                build_s,
+                rank_s,
+            } => {
+                let line = format!(
+                    "row {}/{rows} {name}: built in {build_s:.1} s, ranked in {rank_s:.1} s",
+                    row + 1
+                );
+                // Into a log (stderr not a terminal, the bar hidden), the line per row still
+                // goes, so that a long evaluation is never silent.
+                if self.bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    self.bar.println(line);
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

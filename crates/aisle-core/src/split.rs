@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{Interaction, ProductId, QueryId, UserId};
+use crate::model::{normalize_query, Interaction, Kind, ProductId, QueryId, UserId};
 use crate::rng::Rng;
 
 /// One query an evaluation asks, with the products that answer it.
@@ -42,7 +42,72 @@ pub struct Split {
     pub cold_start: Vec<bool>,
 }
 
+/// Where the training queries come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuerySource {
+    /// What customers typed (search logs).
+    Logged,
+    /// The name of the product's category, made unique where names repeat
+    /// ([`Dataset::category_query_text`]; purchase histories without queries; Ai et al. 2017).
+    Taxonomy,
+}
+
+impl QuerySource {
+    /// Logged when any interaction of the dataset carries a query, taxonomy otherwise.
+    pub fn of(ds: &Dataset) -> QuerySource {
+        if ds.interactions.iter().any(|e| e.query.is_some()) {
+            QuerySource::Logged
+        } else {
+            QuerySource::Taxonomy
+        }
+    }
+
+    /// The normalised query a training interaction pairs with its product, or `None` when it
+    /// trains nothing (a view, or an event without a query in a logged dataset).
+    pub fn query_text(self, ds: &Dataset, e: &Interaction) -> Option<String> {
+        if e.kind == Kind::View {
+            return None;
+        }
+        match (self, e.query) {
+            (QuerySource::Logged, Some(q)) => Some(ds.queries.text(q).to_owned()),
+            (QuerySource::Logged, None) => None,
+            (QuerySource::Taxonomy, _) => Some(normalize_query(
+                ds.category_query_text(ds.catalog.get(e.product).category),
+            )),
+        }
+    }
+}
+
+/// The query texts a split's training part trains on: [`QuerySource::query_text`] of each
+/// training interaction, with how many interactions train each. The one definition of a *seen*
+/// held-out query (its text is here) and an *unseen* one: `aisle dataset stats`
+/// ([`Split::summary`]) and the evaluation's query segments both count by it.
+#[derive(Clone, Debug, Default)]
+pub struct TrainedQueries {
+    /// Normalised text -> training interactions that pair it with a product.
+    pub counts: HashMap<String, usize>,
+}
+
+impl TrainedQueries {
+    /// True when the held-out query's text never occurs among the trained texts.
+    pub fn is_unseen(&self, ds: &Dataset, q: &EvalQuery) -> bool {
+        !self.counts.contains_key(ds.queries.text(q.query))
+    }
+}
+
 impl Split {
+    /// The query texts the training part trains on (see [`TrainedQueries`]).
+    pub fn trained_queries(&self, ds: &Dataset) -> TrainedQueries {
+        let source = QuerySource::of(ds);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for &i in &self.train {
+            if let Some(t) = source.query_text(ds, &ds.interactions[i as usize]) {
+                *counts.entry(t).or_default() += 1;
+            }
+        }
+        TrainedQueries { counts }
+    }
+
     /// True when the product has no interaction in the training part.
     pub fn is_cold_start(&self, p: ProductId) -> bool {
         self.cold_start.get(p.index()).copied().unwrap_or(true)
@@ -53,7 +118,9 @@ impl Split {
         self.cold_start.iter().filter(|&&c| c).count()
     }
 
-    /// Distinct normalised queries of the training interactions.
+    /// Distinct logged queries of the training interactions, views included (what a
+    /// query-disjoint split keeps apart). Whether a held-out query counts as seen in training is
+    /// [`Split::trained_queries`].
     pub fn train_queries(&self, ds: &Dataset) -> HashSet<QueryId> {
         self.train
             .iter()
@@ -63,21 +130,19 @@ impl Split {
 
     /// How the test part relates to training: see [`SplitSummary`].
     pub fn summary(&self, ds: &Dataset) -> SplitSummary {
-        let seen = self.train_queries(ds);
+        let trained = self.trained_queries(ds);
         let test_distinct: HashSet<QueryId> = self.test.iter().map(|q| q.query).collect();
-        // Without queries in training (purchase histories), "unseen" has no meaning.
-        let (unseen_events, unseen_distinct) = if seen.is_empty() {
+        // Where training trains no query at all, "unseen" has no meaning.
+        let (unseen_events, unseen_distinct) = if trained.counts.is_empty() {
             (None, None)
         } else {
-            (
-                Some(
-                    self.test
-                        .iter()
-                        .filter(|q| !seen.contains(&q.query))
-                        .count(),
-                ),
-                Some(test_distinct.iter().filter(|q| !seen.contains(q)).count()),
-            )
+            let unseen: Vec<&EvalQuery> = self
+                .test
+                .iter()
+                .filter(|q| trained.is_unseen(ds, q))
+                .collect();
+            let distinct: HashSet<QueryId> = unseen.iter().map(|q| q.query).collect();
+            (Some(unseen.len()), Some(distinct.len()))
         };
         let bought: HashSet<(UserId, ProductId)> = self
             .train
@@ -121,8 +186,9 @@ pub struct SplitSummary {
     pub validation: usize,
     pub test: usize,
     pub test_distinct_queries: usize,
-    /// Test queries (events) whose normalised text never occurs in training; `None` when the
-    /// training part has no queries at all (purchase histories).
+    /// Test queries (events) whose normalised text the training part never trains on
+    /// ([`TrainedQueries`]: logged queries of clicks, carts and purchases, or the category texts
+    /// of a dataset without queries); `None` when the training part trains no query at all.
     pub test_unseen_queries: Option<usize>,
     pub test_unseen_distinct_queries: Option<usize>,
     pub cold_start_products: usize,

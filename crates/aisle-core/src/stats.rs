@@ -50,7 +50,8 @@ pub struct SplitStats {
     pub validation_queries: usize,
     pub test_queries: usize,
     pub test_distinct_queries: usize,
-    /// `None` when training has no queries (purchase histories).
+    /// Test queries whose text the training part never trains on ([`crate::split::TrainedQueries`],
+    /// the "unseen queries" segment of `aisle eval`); `None` when it trains no query at all.
     pub test_queries_unseen_in_train: Option<usize>,
     pub test_distinct_queries_unseen_in_train: Option<usize>,
     pub cold_start_products: usize,

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use aisle_core::{Dataset, EvalQuery, Kind, ProductId, Split};
-use aisle_train::data::QuerySource;
 
 use crate::error::{EvalError, Result};
 use crate::metrics::{ndcg_at, paired_randomization, recall_at, reciprocal_rank, Estimate};
@@ -109,6 +108,48 @@ impl<'a> From<&'a dyn Ranker> for Member<'a> {
     }
 }
 
+/// Where an evaluation is, for a progress display ([`evaluate_groups_with_progress`]). Rows and
+/// members count from 0.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// A lazy member's ranker is being built (for a dense model: encoding the catalog).
+    Building {
+        row: usize,
+        rows: usize,
+        name: &'a str,
+        member: usize,
+        members: usize,
+    },
+    /// A member starts ranking the row's `queries` queries.
+    Ranking {
+        row: usize,
+        rows: usize,
+        name: &'a str,
+        member: usize,
+        members: usize,
+        queries: usize,
+    },
+    /// `done` of the member's `queries` are ranked.
+    Ranked { done: usize, queries: usize },
+    /// A row is done: seconds spent building its lazy members, and ranking.
+    RowDone {
+        row: usize,
+        rows: usize,
+        name: &'a str,
+        build_s: f64,
+        rank_s: f64,
+    },
+}
+
+/// Queries a ranker is given at once when progress is reported. It bounds what a ranker holds
+/// for its answers (a dense model's hits, with scores and explanations, are some 70 bytes each:
+/// 433 MiB for 63,000 queries of 100 in one call). A multiple of the 4,096 rows
+/// [`aisle_model::Model::encode_rows`] encodes together and of the 64 queries an exact index
+/// scores with one matrix product, so that a dense model computes each query in the same
+/// company as in one call; a last chunk of one query joins the one before it (a single request
+/// skips the batch search). Every figure is then the same bit for bit.
+pub const PROGRESS_CHUNK: usize = 4096;
+
 /// What the replayed outcomes mean.
 pub const REPLAY_NOTE: &str = "replayed, not live: on held-out logged events, `bought in top 10` \
     is the share of queries with a purchase whose bought product is among the 10 shown (a proxy \
@@ -139,20 +180,17 @@ struct Segments {
     sizes: BTreeMap<String, usize>,
 }
 
-/// Seen queries split by training frequency: the most frequent queries that hold the first third
-/// of seen training events are head, the next third torso, the rest tail.
+/// Seen and unseen queries as [`Split::trained_queries`] defines them (the count `aisle dataset
+/// stats` prints); seen queries split by training frequency: the most frequent queries that hold
+/// the first third of seen training events are head, the next third torso, the rest tail.
 fn segments(ds: &Dataset, split: &Split, queries: &[&EvalQuery]) -> Segments {
-    let source = QuerySource::of(ds);
-    let mut freq: HashMap<String, usize> = HashMap::new();
-    let mut trained_users = HashSet::new();
-    for &i in &split.train {
-        let e = &ds.interactions[i as usize];
-        trained_users.insert(e.user);
-        if let Some(t) = source.query_text(ds, e) {
-            *freq.entry(t).or_default() += 1;
-        }
-    }
-    let mut by_freq: Vec<(&String, usize)> = freq.iter().map(|(q, &n)| (q, n)).collect();
+    let trained = split.trained_queries(ds);
+    let trained_users: HashSet<_> = split
+        .train
+        .iter()
+        .map(|&i| ds.interactions[i as usize].user)
+        .collect();
+    let mut by_freq: Vec<(&String, usize)> = trained.counts.iter().map(|(q, &n)| (q, n)).collect();
     by_freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let total: usize = by_freq.iter().map(|x| x.1).sum();
     let mut band: HashMap<&str, &'static str> = HashMap::new();
@@ -171,11 +209,11 @@ fn segments(ds: &Dataset, split: &Split, queries: &[&EvalQuery]) -> Segments {
     let mut of = Vec::with_capacity(queries.len());
     let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
     for q in queries {
-        let text = ds.queries.text(q.query);
-        let mut s = vec![band.get(text).copied().unwrap_or("unseen queries")];
-        if band.contains_key(text) {
-            s.push("seen queries");
-        }
+        let mut s = if trained.is_unseen(ds, q) {
+            vec!["unseen queries"]
+        } else {
+            vec![band[ds.queries.text(q.query)], "seen queries"]
+        };
         match q.user {
             Some(u) if trained_users.contains(&u) => s.push("users with history"),
             Some(_) => s.push("cold-start users"),
@@ -307,6 +345,73 @@ pub fn evaluate_groups(
     groups: &[Group],
     cfg: &EvalConfig,
 ) -> Result<Report> {
+    evaluate_groups_inner(ds, split, groups, cfg, None)
+}
+
+/// Like [`evaluate_groups`], telling `progress` where it is. The queries are then ranked in
+/// chunks of [`PROGRESS_CHUNK`], so a ranker must rank each query independently of the others
+/// of its call for the figures to be those of [`evaluate_groups`]. Every ranker of this crate
+/// does, a dense one because every request of an evaluation asks for the same depth: its
+/// searcher then takes the batch search for a chunk exactly when it does for the whole call.
+pub fn evaluate_groups_with_progress(
+    ds: &Dataset,
+    split: &Split,
+    groups: &[Group],
+    cfg: &EvalConfig,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report> {
+    evaluate_groups_inner(ds, split, groups, cfg, Some(progress))
+}
+
+/// Ranks `cases` with `ranker`, in chunks of [`PROGRESS_CHUNK`] when `progress` is given.
+fn rank_cases(
+    ranker: &dyn Ranker,
+    cases: &[Case],
+    depth: usize,
+    progress: &mut Option<&mut dyn FnMut(Progress<'_>)>,
+) -> Result<Vec<Vec<ProductId>>> {
+    let check = |r: &Vec<Vec<ProductId>>, n: usize| {
+        if r.len() == n {
+            Ok(())
+        } else {
+            Err(EvalError::Ranker(format!(
+                "{} returned {} rankings for {} queries",
+                ranker.name(),
+                r.len(),
+                n
+            )))
+        }
+    };
+    let Some(progress) = progress else {
+        let r = ranker.rank(cases, depth)?;
+        check(&r, cases.len())?;
+        return Ok(r);
+    };
+    let mut out = Vec::with_capacity(cases.len());
+    while out.len() < cases.len() {
+        let start = out.len();
+        let mut end = (start + PROGRESS_CHUNK).min(cases.len());
+        if cases.len() - end == 1 {
+            end = cases.len();
+        }
+        let r = ranker.rank(&cases[start..end], depth)?;
+        check(&r, end - start)?;
+        out.extend(r);
+        progress(Progress::Ranked {
+            done: out.len(),
+            queries: cases.len(),
+        });
+    }
+    Ok(out)
+}
+
+fn evaluate_groups_inner(
+    ds: &Dataset,
+    split: &Split,
+    groups: &[Group],
+    cfg: &EvalConfig,
+    mut progress: Option<&mut dyn FnMut(Progress<'_>)>,
+) -> Result<Report> {
     let all = match cfg.part {
         Part::Validation => &split.validation,
         Part::Test => &split.test,
@@ -338,7 +443,7 @@ pub fn evaluate_groups(
     let outcome = outcomes(ds, &queries);
     let mut rows = Vec::with_capacity(groups.len());
     let mut recall10: Vec<Vec<f64>> = Vec::with_capacity(groups.len());
-    for group in groups {
+    for (row, group) in groups.iter().enumerate() {
         if group.members.is_empty() {
             return Err(EvalError::Ranker(format!(
                 "row `{}` has no ranker",
@@ -354,22 +459,43 @@ pub fn evaluate_groups(
         let mut r10 = vec![0.0; queries.len()];
         let mut seeds = Vec::with_capacity(group.members.len());
         let mut rank_s = 0.0;
-        for member in &group.members {
-            let rankings = member.with(|ranker| {
-                let t = std::time::Instant::now();
-                let r = ranker.rank(&cases, depth)?;
-                rank_s += t.elapsed().as_secs_f64();
-                if r.len() == cases.len() {
-                    Ok(r)
-                } else {
-                    Err(EvalError::Ranker(format!(
-                        "{} returned {} rankings for {} queries",
-                        ranker.name(),
-                        r.len(),
-                        cases.len()
-                    )))
+        let mut build_s = 0.0;
+        let (rows_n, members) = (groups.len(), group.members.len());
+        for (member, m) in group.members.iter().enumerate() {
+            // A lazy member is built here and dropped at the end of its turn, so that one of
+            // them is in memory at a time.
+            let built;
+            let ranker: &dyn Ranker = match m {
+                Member::Ready(r) => *r,
+                Member::Lazy(build) => {
+                    if let Some(p) = progress.as_mut() {
+                        p(Progress::Building {
+                            row,
+                            rows: rows_n,
+                            name: &group.name,
+                            member,
+                            members,
+                        });
+                    }
+                    let t = std::time::Instant::now();
+                    built = build()?;
+                    build_s += t.elapsed().as_secs_f64();
+                    built.as_ref()
                 }
-            })?;
+            };
+            if let Some(p) = progress.as_mut() {
+                p(Progress::Ranking {
+                    row,
+                    rows: rows_n,
+                    name: &group.name,
+                    member,
+                    members,
+                    queries: cases.len(),
+                });
+            }
+            let t = std::time::Instant::now();
+            let rankings = rank_cases(ranker, &cases, depth, &mut progress)?;
+            rank_s += t.elapsed().as_secs_f64();
             let mut add = |name: String, i: usize, x: f64| {
                 let v = per.entry(name).or_insert_with(|| vec![0.0; queries.len()]);
                 v[i] += x / n_members;
@@ -416,6 +542,15 @@ pub fn evaluate_groups(
                 }
             }
             seeds.push(r10_sum / queries.len() as f64);
+        }
+        if let Some(p) = progress.as_mut() {
+            p(Progress::RowDone {
+                row,
+                rows: rows_n,
+                name: &group.name,
+                build_s,
+                rank_s,
+            });
         }
         // Seeded by the row's name, not its position: a system gets the same interval whatever
         // else is evaluated beside it.

@@ -184,7 +184,7 @@ impl DenseRanker {
     /// `history`: earlier interactions a personalized model reads (ignored by a plain one).
     pub fn new(
         name: impl Into<String>,
-        model: Model,
+        model: impl Into<Arc<Model>>,
         ds: &Arc<Dataset>,
         split: &Split,
         history: usize,
@@ -195,7 +195,7 @@ impl DenseRanker {
     /// A ranker searching in `mode` (dense, or hybrid with BM25).
     pub fn with_mode(
         name: impl Into<String>,
-        model: Model,
+        model: impl Into<Arc<Model>>,
         ds: &Arc<Dataset>,
         split: &Split,
         history: usize,
@@ -217,7 +217,7 @@ impl DenseRanker {
     /// A ranker with every option of the Searcher it ranks through, over exact search.
     pub fn with_options(
         name: impl Into<String>,
-        model: Model,
+        model: impl Into<Arc<Model>>,
         ds: &Arc<Dataset>,
         split: &Split,
         options: &DenseOptions,
@@ -227,9 +227,12 @@ impl DenseRanker {
 
     /// Like [`with_options`](Self::with_options), searching `index` (an HNSW graph, or a Qdrant
     /// collection: what `aisle serve --backend qdrant` serves is then what is measured).
+    ///
+    /// `model` may be an `Arc<Model>` that other rankers of the same model file share: the
+    /// ranker then adds the catalog's vectors, not another copy of the embedding table.
     pub fn with_index(
         name: impl Into<String>,
-        model: Model,
+        model: impl Into<Arc<Model>>,
         ds: &Arc<Dataset>,
         split: &Split,
         options: &DenseOptions,

@@ -31,6 +31,9 @@ pub const MAX_K: usize = 1000;
 /// Candidates each side contributes to a hybrid fusion, at least (more when `k` is larger).
 const FUSION_DEPTH: usize = 100;
 
+/// A dense top-k list: products and their cosines, best first.
+type DenseList = Vec<(ProductId, f32)>;
+
 /// Earlier interactions the re-ranking head reads per request.
 pub const RERANK_HISTORY: usize = 1000;
 
@@ -267,7 +270,9 @@ struct Encoded {
 /// index means a new Searcher (the server swaps whole Searchers).
 pub struct Searcher {
     ds: Arc<Dataset>,
-    model: Model,
+    /// Shared: Searchers over one model file (an evaluation's rows of one model) hold one copy
+    /// of its embedding table (2^20 x 128 f32, 512 MiB, for the default model), not one each.
+    model: Arc<Model>,
     /// Product vectors, row `p` for `ProductId(p)`.
     vectors: Vec<f32>,
     index: Box<dyn VectorIndex>,
@@ -304,13 +309,14 @@ impl std::fmt::Debug for Searcher {
 impl Searcher {
     /// Encodes the catalog with `model`, builds (or opens) the vector index and BM25, and keeps
     /// `histories` as the customer store (a split's training part for evaluation, every
-    /// interaction when serving).
+    /// interaction when serving). `model` may be an `Arc<Model>` shared with other Searchers.
     pub fn build(
         ds: Arc<Dataset>,
-        model: Model,
+        model: impl Into<Arc<Model>>,
         histories: Histories,
         opts: &SearcherOptions,
     ) -> Result<Searcher> {
+        let model = model.into();
         let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
         Self::with_vectors(ds, model, vectors, histories, opts)
     }
@@ -318,11 +324,12 @@ impl Searcher {
     /// Like [`build`](Self::build), with the catalog's vectors already encoded by `model`.
     pub fn with_vectors(
         ds: Arc<Dataset>,
-        model: Model,
+        model: impl Into<Arc<Model>>,
         vectors: Vec<f32>,
         histories: Histories,
         opts: &SearcherOptions,
     ) -> Result<Searcher> {
+        let model = model.into();
         check_history_boost(opts.history_boost)?;
         let d = model.dim();
         if vectors.len() != ds.catalog.len() * d {
@@ -518,14 +525,52 @@ impl Searcher {
         }
         let texts: Vec<&str> = requests.iter().map(|r| r.text).collect();
         let encoded = self.encode(requests, &texts);
+        let lists = self.batch_dense(requests, &encoded, |r, _| r.k.max(FUSION_DEPTH))?;
         requests
             .par_iter()
             .zip(encoded.par_iter())
-            .map(|(r, e)| {
-                let dense = self.dense_top(&e.vector, r.k.max(FUSION_DEPTH), r.category)?;
+            .zip(lists.into_par_iter())
+            .map(|((r, e), dense)| {
+                let dense = match dense {
+                    Some(d) => d,
+                    None => self.dense_top(&e.vector, r.k.max(FUSION_DEPTH), r.category)?,
+                };
                 Ok(self.candidates(r, e, dense, signals))
             })
             .collect()
+    }
+
+    /// The dense top `depth(r, e)` of every request through the index's batch search (one
+    /// matrix product per block of queries on an exact index, about 5x faster than one scan
+    /// each) when every request is an unfiltered dense one at the same depth; otherwise `None`
+    /// for each, and each request searches on its own.
+    fn batch_dense(
+        &self,
+        requests: &[Request],
+        encoded: &[Encoded],
+        depth: impl Fn(&Request, &Encoded) -> usize,
+    ) -> Result<Vec<Option<DenseList>>> {
+        let batch_k = requests
+            .first()
+            .zip(encoded.first())
+            .map_or(0, |(r, e)| depth(r, e));
+        let batch = requests.len() > 1
+            && requests.iter().zip(encoded).all(|(r, e)| {
+                r.mode == Mode::Dense && r.category.is_none() && depth(r, e) == batch_k
+            });
+        if !batch {
+            return Ok(vec![None; requests.len()]);
+        }
+        let rows: Vec<f32> = encoded
+            .iter()
+            .flat_map(|e| e.vector.iter().copied())
+            .collect();
+        Ok(self
+            .index
+            .search_many(&rows, batch_k)?
+            .into_iter()
+            .map(Some)
+            .collect())
     }
 
     pub fn has_lexical(&self) -> bool {
@@ -596,27 +641,7 @@ impl Searcher {
                 r.k
             }
         };
-        let batch_k = requests
-            .first()
-            .zip(encoded.first())
-            .map_or(0, |(r, e)| depth(r, e));
-        let batch = requests.len() > 1
-            && requests.iter().zip(&encoded).all(|(r, e)| {
-                r.mode == Mode::Dense && r.category.is_none() && depth(r, e) == batch_k
-            });
-        let dense_lists: Vec<Option<Vec<(ProductId, f32)>>> = if batch {
-            let rows: Vec<f32> = encoded
-                .iter()
-                .flat_map(|e| e.vector.iter().copied())
-                .collect();
-            self.index
-                .search_many(&rows, batch_k)?
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            vec![None; requests.len()]
-        };
+        let dense_lists = self.batch_dense(requests, &encoded, depth)?;
         requests
             .par_iter()
             .zip(encoded.par_iter())

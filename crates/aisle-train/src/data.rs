@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use aisle_core::{normalize_query, Dataset, Interaction, Kind, ProductId, Split, UserId};
+use aisle_core::{Dataset, ProductId, Split, UserId};
 use aisle_model::{FeatureRows, Model};
 
 /// One training pair.
@@ -17,41 +17,10 @@ pub struct Pair {
     pub event: u32,
 }
 
-/// Where the training queries come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QuerySource {
-    /// What customers typed (search logs).
-    Logged,
-    /// The name of the product's category, made unique where names repeat
-    /// ([`Dataset::category_query_text`]; purchase histories without queries; Ai et al. 2017).
-    Taxonomy,
-}
-
-impl QuerySource {
-    /// Logged when any interaction of the dataset carries a query, taxonomy otherwise.
-    pub fn of(ds: &Dataset) -> QuerySource {
-        if ds.interactions.iter().any(|e| e.query.is_some()) {
-            QuerySource::Logged
-        } else {
-            QuerySource::Taxonomy
-        }
-    }
-
-    /// The normalised query a training interaction pairs with its product, or `None` when it
-    /// trains nothing (a view, or an event without a query in a logged dataset).
-    pub fn query_text(self, ds: &Dataset, e: &Interaction) -> Option<String> {
-        if e.kind == Kind::View {
-            return None;
-        }
-        match (self, e.query) {
-            (QuerySource::Logged, Some(q)) => Some(ds.queries.text(q).to_owned()),
-            (QuerySource::Logged, None) => None,
-            (QuerySource::Taxonomy, _) => Some(normalize_query(
-                ds.category_query_text(ds.catalog.get(e.product).category),
-            )),
-        }
-    }
-}
+/// Where the training queries come from; defined in aisle-core beside the split, so that what
+/// trains and what `aisle dataset stats` and the evaluation call a seen query are one thing
+/// ([`aisle_core::split::TrainedQueries`]).
+pub use aisle_core::split::QuerySource;
 
 /// Everything a training run reads, built once per run.
 #[derive(Clone, Debug)]
