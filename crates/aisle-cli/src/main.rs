@@ -14,6 +14,7 @@ use aisle_core::Strictness;
 mod alloc;
 mod backend;
 mod bench_minilm;
+mod bench_pipeline;
 mod bench_search;
 mod eval;
 mod experiment;
@@ -95,8 +96,20 @@ impl DataOpts {
 
     /// Loads a dataset by name or folder, printing what a lenient import skipped.
     pub(crate) fn load(&self, dataset: &str) -> Result<aisle_core::Dataset> {
+        // A retailer's export takes a while to read (12M interactions: about 25 s): say so
+        // before and after, on stderr, so that the wait is never silent.
+        let start = Instant::now();
+        eprintln!("loading dataset `{dataset}` ...");
         let ds = adapters::load(dataset, &self.options())
             .with_context(|| format!("loading dataset `{dataset}`"))?;
+        let took = start.elapsed().as_secs_f64();
+        if took >= 1.0 {
+            eprintln!(
+                "loaded `{dataset}`: {} products, {} interactions in {took:.1} s",
+                fmt_n(ds.catalog.len()),
+                fmt_n(ds.interactions.len())
+            );
+        }
         if self.lenient && !ds.report.is_empty() {
             eprintln!(
                 "lenient import skipped or merged {} rows:",
@@ -229,6 +242,10 @@ enum BenchCommand {
     Search(bench_search::BenchSearchArgs),
     /// all-MiniLM-L6-v2 in candle: encode titles/s and fine-tuning pairs/s (MNRL, batch 64).
     Minilm(bench_minilm::BenchMinilmArgs),
+    /// A retailer's data at full size: a generated 100k-product, 2M-purchase world written in
+    /// the generic format, then `aisle train --personalized --rerank` on it: wall time per phase
+    /// and peak memory against the goal (< 15 min on 2 cores).
+    Pipeline(bench_pipeline::BenchPipelineArgs),
 }
 
 fn main() {
@@ -297,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
             BenchCommand::Train(args) => train::bench_train(args)?,
             BenchCommand::Search(args) => bench_search::bench_search(args)?,
             BenchCommand::Minilm(args) => bench_minilm::bench_minilm(args)?,
+            BenchCommand::Pipeline(args) => bench_pipeline::bench_pipeline(args)?,
         },
     }
     Ok(())

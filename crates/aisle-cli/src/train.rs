@@ -350,8 +350,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
         cfg.patience = n;
     }
     cfg.validate()?;
+    let start = std::time::Instant::now();
     let ds = args.data.load(&args.dataset)?;
     let split = pick_split(&ds, args.split.as_deref())?;
+    let load_s = start.elapsed().as_secs_f64();
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("out/train").join(format!(
             "{}-{}",
@@ -367,10 +369,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
         .as_ref()
         .map(|p| p.clone().unwrap_or_else(|| out.join(CHECKPOINT_FILE)));
     eprintln!(
-        "training on {} (split `{}`: {}), sampler {}, k = {}, batch {}, dim {}, {} steps, seed {}",
+        "training on {} (split `{}`: {}), {}sampler {}, k = {}, batch {}, dim {}, {} steps, seed {}",
         ds.name,
         split.name,
         split.description,
+        cfg.personalize.as_ref().map_or(String::new(), |p| format!(
+            "personalized (the last {} interactions), ",
+            p.history
+        )),
         cfg.sampler,
         cfg.k(),
         cfg.batch_size,
@@ -445,10 +451,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         crate::out_dir::absolute(&summary.log).display()
     );
     let head = out.join(aisle_search::rerank::HEAD_FILE);
+    let mut head_s = None;
     if args.rerank {
+        let t = std::time::Instant::now();
         let history = args.train.config()?.personalize.map_or(50, |p| p.history);
         let split = split.clone();
-        fit_head(ds, split, &summary.model, history, &head)?;
+        fit_head(ds, split, &summary.model, history, &head, args.quiet)?;
+        head_s = Some(t.elapsed().as_secs_f64());
     } else if head.exists() {
         // A head fitted for the model this run replaced would be served with the new one.
         std::fs::remove_file(&head)
@@ -458,6 +467,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
             head.display()
         );
     }
+    println!(
+        "total                {:.1} s (loading {load_s:.1} s, training {:.1} s{})",
+        start.elapsed().as_secs_f64(),
+        summary.train_wall_s,
+        head_s.map_or(String::new(), |h| format!(", re-ranking head {h:.1} s"))
+    );
+    if let Some(p) = crate::peak_rss_bytes() {
+        println!(
+            "peak memory          {:.2} GiB",
+            p as f64 / (1u64 << 30) as f64
+        );
+    }
     Ok(())
 }
 
@@ -465,14 +486,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
 /// reads up to [`aisle_search::RERANK_HISTORY`]).
 pub(crate) const HEAD_TOWER_HISTORY: usize = 1000;
 
-/// Fits the re-ranking head for the model at `model_path` on `split`'s validation queries,
-/// prints what the held-out folds measured, and writes the head to `out`.
+/// Fits the re-ranking head for the model at `model_path` on `split`'s validation queries
+/// (one fit, on at most [`aisle_eval::rerank::HEAD_FIT_QUERIES`] of them; the ablation is
+/// `aisle experiment`'s), prints its progress to stderr unless `quiet`, and writes the head to
+/// `out`.
 fn fit_head(
     ds: Dataset,
     split: Split,
     model_path: &Path,
     history: usize,
     out: &Path,
+    quiet: bool,
 ) -> Result<()> {
     use std::sync::Arc;
     let t = std::time::Instant::now();
@@ -497,15 +521,35 @@ fn fit_head(
         },
     )?;
     let signals = Arc::new(aisle_eval::rerank::split_signals(&ds, &split));
-    let fit = aisle_eval::rerank::fit_head(&ds, &split, &mut ranker, &signals)?;
+    let opts = aisle_eval::rerank::HeadFitOptions {
+        seed: split.seed,
+        ablation: false,
+        ..Default::default()
+    };
+    let fit = aisle_eval::rerank::fit_head(&ds, &split, &mut ranker, &signals, &opts, &mut |l| {
+        if !quiet {
+            eprintln!("  {l}");
+        }
+    })?;
+    let sample = if fit.validation_queries < fit.sampled_from {
+        format!(" (a seeded sample of {})", fmt_n(fit.sampled_from))
+    } else {
+        String::new()
+    };
     println!(
-        "re-ranking head      fitted on {} validation queries in {:.1} s",
+        "re-ranking head      fitted on {} validation queries{sample} in {:.1} s",
         fmt_n(fit.validation_queries),
         t.elapsed().as_secs_f64()
     );
-    for (variant, r) in &fit.held_out {
-        println!("  held-out R@10      {r:.4}  {variant}");
-    }
+    println!(
+        "  validation R@10    {:.4} with the head (in-sample: fitted on the same queries; \
+         `aisle experiment` measures it on held-out folds, with the ablation)",
+        fit.in_sample_recall_at_10
+    );
+    println!(
+        "  candidate recall   {:.4} of the relevant validation products are among the head's candidates",
+        fit.candidate_recall
+    );
     let weights: Vec<String> = fit
         .head
         .named()

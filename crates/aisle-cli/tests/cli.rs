@@ -238,7 +238,15 @@ fn train_tiny(world: &str, out: &str, extra: &[&str]) -> Output {
 
 /// `aisle train` for `steps` small steps on `world` into `out`, with `extra` flags.
 fn train_tiny_steps(world: &str, out: &str, steps: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
+    let mut args = tiny_train_args(world, out, steps);
+    args.push("--quiet");
+    args.extend_from_slice(extra);
+    aisle(&args)
+}
+
+/// The arguments of a small `aisle train` run (no `--quiet`).
+fn tiny_train_args<'a>(world: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
         "train",
         "--dataset",
         world,
@@ -250,12 +258,9 @@ fn train_tiny_steps(world: &str, out: &str, steps: &str, extra: &[&str]) -> Outp
         "16",
         "--buckets-log2",
         "14",
-        "--quiet",
         "--out",
         out,
-    ];
-    args.extend_from_slice(extra);
-    aisle(&args)
+    ]
 }
 
 /// `aisle train --resume`, in the documented form with no value, continues the run in `--out`
@@ -885,8 +890,33 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     let out = train_tiny(&world, run_s, &["--personalized", "--rerank"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("held-out R@10"), "{stdout}");
+    // One fit (the ablation is `aisle experiment`'s), with its in-sample figure, the run's
+    // total and its peak memory; the head's progress went to stderr.
+    assert!(stdout.contains("fitted on"), "{stdout}");
+    assert!(stdout.contains("with the head (in-sample"), "{stdout}");
+    assert!(!stdout.contains("held-out R@10"), "{stdout}");
+    assert!(stdout.contains("re-ranking head "), "{stdout}");
+    assert!(stdout.contains("peak memory"), "{stdout}");
+    assert!(!stderr.contains("re-ranking head:"), "--quiet: {stderr}");
     assert!(run.join("rerank.json").is_file());
+    // Without --quiet, every phase of the head says when it is done (and, when it lasts, how
+    // long it has left).
+    let loud = d.path().join("loud");
+    let loud_s = loud.to_str().expect("utf-8 path");
+    let mut args = tiny_train_args(&world, loud_s, "20");
+    args.extend(["--personalized", "--rerank"]);
+    let out = aisle(&args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("loading dataset"), "{stderr}");
+    assert!(
+        stderr.contains("re-ranking head: candidates of"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("re-ranking head: 1 fit of 600 steps: fitted in"),
+        "{stderr}"
+    );
     let model = run.join("model.aisle");
     let model_s = model.to_str().expect("utf-8 path");
     let out = aisle(&[

@@ -753,7 +753,7 @@ fn protocol(
         .and_then(|p| trained.iter().find(|t| &t.name == p));
     if let (Some(t), false) = (personalized, cfg.history_boosts.is_empty()) {
         let t0 = Instant::now();
-        let choice = choose_history_boost(ds, split, cfg, t)?;
+        let choice = choose_history_boost(ds, split, cfg, t, progress)?;
         progress(&format!(
             "  history term: beta {} chosen on validation Recall@10 ({}) in {:.1} s",
             choice.chosen,
@@ -793,10 +793,19 @@ fn protocol(
                     ..plain(t)
                 },
             )?;
-            fits.push((
-                run.seed,
-                crate::rerank::fit_head(ds, split, &mut ranker, &signals)?,
-            ));
+            let opts = crate::rerank::HeadFitOptions {
+                seed: cfg.seed,
+                ..Default::default()
+            };
+            let fit = crate::rerank::fit_head(
+                ds,
+                split,
+                &mut ranker,
+                &signals,
+                &opts,
+                &mut |l: &str| progress(&format!("  seed {}: {l}", run.seed)),
+            )?;
+            fits.push((run.seed, fit));
         }
         let choice = RerankChoice {
             row: format!("{} + learned re-ranking", t.name),
@@ -1062,8 +1071,12 @@ fn choose_history_boost(
     split: &Split,
     cfg: &ExperimentConfig,
     t: &Trained,
+    progress: &mut dyn FnMut(&str),
 ) -> Result<HistoryChoice> {
     let max = cfg.history_boosts.iter().copied().fold(0f32, f32::max);
+    let start = Instant::now();
+    let total = t.runs.len() * cfg.history_boosts.len();
+    let mut done = 0usize;
     let eval_cfg = EvalConfig {
         part: Part::Validation,
         ks: vec![10],
@@ -1100,6 +1113,16 @@ fn choose_history_boost(
                 .first()
                 .and_then(|r| r.micro.get("recall@10"))
                 .map_or(0.0, |e| e.mean);
+            done += 1;
+            if done < total {
+                let elapsed = start.elapsed().as_secs_f64();
+                progress(&format!(
+                    "  history term: {done}/{total} validation runs (seed {}, beta {beta}) in \
+                     {elapsed:.0} s, about {:.0} s left",
+                    run.seed,
+                    elapsed * (total - done) as f64 / done as f64
+                ));
+            }
         }
     }
     let n = t.runs.len().max(1) as f64;

@@ -391,9 +391,9 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         let _ = writeln!(
             md,
             "\nHead / torso / tail: seen queries by training frequency, each third of the seen \
-             training events; unseen: the query text never occurs in training; cold-start \
-             products: recall over relevant products without a training interaction (count = \
-             relevant pairs); ± is half the 95% interval.\n"
+             training events; unseen: no training pair has the query text (as `aisle dataset \
+             stats` counts them); cold-start products: recall over relevant products without a \
+             training interaction (count = relevant pairs); ± is half the 95% interval.\n"
         );
     }
     // Convergence and cost.
@@ -654,7 +654,16 @@ fn rerank_paragraph(c: &crate::experiment::RerankChoice, md: &mut String) {
     let n = c.fits.len().max(1) as f64;
     let mean =
         |f: fn(&crate::rerank::HeadFit) -> f64| c.fits.iter().map(|(_, x)| f(x)).sum::<f64>() / n;
-    let queries = c.fits.first().map_or(0, |(_, f)| f.validation_queries);
+    let queries = c.fits.first().map_or(String::new(), |(_, f)| {
+        if f.validation_queries < f.sampled_from {
+            format!(
+                "{} (a seeded sample of the {})",
+                f.validation_queries, f.sampled_from
+            )
+        } else {
+            f.validation_queries.to_string()
+        }
+    });
     let weights: Vec<String> = c
         .mean_weights()
         .iter()

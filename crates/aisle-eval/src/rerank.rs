@@ -12,8 +12,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use aisle_core::rng::Rng;
 use aisle_core::{Dataset, EvalQuery, ProductId, Split};
-use aisle_search::rerank::{fit, FitCase, FitOptions, Reranker, Signals, FEATURES, FEATURE_NAMES};
+use aisle_search::rerank::{
+    fit_observed, FitCase, FitOptions, Reranker, Signals, FEATURES, FEATURE_NAMES,
+};
 use aisle_train::data::QuerySource;
 
 use crate::error::Result;
@@ -99,32 +102,137 @@ impl Variant {
 /// One model's fit.
 #[derive(Clone, Debug, Serialize)]
 pub struct HeadFit {
-    /// Fitted on every validation query: what the test row ranks with.
+    /// Fitted on every sampled validation query: what the test row ranks with.
     pub head: Reranker,
-    /// Validation Recall@10 of the head fitted on all of validation (in-sample).
+    /// Validation Recall@10 of the head fitted on the same queries (in-sample).
     pub in_sample_recall_at_10: f64,
-    /// `(variant, validation Recall@10 over two folds of customers)`, [`VARIANTS`] in order.
+    /// `(variant, validation Recall@10 over two folds of customers)`, [`VARIANTS`] in order;
+    /// empty when the fit ran without the ablation.
     pub held_out: Vec<(String, f64)>,
+    /// Validation queries the head was fitted on.
     pub validation_queries: usize,
+    /// Validation queries with a relevant product, of which those were a seeded sample.
+    pub sampled_from: usize,
     /// Share of relevant validation products among the candidates (the head's ceiling).
     pub candidate_recall: f64,
 }
 
-/// Fits the head for one model (`ranker`, whose Searcher reads `signals`) on the validation
-/// queries of `split`, with the two-fold measurements of every [`VARIANTS`] entry.
+/// At most this many validation queries (a seeded sample) fit the head: its ten weights do not
+/// need more, and each query costs its candidates' features (the dense top 100, the customer's
+/// earlier products and those chosen before for the text) in memory and in every Adam step.
+/// Every committed report fitted on fewer (4,000 to 4,564), so none of them changes.
+pub const HEAD_FIT_QUERIES: usize = 10_000;
+
+/// How [`fit_head`] runs.
+#[derive(Clone, Debug)]
+pub struct HeadFitOptions {
+    /// At most this many validation queries, a sample fixed by `seed`.
+    pub max_queries: usize,
+    pub seed: u64,
+    /// Also measure every [`VARIANTS`] entry on two folds of customers (ten more fits: what
+    /// `aisle experiment` reports; `aisle train --rerank` fits once).
+    pub ablation: bool,
+}
+
+impl Default for HeadFitOptions {
+    fn default() -> Self {
+        HeadFitOptions {
+            max_queries: HEAD_FIT_QUERIES,
+            seed: 0,
+            ablation: true,
+        }
+    }
+}
+
+/// Progress lines of a long phase: at most one every few seconds, each with the share done and
+/// the time left at the rate so far.
+struct Eta<'a> {
+    what: String,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    progress: &'a mut dyn FnMut(&str),
+}
+
+impl<'a> Eta<'a> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(what: String, progress: &'a mut dyn FnMut(&str)) -> Eta<'a> {
+        let now = std::time::Instant::now();
+        Eta {
+            what,
+            start: now,
+            last: now,
+            progress,
+        }
+    }
+
+    fn update(&mut self, done: usize, total: usize, unit: &str) {
+        if self.last.elapsed() < Self::EVERY || done == 0 || done >= total {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let left = elapsed * (total - done) as f64 / done as f64;
+        (self.progress)(&format!(
+            "{}: {done}/{total} {unit} in {elapsed:.0} s, about {left:.0} s left",
+            self.what
+        ));
+    }
+
+    fn finish(self, what: &str) -> f64 {
+        let s = self.start.elapsed().as_secs_f64();
+        (self.progress)(&format!("{}: {what} in {s:.1} s", self.what));
+        s
+    }
+}
+
+/// Fits the head for one model (`ranker`, whose Searcher reads `signals`) on at most
+/// `opts.max_queries` validation queries of `split`, with the two-fold measurements of every
+/// [`VARIANTS`] entry when `opts.ablation`. `progress` gets a line per phase and, while a phase
+/// runs, one every few seconds with the time left.
 pub fn fit_head(
     ds: &Dataset,
     split: &Split,
     ranker: &mut DenseRanker,
     signals: &Arc<Signals>,
+    opts: &HeadFitOptions,
+    progress: &mut dyn FnMut(&str),
 ) -> Result<HeadFit> {
     ranker.set_reranking(Arc::clone(signals), None)?;
-    let queries: Vec<&EvalQuery> = split
+    let all: Vec<&EvalQuery> = split
         .validation
         .iter()
         .filter(|q| q.relevant.iter().any(|r| r.1 > 0))
         .collect();
-    let candidates = ranker.candidate_features(&crate::evaluate::cases_of(ds, &queries))?;
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    if all.len() > opts.max_queries {
+        Rng::new(opts.seed ^ 0x4EAD_F175).shuffle(&mut order);
+        order.truncate(opts.max_queries);
+        order.sort_unstable();
+    }
+    let queries: Vec<&EvalQuery> = order.iter().map(|&i| all[i]).collect();
+    let cases = crate::evaluate::cases_of(ds, &queries);
+    let mut candidates = Vec::with_capacity(queries.len());
+    {
+        let mut eta = Eta::new(
+            format!(
+                "re-ranking head: candidates of {} validation queries{}",
+                queries.len(),
+                if queries.len() < all.len() {
+                    format!(" (a sample of {})", all.len())
+                } else {
+                    String::new()
+                }
+            ),
+            progress,
+        );
+        // In chunks, so that a long phase reports how far it got.
+        for chunk in cases.chunks(1024) {
+            candidates.extend(ranker.candidate_features(chunk)?);
+            eta.update(candidates.len(), cases.len(), "queries");
+        }
+        eta.finish("done");
+    }
     let mut fit_cases = Vec::with_capacity(queries.len());
     let mut products: Vec<Vec<ProductId>> = Vec::with_capacity(queries.len());
     let mut relevant: Vec<HashSet<ProductId>> = Vec::with_capacity(queries.len());
@@ -160,9 +268,25 @@ pub fn fit_head(
         hits as f64 / relevant[i].len().max(1) as f64
     };
     let n = fit_cases.len().max(1) as f64;
-    let mut held_out = Vec::with_capacity(VARIANTS.len());
-    for v in &VARIANTS {
-        let opts = FitOptions {
+    let variants: &[Variant] = if opts.ablation { &VARIANTS } else { &[] };
+    let fits = 2 * variants.len() + 1;
+    let steps = FitOptions::default().iterations;
+    let mut eta = Eta::new(
+        format!(
+            "re-ranking head: {fits} fit{} of {steps} steps{}",
+            if fits == 1 { "" } else { "s" },
+            if opts.ablation {
+                " (the ablation's two folds, then all queries)"
+            } else {
+                ""
+            }
+        ),
+        progress,
+    );
+    let mut done = 0usize;
+    let mut held_out = Vec::with_capacity(variants.len());
+    for v in variants {
+        let fit_opts = FitOptions {
             use_feature: v.mask(),
             ..FitOptions::default()
         };
@@ -174,7 +298,10 @@ pub fn fit_head(
                 .filter(|(_, &f)| f != side)
                 .map(|(c, _)| c.clone())
                 .collect();
-            let head = fit(&train, &opts);
+            let head = fit_observed(&train, &fit_opts, |_| {
+                done += 1;
+                eta.update(done, fits * steps, "steps");
+            });
             sum += (0..fit_cases.len())
                 .filter(|&i| fold[i] == side)
                 .map(|i| recall(&head, i))
@@ -182,7 +309,11 @@ pub fn fit_head(
         }
         held_out.push((v.name.to_string(), sum / n));
     }
-    let head = fit(&fit_cases, &FitOptions::default());
+    let head = fit_observed(&fit_cases, &FitOptions::default(), |_| {
+        done += 1;
+        eta.update(done, fits * steps, "steps");
+    });
+    eta.finish("fitted");
     let in_sample = (0..fit_cases.len()).map(|i| recall(&head, i)).sum::<f64>() / n;
     ranker.set_reranking(Arc::clone(signals), Some(head.clone()))?;
     Ok(HeadFit {
@@ -190,6 +321,7 @@ pub fn fit_head(
         in_sample_recall_at_10: in_sample,
         held_out,
         validation_queries: fit_cases.len(),
+        sampled_from: all.len(),
         candidate_recall: found as f64 / total.max(1) as f64,
     })
 }
