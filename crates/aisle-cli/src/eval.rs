@@ -348,7 +348,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         seed: args.data.seed(),
         ..EvalConfig::default()
     };
-    let bar = RowsBar::new()?;
+    let mut bar = RowsBar::new()?;
     let mut report =
         aisle_eval::evaluate::evaluate_groups_with_progress(&ds, split, &groups, &cfg, &mut |p| {
             bar.show(p)
@@ -365,12 +365,19 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 
 /// Progress of the rows on stderr: the row being built or ranked, with an ETA, and a line per
 /// row done. The bar is drawn only when stderr is a terminal (indicatif hides it otherwise);
-/// redirected runs get the line per row alone. stdout's tables are untouched.
+/// into a log go a line every 30 s of a row's ranking, with the time left, and the line per row.
+/// stdout's tables are untouched.
 struct RowsBar {
     bar: ProgressBar,
     ranking: ProgressStyle,
     building: ProgressStyle,
+    /// For a log (the bar hidden): the row being ranked, when it started and when a line about
+    /// it was last printed.
+    logged: Option<(String, std::time::Instant, std::time::Instant)>,
 }
+
+/// Seconds between progress lines of one row in a log.
+const LOG_EVERY_S: u64 = 30;
 
 impl RowsBar {
     fn new() -> Result<RowsBar> {
@@ -383,10 +390,11 @@ impl RowsBar {
             .context("progress bar template")?,
             building: ProgressStyle::with_template("{prefix}  {spinner} {msg} ({elapsed})")
                 .context("progress bar template")?,
+            logged: None,
         })
     }
 
-    fn show(&self, p: Progress<'_>) {
+    fn show(&mut self, p: Progress<'_>) {
         let prefix = |row: usize, rows: usize, name: &str, member: usize, members: usize| {
             let seed = if members > 1 {
                 format!(" (member {}/{members})", member + 1)
@@ -419,6 +427,8 @@ impl RowsBar {
                 members,
                 queries,
             } => {
+                let now = std::time::Instant::now();
+                self.logged = Some((prefix(row, rows, name, member, members), now, now));
                 self.bar.disable_steady_tick();
                 self.bar.set_length(queries as u64);
                 self.bar.set_position(0);
@@ -427,7 +437,21 @@ impl RowsBar {
                     .set_prefix(prefix(row, rows, name, member, members));
                 self.bar.set_style(self.ranking.clone());
             }
-            Progress::Ranked { done, .. } => self.bar.set_position(done as u64),
+            Progress::Ranked { done, queries } => {
+                self.bar.set_position(done as u64);
+                if let (true, Some((row, start, last))) = (self.bar.is_hidden(), &mut self.logged) {
+                    if last.elapsed().as_secs() >= LOG_EVERY_S && done > 0 && done < queries {
+                        *last = std::time::Instant::now();
+                        let s = start.elapsed().as_secs_f64();
+                        eprintln!(
+                            "{row}: {}/{} queries in {s:.0} s, about {:.0} s left",
+                            aisle_core::stats::fmt_n(done),
+                            aisle_core::stats::fmt_n(queries),
+                            s * (queries - done) as f64 / done as f64
+                        );
+                    }
+                }
+            }
             Progress::RowDone {
                 row,
                 rows,
