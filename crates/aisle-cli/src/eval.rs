@@ -140,6 +140,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let ds = Arc::new(args.data.load(&args.dataset)?);
     let split = pick_split(&ds, args.split.as_deref())?;
     let mut planned: Vec<Planned> = Vec::new();
+    // The BM25 row and hybrid fusion use the field boosts that do best on validation.
+    let bm25_choice = if !args.no_baselines || args.hybrid.is_some() {
+        let (_, choice) =
+            Bm25Ranker::tuned(&ds, split).context("choosing BM25's field boosts on validation")?;
+        eprintln!("{}", choice.note());
+        Some(choice)
+    } else {
+        None
+    };
+    let bm25 = bm25_choice
+        .as_ref()
+        .map_or_else(aisle_search::FieldBoosts::default, |c| c.chosen);
     let signals = args
         .rerank
         .then(|| Arc::new(aisle_eval::rerank::split_signals(&ds, split)));
@@ -181,7 +193,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     // Notes every figure of the report must carry (models let through from other data, rows
     // left out).
-    let mut notes: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = bm25_choice.iter().map(|c| c.note()).collect();
     let mut checked: Vec<Checked> = Vec::new();
     let mut heads = 0;
     for (k, ((name, path), facts)) in specs.into_iter().zip(facts).enumerate() {
@@ -243,6 +255,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 },
                 mode: Mode::Dense,
                 history_boost: 0.0,
+                bm25,
             };
             planned.push(dense(
                 format!("{name} + learned re-ranking"),
@@ -256,6 +269,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 history,
                 mode,
                 history_boost: 0.0,
+                bm25,
             };
             planned.push(dense(format!("{name} + BM25 ({mode})"), options, None));
         }
@@ -268,6 +282,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 history,
                 mode: Mode::Dense,
                 history_boost: beta,
+                bm25,
             };
             planned.push(dense(format!("{name} + history x{beta}"), options, None));
         }
@@ -275,6 +290,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             history,
             mode: Mode::Dense,
             history_boost: 0.0,
+            bm25,
         };
         planned.push(dense(name, options, None));
         checked.push(Checked { path, meta, index });
@@ -294,7 +310,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     };
     let build = |plan: &Planned| -> Result<Box<dyn Ranker>> {
         Ok(match plan {
-            Planned::Bm25 => Box::new(Bm25Ranker::new(&ds)?),
+            Planned::Bm25 => Box::new(Bm25Ranker::with_boosts(&ds, &bm25)?),
             Planned::Popularity => Box::new(PopularityRanker::new(&ds, split)),
             Planned::Memorisation => Box::new(MemorisationRanker::new(&ds, split)),
             Planned::Repurchase => Box::new(RepurchaseRanker::new(&ds, split)),

@@ -518,6 +518,7 @@ fn fit_head(
             history: tower_history,
             mode: aisle_search::Mode::Dense,
             history_boost: 0.0,
+            bm25: aisle_search::FieldBoosts::default(),
         },
     )?;
     let signals = Arc::new(aisle_eval::rerank::split_signals(&ds, &split));

@@ -269,6 +269,8 @@ pub struct Protocol {
     pub history_choice: Option<HistoryChoice>,
     /// The learned re-ranking head of the personalized row's models, fitted per seed.
     pub rerank: Option<RerankChoice>,
+    /// BM25's field boosts, chosen on validation; the BM25 row and hybrid fusion use them.
+    pub bm25: crate::rankers::Bm25Choice,
     /// The fine-tuned MiniLM rows' runs.
     pub fine_tuned: Vec<FineTuned>,
 }
@@ -626,6 +628,16 @@ fn protocol(
         split.validation.len(),
         split.test.len()
     ));
+    // 0. The strongest BM25 on this protocol's validation queries: the BM25 row, BM25 negatives
+    // and hybrid fusion all use its field boosts.
+    let (bm25, bm25_choice) = Bm25Ranker::tuned(ds, split)?;
+    progress(&format!("  {}", bm25_choice.note()));
+    let mut tuned_cfg = cfg.clone();
+    tuned_cfg.train.bm25 = bm25_choice.chosen;
+    if let Some(t) = tuned_cfg.minilm_tune.as_mut() {
+        t.bm25 = bm25_choice.chosen;
+    }
+    let cfg = &tuned_cfg;
     // 1. Dense rows, every seed.
     let mut trained: Vec<Trained> = Vec::new();
     for row in &cfg.rows {
@@ -718,7 +730,6 @@ fn protocol(
     }
 
     // 3. Rankers.
-    let bm25 = Bm25Ranker::new(ds)?;
     let pop = PopularityRanker::new(ds, split);
     let memo = MemorisationRanker::new(ds, split);
     let repurchase = with_users.then(|| RepurchaseRanker::new(ds, split));
@@ -729,6 +740,7 @@ fn protocol(
         history: t.history,
         mode: Mode::Dense,
         history_boost: 0.0,
+        bm25: bm25_choice.chosen,
     };
     for t in &trained {
         dense.push((t.name.clone(), t, plain(t)));
@@ -1047,6 +1059,7 @@ fn protocol(
         simulated_ab,
         history_choice,
         rerank: rerank.map(|r| r.0),
+        bm25: bm25_choice,
         fine_tuned,
     })
 }
@@ -1098,6 +1111,7 @@ fn choose_history_boost(
                 history: cfg.history_term_window,
                 mode: Mode::Dense,
                 history_boost: max,
+                bm25: aisle_search::FieldBoosts::default(),
             },
         )?;
         for (sum, &beta) in sums.iter_mut().zip(&cfg.history_boosts) {

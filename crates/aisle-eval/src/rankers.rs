@@ -15,6 +15,8 @@ use aisle_search::{
 };
 use aisle_train::data::QuerySource;
 
+use serde::Serialize;
+
 use crate::error::Result;
 
 /// One query to rank for.
@@ -145,11 +147,142 @@ pub struct Bm25Ranker {
     index: Bm25Index,
 }
 
+/// The field boosts [`Bm25Ranker::tuned`] tries on validation, the default first (it wins ties):
+/// the fields scored apart and summed with a few weightings, and the single field of title,
+/// brand, path names and attributes (`combined`) alone and with one field on top. tantivy's
+/// BM25 keeps k1 = 1.2 and b = 0.75 (it does not let them be set), so they are not tuned.
+pub fn bm25_candidates() -> Vec<FieldBoosts> {
+    let apart = |title, brand, taxonomy, attributes, description| FieldBoosts {
+        title,
+        brand,
+        taxonomy,
+        attributes,
+        description,
+        combined: 0.0,
+    };
+    let combined = |title, taxonomy, description| FieldBoosts {
+        title,
+        brand: 0.0,
+        taxonomy,
+        attributes: 0.0,
+        description,
+        combined: 1.0,
+    };
+    vec![
+        FieldBoosts::default(),
+        apart(1.0, 1.0, 1.0, 1.0, 0.0),
+        apart(1.0, 1.0, 2.0, 1.0, 0.0),
+        apart(1.0, 0.5, 0.0, 0.5, 0.0),
+        combined(0.0, 0.0, 0.0),
+        combined(1.0, 0.0, 0.0),
+        combined(0.0, 1.0, 0.0),
+        combined(0.0, 0.0, 0.5),
+    ]
+}
+
+/// At most this many validation queries (a seeded sample) choose BM25's boosts: every candidate
+/// builds its index and searches them all (362,776 validation queries at 100k products would
+/// take minutes a candidate).
+pub const BM25_TUNE_QUERIES: usize = 10_000;
+
+/// Which field boosts BM25 got on a split, and what each candidate scored.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bm25Choice {
+    pub chosen: FieldBoosts,
+    /// `(boosts, validation Recall@10)` for each of [`bm25_candidates`], in order.
+    pub candidates: Vec<(FieldBoosts, f64)>,
+    pub validation_queries: usize,
+    pub seconds: f64,
+}
+
+impl Bm25Choice {
+    /// One line for a report: the chosen boosts and every candidate's validation figure.
+    pub fn note(&self) -> String {
+        let tried: Vec<String> = self
+            .candidates
+            .iter()
+            .map(|(b, r)| format!("{} -> {r:.4}", b.describe()))
+            .collect();
+        format!(
+            "BM25 field boosts chosen on validation Recall@10 ({} queries, {:.1} s): {}; tried {}",
+            self.validation_queries,
+            self.seconds,
+            self.chosen.describe(),
+            tried.join("; ")
+        )
+    }
+}
+
 impl Bm25Ranker {
+    /// BM25 with the default field boosts.
     pub fn new(ds: &Dataset) -> Result<Self> {
+        Self::with_boosts(ds, &FieldBoosts::default())
+    }
+
+    pub fn with_boosts(ds: &Dataset, boosts: &FieldBoosts) -> Result<Self> {
         Ok(Bm25Ranker {
-            index: Bm25Index::build(&ds.catalog, &ds.taxonomy, &FieldBoosts::default())?,
+            index: Bm25Index::build(&ds.catalog, &ds.taxonomy, boosts)?,
         })
+    }
+
+    /// The strongest BM25 of [`bm25_candidates`] on `split`'s validation queries (at most
+    /// [`BM25_TUNE_QUERIES`]; micro Recall@10; the earlier candidate among ties), so that the
+    /// lexical baseline is not handicapped by one fixed weighting. Without validation queries,
+    /// the default.
+    pub fn tuned(ds: &Dataset, split: &Split) -> Result<(Self, Bm25Choice)> {
+        let start = std::time::Instant::now();
+        let mut validation: Vec<&aisle_core::EvalQuery> = split
+            .validation
+            .iter()
+            .filter(|q| q.relevant.iter().any(|r| r.1 > 0))
+            .collect();
+        if validation.len() > BM25_TUNE_QUERIES {
+            aisle_core::rng::Rng::new(split.seed ^ 0xB325_F1E1).shuffle(&mut validation);
+            validation.truncate(BM25_TUNE_QUERIES);
+        }
+        let queries: Vec<(&str, Vec<ProductId>)> = validation
+            .iter()
+            .map(|q| {
+                let rel = q.relevant.iter().filter(|r| r.1 > 0).map(|r| r.0).collect();
+                (ds.queries.text(q.query), rel)
+            })
+            .filter(|(_, rel): &(&str, Vec<ProductId>)| !rel.is_empty())
+            .collect();
+        let texts: Vec<&str> = queries.iter().map(|q| q.0).collect();
+        let mut best: Option<(Bm25Ranker, f64)> = None;
+        let mut candidates = Vec::new();
+        for boosts in bm25_candidates() {
+            let ranker = Self::with_boosts(ds, &boosts)?;
+            let recall = if texts.is_empty() {
+                0.0
+            } else {
+                let hits = ranker.index.search_many(&texts, 10)?;
+                let sum: f64 = hits
+                    .iter()
+                    .zip(&queries)
+                    .map(|(h, (_, rel))| {
+                        let found = h.iter().filter(|(p, _)| rel.contains(p)).count();
+                        found as f64 / rel.len() as f64
+                    })
+                    .sum();
+                sum / texts.len() as f64
+            };
+            candidates.push((boosts, recall));
+            if best.as_ref().is_none_or(|(_, r)| recall > *r) {
+                best = Some((ranker, recall));
+            }
+        }
+        let ranker = match best {
+            Some((ranker, _)) => ranker,
+            None => Self::new(ds)?,
+        };
+        let choice = Bm25Choice {
+            chosen: *ranker.index.boosts(),
+            candidates,
+            validation_queries: texts.len(),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok((ranker, choice))
     }
 }
 
@@ -210,6 +343,7 @@ impl DenseRanker {
                 history,
                 mode,
                 history_boost: 0.0,
+                bm25: FieldBoosts::default(),
             },
         )
     }
@@ -244,7 +378,7 @@ impl DenseRanker {
         let opts = SearcherOptions {
             index,
             history: options.history,
-            lexical: (options.mode != Mode::Dense).then(FieldBoosts::default),
+            lexical: (options.mode != Mode::Dense).then_some(options.bm25),
             history_boost: options.history_boost,
             ..SearcherOptions::default()
         };
@@ -308,6 +442,9 @@ pub struct DenseOptions {
     pub mode: Mode,
     /// `beta` of the history term ([`SearcherOptions::history_boost`]); 0 for none.
     pub history_boost: f32,
+    /// BM25's field boosts in a hybrid mode (the ones [`Bm25Ranker::tuned`] chose, where the
+    /// caller tuned them).
+    pub bm25: FieldBoosts,
 }
 
 impl Ranker for DenseRanker {
@@ -491,6 +628,34 @@ mod tests {
             cold_start: vec![false; 6],
         };
         (ds, split)
+    }
+
+    /// BM25's boosts are the best candidate on validation (the default among ties), every
+    /// candidate's figure is kept for the report, and the ranker returned ranks with them.
+    #[test]
+    fn bm25_boosts_are_the_best_candidate_on_validation() {
+        let ds = aisle_core::synth::small_dataset(400, 60, 400, 5).expect("world");
+        let split = aisle_core::split::event_split(&ds, Default::default(), 3).expect("split");
+        let (ranker, choice) = Bm25Ranker::tuned(&ds, &split).expect("tuned");
+        assert_eq!(choice.candidates.len(), bm25_candidates().len());
+        assert!(choice.validation_queries > 0);
+        let best = choice
+            .candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let first_best = choice
+            .candidates
+            .iter()
+            .find(|c| c.1 == best)
+            .expect("a candidate");
+        assert_eq!(choice.chosen, first_best.0);
+        assert_eq!(*ranker.index.boosts(), choice.chosen);
+        assert!(choice.note().contains(&choice.chosen.describe()));
+        // Two candidates rank differently here, or the choice would mean nothing.
+        let distinct: std::collections::HashSet<u64> =
+            choice.candidates.iter().map(|c| c.1.to_bits()).collect();
+        assert!(distinct.len() > 1, "{:?}", choice.candidates);
     }
 
     #[test]

@@ -334,6 +334,11 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         );
     }
     let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "**BM25** (the BM25 row, and BM25 in hybrid rows): {}.\n",
+        p.bm25.note()
+    );
     if let Some(h) = &p.history_choice {
         let tried: Vec<String> = h
             .candidates

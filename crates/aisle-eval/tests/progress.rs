@@ -49,6 +49,7 @@ fn options(history_boost: f32) -> DenseOptions {
         history: 10,
         mode: Mode::Dense,
         history_boost,
+        bm25: aisle_search::FieldBoosts::default(),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Lexical retrieval: BM25 over product text, with one tantivy field per kind of text.
 //!
 //! Each product becomes one document with the fields `title`, `brand`, `taxonomy` (the names on
-//! the path from the top-level category to the product's node), `attributes` (attribute values)
-//! and `description`, plus its [`ProductId`] as a fast `u64` field. A query is tokenized with the
+//! the path from the top-level category to the product's node), `attributes` (attribute values),
+//! `description` and `combined` (title, brand, path names and attribute values in one field: a
+//! single-field BM25, whose length normalisation and term frequencies see the product's text as
+//! a whole), plus its [`ProductId`] as a fast `u64` field. A query is tokenized with the
 //! same analyzer as the documents and becomes a disjunction of one BM25 term query per (token,
 //! field), each weighted by the field's boost: user text is never parsed as tantivy query syntax,
 //! so no input can cause a syntax error.
@@ -60,7 +62,7 @@ const WRITER_MEMORY_BYTES: usize = 256 << 20;
 /// the field out of the index altogether.
 ///
 /// Serialised with defaults for missing keys, so a config file may set only some of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldBoosts {
     pub title: f32,
@@ -70,6 +72,9 @@ pub struct FieldBoosts {
     /// Attribute values (not names).
     pub attributes: f32,
     pub description: f32,
+    /// Title, brand, path names and attribute values as one field (0 by default: the fields
+    /// above are scored separately and summed).
+    pub combined: f32,
 }
 
 impl Default for FieldBoosts {
@@ -80,20 +85,37 @@ impl Default for FieldBoosts {
             taxonomy: 1.0,
             attributes: 1.0,
             description: 0.5,
+            combined: 0.0,
         }
     }
 }
 
 impl FieldBoosts {
     /// `(name, boost)` for each field, in schema order.
-    pub fn as_pairs(&self) -> [(&'static str, f32); 5] {
+    pub fn as_pairs(&self) -> [(&'static str, f32); 6] {
         [
             ("title", self.title),
             ("brand", self.brand),
             ("taxonomy", self.taxonomy),
             ("attributes", self.attributes),
             ("description", self.description),
+            ("combined", self.combined),
         ]
+    }
+
+    /// The boosts written the short way: `title 2, brand 1.5, ...` (fields at 0 left out).
+    pub fn describe(&self) -> String {
+        let on: Vec<String> = self
+            .as_pairs()
+            .iter()
+            .filter(|(_, b)| *b > 0.0)
+            .map(|(n, b)| format!("{n} {b}"))
+            .collect();
+        if on.is_empty() {
+            "no field".into()
+        } else {
+            on.join(", ")
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -103,6 +125,11 @@ impl FieldBoosts {
                     "BM25 boost of field `{name}` must be a finite number >= 0, got {boost}"
                 )));
             }
+        }
+        if self.as_pairs().iter().all(|(_, b)| *b == 0.0) {
+            return Err(SearchError::InvalidArgument(
+                "BM25 needs at least one field with a boost above 0".into(),
+            ));
         }
         Ok(())
     }
@@ -116,6 +143,7 @@ struct TextFields {
     taxonomy: Field,
     attributes: Field,
     description: Field,
+    combined: Field,
 }
 
 /// A BM25 index over a catalog, held in RAM. Cheap to query from many threads at once (`&self`).
@@ -166,7 +194,8 @@ fn schema() -> (Schema, TextFields, Field, Field) {
         brand: builder.add_text_field("brand", text.clone()),
         taxonomy: builder.add_text_field("taxonomy", text.clone()),
         attributes: builder.add_text_field("attributes", text.clone()),
-        description: builder.add_text_field("description", text),
+        description: builder.add_text_field("description", text.clone()),
+        combined: builder.add_text_field("combined", text),
     };
     let product_id = builder.add_u64_field(PRODUCT_ID_FIELD, FAST);
     let category_rank = builder.add_u64_field(CATEGORY_RANK_FIELD, INDEXED);
@@ -237,15 +266,25 @@ impl Bm25Index {
                     doc.add_text(field, text);
                 }
             };
+            let path = paths.get(p.category);
             add(fields.title, boosts.title, &p.title);
             add(fields.brand, boosts.brand, &p.brand);
-            for name in paths.get(p.category) {
+            for name in path {
                 add(fields.taxonomy, boosts.taxonomy, name);
             }
             for (_, value) in &p.attributes {
                 add(fields.attributes, boosts.attributes, value);
             }
             add(fields.description, boosts.description, &p.description);
+            // One field, several values: tantivy counts their tokens as one text.
+            add(fields.combined, boosts.combined, &p.title);
+            add(fields.combined, boosts.combined, &p.brand);
+            for name in path {
+                add(fields.combined, boosts.combined, name);
+            }
+            for (_, value) in &p.attributes {
+                add(fields.combined, boosts.combined, value);
+            }
             writer.add_document(doc)?;
         }
         writer.commit()?;
@@ -264,6 +303,7 @@ impl Bm25Index {
             (fields.taxonomy, boosts.taxonomy),
             (fields.attributes, boosts.attributes),
             (fields.description, boosts.description),
+            (fields.combined, boosts.combined),
         ]
         .into_iter()
         .filter(|&(_, b)| b > 0.0)
@@ -273,7 +313,7 @@ impl Bm25Index {
             searcher,
             analyzer: product_text_analyzer(),
             weighted_fields,
-            boosts: boosts.clone(),
+            boosts: *boosts,
             products,
             len: catalog.len(),
             category_rank,
@@ -598,6 +638,35 @@ mod tests {
         let (idx, c) = build(&no_brand);
         let hits = idx.search("nyko", 10).expect("search");
         assert_eq!(ids(&hits, &c), ["p6"]);
+    }
+
+    /// The combined field alone finds what the separate fields find (title, brand, path
+    /// names), but not the description, which it leaves out; no field at all is refused.
+    #[test]
+    fn the_combined_field_holds_title_brand_and_path() {
+        let only = FieldBoosts {
+            title: 0.0,
+            brand: 0.0,
+            taxonomy: 0.0,
+            attributes: 0.0,
+            description: 0.0,
+            combined: 1.0,
+        };
+        let (idx, c) = build(&only);
+        let mut got = ids(&idx.search("video games", 10).expect("search"), &c);
+        got.sort();
+        assert_eq!(got, ["p0", "p1", "p2", "p3"]);
+        // "nyko" is p5's brand and in p6's description only.
+        assert_eq!(ids(&idx.search("nyko", 10).expect("search"), &c), ["p5"]);
+        let (c, t) = fixture();
+        let none = FieldBoosts {
+            combined: 0.0,
+            ..only
+        };
+        let Err(err) = Bm25Index::build(&c, &t, &none) else {
+            panic!("an index with no field was built");
+        };
+        assert!(err.to_string().contains("at least one field"), "{err}");
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct TrainConfig {
     /// Stop when this many validation measurements in a row (`patience * eval_every` steps)
     /// have not beaten the best; 0 = never stop early.
     pub patience: u64,
+    /// BM25's field boosts where the sampler draws BM25 negatives (`aisle experiment` sets the
+    /// ones chosen on validation, as for its BM25 row).
+    pub bm25: aisle_search::FieldBoosts,
 }
 
 /// Which model a training run saves as `model.aisle`.
@@ -124,6 +127,7 @@ impl Default for TrainConfig {
             personalize: None,
             keep: Keep::Best,
             patience: 0,
+            bm25: aisle_search::FieldBoosts::default(),
         }
     }
 }
@@ -270,7 +274,7 @@ impl<'a> Trainer<'a> {
                 "the catalog needs at least two products".into(),
             ));
         }
-        let sampler = sampler::build(&cfg.sampler, ds, &data)?;
+        let sampler = sampler::build(&cfg.sampler, ds, &data, &cfg.bm25)?;
         let rows = model.towers.rows;
         let d = model.dim();
         let validation = ValidationSet::new(ds, &split.validation, cfg.eval_queries, cfg.seed);

@@ -60,6 +60,8 @@ pub struct TuneConfig {
     pub seed: u64,
     #[serde(serialize_with = "display")]
     pub sampler: SamplerSpec,
+    /// BM25's field boosts for BM25 negatives.
+    pub bm25: aisle_search::FieldBoosts,
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -77,6 +79,7 @@ impl Default for TuneConfig {
             scale: 20.0,
             seed: 42,
             sampler: SamplerSpec::Taxonomy(Default::default()),
+            bm25: aisle_search::FieldBoosts::default(),
         }
     }
 }
@@ -156,7 +159,7 @@ pub fn fine_tune(
             data.pairs.len()
         )));
     }
-    let mut sampler = sampler::build(&cfg.sampler, ds, &data)?;
+    let mut sampler = sampler::build(&cfg.sampler, ds, &data, &cfg.bm25)?;
     let texts: Vec<String> = ds
         .catalog
         .iter()

@@ -17,8 +17,13 @@ pub struct Bm25Sampler {
 }
 
 impl Bm25Sampler {
-    pub fn new(ds: &aisle_core::Dataset, data: &TrainData, depth: usize) -> Result<Self> {
-        let index = Bm25Index::build(&ds.catalog, &ds.taxonomy, &FieldBoosts::default())?;
+    pub fn new(
+        ds: &aisle_core::Dataset,
+        data: &TrainData,
+        depth: usize,
+        boosts: &FieldBoosts,
+    ) -> Result<Self> {
+        let index = Bm25Index::build(&ds.catalog, &ds.taxonomy, boosts)?;
         let texts: Vec<&str> = data.queries.iter().map(String::as_str).collect();
         let hits = index.search_many(&texts, depth)?;
         let mut removed = 0u64;
@@ -89,7 +94,7 @@ mod tests {
     #[test]
     fn negatives_are_lexical_matches_that_are_not_positives() {
         let (ds, data, _) = world();
-        let s = Bm25Sampler::new(&ds, &data, 6).expect("bm25 lists");
+        let s = Bm25Sampler::new(&ds, &data, 6, &FieldBoosts::default()).expect("bm25 lists");
         let ctx = SampleCtx {
             data: &data,
             dataset: &ds,

@@ -231,17 +231,19 @@ impl fmt::Display for SamplerSpec {
     }
 }
 
-/// Builds the sampler a spec names (`None` for in-batch only).
+/// Builds the sampler a spec names (`None` for in-batch only); BM25 negatives come from an index
+/// with `bm25`'s field boosts.
 pub fn build(
     spec: &SamplerSpec,
     ds: &aisle_core::Dataset,
     data: &TrainData,
+    bm25: &aisle_search::FieldBoosts,
 ) -> Result<Option<Box<dyn Sampler>>> {
     Ok(Some(match spec {
         SamplerSpec::InBatch => return Ok(None),
         SamplerSpec::Random => Box::new(UniformSampler),
         SamplerSpec::Popularity { alpha } => Box::new(PopularitySampler::new(data, *alpha)),
-        SamplerSpec::Bm25 { top } => Box::new(Bm25Sampler::new(ds, data, *top)?),
+        SamplerSpec::Bm25 { top } => Box::new(Bm25Sampler::new(ds, data, *top, bm25)?),
         SamplerSpec::Ance {
             refresh,
             top,
@@ -251,7 +253,7 @@ pub fn build(
         SamplerSpec::Mix { parts } => {
             let mut built = Vec::new();
             for (w, s) in parts {
-                let s = build(s, ds, data)?.ok_or_else(|| {
+                let s = build(s, ds, data, bm25)?.ok_or_else(|| {
                     TrainError::Config("in-batch cannot be part of a mixture".into())
                 })?;
                 built.push((*w, s));
@@ -265,8 +267,8 @@ pub fn build(
             end,
         } => {
             let in_batch = || TrainError::Config("in-batch cannot be part of a curriculum".into());
-            let from = build(from, ds, data)?.ok_or_else(in_batch)?;
-            let to = build(to, ds, data)?.ok_or_else(in_batch)?;
+            let from = build(from, ds, data, bm25)?.ok_or_else(in_batch)?;
+            let to = build(to, ds, data, bm25)?.ok_or_else(in_batch)?;
             Box::new(Curriculum::new(from, to, *start, *end))
         }
     }))
