@@ -267,24 +267,23 @@ impl Bm25Index {
                 }
             };
             let path = paths.get(p.category);
-            add(fields.title, boosts.title, &p.title);
-            add(fields.brand, boosts.brand, &p.brand);
-            for name in path {
-                add(fields.taxonomy, boosts.taxonomy, name);
-            }
-            for (_, value) in &p.attributes {
-                add(fields.attributes, boosts.attributes, value);
+            let texts = [
+                (fields.title, boosts.title, p.title.as_str()),
+                (fields.brand, boosts.brand, &p.brand),
+            ]
+            .into_iter()
+            .chain(path.iter().map(|n| (fields.taxonomy, boosts.taxonomy, *n)))
+            .chain(
+                p.attributes
+                    .iter()
+                    .map(|(_, v)| (fields.attributes, boosts.attributes, v.as_str())),
+            );
+            for (field, boost, text) in texts {
+                add(field, boost, text);
+                // The same texts again as one field: tantivy counts a field's values as one text.
+                add(fields.combined, boosts.combined, text);
             }
             add(fields.description, boosts.description, &p.description);
-            // One field, several values: tantivy counts their tokens as one text.
-            add(fields.combined, boosts.combined, &p.title);
-            add(fields.combined, boosts.combined, &p.brand);
-            for name in path {
-                add(fields.combined, boosts.combined, name);
-            }
-            for (_, value) in &p.attributes {
-                add(fields.combined, boosts.combined, value);
-            }
             writer.add_document(doc)?;
         }
         writer.commit()?;
