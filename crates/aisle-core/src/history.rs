@@ -1,10 +1,17 @@
 //! Customers' histories, for personalization, with no leakage by construction.
 //!
-//! A [`Histories`] holds only the interactions of a split's training part, each user's in time
-//! order, and answers "what did this user do strictly before time t". An evaluated query carries
-//! its cut-off ([`EvalQuery::before`](crate::EvalQuery)): the held-out order on Instacart, the
-//! event itself on Best Buy. Validation and test interactions never enter, so no held-out event
-//! can reach a history whatever cut-off is asked for.
+//! A [`Histories`] holds the interactions a ranker may read, each user's in time order, and
+//! answers "what did this user do strictly before time t". An evaluated query carries its cut-off
+//! ([`EvalQuery::before`](crate::EvalQuery)): the held-out order on Instacart, the event itself
+//! on Best Buy.
+//!
+//! Every ranker that reads a history (re-purchase, the personalized tower, the history term, the
+//! re-ranking head) reads [`Histories::for_evaluation`]: the training part and the validation
+//! queries' events, never the test part's. With the cut-off, a test query reads everything
+//! before it that is not itself a test event (on Instacart: the validation order too, which a
+//! live system would know), and a validation query everything before it (on Instacart, where
+//! the validation order is each customer's last but one, only training orders). Training reads
+//! [`Histories::from_split`], the training part alone.
 
 use crate::dataset::Dataset;
 use crate::model::{Interaction, UserId};
@@ -23,6 +30,22 @@ impl Histories {
     /// The histories of `split`'s training part.
     pub fn from_split(ds: &Dataset, split: &Split) -> Histories {
         Self::of(ds, split.train.iter().copied())
+    }
+
+    /// The training part and the validation queries' events: what every ranker of an
+    /// evaluation reads, each query up to its cut-off (see the module's documentation). No test
+    /// event enters.
+    pub fn for_evaluation(ds: &Dataset, split: &Split) -> Histories {
+        let mut events: Vec<u32> = split.train.clone();
+        events.extend(
+            split
+                .validation
+                .iter()
+                .flat_map(|q| q.events.iter().copied()),
+        );
+        events.sort_unstable();
+        events.dedup();
+        Self::of(ds, events.into_iter())
     }
 
     /// Every interaction of the dataset: what a live service knows of its customers (not for
@@ -51,7 +74,7 @@ impl Histories {
         Histories { by_user, times }
     }
 
-    /// The user's training interactions with `time < before`, oldest first, at most the last
+    /// The user's interactions held here with `time < before`, oldest first, at most the last
     /// `n`. An unknown user has none.
     pub fn before(&self, user: UserId, before: i64, n: usize) -> &[u32] {
         let (Some(h), Some(t)) = (self.by_user.get(user.index()), self.times.get(user.index()))
@@ -143,5 +166,45 @@ mod tests {
         let h = Histories::from_split(&ds, &ds.splits[0]);
         assert!(h.before(UserId(u32::MAX), i64::MAX, 10).is_empty());
         assert!(!h.knows(UserId(u32::MAX)));
+    }
+
+    /// The one history rule of an evaluation: a query reads exactly the user's training and
+    /// validation interactions strictly before its cut-off, never a test event and nothing at or
+    /// after the cut-off; on leave-last-order-out a test query reads the validation order.
+    #[test]
+    fn evaluation_histories_hold_everything_before_the_cut_off_but_test_events() {
+        let mut ds = crate::synth::small_dataset(400, 40, 600, 8).expect("world");
+        let lloo = crate::split::leave_last_order_out(&mut ds).expect("leave last order out");
+        ds.set_split(lloo);
+        for split in &ds.splits {
+            let h = Histories::for_evaluation(&ds, split);
+            let mut known: std::collections::HashSet<u32> = split.train.iter().copied().collect();
+            let mut validation_events = 0usize;
+            for q in &split.validation {
+                known.extend(q.events.iter().copied());
+                validation_events += q.events.len();
+            }
+            assert!(validation_events > 0);
+            let (mut read_validation, mut queries) = (0usize, 0usize);
+            for q in split.validation.iter().chain(&split.test) {
+                let Some(u) = q.user else { continue };
+                queries += 1;
+                let mut want: Vec<u32> = (0..ds.interactions.len() as u32)
+                    .filter(|i| known.contains(i))
+                    .filter(|&i| {
+                        let e = &ds.interactions[i as usize];
+                        e.user == u && e.time < q.before
+                    })
+                    .collect();
+                want.sort_by_key(|&i| (ds.interactions[i as usize].time, i));
+                let got = h.before(u, q.before, usize::MAX);
+                assert_eq!(got, want.as_slice(), "{}: user {u:?}", split.name);
+                read_validation += got.iter().filter(|i| !split.train.contains(i)).count();
+            }
+            assert!(queries > 50, "{}: {queries} queries", split.name);
+            if split.name == "leave_last_order_out" {
+                assert!(read_validation > 0, "test queries read no validation order");
+            }
+        }
     }
 }

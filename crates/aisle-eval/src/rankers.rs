@@ -374,7 +374,7 @@ impl DenseRanker {
     ) -> Result<Self> {
         // Read by a personalized model, the history term and a re-ranking head; cheap to build
         // (one sort of the training part), so every ranker has them.
-        let histories = Histories::from_split(ds, split);
+        let histories = Histories::for_evaluation(ds, split);
         let opts = SearcherOptions {
             index,
             history: options.history,
@@ -499,7 +499,7 @@ impl RepurchaseRanker {
             .map(|(_, p)| aisle_core::normalize_query(t.name(p.category)))
             .collect();
         RepurchaseRanker {
-            histories: Histories::from_split(ds, split),
+            histories: Histories::for_evaluation(ds, split),
             product: ds.interactions.iter().map(|e| e.product).collect(),
             counts: ds
                 .interactions
