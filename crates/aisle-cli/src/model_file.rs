@@ -11,7 +11,9 @@ use aisle_model::Model;
 pub(crate) struct ModelFile {
     pub model: Model,
     pub meta: serde_json::Value,
-    /// Earlier interactions its personalized tower reads, as it was trained [50].
+    /// Earlier interactions its personalized tower reads, as it was trained (recorded in the
+    /// file); for a plain model, [`aisle_model::personal::HISTORY_WINDOW`], what the history
+    /// term reads.
     pub history: usize,
     /// Set when the model was trained on other data and `--allow-other-dataset` let it through:
     /// one line saying so, which every answer made with the model must carry.
@@ -41,11 +43,23 @@ pub(crate) fn load(
              --allow-other-dataset to use it anyway)"
         ),
     };
-    let history = meta
-        .get("personalize")
-        .and_then(|p| p.get("history"))
-        .and_then(|h| h.as_u64())
-        .unwrap_or(50) as usize;
+    let history = if model.personal.is_some() {
+        // The tower was trained reading this many items: a guess would serve another model.
+        meta.get("personalize")
+            .and_then(|p| p.get("history"))
+            .and_then(|h| h.as_u64())
+            .and_then(|h| usize::try_from(h).ok())
+            .with_context(|| {
+                format!(
+                    "{}: the model has a personalized tower but its metadata has no \
+                     `personalize.history` (a whole number): the file is damaged or not \
+                     aisle's",
+                    path.display()
+                )
+            })?
+    } else {
+        aisle_model::personal::HISTORY_WINDOW
+    };
     Ok(ModelFile {
         model,
         meta,

@@ -899,6 +899,27 @@ fn index_check_hybrid_eval_and_serve_run_end_to_end() {
     assert!(stdout.contains("peak memory"), "{stdout}");
     assert!(!stderr.contains("re-ranking head:"), "--quiet: {stderr}");
     assert!(run.join("rerank.json").is_file());
+    // A personalized model whose metadata lost `personalize.history` is refused, naming the
+    // field, instead of being read with a guessed window.
+    let (m, mut meta) = aisle_model::artifact::load(&run.join("model.aisle")).expect("model");
+    assert!(m.personal.is_some());
+    meta["personalize"]
+        .as_object_mut()
+        .expect("personalize")
+        .remove("history");
+    let stripped = d.path().join("stripped.aisle");
+    aisle_model::artifact::save(&m, &meta, &stripped).expect("save");
+    let out = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--no-baselines",
+        "--model",
+        stripped.to_str().expect("utf-8 path"),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("personalize.history"), "{stderr}");
     // Without --quiet, every phase of the head says when it is done (and, when it lasts, how
     // long it has left).
     let loud = d.path().join("loud");

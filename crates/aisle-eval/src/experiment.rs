@@ -528,7 +528,9 @@ fn train_row(
         personalize,
     } = job;
     let mut runs = Vec::new();
-    let history = personalize.as_ref().map_or(50, |p| p.history);
+    let history = personalize
+        .as_ref()
+        .map_or(aisle_model::personal::HISTORY_WINDOW, |p| p.history);
     for &seed in &cfg.seeds {
         let mut train = cfg.train.clone();
         train.sampler = sampler.clone();

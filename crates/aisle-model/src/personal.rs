@@ -16,6 +16,10 @@
 //! With no history, `q'` is `q` itself, bit for bit (the function returns it untouched). The
 //! backward pass sits beside the forward pass; a finite-difference test checks every gradient.
 
+/// Earlier interactions a personalized tower reads per query unless its configuration says
+/// otherwise (the most recent): the one default of training, serving and evaluation.
+pub const HISTORY_WINDOW: usize = 50;
+
 use serde::{Deserialize, Serialize};
 
 use aisle_core::{Histories, Interaction, Kind, UserId};

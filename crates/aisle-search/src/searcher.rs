@@ -170,7 +170,7 @@ impl Default for SearcherOptions {
     fn default() -> Self {
         SearcherOptions {
             index: IndexChoice::Exact,
-            history: 50,
+            history: aisle_model::personal::HISTORY_WINDOW,
             lexical: Some(FieldBoosts::default()),
             exact_filter_max: EXACT_FILTER_MAX,
             history_boost: 0.0,

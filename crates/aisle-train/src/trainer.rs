@@ -102,7 +102,7 @@ pub struct PersonalizeConfig {
 impl Default for PersonalizeConfig {
     fn default() -> Self {
         PersonalizeConfig {
-            history: 50,
+            history: aisle_model::personal::HISTORY_WINDOW,
             refresh: 100,
             lr: 0.01,
             fusion: Fusion::Gated,
