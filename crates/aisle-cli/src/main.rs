@@ -303,6 +303,9 @@ fn run(cli: Cli) -> Result<()> {
                 start.elapsed().as_secs_f64() - generated
             );
         }
+        Command::Train(args) if args.tower == train::Tower::Minilm => {
+            train_minilm::train_minilm(*args)?
+        }
         Command::Train(args) => train::train(*args)?,
         Command::Encode(args) => train::encode(args)?,
         Command::Eval(args) => eval::eval(args)?,

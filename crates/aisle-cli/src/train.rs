@@ -329,10 +329,12 @@ impl Bar {
     }
 }
 
+/// `aisle train` with an n-gram tower (`main` sends `--tower minilm` to `train_minilm`).
 pub fn train(args: TrainArgs) -> Result<()> {
-    if args.tower == Tower::Minilm {
-        return crate::train_minilm::train_minilm(args);
-    }
+    anyhow::ensure!(
+        args.tower != Tower::Minilm,
+        "--tower minilm is trained by train_minilm::train_minilm"
+    );
     let mut cfg = args.train.config()?;
     if let Some(n) = args.log_every {
         cfg.log_every = n;
@@ -454,7 +456,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let mut head_s = None;
     if args.rerank {
         let t = std::time::Instant::now();
-        let history = args.train.config()?.personalize.map_or(50, |p| p.history);
+        let history = args
+            .train
+            .config()?
+            .personalize
+            .map_or(aisle_model::personal::HISTORY_WINDOW, |p| p.history);
         let split = split.clone();
         fit_head(ds, split, &summary.model, history, &head, args.quiet)?;
         head_s = Some(t.elapsed().as_secs_f64());

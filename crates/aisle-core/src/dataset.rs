@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::error::ImportReport;
 use crate::model::{Catalog, Interaction, Judgment, ProductId, Queries, QueryId, Users};
-use crate::split::Split;
+use crate::split::types::Split;
 use crate::taxonomy::{NodeId, Taxonomy};
 
 /// Length-prefixed fields into a CRC-32, so that `("ab", "c")` and `("a", "bc")` differ.
@@ -177,37 +177,5 @@ impl Dataset {
             h.sort_by_key(|&i| self.interactions[i as usize].time);
         }
         v
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::model::ProductId;
-    use crate::synth::small_dataset;
-
-    #[test]
-    fn digest_follows_the_data_not_the_name() {
-        let ds = small_dataset(200, 20, 100, 7).expect("world");
-        let d = ds.digest();
-        assert_eq!(d.len(), 8);
-        // The same data built again, or under another name, has the same digest.
-        let mut again = small_dataset(200, 20, 100, 7).expect("world");
-        assert_eq!(again.digest(), d);
-        again.name = "renamed".into();
-        assert_eq!(again.digest(), d);
-        // Another world, one event more or less, one title changed: another digest.
-        let other = small_dataset(200, 20, 100, 8).expect("world");
-        assert_ne!(other.digest(), d);
-        let mut fewer = ds.clone();
-        fewer.interactions.pop();
-        assert_ne!(fewer.digest(), d);
-        let mut retitled = ds.clone();
-        let mut products = retitled.catalog.products().to_vec();
-        products[ProductId(3).index()].title.push('x');
-        retitled.catalog = crate::model::Catalog::new();
-        for p in products {
-            retitled.catalog.push(p).expect("unique ids");
-        }
-        assert_ne!(retitled.digest(), d);
     }
 }

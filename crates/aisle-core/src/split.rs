@@ -5,42 +5,15 @@
 //! only the user's interactions strictly before it. docs/protocols.md states each protocol and
 //! what it cannot show.
 
+pub(crate) mod types;
+pub use types::{EvalQuery, Split};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{normalize_query, Interaction, Kind, ProductId, QueryId, UserId};
 use crate::rng::Rng;
-
-/// One query an evaluation asks, with the products that answer it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalQuery {
-    pub query: QueryId,
-    /// The user who asked, for personalized models.
-    pub user: Option<UserId>,
-    /// Relevant products with a graded relevance (1 click, 2 add to cart, 3 purchase, or the
-    /// judgment's grade), sorted by product, each product once.
-    pub relevant: Vec<(ProductId, u8)>,
-    /// History cut-off: only the user's interactions with `time < before` may be used.
-    pub before: i64,
-    /// The interactions this query was built from.
-    pub events: Vec<u32>,
-}
-
-/// A named split of a dataset into training interactions and evaluation queries.
-#[derive(Clone, Debug)]
-pub struct Split {
-    pub name: String,
-    /// One line saying how the split was made.
-    pub description: String,
-    pub seed: u64,
-    /// Indices into `Dataset::interactions` a model may train on (and use as history).
-    pub train: Vec<u32>,
-    pub validation: Vec<EvalQuery>,
-    pub test: Vec<EvalQuery>,
-    /// `cold_start[p]` is true when product `p` has no training interaction.
-    pub cold_start: Vec<bool>,
-}
 
 /// Where the training queries come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -585,6 +558,30 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
         test,
         cold_start: cold,
     })
+}
+
+/// The default protocols: search logs get an event split and a query-disjoint split; purchase
+/// histories without queries get leave-last-order-out with taxonomy queries; a catalog alone gets
+/// none.
+pub fn add_default_splits(ds: &mut Dataset, seed: u64) -> Result<()> {
+    if ds.interactions.is_empty() {
+        return Ok(());
+    }
+    let searches = ds.interactions.iter().filter(|e| e.query.is_some()).count();
+    if searches > 0 {
+        let event = event_split(ds, Fractions::default(), seed)?;
+        let disjoint = query_disjoint_split(ds, Fractions::default(), seed)?;
+        ds.set_split(event);
+        ds.set_split(disjoint);
+    } else {
+        let s = leave_last_order_out(ds)?;
+        ds.set_split(s);
+        let note = "queries are built from the taxonomy (the leaf category's name), not typed by customers (Ai et al., SIGIR 2017)";
+        if !ds.notes.iter().any(|n| n == note) {
+            ds.notes.push(note.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

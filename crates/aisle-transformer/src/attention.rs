@@ -25,7 +25,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Error, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::gelu::contiguous_f32;
+use crate::op_util::contiguous_f32;
 
 /// The shape of one attention call: `batch` texts of `seq` tokens, `heads` heads of `head`
 /// values each.
@@ -299,7 +299,7 @@ pub(crate) fn attention_packed_into(
     split_rows(out, starts, hid)
         .into_par_iter()
         .enumerate()
-        .with_min_len(crate::linear::min_len(parallel))
+        .with_min_len(crate::op_util::min_len(parallel))
         .for_each(|(b, o)| {
             let d = packed_dims(starts, b, heads, head);
             let x = &qkv[starts[b] * 3 * hid..starts[b + 1] * 3 * hid];
@@ -341,7 +341,7 @@ pub(crate) fn attention_into(qkv: &[f32], mask: &[f32], d: Dims, out: &mut [f32]
     out.par_chunks_mut(t * hid)
         .zip(qkv.par_chunks(t * 3 * hid))
         .zip(mask.par_chunks(t))
-        .with_min_len(crate::linear::min_len(parallel))
+        .with_min_len(crate::op_util::min_len(parallel))
         .for_each(|((o, x), m)| text_forward_dispatch(x, m, o, d));
 }
 

@@ -14,6 +14,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Error, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::op_util::{contiguous_f32, min_len};
+
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
 const CHUNK: usize = 1 << 14;
 
@@ -132,7 +134,7 @@ fn backward_chunk(x: &[f32], grad: &[f32], dst: &mut [f32]) {
 pub(crate) fn gelu_erf_into(src: &[f32], dst: &mut [f32], parallel: bool) {
     dst.par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
-        .with_min_len(crate::linear::min_len(parallel))
+        .with_min_len(min_len(parallel))
         .for_each(|(d, s)| forward_chunk(s, d));
 }
 
@@ -141,21 +143,6 @@ pub(crate) fn gelu_erf_backward_into(x: &[f32], grad: &[f32], dst: &mut [f32]) {
     dst.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
         .for_each(|(d, (x, g))| backward_chunk(x, g, d));
-}
-
-/// The f32 values of a contiguous CPU tensor's storage, or an error naming `op`.
-pub(crate) fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        return Err(Error::Msg(format!("{op}: only f32 tensors are supported")));
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(Error::Msg(format!("{op}: the input must be contiguous")));
-    };
-    Ok(&data[start..end])
 }
 
 struct Gelu;

@@ -25,6 +25,7 @@ pub mod gelu;
 mod infer;
 pub mod linear;
 pub mod norm;
+mod op_util;
 pub mod optim;
 #[cfg(test)]
 mod test_util;

@@ -12,23 +12,13 @@ use candle_core::{CpuStorage, CustomOp3, Error, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::gelu::contiguous_f32;
+use crate::op_util::{contiguous_f32, min_len};
 
 fn parallelism(parallel: bool) -> Parallelism {
     match rayon::current_num_threads() {
         _ if !parallel => Parallelism::None,
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
-    }
-}
-
-/// The `with_min_len` of a parallel iterator that splits across rayon's pool (`parallel`) or
-/// runs on the calling thread (one that is already one of several parallel tasks).
-pub(crate) fn min_len(parallel: bool) -> usize {
-    if parallel {
-        1
-    } else {
-        usize::MAX
     }
 }
 

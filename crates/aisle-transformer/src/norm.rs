@@ -20,7 +20,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use crate::gelu::contiguous_f32;
+use crate::op_util::contiguous_f32;
 
 /// Rows per parallel task (rows are a few hundred floats).
 const ROWS: usize = 64;
@@ -47,7 +47,7 @@ pub(crate) fn layer_norm_rows_in_place(
     if d == 0 {
         return;
     }
-    let min = crate::linear::min_len(parallel);
+    let min = crate::op_util::min_len(parallel);
     x.par_chunks_mut(d * ROWS).with_min_len(min).for_each(|xc| {
         for xr in xc.chunks_mut(d) {
             let (mean, rstd) = row_stats(xr, eps);

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, DType, Error, InplaceOp2, InplaceOp3, Layout, Resu
 use candle_nn::ParamsAdamW;
 use rayon::prelude::*;
 
-use crate::gelu::contiguous_f32;
+use crate::op_util::contiguous_f32;
 
 const CHUNK: usize = 1 << 15;
 

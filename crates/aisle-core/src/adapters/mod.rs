@@ -17,11 +17,13 @@ pub mod flipkart;
 pub mod instacart;
 pub mod pylit;
 
+// The default protocols live in `split`; re-exported where datasets are loaded.
+pub use crate::split::add_default_splits;
+
 use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result, Strictness};
-use crate::split::{self, Fractions};
 
 /// Names of the datasets aisle knows.
 pub const NAMES: [&str; 5] = [
@@ -122,30 +124,6 @@ pub fn load(name_or_path: &str, opts: &LoadOptions) -> Result<Dataset> {
         add_default_splits(&mut ds, opts.seed)?;
     }
     Ok(ds)
-}
-
-/// The default protocols: search logs get an event split and a query-disjoint split; purchase
-/// histories without queries get leave-last-order-out with taxonomy queries; a catalog alone gets
-/// none.
-pub fn add_default_splits(ds: &mut Dataset, seed: u64) -> Result<()> {
-    if ds.interactions.is_empty() {
-        return Ok(());
-    }
-    let searches = ds.interactions.iter().filter(|e| e.query.is_some()).count();
-    if searches > 0 {
-        let event = split::event_split(ds, Fractions::default(), seed)?;
-        let disjoint = split::query_disjoint_split(ds, Fractions::default(), seed)?;
-        ds.set_split(event);
-        ds.set_split(disjoint);
-    } else {
-        let s = split::leave_last_order_out(ds)?;
-        ds.set_split(s);
-        let note = "queries are built from the taxonomy (the leaf category's name), not typed by customers (Ai et al., SIGIR 2017)";
-        if !ds.notes.iter().any(|n| n == note) {
-            ds.notes.push(note.into());
-        }
-    }
-    Ok(())
 }
 
 /// The data folder when it holds `name`, or `None` after printing why a test is skipped.

@@ -382,7 +382,7 @@ pub fn small_dataset(products: usize, users: usize, sessions: usize, seed: u64) 
         taxonomy: TaxonomySource::BuiltIn,
     })?
     .dataset;
-    crate::adapters::add_default_splits(&mut ds, seed)?;
+    crate::split::add_default_splits(&mut ds, seed)?;
     Ok(ds)
 }
 

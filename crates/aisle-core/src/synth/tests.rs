@@ -436,6 +436,34 @@ fn default_world_is_the_embedded_dataset() {
     }
 }
 
+/// `Dataset::digest` on small synthetic worlds (tested here because `synth` imports `dataset`,
+/// not the other way round).
+#[test]
+fn digest_follows_the_data_not_the_name() {
+    let ds = small_dataset(200, 20, 100, 7).expect("world");
+    let d = ds.digest();
+    assert_eq!(d.len(), 8);
+    // The same data built again, or under another name, has the same digest.
+    let mut again = small_dataset(200, 20, 100, 7).expect("world");
+    assert_eq!(again.digest(), d);
+    again.name = "renamed".into();
+    assert_eq!(again.digest(), d);
+    // Another world, one event more or less, one title changed: another digest.
+    let other = small_dataset(200, 20, 100, 8).expect("world");
+    assert_ne!(other.digest(), d);
+    let mut fewer = ds.clone();
+    fewer.interactions.pop();
+    assert_ne!(fewer.digest(), d);
+    let mut retitled = ds.clone();
+    let mut products = retitled.catalog.products().to_vec();
+    products[crate::model::ProductId(3).index()].title.push('x');
+    retitled.catalog = crate::model::Catalog::new();
+    for p in products {
+        retitled.catalog.push(p).expect("unique ids");
+    }
+    assert_ne!(retitled.digest(), d);
+}
+
 /// The scale benchmark: 1M products and about 10M interactions, generated and written to
 /// /tmp/aisle-synth-scale. Run with
 /// `cargo test --release -p aisle-core -- --ignored synth_scale --nocapture`.
