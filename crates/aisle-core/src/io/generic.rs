@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
 use crate::error::Location;
-use crate::error::{Error, ImportReport, Result, Strictness};
+use crate::error::{At, Error, ImportReport, Result, Strictness};
 use crate::io::table::{for_each_record, Encoding, FieldCtx, Format, TableReader};
 use crate::model::{Interaction, Judgment, Kind, Product, User};
 use crate::taxonomy::{Taxonomy, TaxonomyBuilder, TaxonomyError};
@@ -240,20 +240,32 @@ fn products_rows(
                 attributes,
                 category,
             };
-            match ds.catalog.push(product) {
-                Ok(_) => {
-                    first_line.insert(id, r.line);
-                    Ok(())
-                }
-                Err(_) => Err(Error::Duplicate {
-                    at: ctx.at("id"),
-                    what: "product",
-                    first_line: first_line.get(&id).copied(),
-                    id,
-                }),
-            }
+            let added = ds.catalog.push(product).is_ok();
+            first_seen(&mut first_line, added, id, r.line, ctx.at("id"), "product")
         },
     )
+}
+
+/// Records where `id` was first defined when it was `added`; otherwise the duplicate error that
+/// names the line of the first definition.
+fn first_seen(
+    first_line: &mut std::collections::HashMap<String, u64>,
+    added: bool,
+    id: String,
+    line: u64,
+    at: At,
+    what: &'static str,
+) -> Result<()> {
+    if added {
+        first_line.insert(id, line);
+        return Ok(());
+    }
+    Err(Error::Duplicate {
+        at,
+        what,
+        first_line: first_line.get(&id).copied(),
+        id,
+    })
 }
 
 /// Reads a users table into `ds.users`; columns other than `id` and `segment` are demographics.
@@ -287,18 +299,8 @@ fn users_rows(
                 segment: r.take(1),
                 demographics: std::mem::take(&mut r.extra),
             };
-            match ds.users.push(user) {
-                Ok(_) => {
-                    first_line.insert(id, r.line);
-                    Ok(())
-                }
-                Err(_) => Err(Error::Duplicate {
-                    at: ctx.at("id"),
-                    what: "user",
-                    first_line: first_line.get(&id).copied(),
-                    id,
-                }),
-            }
+            let added = ds.users.push(user).is_ok();
+            first_seen(&mut first_line, added, id, r.line, ctx.at("id"), "user")
         },
     )
 }
