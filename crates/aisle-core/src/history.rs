@@ -121,7 +121,8 @@ mod tests {
         // Instacart's protocol too: the held-out orders are the users' last ones.
         let lloo = crate::split::leave_last_order_out(&mut ds).expect("leave last order out");
         ds.set_split(lloo);
-        assert_eq!(ds.splits.len(), 3);
+        // event, query-disjoint, product-disjoint and leave-last-order-out.
+        assert_eq!(ds.splits.len(), 4);
         let mut held = vec![false; ds.interactions.len()];
         for split in &ds.splits {
             let h = Histories::from_split(&ds, split);

@@ -234,6 +234,24 @@ fn search_events(ds: &Dataset) -> Vec<Vec<u32>> {
     groups
 }
 
+/// The search events a protocol splits, after checking its fractions; an error naming the
+/// protocol when the data has no query at all.
+fn logged_search_events(
+    ds: &Dataset,
+    fractions: Fractions,
+    protocol: &str,
+) -> Result<Vec<Vec<u32>>> {
+    fractions.check()?;
+    let groups = search_events(ds);
+    if groups.is_empty() {
+        return Err(Error::Dataset(format!(
+            "dataset `{}` has no interaction with a query: {protocol} needs search logs",
+            ds.name
+        )));
+    }
+    Ok(groups)
+}
+
 fn eval_query(ds: &Dataset, events: &[u32]) -> EvalQuery {
     let mut best: BTreeMap<ProductId, u8> = BTreeMap::new();
     let first: &Interaction = &ds.interactions[events[0] as usize];
@@ -261,15 +279,36 @@ fn assemble(
     val_groups: Vec<Vec<u32>>,
     test_groups: Vec<Vec<u32>>,
 ) -> Split {
-    // Interactions without a query (purchase histories, views) are always training / history.
+    assemble_without(ds, name, description, seed, val_groups, test_groups, &[])
+}
+
+/// As [`assemble`], and no interaction with a product flagged in `held_out` (indexed by product;
+/// empty: none) trains, whether it has a query or not.
+fn assemble_without(
+    ds: &Dataset,
+    name: &str,
+    description: String,
+    seed: u64,
+    val_groups: Vec<Vec<u32>>,
+    test_groups: Vec<Vec<u32>>,
+    held_out: &[bool],
+) -> Split {
+    // Interactions without a query (purchase histories, views) are training / history, unless
+    // their product is held out.
     let mut in_eval = vec![false; ds.interactions.len()];
     for g in val_groups.iter().chain(&test_groups) {
         for &i in g {
             in_eval[i as usize] = true;
         }
     }
+    let is_held_out = |i: u32| {
+        held_out
+            .get(ds.interactions[i as usize].product.index())
+            .copied()
+            .unwrap_or(false)
+    };
     let train: Vec<u32> = (0..ds.interactions.len() as u32)
-        .filter(|&i| !in_eval[i as usize])
+        .filter(|&i| !in_eval[i as usize] && !is_held_out(i))
         .collect();
     let cold = cold_start(ds, &train);
     Split {
@@ -285,14 +324,7 @@ fn assemble(
 
 /// Random split of search events (see [`search_events`]) into train / validation / test.
 pub fn event_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Split> {
-    fractions.check()?;
-    let mut groups = search_events(ds);
-    if groups.is_empty() {
-        return Err(Error::Dataset(format!(
-            "dataset `{}` has no interaction with a query: an event split needs search logs",
-            ds.name
-        )));
-    }
+    let mut groups = logged_search_events(ds, fractions, "an event split")?;
     Rng::new(seed).shuffle(&mut groups);
     // Interactions without a query stay in training, whatever their group.
     let n = groups.len();
@@ -314,14 +346,7 @@ pub fn event_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Spli
 /// Queries are shuffled with the seed, then assigned to test until it holds `fractions.test` of
 /// the search events, then to validation likewise; the rest train.
 pub fn query_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Split> {
-    fractions.check()?;
-    let groups = search_events(ds);
-    if groups.is_empty() {
-        return Err(Error::Dataset(format!(
-            "dataset `{}` has no interaction with a query: a query-disjoint split needs search logs",
-            ds.name
-        )));
-    }
+    let groups = logged_search_events(ds, fractions, "a query-disjoint split")?;
     let mut by_query: BTreeMap<QueryId, Vec<usize>> = BTreeMap::new();
     for (g, events) in groups.iter().enumerate() {
         if let Some(q) = ds.interactions[events[0] as usize].query {
@@ -355,6 +380,74 @@ pub fn query_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Re
         fractions.test * 100.0
     );
     Ok(assemble(ds, "query_disjoint", description, seed, val, test))
+}
+
+/// Split by product: a share of the products that searches led to, with every interaction of
+/// theirs, never appears in training. It measures what the cold-start segment of the other
+/// protocols measures on a few pairs, on many: whether a product the model never saw bought or
+/// clicked can be found from its content alone.
+///
+/// The products with at least one query-bearing interaction are shuffled with the seed; the first
+/// `fractions.test` of them are test products, the next `fractions.validation` validation
+/// products. Each search event's interactions with test (validation) products form one test
+/// (validation) query, its relevant products those products only; its interactions with other
+/// products stay in training. No interaction with a held-out product trains, with a query or
+/// without one (a purchase history included).
+pub fn product_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Split> {
+    let groups = logged_search_events(ds, fractions, "a product-disjoint split")?;
+    let mut searched = vec![false; ds.catalog.len()];
+    for g in &groups {
+        for &i in g {
+            searched[ds.interactions[i as usize].product.index()] = true;
+        }
+    }
+    let mut products: Vec<usize> = (0..searched.len()).filter(|&p| searched[p]).collect();
+    Rng::new(seed).shuffle(&mut products);
+    let n = products.len() as f64;
+    let n_test = (n * fractions.test).round() as usize;
+    let n_val = (n * fractions.validation).round() as usize;
+    // 0: trains, 1: validation, 2: test.
+    let mut role = vec![0u8; ds.catalog.len()];
+    for (rank, &p) in products.iter().enumerate() {
+        role[p] = if rank < n_test {
+            2
+        } else if rank < n_test + n_val {
+            1
+        } else {
+            0
+        };
+    }
+    let (mut val, mut test) = (Vec::new(), Vec::new());
+    for g in &groups {
+        let part = |r: u8| -> Vec<u32> {
+            g.iter()
+                .copied()
+                .filter(|&i| role[ds.interactions[i as usize].product.index()] == r)
+                .collect()
+        };
+        let (v, t) = (part(1), part(2));
+        if !v.is_empty() {
+            val.push(v);
+        }
+        if !t.is_empty() {
+            test.push(t);
+        }
+    }
+    let held_out: Vec<bool> = role.iter().map(|&r| r > 0).collect();
+    let description = format!(
+        "products that searches led to shuffled with seed {seed}: {n_test} test and {n_val} validation products ({:.0}% / {:.0}%) never appear in training, with every interaction of theirs; each search event's interactions with them make one query, the rest of the event trains",
+        fractions.test * 100.0,
+        fractions.validation * 100.0
+    );
+    Ok(assemble_without(
+        ds,
+        "product_disjoint",
+        description,
+        seed,
+        val,
+        test,
+        &held_out,
+    ))
 }
 
 /// The query text of each category that holds products: its name, or where leaves share a
@@ -560,9 +653,9 @@ pub fn leave_last_order_out(ds: &mut Dataset) -> Result<Split> {
     })
 }
 
-/// The default protocols: search logs get an event split and a query-disjoint split; purchase
-/// histories without queries get leave-last-order-out with taxonomy queries; a catalog alone gets
-/// none.
+/// The default protocols: search logs get an event split, a query-disjoint split and a
+/// product-disjoint split; purchase histories without queries get leave-last-order-out with
+/// taxonomy queries; a catalog alone gets none.
 pub fn add_default_splits(ds: &mut Dataset, seed: u64) -> Result<()> {
     if ds.interactions.is_empty() {
         return Ok(());
@@ -571,8 +664,10 @@ pub fn add_default_splits(ds: &mut Dataset, seed: u64) -> Result<()> {
     if searches > 0 {
         let event = event_split(ds, Fractions::default(), seed)?;
         let disjoint = query_disjoint_split(ds, Fractions::default(), seed)?;
+        let products = product_disjoint_split(ds, Fractions::default(), seed)?;
         ds.set_split(event);
         ds.set_split(disjoint);
+        ds.set_split(products);
     } else {
         let s = leave_last_order_out(ds)?;
         ds.set_split(s);
@@ -665,6 +760,87 @@ mod tests {
         }
         let sum = s.summary(&ds);
         assert_eq!(sum.test_unseen_queries, Some(sum.test));
+    }
+
+    #[test]
+    fn product_disjoint_split_keeps_every_event_of_held_out_products_out_of_training() {
+        let fractions = Fractions {
+            train: 0.6,
+            validation: 0.2,
+            test: 0.2,
+        };
+        let mut ds = world(true);
+        let first = product_disjoint_split(&ds, fractions, 5).expect("split");
+        let test_product = first.test[0].relevant[0].0;
+        let trained = (0..6u32)
+            .map(ProductId)
+            .find(|p| !first.cold_start[p.index()])
+            .expect("a product that trains");
+        // One session that led to a held-out and a trained product, and a purchase of the
+        // held-out product without a query.
+        let (user, query) = (ds.users.get_or_insert("u0"), ds.queries.intern("q9"));
+        for (product, query, session) in [
+            (test_product, Some(query), Some(1)),
+            (trained, Some(query), Some(1)),
+            (test_product, None, None),
+        ] {
+            ds.interactions.push(Interaction {
+                user,
+                product,
+                kind: Kind::Purchase,
+                time: 9,
+                session,
+                query,
+                price: None,
+            });
+        }
+        let n = ds.interactions.len() as u32;
+        let s = product_disjoint_split(&ds, fractions, 5).expect("split");
+        assert_eq!(s.name, "product_disjoint");
+        let again = product_disjoint_split(&ds, fractions, 5).expect("split");
+        assert_eq!((&s.train, &s.test), (&again.train, &again.test));
+
+        let held_out = |qs: &[EvalQuery]| -> Vec<ProductId> {
+            let mut v: Vec<ProductId> = qs
+                .iter()
+                .flat_map(|q| q.relevant.iter().map(|r| r.0))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (test_products, val_products) = (held_out(&s.test), held_out(&s.validation));
+        assert_eq!(test_products, vec![test_product], "20% of 6 products: one");
+        assert_eq!(val_products.len(), 1);
+        assert_ne!(val_products, test_products);
+        // No interaction of a held-out product trains, with a query or without one.
+        for &i in &s.train {
+            let p = ds.interactions[i as usize].product;
+            assert!(
+                !test_products.contains(&p) && !val_products.contains(&p),
+                "{i}"
+            );
+        }
+        for p in test_products.iter().chain(&val_products) {
+            assert!(s.cold_start[p.index()]);
+        }
+        // Every query-bearing interaction of a held-out product is evaluated, each event's
+        // queries name only held-out products, and the rest of the session trains.
+        let mut evaluated: Vec<u32> = Vec::new();
+        for q in s.test.iter().chain(&s.validation) {
+            evaluated.extend(&q.events);
+            assert!(q.relevant.len() == 1 && s.cold_start[q.relevant[0].0.index()]);
+        }
+        for i in 0..n {
+            let e = &ds.interactions[i as usize];
+            let out = test_products.contains(&e.product) || val_products.contains(&e.product);
+            assert_eq!(evaluated.contains(&i), out && e.query.is_some(), "{i}");
+            assert_eq!(s.train.contains(&i), !out, "{i}");
+        }
+        assert!(
+            s.train.contains(&(n - 2)),
+            "the trained product of the mixed session"
+        );
     }
 
     /// Leaves that share a name ("SEASONAL" x20 on a grocery set) merged into one query text;

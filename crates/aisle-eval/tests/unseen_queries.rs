@@ -49,7 +49,7 @@ fn stats_and_eval_count_the_same_unseen_logged_queries() {
             .iter()
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>(),
-        ["event", "query_disjoint"]
+        ["event", "query_disjoint", "product_disjoint"]
     );
     for (stats, eval, _) in &counts {
         assert_eq!(*stats, Some(*eval), "{counts:?}");
