@@ -406,7 +406,7 @@ fn train_says_what_the_false_negative_rule_removed_and_warns_on_fallbacks() {
         stdout.contains("candidates drawn (") && stdout.contains("uniform fallbacks"),
         "{stdout}"
     );
-    assert!(stderr.contains("warning: the taxonomy(leaf=1,sibling=0,cousin=0) sampler could not fill its hard negatives"), "{stderr}");
+    assert!(stderr.contains("warning: the taxonomy(leaf=1,sibling=0,cousin=0,pool=interacted) sampler could not fill its hard negatives"), "{stderr}");
     let out = train_tiny(
         &world,
         d.path().join("random").to_str().expect("utf-8 path"),
@@ -1243,7 +1243,7 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
     assert_eq!(summary["summary"]["steps"], 3);
     assert_eq!(
         summary["config"]["sampler"],
-        "taxonomy:leaf=1,sibling=1,cousin=0.5"
+        "taxonomy:leaf=1,sibling=1,cousin=0.5,pool=interacted"
     );
     // Flags of the n-gram tower are refused by name; so is ANCE; a missing model folder says
     // how to prepare it.
@@ -1473,7 +1473,7 @@ fn index_eval_and_serve_over_a_qdrant_cluster() {
     };
     let embedded = eval(&[]);
     let remote = eval(&["--backend", "qdrant", "--url", &urls]);
-    let row = "dense taxonomy(leaf=1,sibling=1,cousin=0.5)";
+    let row = "dense taxonomy(leaf=1,sibling=1,cousin=0.5,pool=interacted)";
     assert_eq!(recall_of(&embedded, row), recall_of(&remote, row));
 
     // The server over the cluster: the API, the page, and a reload that follows the alias.

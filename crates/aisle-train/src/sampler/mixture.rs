@@ -143,7 +143,7 @@ impl Sampler for Curriculum {
 mod tests {
     use super::*;
     use crate::sampler::testing::world;
-    use crate::sampler::{TaxonomySampler, TaxonomyWeights, UniformSampler};
+    use crate::sampler::{NegativePool, TaxonomySampler, TaxonomyWeights, UniformSampler};
 
     #[test]
     fn mixture_keeps_the_contract() {
@@ -152,10 +152,14 @@ mod tests {
             leaf: 1.0,
             sibling: 0.0,
             cousin: 0.0,
+            pool: NegativePool::Catalog,
         };
         let m = Mixture::new(vec![
             (1.0, Box::new(UniformSampler)),
-            (1.0, Box::new(TaxonomySampler::new(&ds, leaf))),
+            (
+                1.0,
+                Box::new(TaxonomySampler::new(&ds, leaf, &data.popularity)),
+            ),
         ]);
         let ctx = SampleCtx {
             data: &data,
@@ -179,10 +183,11 @@ mod tests {
             leaf: 1.0,
             sibling: 0.0,
             cousin: 0.0,
+            pool: NegativePool::Catalog,
         };
         let c = Curriculum::new(
             Box::new(UniformSampler),
-            Box::new(TaxonomySampler::new(&ds, leaf)),
+            Box::new(TaxonomySampler::new(&ds, leaf, &data.popularity)),
             10,
             20,
         );

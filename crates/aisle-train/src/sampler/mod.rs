@@ -25,7 +25,7 @@ pub use bm25::Bm25Sampler;
 pub use mixture::{Curriculum, Mixture};
 pub use popularity::PopularitySampler;
 pub use spec::{build, SamplerSpec};
-pub use taxonomy::{TaxonomySampler, TaxonomyWeights};
+pub use taxonomy::{NegativePool, TaxonomySampler, TaxonomyWeights};
 pub use uniform::UniformSampler;
 
 use aisle_core::rng::Rng;
@@ -88,22 +88,27 @@ pub trait Sampler: Send + Sync {
 /// How many draws a sampler tries before it falls back to uniform.
 pub(crate) const MAX_TRIES: usize = 32;
 
-/// Appends uniform non-positive negatives until `out` holds `target` items. If the catalog has no
-/// non-positive product at all, the last draws repeat whatever was drawn (counted as fallbacks).
-pub(crate) fn fill_uniform(
+/// Appends non-positive negatives drawn by `draw` (uniform over the catalog, or a sampler's own
+/// easy pool, e.g. TB-HNS's products with a training interaction) until `out` holds `target`
+/// items. If the catalog has no non-positive product at all, the last draws repeat whatever was
+/// drawn (counted as fallbacks).
+pub(crate) fn fill_from<D>(
     ctx: &SampleCtx,
     pair: &Pair,
     target: usize,
     rng: &mut Rng,
     out: &mut Vec<ProductId>,
     stats: &mut SampleStats,
-) {
+    mut draw: D,
+) where
+    D: FnMut(&mut Rng) -> ProductId,
+{
     let n = ctx.data.products();
     while out.len() < target {
         stats.fallbacks += 1;
         let mut chosen = None;
         for _ in 0..MAX_TRIES {
-            let p = ProductId(rng.index(n) as u32);
+            let p = draw(rng);
             if ctx.data.is_positive(pair.query, p) {
                 stats.removed_positives += 1;
             } else {
@@ -132,10 +137,30 @@ pub(crate) fn draw_with<F>(
     k: usize,
     rng: &mut Rng,
     out: &mut Vec<ProductId>,
-    mut pool: F,
+    pool: F,
 ) -> SampleStats
 where
     F: FnMut(&mut Rng) -> Option<ProductId>,
+{
+    let n = ctx.data.products();
+    draw_with_fallback(ctx, pair, k, rng, out, pool, |rng| {
+        ProductId(rng.index(n) as u32)
+    })
+}
+
+/// [`draw_with`], topping up from `fallback(rng)` instead of the whole catalog.
+pub(crate) fn draw_with_fallback<F, D>(
+    ctx: &SampleCtx,
+    pair: &Pair,
+    k: usize,
+    rng: &mut Rng,
+    out: &mut Vec<ProductId>,
+    mut pool: F,
+    fallback: D,
+) -> SampleStats
+where
+    F: FnMut(&mut Rng) -> Option<ProductId>,
+    D: FnMut(&mut Rng) -> ProductId,
 {
     let mut stats = SampleStats::default();
     let target = out.len() + k;
@@ -149,7 +174,7 @@ where
         }
         out.push(p);
     }
-    fill_uniform(ctx, pair, target, rng, out, &mut stats);
+    fill_from(ctx, pair, target, rng, out, &mut stats, fallback);
     stats
 }
 

@@ -9,7 +9,8 @@
 //! bm25[:top=50]                     from the query's BM25 top list
 //! ance[:refresh=200,top=50,index=hnsw]   from the model's own top list, re-indexed every 200
 //!                                   steps in an HNSW graph (or index=exact: brute force)
-//! taxonomy[:leaf=1,sibling=1,cousin=0.5]    TB-HNS
+//! taxonomy[:leaf=1,sibling=1,cousin=0.5,pool=interacted]    TB-HNS; pool=catalog is the
+//!                                   paper's (every product), pool=popularity by interactions
 //! mix:0.5*taxonomy+0.5*random       a weighted mixture ('+' between parts)
 //! curriculum:random->taxonomy@500..1500     from the first to the second over steps 500..1500
 //! ```
@@ -164,6 +165,10 @@ impl SamplerSpec {
                     leaf: take(&mut p, "leaf", d.leaf)?,
                     sibling: take(&mut p, "sibling", d.sibling)?,
                     cousin: take(&mut p, "cousin", d.cousin)?,
+                    pool: match p.remove("pool") {
+                        None => d.pool,
+                        Some(v) => v.parse().map_err(TrainError::Config)?,
+                    },
                 })
             }
             other => {
@@ -206,8 +211,8 @@ impl fmt::Display for SamplerSpec {
             } => write!(f, "ance:refresh={refresh},top={top},index={index}"),
             SamplerSpec::Taxonomy(w) => write!(
                 f,
-                "taxonomy:leaf={},sibling={},cousin={}",
-                w.leaf, w.sibling, w.cousin
+                "taxonomy:leaf={},sibling={},cousin={},pool={}",
+                w.leaf, w.sibling, w.cousin, w.pool
             ),
             SamplerSpec::Mix { parts } => {
                 write!(f, "mix:")?;
@@ -249,7 +254,7 @@ pub fn build(
             top,
             index,
         } => Box::new(AnceSampler::new(*refresh, *top, *index)),
-        SamplerSpec::Taxonomy(w) => Box::new(TaxonomySampler::new(ds, *w)),
+        SamplerSpec::Taxonomy(w) => Box::new(TaxonomySampler::new(ds, *w, &data.popularity)),
         SamplerSpec::Mix { parts } => {
             let mut built = Vec::new();
             for (w, s) in parts {
@@ -288,6 +293,8 @@ mod tests {
             "ance:refresh=100,top=20,index=exact",
             "ance:refresh=100,top=20,index=hnsw",
             "taxonomy:leaf=1,sibling=0.5,cousin=0",
+            "taxonomy:leaf=1,sibling=0.5,cousin=0,pool=catalog",
+            "taxonomy:pool=popularity",
             "mix:0.5*taxonomy:leaf=1,sibling=1,cousin=0.5+0.5*random",
             "curriculum:random->taxonomy:leaf=1,sibling=1,cousin=0.5@500..1500",
         ] {
@@ -320,6 +327,7 @@ mod tests {
             "mix:0*random",
             "curriculum:random",
             "taxonomy:leaf",
+            "taxonomy:pool=all",
         ] {
             assert!(SamplerSpec::parse(bad).is_err(), "{bad}");
         }
