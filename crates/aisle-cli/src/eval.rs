@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use aisle_eval::evaluate::Progress;
 use aisle_eval::{
-    Bm25Ranker, DenseOptions, DenseRanker, EvalConfig, EvalError, Group, Member,
+    Bm25Ranker, DenseOptions, DenseRanker, EvalConfig, EvalError, Group, HistoryRule, Member,
     MemorisationRanker, Part, PopularityRanker, Ranker, RepurchaseRanker,
 };
 use aisle_model::Model;
@@ -61,6 +61,11 @@ pub struct EvalArgs {
     /// Leave out BM25, popularity, query memorisation and per-user re-purchase.
     #[arg(long)]
     pub no_baselines: bool,
+    /// Hide every customer's history from the trained models: each test customer as if new,
+    /// known only by their features (segment and the other `users` columns) where a
+    /// personalized model reads them. Simulates cold-start customers on any protocol.
+    #[arg(long)]
+    pub hide_histories: bool,
     /// Bootstrap resamples of the 95% intervals.
     #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
@@ -194,6 +199,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     // Notes every figure of the report must carry (models let through from other data, rows
     // left out).
     let mut notes: Vec<String> = bm25_choice.iter().map(|c| c.note()).collect();
+    let history_rule = if args.hide_histories {
+        let note = "--hide-histories: the trained models read no customer's history, as if every \
+                    customer were new; a personalized model still reads the customers' features"
+            .to_owned();
+        eprintln!("note: {note}");
+        notes.push(note);
+        HistoryRule::Hidden
+    } else {
+        HistoryRule::BeforeCutOff
+    };
     let mut checked: Vec<Checked> = Vec::new();
     let mut heads = 0;
     for (k, ((name, path), facts)) in specs.into_iter().zip(facts).enumerate() {
@@ -253,6 +268,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 } else {
                     history
                 },
+                history_rule,
                 mode: Mode::Dense,
                 history_boost: 0.0,
                 bm25,
@@ -267,6 +283,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         if let Some(mode) = args.hybrid {
             let options = DenseOptions {
                 history,
+                history_rule,
                 mode,
                 history_boost: 0.0,
                 bm25,
@@ -280,6 +297,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             );
             let options = DenseOptions {
                 history,
+                history_rule,
                 mode: Mode::Dense,
                 history_boost: beta,
                 bm25,
@@ -288,6 +306,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         }
         let options = DenseOptions {
             history,
+            history_rule,
             mode: Mode::Dense,
             history_boost: 0.0,
             bm25,

@@ -57,6 +57,10 @@ pub struct TrainOverrides {
     /// How the personalized tower joins history and query: gated or concat [default: gated].
     #[arg(long)]
     pub fusion: Option<Fusion>,
+    /// The personalized tower reads the customers' history only, not their features (segment
+    /// and the other `users` columns, which it reads by default where the data has them).
+    #[arg(long)]
+    pub no_demographics: bool,
     /// Optimiser of the embedding table: row-adagrad (one accumulator per row) or adam (lazy,
     /// per element) [default: row-adagrad].
     #[arg(long, value_parser = parse_sparse)]
@@ -158,10 +162,13 @@ impl TrainOverrides {
         if self.personalized && cfg.personalize.is_none() {
             cfg.personalize = Some(PersonalizeConfig::default());
         }
-        if self.history.is_some() || self.fusion.is_some() {
+        if self.history.is_some() || self.fusion.is_some() || self.no_demographics {
             let Some(p) = cfg.personalize.as_mut() else {
-                anyhow::bail!("--history and --fusion need --personalized");
+                anyhow::bail!("--history, --fusion and --no-demographics need --personalized");
             };
+            if self.no_demographics {
+                p.demographics = false;
+            }
             if let Some(n) = self.history {
                 p.history = n;
             }
@@ -215,8 +222,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub patience: Option<u64>,
     /// Continue the run in --out from its checkpoint (or from this checkpoint file).
-    /// `Option<Option<_>>`: absent, given alone, or given a file (clap's path parser refuses an
-    /// empty value, so a default-missing "" made the documented bare `--resume` exit 2).
+    //
+    // `Option<Option<_>>`: absent, given alone, or given a file (clap's path parser refuses an
+    // empty value, so a default-missing "" made the documented bare `--resume` exit 2). A plain
+    // comment, so that it stays out of `--help`.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     pub resume: Option<Option<PathBuf>>,
     /// No progress bar.
@@ -376,8 +385,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         split.name,
         split.description,
         cfg.personalize.as_ref().map_or(String::new(), |p| format!(
-            "personalized (the last {} interactions), ",
-            p.history
+            "personalized (the last {} interactions{}), ",
+            p.history,
+            customer_features(&ds, p.demographics)
         )),
         cfg.sampler,
         cfg.k(),
@@ -522,6 +532,7 @@ fn fit_head(
         &split,
         &aisle_eval::rankers::DenseOptions {
             history: tower_history,
+            history_rule: Default::default(),
             mode: aisle_search::Mode::Dense,
             history_boost: 0.0,
             bm25: aisle_search::FieldBoosts::default(),
@@ -801,4 +812,31 @@ pub fn bench_train(args: BenchTrainArgs) -> Result<()> {
     println!("refresh ms /R: milliseconds of one ANCE re-encode and re-index, done every R steps; pairs/s counts it at that interval");
     println!("step ms = sample + forward + backward per step (refresh apart); sample% = sampling's share of it; q ids / p ids: mean hashed features per text");
     Ok(())
+}
+
+/// What the personalized tower reads of the customers besides their history, for the run's
+/// first line: their feature fields, or why none.
+fn customer_features(ds: &aisle_core::Dataset, wanted: bool) -> String {
+    if !wanted {
+        return ", history only (--no-demographics)".into();
+    }
+    let mut fields: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for (_, u) in ds.users.iter() {
+        if u.segment.is_some() {
+            fields.insert("segment");
+        }
+        for (k, v) in &u.demographics {
+            if !v.trim().is_empty() {
+                fields.insert(k.as_str());
+            }
+        }
+    }
+    if fields.is_empty() {
+        ", history only: the customers have no features".into()
+    } else {
+        format!(
+            " and the customer features {}",
+            fields.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    }
 }

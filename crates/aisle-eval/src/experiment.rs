@@ -31,8 +31,8 @@ use crate::error::{EvalError, Result};
 use crate::evaluate::{evaluate_groups, EvalConfig, Group, Member, Part, Report};
 use crate::online::SimulatedAb;
 use crate::rankers::{
-    Bm25Ranker, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
-    RepurchaseRanker,
+    Bm25Ranker, DenseOptions, DenseRanker, HistoryRule, MemorisationRanker, PopularityRanker,
+    Ranker, RepurchaseRanker,
 };
 
 /// Version of the `results.json` layout.
@@ -45,6 +45,34 @@ pub const MEMORISATION: &str = "query memorisation";
 pub const REPURCHASE: &str = "per-user re-purchase";
 /// Start of the fine-tuned MiniLM rows' names.
 pub const MINILM_TUNED: &str = "MiniLM fine-tuned,";
+/// TB-HNS mix drawing its negatives among every product, bought or not (the paper's rule).
+pub const CATALOG_POOL_ROW: &str = "TB-HNS mix, catalog pool";
+/// Appended to the personalized row's name for its tower trained without customer features.
+pub const HISTORY_ONLY: &str = ", history only";
+/// Appended to the re-ranking row's name for its heads reading training interactions only.
+pub const WITHOUT_VALIDATION: &str = ", histories without validation";
+
+/// Test queries whose customer has a validation interaction before the query's cut-off: those
+/// whose history the one history rule ([`HistoryRule::BeforeCutOff`]) lengthens.
+pub fn validation_precedes_test(ds: &Dataset, split: &Split) -> usize {
+    let mut first: std::collections::HashMap<aisle_core::UserId, i64> = Default::default();
+    for q in &split.validation {
+        for &i in &q.events {
+            let e = &ds.interactions[i as usize];
+            let t = first.entry(e.user).or_insert(e.time);
+            *t = (*t).min(e.time);
+        }
+    }
+    split
+        .test
+        .iter()
+        .filter(|q| {
+            q.user
+                .and_then(|u| first.get(&u))
+                .is_some_and(|&t| t < q.before)
+        })
+        .count()
+}
 
 /// What a row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,7 +121,8 @@ impl DenseRow {
     }
 
     /// The paper's rows: in-batch only, random, BM25 and ANCE negatives, and TB-HNS with each
-    /// pool alone (same leaf, siblings, cousins) and mixed.
+    /// pool alone (same leaf, siblings, cousins) and mixed, drawn among products with training
+    /// interactions (aisle's default), and the mix drawn from every product (the paper's rule).
     pub fn standard() -> Result<Vec<DenseRow>> {
         Ok(vec![
             DenseRow::new("in-batch negatives", "in-batch", false)?,
@@ -112,6 +141,11 @@ impl DenseRow {
             )?,
             DenseRow::new("TB-HNS cousins", "taxonomy:leaf=0,sibling=0,cousin=1", true)?,
             DenseRow::new("TB-HNS mix", "taxonomy:leaf=1,sibling=1,cousin=0.5", true)?,
+            DenseRow::new(
+                CATALOG_POOL_ROW,
+                "taxonomy:leaf=1,sibling=1,cousin=0.5,pool=catalog",
+                true,
+            )?,
             DenseRow::new("TB-HNS mix + random", "mix:0.5*taxonomy+0.5*random", true)?,
         ])
     }
@@ -674,10 +708,25 @@ fn protocol(
             name: &name,
             kind: RowKind::Personalized,
             sampler,
-            personalize: Some(p),
+            personalize: Some(p.clone()),
         };
         trained.push(train_row(ds, split, cfg, job, progress)?);
-        personalized_name = Some(name);
+        personalized_name = Some(name.clone());
+        // Where customers have features (segment, age band), the same tower reading their
+        // history only: what the features add, on cold-start customers above all.
+        if p.demographics && aisle_model::demographics::Demographics::any(&ds.users) {
+            let name = format!("{name}{HISTORY_ONLY}");
+            let job = Job {
+                name: &name,
+                kind: RowKind::Personalized,
+                sampler,
+                personalize: Some(PersonalizeConfig {
+                    demographics: false,
+                    ..p
+                }),
+            };
+            trained.push(train_row(ds, split, cfg, job, progress)?);
+        }
     }
 
     // MiniLM fine-tuned, in-batch and with the best TB-HNS variant (one seed: it is slow on CPU).
@@ -740,6 +789,7 @@ fn protocol(
     let mut dense: Vec<(String, &Trained, DenseOptions)> = Vec::new();
     let plain = |t: &Trained| DenseOptions {
         history: t.history,
+        history_rule: Default::default(),
         mode: Mode::Dense,
         history_boost: 0.0,
         bm25: bm25_choice.chosen,
@@ -905,32 +955,49 @@ fn protocol(
             members: members(name, t, *options),
         });
     }
+    let mut without_validation_name = None;
     if let (Some((choice, signals)), Some(t)) = (&rerank, personalized) {
+        // Each seed's model with the head fitted for it, reading histories by `options`.
+        let heads = |name: &str, options: DenseOptions| -> Vec<Member> {
+            t.runs
+                .iter()
+                .zip(&choice.fits)
+                .map(|(r, (_, fit))| {
+                    let row = format!("{name} (seed {})", r.seed);
+                    let path = r.model.clone();
+                    let ds = Arc::clone(ds);
+                    let signals = Arc::clone(signals);
+                    let head = fit.head.clone();
+                    Member::Lazy(Box::new(move || -> Result<Box<dyn Ranker>> {
+                        let mut ranker = load_ranker(row.clone(), &path, &ds, split, &options)?;
+                        ranker.set_reranking(Arc::clone(&signals), Some(head.clone()))?;
+                        Ok(Box::new(ranker))
+                    }))
+                })
+                .collect()
+        };
         let options = DenseOptions {
             history: cfg.history_term_window,
             ..plain(t)
         };
-        let members = t
-            .runs
-            .iter()
-            .zip(&choice.fits)
-            .map(|(r, (_, fit))| {
-                let row = format!("{} (seed {})", choice.row, r.seed);
-                let path = r.model.clone();
-                let ds = Arc::clone(ds);
-                let signals = Arc::clone(signals);
-                let head = fit.head.clone();
-                Member::Lazy(Box::new(move || -> Result<Box<dyn Ranker>> {
-                    let mut ranker = load_ranker(row.clone(), &path, &ds, split, &options)?;
-                    ranker.set_reranking(Arc::clone(&signals), Some(head.clone()))?;
-                    Ok(Box::new(ranker))
-                }))
-            })
-            .collect();
         groups.push(Group {
             name: choice.row.clone(),
-            members,
+            members: heads(&choice.row, options),
         });
+        // The same heads reading training interactions only: what the one history rule adds
+        // where validation interactions come before test queries (leave-last-order-out).
+        if validation_precedes_test(ds, split) > 0 {
+            let name = format!("{}{WITHOUT_VALIDATION}", choice.row);
+            let options = DenseOptions {
+                history_rule: HistoryRule::TrainingOnly,
+                ..options
+            };
+            groups.push(Group {
+                members: heads(&name, options),
+                name: name.clone(),
+            });
+            without_validation_name = Some(name);
+        }
     }
     let eval_cfg = EvalConfig {
         part: Part::Test,
@@ -1024,6 +1091,7 @@ fn protocol(
             rerank.as_ref().map(|r| r.0.row.clone()),
             personalized_name.as_ref(),
         ),
+        (without_validation_name, personalized_name.as_ref()),
     ] {
         let (Some(name), Some(of)) = (name, of) else {
             continue;
@@ -1111,6 +1179,7 @@ fn choose_history_boost(
             split,
             &DenseOptions {
                 history: cfg.history_term_window,
+                history_rule: Default::default(),
                 mode: Mode::Dense,
                 history_boost: max,
                 bm25: aisle_search::FieldBoosts::default(),

@@ -35,6 +35,6 @@ pub use evaluate::{
     evaluate, evaluate_groups, EvalConfig, Group, Member, Part, Report, Row, REPLAY_NOTE,
 };
 pub use rankers::{
-    Bm25Ranker, Case, DenseOptions, DenseRanker, MemorisationRanker, PopularityRanker, Ranker,
-    RepurchaseRanker,
+    Bm25Ranker, Case, DenseOptions, DenseRanker, HistoryRule, MemorisationRanker, PopularityRanker,
+    Ranker, RepurchaseRanker,
 };

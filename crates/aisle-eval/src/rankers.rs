@@ -341,6 +341,7 @@ impl DenseRanker {
             split,
             &DenseOptions {
                 history,
+                history_rule: HistoryRule::BeforeCutOff,
                 mode,
                 history_boost: 0.0,
                 bm25: FieldBoosts::default(),
@@ -374,7 +375,11 @@ impl DenseRanker {
     ) -> Result<Self> {
         // Read by a personalized model, the history term and a re-ranking head; cheap to build
         // (one sort of the training part), so every ranker has them.
-        let histories = Histories::for_evaluation(ds, split);
+        let histories = match options.history_rule {
+            HistoryRule::BeforeCutOff => Histories::for_evaluation(ds, split),
+            HistoryRule::TrainingOnly => Histories::from_split(ds, split),
+            HistoryRule::Hidden => Histories::default(),
+        };
         let opts = SearcherOptions {
             index,
             history: options.history,
@@ -434,11 +439,30 @@ impl DenseRanker {
     }
 }
 
+/// Which of a customer's interactions a query's history holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HistoryRule {
+    /// Training and validation interactions strictly before the query's cut-off, never a test
+    /// event ([`Histories::for_evaluation`]): what a live service would know. Every row reads it.
+    #[default]
+    BeforeCutOff,
+    /// Training interactions only ([`Histories::from_split`]): on leave-last-order-out a test
+    /// query then misses the validation order. aisle's rule before December 2026, kept to show
+    /// what that order adds.
+    TrainingOnly,
+    /// None: every customer as if new, known only by their features (segment, age band) where
+    /// the personalized tower reads them. Simulates cold-start customers on any protocol.
+    Hidden,
+}
+
 /// How a [`DenseRanker`] searches.
 #[derive(Clone, Copy, Debug)]
 pub struct DenseOptions {
     /// Earlier interactions a personalized model (or the history term) reads.
     pub history: usize,
+    /// Which interactions those are: everything before the query's cut-off but test events (the
+    /// one rule of every row), or training interactions only.
+    pub history_rule: HistoryRule,
     pub mode: Mode,
     /// `beta` of the history term ([`SearcherOptions::history_boost`]); 0 for none.
     pub history_boost: f32,

@@ -697,4 +697,14 @@ fn rerank_paragraph(c: &crate::experiment::RerankChoice, md: &mut String) {
         mean(|f| f.in_sample_recall_at_10),
         mean(|f| f.candidate_recall),
     );
+    let _ = writeln!(
+        md,
+        "Every row reads the customer's training and validation interactions before the query \
+         (one history rule, docs/evaluation.md). Where validation interactions come before test \
+         queries (leave-last-order-out: the order before the last), the row `{}{}`, present then, \
+         ranks with the same heads reading training interactions only, as every row did before \
+         December 2026, so that what the validation order adds is visible.\n",
+        c.row,
+        crate::experiment::WITHOUT_VALIDATION,
+    );
 }

@@ -121,9 +121,12 @@ fn personalized_ranking_without_a_history_is_the_plain_ranking() {
         sampler: SamplerSpec::parse("taxonomy").expect("sampler"),
         batch_size: 32,
         steps: 30,
+        // History only: with the synthetic customers' features, a known customer without a
+        // history is personalized (aisle-search's customer_features test).
         personalize: Some(PersonalizeConfig {
             history: 10,
             refresh: 10,
+            demographics: false,
             ..PersonalizeConfig::default()
         }),
         ..TrainConfig::default()

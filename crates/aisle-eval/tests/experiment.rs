@@ -101,8 +101,9 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     .expect("experiment");
     assert!(lines.iter().any(|l| l.contains("trained ANCE (seed 2)")));
     let p = &exp.protocols[0];
-    // 3 dense rows + the personalized row, two seeds each.
-    assert_eq!(p.runs.len(), 8);
+    // 3 dense rows + the personalized row + the same without the customers' features (the
+    // synthetic customers have a segment), two seeds each.
+    assert_eq!(p.runs.len(), 10);
     assert!(p.runs.iter().all(|r| r.steps == 40 && !r.curve.is_empty()));
     assert_eq!(p.best_taxonomy.as_deref(), Some("TB-HNS mix"));
     let best_dense = p.best_dense.clone().expect("best dense");
@@ -116,6 +117,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         "ANCE",
         "TB-HNS mix",
         "TB-HNS mix + personalization",
+        "TB-HNS mix + personalization, history only",
     ] {
         assert!(names.contains(&want), "no row {want} in {names:?}");
     }
@@ -194,7 +196,8 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     for r in p.rows.iter().filter(|r| r.kind == RowKind::Dense) {
         assert!(r.validation_recall_at_10.expect("val") <= best_val + 1e-12);
     }
-    assert_eq!(p.reach_ance.len(), 4);
+    // Every trained row: 3 dense, 2 personalized.
+    assert_eq!(p.reach_ance.len(), 5);
     assert!(p
         .reach_ance
         .iter()
@@ -225,7 +228,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     assert_eq!(json["schema"], experiment::SCHEMA);
     assert_eq!(
         json["protocols"][0]["runs"].as_array().map(Vec::len),
-        Some(8)
+        Some(10)
     );
     // recall, two convergence plots, cost: PNG and SVG each, all linked from the report.
     assert_eq!(written.plots.len(), 8);

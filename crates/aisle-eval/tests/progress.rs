@@ -47,6 +47,7 @@ fn model(ds: &Dataset) -> Model {
 fn options(history_boost: f32) -> DenseOptions {
     DenseOptions {
         history: 10,
+        history_rule: Default::default(),
         mode: Mode::Dense,
         history_boost,
         bm25: aisle_search::FieldBoosts::default(),

@@ -49,7 +49,7 @@ const SALT_TRIGRAM: u64 = 0x4348_4152_3347_0003;
 /// FNV-1a over the bytes, then the SplitMix64 finaliser so that the low bits are well mixed.
 /// Hand-written so that feature ids never change with a dependency's hash function.
 #[inline]
-fn hash_bytes(salt: u64, parts: &[&[u8]]) -> u64 {
+pub(crate) fn hash_bytes(salt: u64, parts: &[&[u8]]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ salt;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {

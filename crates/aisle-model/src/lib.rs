@@ -13,6 +13,7 @@
 //! ```
 
 pub mod artifact;
+pub mod demographics;
 pub mod error;
 pub mod featurize;
 pub mod linalg;

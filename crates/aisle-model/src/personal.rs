@@ -13,8 +13,15 @@
 //! q'  = (q + g u) / |q + g u|
 //! ```
 //!
-//! With no history, `q'` is `q` itself, bit for bit (the function returns it untouched). The
-//! backward pass sits beside the forward pass; a finite-difference test checks every gradient.
+//! Customer features (a segment, an age band; [`crate::demographics`]) join the history as more
+//! slots: feature `k` has the vector `s_k` (a row of a hashed table, scaled) and the logit
+//! `tau * (q . s_k) + b_f`, so that `u` reads features and purchases in one attention, and a
+//! customer with no history but known features still gets a personalized query.
+//!
+//! With no history and no feature, `q'` is `q` itself, bit for bit (the function returns it
+//! untouched); a tower trained on customers without features has no table and is the
+//! history-only tower. The backward pass sits beside the forward pass; a finite-difference test
+//! checks every gradient.
 
 /// Earlier interactions a personalized tower reads per query unless its configuration says
 /// otherwise (the most recent): the one default of training, serving and evaluation.
@@ -24,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use aisle_core::{Histories, Interaction, Kind, UserId};
 
+use crate::demographics::{Demographics, Feature};
 use crate::tower::{axpy, dot};
 
 /// How much an earlier interaction says about the customer: a purchase most, a view least.
@@ -113,6 +121,10 @@ pub struct Personalizer {
     pub w: Vec<f32>,
     #[serde(default)]
     pub bw: Vec<f32>,
+    /// Customer features read beside the history (`None`: history only; left out of the file
+    /// then, so that such a model's file is what it was before features existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demographics: Option<Demographics>,
 }
 
 /// What the forward pass keeps for the backward pass of one query.
@@ -126,6 +138,8 @@ pub struct PersonalCache {
     pub norm: f32,
     /// The output q'.
     pub out: Vec<f32>,
+    /// The customer-feature slots' vectors (`m x dim`; their attention is `a[1 + n..]`).
+    pub slots: Vec<f32>,
 }
 
 /// Gradients of the personalizer's parameters (same shapes).
@@ -154,6 +168,7 @@ impl Personalizer {
             c: 0.0,
             w,
             bw,
+            demographics: None,
         }
     }
 
@@ -168,12 +183,17 @@ impl Personalizer {
             c: 0.0,
             w: vec![0.0; self.w.len()],
             bw: vec![0.0; self.bw.len()],
+            demographics: self.demographics.as_ref().map(Demographics::zeros_like),
         }
     }
 
     /// Number of parameters (for the optimiser's flat view).
     pub fn len(&self) -> usize {
-        3 + self.v_q.len() + self.v_u.len() + self.w.len() + self.bw.len()
+        3 + self.v_q.len()
+            + self.v_u.len()
+            + self.w.len()
+            + self.bw.len()
+            + self.demographics.as_ref().map_or(0, |d| 1 + d.table.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,14 +206,22 @@ impl Personalizer {
             Fusion::Gated => self.w.is_empty() && self.bw.is_empty(),
             Fusion::Concat => self.w.len() == 2 * dim * dim && self.bw.len() == dim,
         };
-        self.v_q.len() == dim && self.v_u.len() == dim && concat
+        self.v_q.len() == dim
+            && self.v_u.len() == dim
+            && concat
+            && self.demographics.as_ref().is_none_or(|d| d.fits(dim))
     }
 
-    /// The parameters as one flat vector: b0, tau, c, v_q, v_u, w, bw.
+    /// The parameters as one flat vector: b0, tau, c, v_q, v_u, w, bw, then the features'
+    /// bias and table.
     pub fn to_flat(&self) -> Vec<f32> {
         let mut v = vec![self.b0, self.tau, self.c];
         for part in [&self.v_q, &self.v_u, &self.w, &self.bw] {
             v.extend_from_slice(part);
+        }
+        if let Some(d) = &self.demographics {
+            v.push(d.bias);
+            v.extend_from_slice(&d.table);
         }
         v
     }
@@ -209,15 +237,43 @@ impl Personalizer {
             part.copy_from_slice(&v[at..at + n]);
             at += n;
         }
+        if let Some(d) = &mut self.demographics {
+            d.bias = v[at];
+            let n = d.table.len();
+            d.table.copy_from_slice(&v[at + 1..at + 1 + n]);
+        }
+    }
+
+    /// The features of `user` this tower reads (none without a feature table).
+    pub fn features(&self, user: &aisle_core::User) -> Vec<Feature> {
+        self.demographics
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.features(user))
     }
 
     /// `q'` for query vector `q` and history vectors `history` (`n x dim`, row-major) with
     /// weights `weights` (`n`, each > 0). Returns `q` unchanged when the history is empty.
     pub fn forward(&self, q: &[f32], history: &[f32], weights: &[f32], cache: &mut PersonalCache) {
+        self.forward_with(q, history, weights, &[], cache)
+    }
+
+    /// [`forward`](Self::forward) reading the customer's `features` too (ignored by a tower
+    /// without a feature table). Returns `q` unchanged when there is neither history nor
+    /// feature.
+    pub fn forward_with(
+        &self,
+        q: &[f32],
+        history: &[f32],
+        weights: &[f32],
+        features: &[Feature],
+        cache: &mut PersonalCache,
+    ) {
         let d = q.len();
         let n = weights.len();
         cache.out.clear();
-        if n == 0 {
+        cache.slots.clear();
+        let demo = self.demographics.as_ref().filter(|_| !features.is_empty());
+        if n == 0 && demo.is_none() {
             cache.a.clear();
             cache.u.clear();
             cache.g = 0.0;
@@ -230,6 +286,12 @@ impl Personalizer {
         for (h, w) in history.chunks(d).zip(weights) {
             cache.a.push(self.tau * dot(q, h) + w.ln());
         }
+        if let Some(dm) = demo {
+            dm.slots(features, d, &mut cache.slots);
+            for s in cache.slots.chunks(d) {
+                cache.a.push(self.tau * dot(q, s) + dm.bias);
+            }
+        }
         let max = cache.a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for e in cache.a.iter_mut() {
@@ -241,7 +303,11 @@ impl Personalizer {
         }
         cache.u.clear();
         cache.u.resize(d, 0.0);
-        for (h, &a) in history.chunks(d).zip(&cache.a[1..]) {
+        for (h, &a) in history
+            .chunks(d)
+            .chain(cache.slots.chunks(d))
+            .zip(&cache.a[1..])
+        {
             axpy(a, h, &mut cache.u);
         }
         match self.fusion {
@@ -268,13 +334,16 @@ impl Personalizer {
     }
 
     /// Personalizes a batch of query vectors in place (`queries`: rows of `dim`), in parallel:
-    /// row `i` is read with the history of `who(i)` = (customer, cut-off). Rows with no customer
-    /// or no history stay as they are.
+    /// row `i` is read with the history and the features of `who(i)` = (customer, cut-off), the
+    /// features from `users`. Rows with no customer, or with neither history nor feature, stay
+    /// as they are.
+    #[allow(clippy::too_many_arguments)]
     pub fn personalize_rows(
         &self,
         queries: &mut [f32],
         items: &[f32],
         interactions: &[Interaction],
+        users: &aisle_core::Users,
         histories: &Histories,
         n: usize,
         who: impl Fn(usize) -> (Option<UserId>, i64) + Sync,
@@ -286,7 +355,8 @@ impl Personalizer {
             |cache, (i, q)| {
                 let (user, before) = who(i);
                 let (h, w) = history_of(interactions, histories, items, d, user, before, n);
-                self.forward(q, &h, &w, cache);
+                let features = user.map_or_else(Vec::new, |u| self.features(users.get(u)));
+                self.forward_with(q, &h, &w, &features, cache);
                 q.copy_from_slice(&cache.out);
             },
         );
@@ -305,9 +375,26 @@ impl Personalizer {
         grad: &mut PersonalGrad,
         dq: &mut Vec<f32>,
     ) {
+        self.backward_with(q, history, weights, &[], cache, d_out, grad, dq)
+    }
+
+    /// Backward of [`forward_with`](Self::forward_with), with the same `features`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with(
+        &self,
+        q: &[f32],
+        history: &[f32],
+        weights: &[f32],
+        features: &[Feature],
+        cache: &PersonalCache,
+        d_out: &[f32],
+        grad: &mut PersonalGrad,
+        dq: &mut Vec<f32>,
+    ) {
         let d = q.len();
         dq.clear();
-        if weights.is_empty() {
+        if cache.a.is_empty() {
+            // Neither history nor feature: q' was q.
             dq.extend_from_slice(d_out);
             return;
         }
@@ -345,17 +432,36 @@ impl Personalizer {
                 }
             }
         }
-        // u = sum_j a_j h_j, then the softmax.
+        // u = sum_j a_j h_j + sum_k a_k s_k, then the softmax.
         let da: Vec<f32> = std::iter::once(0.0)
-            .chain(history.chunks(d).map(|h| dot(&du, h)))
+            .chain(
+                history
+                    .chunks(d)
+                    .chain(cache.slots.chunks(d))
+                    .map(|h| dot(&du, h)),
+            )
             .collect();
         let mean = dot(&cache.a, &da);
         grad.b0 += cache.a[0] * (da[0] - mean);
+        let n = weights.len();
         for (j, h) in history.chunks(d).enumerate() {
             let de = cache.a[j + 1] * (da[j + 1] - mean);
             // e_j = tau (q . h_j) + ln w_j
             grad.tau += de * dot(q, h);
             axpy(de * self.tau, h, dq);
+        }
+        if let (Some(gd), false) = (grad.demographics.as_mut(), cache.slots.is_empty()) {
+            for ((k, s), f) in cache.slots.chunks(d).enumerate().zip(features) {
+                let a = cache.a[1 + n + k];
+                let de = a * (da[1 + n + k] - mean);
+                // e_k = tau (q . s_k) + b_f, s_k = scale_k * T[row_k]
+                grad.tau += de * dot(q, s);
+                gd.bias += de;
+                axpy(de * self.tau, s, dq);
+                let row = &mut gd.table[f.row as usize * d..(f.row as usize + 1) * d];
+                axpy(a * f.scale, &du, row);
+                axpy(de * self.tau * f.scale, q, row);
+            }
         }
     }
 }
@@ -391,9 +497,9 @@ mod tests {
         (p, q, history, weights, c)
     }
 
-    fn loss(p: &Personalizer, q: &[f32], h: &[f32], w: &[f32], c: &[f32]) -> f64 {
+    fn loss(p: &Personalizer, q: &[f32], h: &[f32], w: &[f32], f: &[Feature], c: &[f32]) -> f64 {
         let mut cache = PersonalCache::default();
-        p.forward(q, h, w, &mut cache);
+        p.forward_with(q, h, w, f, &mut cache);
         cache
             .out
             .iter()
@@ -405,17 +511,48 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         for fusion in [Fusion::Gated, Fusion::Concat] {
-            check_gradients(fusion);
+            check_gradients(fusion, false, true);
+            // Customer features beside the history, and features alone (no history).
+            check_gradients(fusion, true, true);
+            check_gradients(fusion, true, false);
         }
     }
 
-    fn check_gradients(fusion: Fusion) {
-        let (mut p, mut q, h, w, c) = setup(fusion);
+    /// Two features on one row (their gradients add up) and a negative numeric scale.
+    fn with_features(p: &mut Personalizer, rng: &mut Rng) -> Vec<Feature> {
+        let d = p.v_q.len();
+        p.demographics = Some(Demographics {
+            buckets_log2: 2,
+            numeric: Vec::new(),
+            bias: 0.2,
+            table: (0..4 * d).map(|_| rng.normal() as f32 * 0.5).collect(),
+        });
+        [(1, 1.0), (3, -0.7), (1, 0.4)]
+            .iter()
+            .map(|&(row, scale)| Feature {
+                name: format!("f{row}"),
+                row,
+                scale,
+            })
+            .collect()
+    }
+
+    fn check_gradients(fusion: Fusion, features: bool, history: bool) {
+        let (mut p, mut q, mut h, mut w, c) = setup(fusion);
+        let f = if features {
+            with_features(&mut p, &mut Rng::new(9))
+        } else {
+            Vec::new()
+        };
+        if !history {
+            h.clear();
+            w.clear();
+        }
         let mut cache = PersonalCache::default();
-        p.forward(&q, &h, &w, &mut cache);
+        p.forward_with(&q, &h, &w, &f, &mut cache);
         let mut grad = p.zeros_like();
         let mut dq = Vec::new();
-        p.backward(&q, &h, &w, &cache, &c, &mut grad, &mut dq);
+        p.backward_with(&q, &h, &w, &f, &cache, &c, &mut grad, &mut dq);
         let eps = 1e-3f32;
         let close = |a: f32, n: f64, what: &str| {
             assert!(
@@ -426,31 +563,31 @@ mod tests {
         for i in 0..q.len() {
             let o = q[i];
             q[i] = o + eps;
-            let up = loss(&p, &q, &h, &w, &c);
+            let up = loss(&p, &q, &h, &w, &f, &c);
             q[i] = o - eps;
-            let down = loss(&p, &q, &h, &w, &c);
+            let down = loss(&p, &q, &h, &w, &f, &c);
             q[i] = o;
             close(
                 dq[i],
                 (up - down) / (2.0 * eps as f64),
-                &format!("{fusion} q[{i}]"),
+                &format!("{fusion} features {features} history {history} q[{i}]"),
             );
         }
         let flat = p.to_flat();
         let g = grad.to_flat();
         for i in 0..flat.len() {
-            let mut f = flat.clone();
-            f[i] += eps;
-            p.set_flat(&f);
-            let up = loss(&p, &q, &h, &w, &c);
-            f[i] -= 2.0 * eps;
-            p.set_flat(&f);
-            let down = loss(&p, &q, &h, &w, &c);
+            let mut fl = flat.clone();
+            fl[i] += eps;
+            p.set_flat(&fl);
+            let up = loss(&p, &q, &h, &w, &f, &c);
+            fl[i] -= 2.0 * eps;
+            p.set_flat(&fl);
+            let down = loss(&p, &q, &h, &w, &f, &c);
             p.set_flat(&flat);
             close(
                 g[i],
                 (up - down) / (2.0 * eps as f64),
-                &format!("param[{i}]"),
+                &format!("{fusion} features {features} history {history} param[{i}]"),
             );
         }
     }

@@ -226,6 +226,9 @@ pub struct Explanation {
     /// History items that raised the hit: attention weight times their similarity to it, the
     /// largest contributions first, for items at least somewhat similar to the hit (cosine 0.5).
     pub history: Vec<(ProductId, f32)>,
+    /// Customer features (`segment=premium`, `age`) that raised the hit: attention weight times
+    /// their slot's dot product with it, the largest first; empty for a tower without features.
+    pub customer: Vec<(String, f32)>,
     /// Query terms (analyzed: lowercased, stemmed) found in the product's text.
     pub lexical_matches: Vec<String>,
 }
@@ -248,13 +251,16 @@ pub struct Hit {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Results {
     pub hits: Vec<Hit>,
-    /// History items the personalized tower read (0: the plain query vector was used).
+    /// History items the personalized tower read.
     pub history_used: usize,
+    /// Customer features it read (segment, age band; 0 for a tower without them). With no
+    /// history item and no feature, the plain query vector was used.
+    pub features_used: usize,
 }
 
 impl Results {
     pub fn personalized(&self) -> bool {
-        self.history_used > 0
+        self.history_used > 0 || self.features_used > 0
     }
 }
 
@@ -263,6 +269,8 @@ struct Encoded {
     vector: Vec<f32>,
     /// `(product, attention)` of each history item read.
     attention: Vec<(ProductId, f32)>,
+    /// `(feature, attention, slot vector)` of each customer feature read.
+    features: Vec<(String, f32, Vec<f32>)>,
 }
 
 /// A trained model, its product vectors in a vector index, BM25 over the same catalog, and the
@@ -671,18 +679,34 @@ impl Searcher {
                     return Encoded {
                         vector: q.to_vec(),
                         attention,
+                        features: Vec::new(),
                     };
                 };
                 let (items, h, w) = self.history_vectors(r.history);
-                tower.forward(q, &h, &w, cache);
-                // cache.a[0] is the zero slot; it is empty when there was no history.
+                let features = match r.history {
+                    HistoryInput::User { user, .. } if user.index() < self.ds.users.len() => {
+                        tower.features(self.ds.users.get(user))
+                    }
+                    _ => Vec::new(),
+                };
+                tower.forward_with(q, &h, &w, &features, cache);
+                // cache.a[0] is the zero slot, then the history items, then the features; it is
+                // empty when there was neither.
+                let n = items.len();
                 let attention = items
                     .into_iter()
                     .zip(cache.a.iter().skip(1).copied())
                     .collect();
+                let features = features
+                    .into_iter()
+                    .zip(cache.a.iter().skip(1 + n).copied())
+                    .zip(cache.slots.chunks(d))
+                    .map(|((f, a), s)| (f.name, a, s.to_vec()))
+                    .collect();
                 Encoded {
                     vector: cache.out.clone(),
                     attention,
+                    features,
                 }
             })
             .collect()
@@ -825,12 +849,13 @@ impl Searcher {
                 .map(|b| b.query_terms(r.text))
                 .unwrap_or_default();
             for h in &mut hits {
-                h.explanation = Some(self.explain(h.product, &terms, &e.attention));
+                h.explanation = Some(self.explain(h.product, &terms, e));
             }
         }
         Ok(Results {
             hits,
             history_used: e.attention.len(),
+            features_used: e.features.len(),
         })
     }
 
@@ -1073,17 +1098,21 @@ impl Searcher {
         hits
     }
 
-    /// What raised `p`: the history items' attention-weighted similarity to it, and the query
-    /// terms its text contains.
-    fn explain(
-        &self,
-        p: ProductId,
-        terms: &[String],
-        attention: &[(ProductId, f32)],
-    ) -> Explanation {
+    /// What raised `p`: the history items' and the customer features' attention-weighted
+    /// similarity to it, and the query terms its text contains.
+    fn explain(&self, p: ProductId, terms: &[String], e: &Encoded) -> Explanation {
         let v = self.vector(p);
         let mut history: Vec<(ProductId, f32)> = Vec::new();
-        for &(h, a) in attention {
+        // A feature's slot is not unit length: its contribution is attention times its dot
+        // product with the hit, kept where that raised the hit.
+        let mut customer: Vec<(String, f32)> = e
+            .features
+            .iter()
+            .map(|(name, a, s)| (name.clone(), a * dot(s, v)))
+            .filter(|(_, c)| *c > 0.0)
+            .collect();
+        customer.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for &(h, a) in &e.attention {
             let similarity = dot(self.vector(h), v);
             if similarity < EXPLAIN_MIN_SIMILARITY {
                 continue;
@@ -1123,6 +1152,7 @@ impl Searcher {
         };
         Explanation {
             history,
+            customer,
             lexical_matches,
         }
     }

@@ -437,6 +437,10 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
                         "title": ds.catalog.get(*p).title,
                         "weight": w,
                     })).collect::<Vec<_>>(),
+                    "customer": e.customer.iter().map(|(name, w)| json!({
+                        "feature": name,
+                        "weight": w,
+                    })).collect::<Vec<_>>(),
                     "lexical_matches": e.lexical_matches,
                 });
             }
@@ -448,6 +452,7 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
             "id": id,
             "known": found.is_some(),
             "history_used": if inline.is_none() { results.history_used } else { 0 },
+            "features_used": results.features_used,
         })
     });
     Ok(json!({

@@ -76,6 +76,7 @@ pub fn recall_at_k(
             &mut queries,
             &products,
             &ds.interactions,
+            &ds.users,
             histories,
             n,
             |i| (set.users[i], set.before[i]),

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use aisle_core::rng::Rng;
 use aisle_core::{Dataset, Histories, ProductId, Split};
+use aisle_model::demographics::{Demographics, Feature, DEFAULT_BUCKETS_LOG2};
 use aisle_model::personal::{history_of, Fusion, PersonalCache, Personalizer};
 use aisle_model::tower::{axpy, prefetch_ptr, Cache, Dense, Pooling, PREFETCH_AHEAD};
 use aisle_model::{Model, ModelConfig, Side};
@@ -97,6 +98,9 @@ pub struct PersonalizeConfig {
     pub lr: f32,
     /// How the attended history joins the query: gated sum or concat + projection.
     pub fusion: Fusion,
+    /// Read the customers' features (segment and the other `users` columns) beside their
+    /// history. Customers without any feature leave the tower history-only, bit for bit.
+    pub demographics: bool,
 }
 
 impl Default for PersonalizeConfig {
@@ -106,6 +110,7 @@ impl Default for PersonalizeConfig {
             refresh: 100,
             lr: 0.01,
             fusion: Fusion::Gated,
+            demographics: true,
         }
     }
 }
@@ -258,7 +263,12 @@ impl<'a> Trainer<'a> {
         cfg.validate()?;
         let mut model = Model::new(cfg.model.clone());
         let histories = cfg.personalize.as_ref().map(|p| {
-            model.personal = Some(Personalizer::new(cfg.model.tower.dim, p.fusion));
+            let mut tower = Personalizer::new(cfg.model.tower.dim, p.fusion);
+            if p.demographics {
+                tower.demographics =
+                    Demographics::fit(&ds.users, cfg.model.tower.dim, DEFAULT_BUCKETS_LOG2);
+            }
+            model.personal = Some(tower);
             Histories::from_split(ds, split)
         });
         let n_personal = model.personal.as_ref().map_or(0, |p| p.len());
@@ -448,11 +458,15 @@ impl<'a> Trainer<'a> {
                             before,
                             pcfg.history,
                         );
+                        let features = pair
+                            .user
+                            .map_or_else(Vec::new, |u| tower.features(ds.users.get(u)));
                         let mut cache = PersonalCache::default();
-                        tower.forward(q, &vectors, &weights, &mut cache);
+                        tower.forward_with(q, &vectors, &weights, &features, &mut cache);
                         PairHistory {
                             vectors,
                             weights,
+                            features,
                             cache,
                         }
                     })
@@ -507,10 +521,11 @@ impl<'a> Trainer<'a> {
                         let mut dq = Vec::with_capacity(d);
                         for (j, ph) in chunk.iter().enumerate() {
                             let i = c * BLOCK_PAIRS + j;
-                            tower.backward(
+                            tower.backward_with(
                                 &zq_plain[i * d..(i + 1) * d],
                                 &ph.vectors,
                                 &ph.weights,
+                                &ph.features,
                                 &ph.cache,
                                 &out.d_query[i * d..(i + 1) * d],
                                 &mut grad,
@@ -757,6 +772,7 @@ const BLOCK_PAIRS: usize = 32;
 struct PairHistory {
     vectors: Vec<f32>,
     weights: Vec<f32>,
+    features: Vec<Feature>,
     cache: PersonalCache,
 }
 

@@ -266,6 +266,65 @@ fn the_personalized_tower_learns_deterministically() {
     assert!(one.0 == t.model.towers && one.1 == t.model.personal);
 }
 
+/// Customers without any feature (no segment, no column) leave the personalized tower
+/// history-only, bit for bit: the same towers and personalizer with the features on or off, and
+/// no feature table in the file. With features, the table trains and the towers differ.
+#[test]
+fn without_customer_features_the_tower_is_history_only_bit_for_bit() {
+    let mut ds = world();
+    let train = |ds: &Dataset, demographics: bool| {
+        let split = ds.default_split().expect("split");
+        let mut cfg = config("taxonomy", 30);
+        cfg.personalize = Some(PersonalizeConfig {
+            history: 10,
+            refresh: 10,
+            demographics,
+            ..PersonalizeConfig::default()
+        });
+        let mut t = Trainer::new(cfg.clone(), ds, split).expect("trainer");
+        for _ in 0..cfg.steps {
+            t.train_step().expect("step");
+        }
+        t.model
+    };
+    // The synthetic customers have a segment, an age band and a region.
+    let with = train(&ds, true);
+    let table = with
+        .personal
+        .as_ref()
+        .and_then(|p| p.demographics.as_ref())
+        .expect("a feature table");
+    assert!(
+        table.table.iter().any(|&x| x != 0.0),
+        "the table never moved"
+    );
+    assert_ne!(with.towers, train(&ds, false).towers);
+
+    let mut bare = aisle_core::Users::new();
+    for (_, u) in ds.users.iter() {
+        bare.push(aisle_core::User {
+            id: u.id.clone(),
+            segment: None,
+            demographics: Vec::new(),
+        })
+        .expect("unique ids");
+    }
+    ds.users = bare;
+    let on = train(&ds, true);
+    let off = train(&ds, false);
+    assert!(on
+        .personal
+        .as_ref()
+        .is_some_and(|p| p.demographics.is_none()));
+    assert!(on.towers == off.towers, "towers differ");
+    assert_eq!(on.personal, off.personal);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.aisle");
+    aisle_model::artifact::save(&on, &serde_json::json!({}), &path).expect("save");
+    let bytes = std::fs::read(&path).expect("read");
+    assert!(!bytes.windows(14).any(|w| w == b"\"demographics\""));
+}
+
 /// `keep = best` saves the model of the best validation measurement (the earliest of equals),
 /// `keep = last` the last; `patience` stops a run that has not beaten its best for that many
 /// measurements, and the log says which step was kept.

@@ -147,6 +147,60 @@ fn no_history_unknown_user_and_empty_inline_history_search_with_the_plain_vector
     );
 }
 
+/// A customer with no history but a segment gets a personalized query from a tower with a
+/// feature table, and the explanation names the features; without the table nothing moves.
+#[test]
+fn customer_features_personalize_a_customer_without_history() {
+    let (ds, mut model) = world(true);
+    let tower = model.personal.as_mut().expect("personal");
+    let mut demo =
+        aisle_model::demographics::Demographics::fit(&ds.users, 32, 8).expect("synthetic segments");
+    let mut rng = aisle_core::rng::Rng::new(3);
+    for x in demo.table.iter_mut() {
+        *x = rng.normal() as f32;
+    }
+    tower.demographics = Some(demo);
+    let s = Searcher::build(
+        Arc::clone(&ds),
+        model,
+        Histories::all(&ds),
+        &SearcherOptions::default(),
+    )
+    .expect("searcher");
+    let u = UserId(0);
+    assert!(ds.users.get(u).segment.is_some());
+    let new_customer = Request {
+        history: HistoryInput::User {
+            user: u,
+            before: i64::MIN,
+        },
+        explain: true,
+        ..Request::new("winter jacket", 20)
+    };
+    let got = s.search(&new_customer).expect("search");
+    assert_eq!(got.history_used, 0);
+    assert_eq!(got.features_used, ds.users.get(u).demographics.len() + 1);
+    assert!(got.personalized());
+    let plain = s
+        .search(&Request {
+            explain: true,
+            ..Request::new("winter jacket", 20)
+        })
+        .expect("plain");
+    assert_ne!(got.hits, plain.hits);
+    let named: Vec<&str> = got
+        .hits
+        .iter()
+        .flat_map(|h| h.explanation.iter().flat_map(|e| e.customer.iter()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(named.iter().any(|n| n.starts_with("segment=")), "{named:?}");
+    assert!(plain.hits.iter().all(|h| h
+        .explanation
+        .as_ref()
+        .is_some_and(|e| e.customer.is_empty())));
+}
+
 #[test]
 fn inline_history_reads_like_the_same_stored_history() {
     let s = searcher(true, IndexChoice::Exact);
