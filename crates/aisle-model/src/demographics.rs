@@ -193,7 +193,10 @@ impl Demographics {
 mod tests {
     use super::*;
 
-    fn users(rows: &[(Option<&str>, &[(&str, &str)])]) -> Users {
+    /// A customer's segment and `(column, value)` features.
+    type Row<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)]);
+
+    fn users(rows: &[Row]) -> Users {
         let mut us = Users::new();
         for (i, (segment, demo)) in rows.iter().enumerate() {
             us.push(User {
