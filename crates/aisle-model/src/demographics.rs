@@ -131,9 +131,15 @@ impl Demographics {
         }
     }
 
-    /// True when the table fits vectors of `dim`.
+    /// True when the table fits vectors of `dim` and every standardisation is usable (a model
+    /// file is refused otherwise: a zero deviation would put NaN into queries).
     pub fn fits(&self, dim: usize) -> bool {
-        self.buckets_log2 <= 24 && self.table.len() == (1usize << self.buckets_log2) * dim
+        self.buckets_log2 <= 24
+            && self.table.len() == (1usize << self.buckets_log2) * dim
+            && self
+                .numeric
+                .iter()
+                .all(|f| f.mean.is_finite() && f.sd.is_finite() && f.sd > 0.0)
     }
 
     fn row(&self, parts: &[&[u8]]) -> u32 {
@@ -246,5 +252,9 @@ mod tests {
         let mut slots = Vec::new();
         d.slots(&f, 4, &mut slots);
         assert_eq!(slots, vec![0.0; 12], "the table starts at zero");
+        // A file whose standardisation cannot be used is refused.
+        let mut bad = d.clone();
+        bad.numeric[0].sd = 0.0;
+        assert!(!bad.fits(4));
     }
 }
