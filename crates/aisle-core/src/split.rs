@@ -271,20 +271,10 @@ fn eval_query(ds: &Dataset, events: &[u32]) -> EvalQuery {
     }
 }
 
+/// A split from its validation and test search events: every other interaction trains, except
+/// those with a product flagged in `held_out` (indexed by product; empty: none), with a query or
+/// without one.
 fn assemble(
-    ds: &Dataset,
-    name: &str,
-    description: String,
-    seed: u64,
-    val_groups: Vec<Vec<u32>>,
-    test_groups: Vec<Vec<u32>>,
-) -> Split {
-    assemble_without(ds, name, description, seed, val_groups, test_groups, &[])
-}
-
-/// As [`assemble`], and no interaction with a product flagged in `held_out` (indexed by product;
-/// empty: none) trains, whether it has a query or not.
-fn assemble_without(
     ds: &Dataset,
     name: &str,
     description: String,
@@ -338,7 +328,7 @@ pub fn event_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Result<Spli
         fractions.validation * 100.0,
         fractions.test * 100.0
     );
-    Ok(assemble(ds, "event", description, seed, val, test))
+    Ok(assemble(ds, "event", description, seed, val, test, &[]))
 }
 
 /// Split by distinct normalised query: no test or validation query occurs in training.
@@ -379,7 +369,15 @@ pub fn query_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> Re
         fractions.validation * 100.0,
         fractions.test * 100.0
     );
-    Ok(assemble(ds, "query_disjoint", description, seed, val, test))
+    Ok(assemble(
+        ds,
+        "query_disjoint",
+        description,
+        seed,
+        val,
+        test,
+        &[],
+    ))
 }
 
 /// Split by product: a share of the products that searches led to, with every interaction of
@@ -439,7 +437,7 @@ pub fn product_disjoint_split(ds: &Dataset, fractions: Fractions, seed: u64) -> 
         fractions.test * 100.0,
         fractions.validation * 100.0
     );
-    Ok(assemble_without(
+    Ok(assemble(
         ds,
         "product_disjoint",
         description,
