@@ -6,6 +6,8 @@ mod qdrant_node;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use aisle_fixtures::real_data;
+
 fn aisle(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aisle"))
         .args(args)
@@ -18,11 +20,6 @@ fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-/// The real data folder, or `None` (with a printed reason) when it is absent.
-fn data_dir(name: &str) -> Option<std::path::PathBuf> {
-    aisle_core::adapters::test_data(name)
 }
 
 fn small_dataset(dir: &Path) {
@@ -139,9 +136,9 @@ fn stats_json(name: &str) -> serde_json::Value {
 
 #[test]
 fn stats_bestbuy_xbox() {
-    if data_dir("bestbuy_xbox").is_none() || data_dir("bestbuy_categories").is_none() {
+    let (Some(_), Some(_)) = (real_data("bestbuy_xbox"), real_data("bestbuy_categories")) else {
         return;
-    }
+    };
     let s = stats_json("bestbuy_xbox");
     assert_eq!(s["products"], 437);
     assert_eq!(s["interactions"], 42_065);
@@ -167,7 +164,7 @@ fn stats_bestbuy_xbox() {
 
 #[test]
 fn stats_instacart() {
-    if data_dir("instacart").is_none() {
+    if real_data("instacart").is_none() {
         return;
     }
     let s = stats_json("instacart");
@@ -182,13 +179,13 @@ fn stats_instacart() {
 
 #[test]
 fn stats_flipkart_and_categories() {
-    if data_dir("flipkart_sample").is_some() {
+    if real_data("flipkart_sample").is_some() {
         let s = stats_json("flipkart_sample");
         assert_eq!(s["products"], 1_002);
         assert_eq!(s["max_depth"], 7);
         assert_eq!(s["splits"].as_array().map(Vec::len), Some(0));
     }
-    if data_dir("bestbuy_categories").is_some() {
+    if real_data("bestbuy_categories").is_some() {
         let s = stats_json("bestbuy_categories");
         assert_eq!(s["taxonomy_nodes"], 4_724);
         assert_eq!(s["max_depth"], 6);

@@ -156,7 +156,6 @@ pub fn load(dir: &Path, strictness: Strictness) -> Result<Dataset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_data;
 
     #[test]
     fn parses_trees() {
@@ -166,34 +165,5 @@ mod tests {
         );
         assert!(parse_tree("[]").is_err());
         assert!(parse_tree("footwear > shoes").is_err());
-    }
-
-    #[test]
-    fn real_flipkart() {
-        let Some(data) = test_data("flipkart_sample") else {
-            return;
-        };
-        let ds = load(&data.join("flipkart_sample"), Strictness::Strict).expect("loads");
-        assert_eq!(ds.catalog.len(), 1002);
-        assert_eq!(ds.taxonomy.max_depth(), 7);
-        let p = ds
-            .catalog
-            .find("f449ec65dcbc041b6ae5e6a32717d01b")
-            .expect("aw bellies");
-        let prod = ds.catalog.get(p);
-        assert_eq!(
-            ds.taxonomy.path_string(prod.category),
-            "footwear > womens footwear > ballerinas > aw bellies"
-        );
-        assert!(prod.attributes.contains(&("color".into(), "Red".into())));
-        assert_eq!(prod.price, Some(499.0));
-        // A depth-7 product: its LCA with a sibling leaf is an inner node.
-        let deep = ds
-            .catalog
-            .iter()
-            .find(|(_, p)| ds.taxonomy.depth(p.category) == 7)
-            .map(|(_, p)| p.category)
-            .expect("a depth-7 product");
-        assert_eq!(ds.taxonomy.ancestors(deep).count(), 7);
     }
 }

@@ -176,32 +176,3 @@ pub fn load(dir: &Path, strictness: Strictness) -> Result<Dataset> {
         .push("time is the customer's order number (1..N): Instacart publishes no dates".into());
     Ok(ds)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::adapters::test_data;
-
-    #[test]
-    fn real_instacart() {
-        let Some(data) = test_data("instacart") else {
-            return;
-        };
-        let ds = load(&data.join("instacart"), Strictness::Strict).expect("loads");
-        assert_eq!(ds.catalog.len(), 49_688);
-        assert_eq!(ds.taxonomy.len(), 1 + 21 + 134);
-        assert_eq!(ds.taxonomy.max_depth(), 2);
-        assert_eq!(ds.users.len(), 593);
-        assert_eq!(ds.interactions.len(), 150_000);
-        let p = ds.catalog.find("105").expect("product 105");
-        assert_eq!(
-            ds.catalog.get(p).title,
-            "Easy Grab 9\"x13\" Oblong Glass Bakeware"
-        );
-        let p = ds.catalog.find("1").expect("product 1");
-        assert_eq!(
-            ds.taxonomy.path_string(ds.catalog.get(p).category),
-            "snacks > cookies cakes"
-        );
-    }
-}

@@ -125,18 +125,3 @@ pub fn load(name_or_path: &str, opts: &LoadOptions) -> Result<Dataset> {
     }
     Ok(ds)
 }
-
-/// The data folder when it holds `name`, or `None` after printing why a test is skipped.
-/// Tests that need real data call this and return early on `None`.
-pub fn test_data(name: &str) -> Option<PathBuf> {
-    let dir = data_dir(None);
-    if dir.join(name).is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: real dataset `{name}` not found under {} (set AISLE_DATA_DIR)",
-            dir.display()
-        );
-        None
-    }
-}

@@ -373,51 +373,6 @@ fn written_world_loads_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn shared_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipped: {} is absent (the shared data folder)",
-            dir.display()
-        );
-        None
-    }
-}
-
-#[test]
-fn best_buy_taxonomy_world() {
-    let Some(data) = shared_data() else { return };
-    let path = data.join("bestbuy_categories/categories.json");
-    if !path.is_file() {
-        println!("skipped: {} is absent", path.display());
-        return;
-    }
-    let w = world(&SynthConfig {
-        products: 6_000,
-        users: 200,
-        sessions: 2_000,
-        seed: 3,
-        taxonomy: TaxonomySource::BestBuy(path),
-    });
-    let ds = &w.dataset;
-    let t = &ds.taxonomy;
-    assert_eq!(t.len(), 4_724, "4,723 Best Buy categories and the root");
-    assert!(t.node("abcat0101000").is_some());
-    for (_, p) in ds.catalog.iter() {
-        assert!(t.is_leaf(p.category));
-        assert!(p.title.starts_with(&p.brand));
-    }
-    let tvs = ds
-        .catalog
-        .iter()
-        .filter(|(_, p)| t.path_string(p.category).contains("TVs"))
-        .count();
-    assert!(tvs > 0);
-    assert!(!ds.interactions.is_empty() && !ds.judgments.is_empty());
-}
-
 #[test]
 fn default_world_is_the_embedded_dataset() {
     let start = Instant::now();

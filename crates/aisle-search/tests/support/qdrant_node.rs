@@ -3,7 +3,7 @@
 //! tests (`#[path]`), so that no library ships test support.
 //!
 //! Without the binary a test skips with a printed reason; under `CI=true` it fails naming the
-//! path. `AISLE_QDRANT_BIN` names another binary.
+//! path (`aisle_fixtures::need_path`). `AISLE_QDRANT_BIN` names another binary.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -11,29 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
 /// The Qdrant binary, or `None` (with the reason printed) where it is absent outside CI.
+#[track_caller]
 pub fn qdrant_bin() -> Option<PathBuf> {
     let path = std::env::var_os("AISLE_QDRANT_BIN").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bin/qdrant"),
         PathBuf::from,
     );
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        !in_ci(),
-        "CI=true but the Qdrant server {} is missing (it ships in ../shared/bin)",
-        path.display()
-    );
-    eprintln!(
-        "skipping: no Qdrant server at {} (set AISLE_QDRANT_BIN to run these tests)",
-        path.display()
-    );
-    None
+    aisle_fixtures::need_path(
+        path,
+        "the Qdrant server, shipped in ../shared/bin; set AISLE_QDRANT_BIN to another",
+    )
 }
 
 pub fn free_port() -> u16 {
