@@ -9,8 +9,11 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use tower::ServiceExt;
 
-use aisle_serve::test_support::{demo_dataset, demo_searcher};
+// The demo world of aisle-serve's tests (relative to this file, wherever it is included from).
+#[path = "../../crates/aisle-serve/tests/support/mod.rs"]
+mod demo;
 use aisle_serve::{router, App, ServeOptions};
+use demo::{demo_dataset, demo_searcher};
 
 /// The API over the small demo world, built once per process.
 fn api() -> &'static (tokio::runtime::Runtime, Router) {

@@ -29,8 +29,6 @@
 mod api;
 mod conn;
 pub mod metrics;
-#[doc(hidden)]
-pub mod test_support;
 
 use std::future::Future;
 use std::net::SocketAddr;

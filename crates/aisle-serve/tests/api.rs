@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use aisle_serve::test_support::DemoServer;
+mod support;
 use aisle_serve::ServeOptions;
+use support::DemoServer;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aisle_serve::test_support::DemoServer;
+mod support;
 use serde_json::{json, Value};
+use support::DemoServer;
 
 /// The longest any single wait (chromedriver start-up, the page's users, a search) may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -45,7 +46,7 @@ fn search_page_shows_plain_and_personalized_results() {
         }
     };
 
-    let server = DemoServer::start().expect("start the demo server (aisle_serve::test_support)");
+    let server = DemoServer::start().expect("start the demo server (tests/support)");
     let base = server.url();
     let user = server.user_with_history();
     let http = agent(REQUEST_TIMEOUT);

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use aisle_serve::test_support::DemoServer;
+mod support;
 use aisle_serve::{Limits, ServeOptions};
+use support::DemoServer;
 
 fn server(limits: Limits) -> DemoServer {
     DemoServer::start_with(ServeOptions {

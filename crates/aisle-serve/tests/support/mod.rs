@@ -1,6 +1,10 @@
 //! A server for tests: a small synthetic world, an untrained personalized model (random towers
 //! embed text deterministically, which is all an API or browser test needs), on a free loopback
 //! port in a background thread, stopped gracefully on drop.
+//!
+//! aisle-serve's tests use it as `mod support;`, and the serve fuzz harness
+//! (`fuzz/harness/serve.rs`) through `#[path]`, so that the library ships no test support.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +14,7 @@ use aisle_model::personal::{Fusion, Personalizer};
 use aisle_model::{Model, ModelConfig};
 use aisle_search::{Searcher, SearcherOptions};
 
-use crate::{App, Loader, Running, ServeOptions};
+use aisle_serve::{App, Loader, Running, ServeOptions};
 
 /// The small world every test server serves.
 pub fn demo_dataset() -> Result<Arc<Dataset>, String> {
@@ -62,7 +66,7 @@ impl DemoServer {
             let seed = next_seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             demo_searcher(&loader_ds, seed)
         });
-        let running = crate::spawn(App::new(first, Some(loader), options), "127.0.0.1:0")
+        let running = aisle_serve::spawn(App::new(first, Some(loader), options), "127.0.0.1:0")
             .map_err(|e| e.to_string())?;
         Ok(DemoServer { running })
     }
