@@ -590,58 +590,16 @@ impl Ranker for RepurchaseRanker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aisle_core::{Catalog, Interaction, Product, TaxonomyBuilder};
 
     /// tv (p0..p3) and sofa (p4, p5); user u bought p1 twice and p2 once at times 1..3, p3 at
     /// time 20 (after the cut-off), a sofa at time 2; user v bought p0 five times.
     fn shop() -> (Dataset, Split) {
-        let mut b = TaxonomyBuilder::new();
-        b.add_node("el", "Electronics", None, None);
-        b.add_node("tv", "TV", Some("el"), None);
-        b.add_node("home", "Home", None, None);
-        b.add_node("sofa", "Sofas", Some("home"), None);
-        let mut ds = Dataset::new("shop", b.build().expect("tree"));
-        let mut catalog = Catalog::new();
-        for (i, (leaf, title)) in [
-            ("tv", "LG OLED"),
-            ("tv", "Samsung QLED"),
-            ("tv", "Sony Bravia"),
-            ("tv", "TCL Roku"),
-            ("sofa", "Grey corner sofa"),
-            ("sofa", "Leather sofa"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let category = ds.taxonomy.node(leaf).expect("leaf");
-            catalog
-                .push(Product {
-                    id: format!("p{i}"),
-                    title: title.into(),
-                    description: String::new(),
-                    brand: String::new(),
-                    price: None,
-                    attributes: vec![],
-                    category,
-                })
-                .expect("unique");
-        }
-        ds.catalog = catalog;
-        let u = ds.users.get_or_insert("u");
-        let v = ds.users.get_or_insert("v");
-        let mut events = vec![(u, 1, 1), (u, 1, 2), (u, 2, 3), (u, 4, 2), (u, 3, 20)];
-        events.extend((0..5).map(|t| (v, 0, t)));
-        for (user, p, time) in events {
-            ds.interactions.push(Interaction {
-                user,
-                product: ProductId(p),
-                kind: Kind::Purchase,
-                time,
-                session: None,
-                query: None,
-                price: None,
-            });
-        }
+        let mut events: Vec<aisle_fixtures::ShopEvent> = [(1, 1), (1, 2), (2, 3), (4, 2), (3, 20)]
+            .into_iter()
+            .map(|(p, time)| ("u", p, time, Kind::Purchase))
+            .collect();
+        events.extend((0..5).map(|time| ("v", 0, time, Kind::Purchase)));
+        let ds = aisle_fixtures::shop_with(&events, None);
         let split = Split {
             name: "all".into(),
             description: String::new(),

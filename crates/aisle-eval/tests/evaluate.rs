@@ -1,15 +1,14 @@
 //! An evaluation end to end on a small synthetic world: an oracle ranks perfectly, the baselines
 //! behave as defined, segments partition the queries, and the paired test separates rows.
 
-use aisle_core::synth;
+mod support;
+
 use aisle_core::{Dataset, ProductId};
 use aisle_eval::{
     evaluate, Bm25Ranker, Case, EvalConfig, MemorisationRanker, PopularityRanker, Ranker, Result,
 };
 
-fn world() -> Dataset {
-    synth::small_dataset(500, 50, 800, 3).expect("world")
-}
+use support::world;
 
 /// Ranks each test query's relevant products first (by grade), then nothing.
 struct Oracle<'a>(&'a Dataset);
@@ -112,33 +111,13 @@ fn oracle_baselines_segments_and_significance() {
 fn personalized_ranking_without_a_history_is_the_plain_ranking() {
     use aisle_core::UserId;
     use aisle_eval::DenseRanker;
-    use aisle_train::trainer::PersonalizeConfig;
-    use aisle_train::{SamplerSpec, TrainConfig, Trainer};
 
     let ds = std::sync::Arc::new(world());
     let split = ds.default_split().expect("split");
-    let mut cfg = TrainConfig {
-        sampler: SamplerSpec::parse("taxonomy").expect("sampler"),
-        batch_size: 32,
-        steps: 30,
-        // History only: with the synthetic customers' features, a known customer without a
-        // history is personalized (aisle-search's customer_features test).
-        personalize: Some(PersonalizeConfig {
-            history: 10,
-            refresh: 10,
-            demographics: false,
-            ..PersonalizeConfig::default()
-        }),
-        ..TrainConfig::default()
-    };
-    cfg.model.featurizer.buckets_log2 = 14;
-    cfg.model.tower.dim = 16;
-    let mut t = Trainer::new(cfg, &ds, split).expect("trainer");
-    for _ in 0..30 {
-        t.train_step().expect("step");
-    }
-    let personal = t.model.clone();
-    let mut plain = t.model.clone();
+    // History only: with the synthetic customers' features, a known customer without a history
+    // is personalized (aisle-search's customer_features test).
+    let personal = support::personal_model(&ds, 30, false);
+    let mut plain = personal.clone();
     plain.personal = None;
     let p = DenseRanker::new("personal", personal, &ds, split, 10).expect("ranker");
     let q = DenseRanker::new("plain", plain, &ds, split, 10).expect("ranker");

@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use aisle_core::synth;
+mod support;
+
 use aisle_core::{Dataset, ProductId};
 use aisle_eval::evaluate::{evaluate_groups_with_progress, Progress, PROGRESS_CHUNK};
 use aisle_eval::{
@@ -14,34 +15,14 @@ use aisle_eval::{
 };
 use aisle_model::Model;
 use aisle_search::Mode;
-use aisle_train::trainer::PersonalizeConfig;
-use aisle_train::{SamplerSpec, TrainConfig, Trainer};
 
 fn world() -> Arc<Dataset> {
-    Arc::new(synth::small_dataset(500, 50, 800, 3).expect("world"))
+    Arc::new(support::world())
 }
 
 /// A small personalized model, trained for a few steps.
 fn model(ds: &Dataset) -> Model {
-    let split = ds.default_split().expect("split");
-    let mut cfg = TrainConfig {
-        sampler: SamplerSpec::parse("taxonomy").expect("sampler"),
-        batch_size: 32,
-        steps: 20,
-        personalize: Some(PersonalizeConfig {
-            history: 10,
-            refresh: 10,
-            ..PersonalizeConfig::default()
-        }),
-        ..TrainConfig::default()
-    };
-    cfg.model.featurizer.buckets_log2 = 14;
-    cfg.model.tower.dim = 16;
-    let mut t = Trainer::new(cfg, ds, split).expect("trainer");
-    for _ in 0..20 {
-        t.train_step().expect("step");
-    }
-    t.model.clone()
+    support::personal_model(ds, 20, true)
 }
 
 fn options(history_boost: f32) -> DenseOptions {

@@ -693,66 +693,23 @@ fn add_case_gradient(c: &FitCase, w: &[f64; FEATURES], buf: &mut Scratch, g: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aisle_core::{Catalog, Product, TaxonomyBuilder};
 
     /// TVs p0..p3 and sofas p4, p5. Customer u bought p1 at visits 1 and 2 and p2 at visit 3,
     /// and viewed p4 at visit 4; v bought p1 and p3; w bought p3 (not in `train`: held out).
+    /// Every event searched "tv".
     fn shop() -> (Dataset, Vec<u32>) {
-        let mut b = TaxonomyBuilder::new();
-        b.add_node("el", "Electronics", None, None);
-        b.add_node("tv", "TV sets", Some("el"), None);
-        b.add_node("home", "Home", None, None);
-        b.add_node("sofa", "Sofas", Some("home"), None);
-        let mut ds = Dataset::new("shop", b.build().expect("tree"));
-        let mut catalog = Catalog::new();
-        for (i, (leaf, title)) in [
-            ("tv", "LG OLED"),
-            ("tv", "Samsung QLED"),
-            ("tv", "Sony Bravia"),
-            ("tv", "TCL Roku"),
-            ("sofa", "Grey corner sofa"),
-            ("sofa", "Leather sofa"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let category = ds.taxonomy.node(leaf).expect("leaf");
-            catalog
-                .push(Product {
-                    id: format!("p{i}"),
-                    title: title.into(),
-                    description: String::new(),
-                    brand: String::new(),
-                    price: None,
-                    attributes: vec![],
-                    category,
-                })
-                .expect("unique");
-        }
-        ds.catalog = catalog;
-        let u = ds.users.get_or_insert("u");
-        let v = ds.users.get_or_insert("v");
-        let w = ds.users.get_or_insert("w");
-        let events = [
-            (u, 1, 1, Kind::Purchase),
-            (u, 1, 2, Kind::Purchase),
-            (u, 2, 3, Kind::Purchase),
-            (u, 4, 4, Kind::View),
-            (v, 1, 1, Kind::Purchase),
-            (v, 3, 2, Kind::Purchase),
-            (w, 3, 9, Kind::Purchase),
-        ];
-        for (user, p, time, kind) in events {
-            ds.interactions.push(Interaction {
-                user,
-                product: ProductId(p),
-                kind,
-                time,
-                session: None,
-                query: Some(ds.queries.intern("tv")),
-                price: None,
-            });
-        }
+        let ds = aisle_fixtures::shop_with(
+            &[
+                ("u", 1, 1, Kind::Purchase),
+                ("u", 1, 2, Kind::Purchase),
+                ("u", 2, 3, Kind::Purchase),
+                ("u", 4, 4, Kind::View),
+                ("v", 1, 1, Kind::Purchase),
+                ("v", 3, 2, Kind::Purchase),
+                ("w", 3, 9, Kind::Purchase),
+            ],
+            Some("tv"),
+        );
         (ds, (0..6).collect())
     }
 
