@@ -21,12 +21,12 @@ use aisle_core::{Dataset, Histories, ProductId, Split};
 use aisle_model::demographics::{Demographics, Feature, DEFAULT_BUCKETS_LOG2};
 use aisle_model::personal::{history_of, Fusion, PersonalCache, Personalizer};
 use aisle_model::tower::{axpy, prefetch_ptr, Cache, Dense, Pooling, PREFETCH_AHEAD};
-use aisle_model::{Model, ModelConfig, Side};
+use aisle_model::{FeatureRows, Model, ModelConfig, Side};
 
 use crate::data::{Pair, TrainData};
 use crate::error::{Result, TrainError};
 use crate::eval::{recall_at_k, ValidationSet};
-use crate::loss::mnrl;
+use crate::loss::{mnrl, LossOutput};
 use crate::optim::{
     adam_update, bias_corrections, row_adagrad_update, DenseAdam, OptimConfig, SparseState,
 };
@@ -349,219 +349,236 @@ impl<'a> Trainer<'a> {
             .collect()
     }
 
-    /// Runs one step.
+    /// Runs one step: the sampler's negatives, the forward pass and the loss, the backward pass,
+    /// then the updates (the module doc says what each does).
     pub fn train_step(&mut self) -> Result<StepStats> {
         let step = self.step;
-        let k = self.cfg.k();
-        let d = self.model.dim();
         let mut stats = StepStats {
             step,
             ..Default::default()
         };
         let batch = self.batch(step);
         let pairs: Vec<Pair> = batch.iter().map(|&i| self.data.pairs[i as usize]).collect();
-        let b = pairs.len();
+        let negatives = self.sample_negatives(step, &pairs, &mut stats)?;
+        let forward = self.forward(step, &pairs, &negatives, &mut stats);
+        let t2 = Instant::now();
+        let grads = self.backward(&forward);
+        stats.touched_rows = self.update(step + 1, &forward, &grads);
+        stats.backward_ms = t2.elapsed().as_secs_f64() * 1e3;
+        self.step += 1;
+        Ok(stats)
+    }
 
-        // 1. Negatives.
+    /// Phase 1, negatives: lets the sampler prepare for `step` (ANCE re-indexes: refresh time),
+    /// then draws `k` negatives per pair in parallel, each pair from its own random stream.
+    /// Returns them pair by pair (none for in-batch).
+    fn sample_negatives(
+        &mut self,
+        step: u64,
+        pairs: &[Pair],
+        stats: &mut StepStats,
+    ) -> Result<Vec<ProductId>> {
+        let k = self.cfg.k();
+        let b = pairs.len();
         let t0 = Instant::now();
         let mut negatives: Vec<ProductId> = Vec::with_capacity(b * k);
-        if let Some(sampler) = self.sampler.as_mut() {
-            let ctx = SampleCtx {
-                data: &self.data,
-                dataset: self.ds,
-                step,
-            };
-            stats.refresh_ms = sampler.prepare(step, &self.model, &ctx)?;
-            let t_sample = Instant::now();
-            let sampler = &**sampler;
-            let seed = self.cfg.seed;
-            let drawn: Vec<(Vec<ProductId>, SampleStats)> = pairs
-                .par_iter()
-                .enumerate()
-                .map(|(i, pair)| {
-                    let mut rng = Rng::stream(seed ^ 0x5A3F_1E00, step * b as u64 + i as u64);
-                    let mut out = Vec::with_capacity(k);
-                    let s = sampler.sample(&ctx, pair, k, &mut rng, &mut out);
-                    out.truncate(k);
-                    (out, s)
-                })
-                .collect();
-            let mut total = SampleStats::default();
-            for (out, s) in drawn {
-                negatives.extend(out);
-                total += s;
-            }
-            stats.removed_positives = total.removed_positives;
-            stats.fallbacks = total.fallbacks;
-            stats.sample_ms = t_sample.elapsed().as_secs_f64() * 1e3;
-        } else {
+        let Some(sampler) = self.sampler.as_mut() else {
             stats.sample_ms = t0.elapsed().as_secs_f64() * 1e3;
+            return Ok(negatives);
+        };
+        let ctx = SampleCtx {
+            data: &self.data,
+            dataset: self.ds,
+            step,
+        };
+        stats.refresh_ms = sampler.prepare(step, &self.model, &ctx)?;
+        let t_sample = Instant::now();
+        let sampler = &**sampler;
+        let seed = self.cfg.seed;
+        let drawn: Vec<(Vec<ProductId>, SampleStats)> = pairs
+            .par_iter()
+            .enumerate()
+            .map(|(i, pair)| {
+                let mut rng = Rng::stream(seed ^ 0x5A3F_1E00, step * b as u64 + i as u64);
+                let mut out = Vec::with_capacity(k);
+                let s = sampler.sample(&ctx, pair, k, &mut rng, &mut out);
+                out.truncate(k);
+                (out, s)
+            })
+            .collect();
+        let mut total = SampleStats::default();
+        for (out, s) in drawn {
+            negatives.extend(out);
+            total += s;
         }
+        stats.removed_positives = total.removed_positives;
+        stats.fallbacks = total.fallbacks;
+        stats.sample_ms = t_sample.elapsed().as_secs_f64() * 1e3;
+        Ok(negatives)
+    }
 
-        // 2. Forward. Each distinct query and product of the step is encoded once; the loss sees
-        // the batch's queries and its candidates (positives, then negatives pair by pair).
+    /// Phase 2, forward: each distinct query and product of the step is encoded once; the
+    /// personalized tower reads each pair's query with its customer's history; the loss sees the
+    /// batch's queries and its candidates (positives, then negatives pair by pair). The catalog
+    /// re-encoding is refresh time, not forward time.
+    fn forward(
+        &mut self,
+        step: u64,
+        pairs: &[Pair],
+        negatives: &[ProductId],
+        stats: &mut StepStats,
+    ) -> Forward {
+        let (k, d) = (self.cfg.k(), self.model.dim());
         let t1 = Instant::now();
-        let (uq, q_slot) = distinct(pairs.iter().map(|p| p.query));
-        let (up, c_slot) = distinct(
+        let (queries, q_slot) = distinct(pairs.iter().map(|p| p.query));
+        let (products, c_slot) = distinct(
             pairs
                 .iter()
                 .map(|p| p.product.0)
                 .chain(negatives.iter().map(|p| p.0)),
         );
-        let data = &self.data;
-        let q_texts: Vec<&[u32]> = uq
-            .iter()
-            .map(|&q| data.query_rows.row(q as usize))
-            .collect();
-        let p_texts: Vec<&[u32]> = up
-            .iter()
-            .map(|&p| data.product_rows.row(p as usize))
-            .collect();
+        let q_texts: Vec<&[u32]> = texts_of(&self.data.query_rows, &queries).collect();
+        let p_texts: Vec<&[u32]> = texts_of(&self.data.product_rows, &products).collect();
         let towers = &self.model.towers;
         let (q_cache, p_cache) = (&mut self.q_cache, &mut self.p_cache);
         rayon::join(
             || towers.forward(Side::Query, &q_texts, q_cache),
             || towers.forward(Side::Product, &p_texts, p_cache),
         );
-        let gather = |cache: &Cache, slots: &[u32]| -> Vec<f32> {
-            let mut m = Vec::with_capacity(slots.len() * d);
-            for &s in slots {
-                m.extend_from_slice(cache.z_row(s as usize));
-            }
-            m
-        };
-        let zq_plain = gather(q_cache, &q_slot);
-        let mut items_ms = 0.0;
-        // The personalized tower: each pair's query read with its customer's earlier items.
-        let personal = match (&self.cfg.personalize, &self.histories, &self.model.personal) {
-            (Some(pcfg), Some(histories), Some(tower)) => {
-                if self.items_step.is_none_or(|s| step >= s + pcfg.refresh) {
-                    let t = Instant::now();
-                    self.items = self.model.encode_rows(Side::Product, &data.product_rows);
-                    self.items_step = Some(step);
-                    items_ms = t.elapsed().as_secs_f64() * 1e3;
-                    stats.refresh_ms += items_ms;
-                }
-                let items = &self.items;
-                let ds = self.ds;
-                let per_pair: Vec<PairHistory> = pairs
-                    .par_iter()
-                    .zip(zq_plain.par_chunks(d))
-                    .map(|(pair, q)| {
-                        let before = ds.interactions[pair.event as usize].time;
-                        let (vectors, weights) = history_of(
-                            &ds.interactions,
-                            histories,
-                            items,
-                            d,
-                            pair.user,
-                            before,
-                            pcfg.history,
-                        );
-                        let features = pair
-                            .user
-                            .map_or_else(Vec::new, |u| tower.features(ds.users.get(u)));
-                        let mut cache = PersonalCache::default();
-                        tower.forward_with(q, &vectors, &weights, &features, &mut cache);
-                        PairHistory {
-                            vectors,
-                            weights,
-                            features,
-                            cache,
-                        }
-                    })
-                    .collect();
-                Some((tower, per_pair))
-            }
-            _ => None,
-        };
+        let zq_plain = gather(&self.q_cache, &q_slot, d);
+        let items_ms = self.refresh_items(step);
+        stats.refresh_ms += items_ms;
+        let personal = self.personal_forward(pairs, &zq_plain);
         // Plain runs use the tower output as it is (no copy on the hot path).
-        let zq_personal: Option<Vec<f32>> = personal.as_ref().map(|(_, per_pair)| {
+        let zq_personal: Option<Vec<f32>> = personal.as_ref().map(|per_pair| {
             per_pair
                 .iter()
                 .flat_map(|p| p.cache.out.iter().copied())
                 .collect()
         });
         let zq: &[f32] = zq_personal.as_deref().unwrap_or(&zq_plain);
-        let zc = gather(p_cache, &c_slot);
+        let zc = gather(&self.p_cache, &c_slot, d);
+        let data = &self.data;
         let masked = |i: usize, j: usize| {
             pairs[j].product == pairs[i].product
                 || data.is_positive(pairs[i].query, pairs[j].product)
         };
+        let b = pairs.len();
         stats.masked_in_batch = (0..b)
             .map(|i| (0..b).filter(|&j| j != i && masked(i, j)).count() as u32)
             .sum();
-        let out = mnrl(zq, &zc, d, k, self.model.cfg.scale, &masked);
-        stats.loss = out.loss;
-        stats.accuracy = out.accuracy;
-        // The catalog re-encoding is refresh time, not forward time.
+        let loss = mnrl(zq, &zc, d, k, self.model.cfg.scale, &masked);
+        stats.loss = loss.loss;
+        stats.accuracy = loss.accuracy;
         stats.forward_ms = t1.elapsed().as_secs_f64() * 1e3 - items_ms;
+        Forward {
+            queries,
+            q_slot,
+            products,
+            c_slot,
+            zq_plain,
+            personal,
+            loss,
+        }
+    }
 
-        // 3. Backward: gradients of repeated texts summed (in batch order), then the towers.
-        let t2 = Instant::now();
-        let scatter = |grads: &[f32], slots: &[u32], n: usize| -> Vec<f32> {
-            let mut m = vec![0.0f32; n * d];
-            for (g, &s) in grads.chunks(d).zip(slots) {
-                let s = s as usize;
-                for (a, x) in m[s * d..(s + 1) * d].iter_mut().zip(g) {
-                    *a += x;
-                }
-            }
-            m
+    /// Re-encodes the catalog vectors that stand for history items when `refresh` steps have
+    /// passed since the last time (personalized runs only). Returns the milliseconds it took
+    /// (0 when it was not due).
+    fn refresh_items(&mut self, step: u64) -> f64 {
+        let (Some(pcfg), Some(_), Some(_)) =
+            (&self.cfg.personalize, &self.histories, &self.model.personal)
+        else {
+            return 0.0;
         };
-        // Back through the personalized tower, its parameters' gradients summed in fixed chunks.
-        let (dq_personal, personal_grad) = match &personal {
-            Some((tower, per_pair)) => {
-                let parts: Vec<(Vec<f32>, Vec<f32>)> = per_pair
-                    .par_chunks(BLOCK_PAIRS)
-                    .enumerate()
-                    .map(|(c, chunk)| {
-                        let mut grad = tower.zeros_like();
-                        let mut dqs = Vec::with_capacity(chunk.len() * d);
-                        let mut dq = Vec::with_capacity(d);
-                        for (j, ph) in chunk.iter().enumerate() {
-                            let i = c * BLOCK_PAIRS + j;
-                            tower.backward_with(
-                                &zq_plain[i * d..(i + 1) * d],
-                                &ph.vectors,
-                                &ph.weights,
-                                &ph.features,
-                                &ph.cache,
-                                &out.d_query[i * d..(i + 1) * d],
-                                &mut grad,
-                                &mut dq,
-                            );
-                            dqs.extend_from_slice(&dq);
-                        }
-                        (dqs, grad.to_flat())
-                    })
-                    .collect();
-                let mut dq_all = Vec::with_capacity(b * d);
-                let mut grad = vec![0.0f32; tower.len()];
-                for (dqs, g) in parts {
-                    dq_all.extend_from_slice(&dqs);
-                    for (a, x) in grad.iter_mut().zip(&g) {
-                        *a += x;
-                    }
-                }
-                (Some(dq_all), Some(grad))
-            }
-            None => (None, None),
+        // Not yet `refresh` steps since the last encoding.
+        if self.items_step.is_some_and(|s| step < s + pcfg.refresh) {
+            return 0.0;
+        }
+        let t = Instant::now();
+        self.items = self
+            .model
+            .encode_rows(Side::Product, &self.data.product_rows);
+        self.items_step = Some(step);
+        t.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// The personalized tower's forward pass: each pair's plain query vector (a row of
+    /// `zq_plain`) read with its customer's earlier items and features. `None` for plain runs.
+    fn personal_forward(&self, pairs: &[Pair], zq_plain: &[f32]) -> Option<Vec<PairHistory>> {
+        let (Some(pcfg), Some(histories), Some(tower)) =
+            (&self.cfg.personalize, &self.histories, &self.model.personal)
+        else {
+            return None;
         };
-        let d_query: &[f32] = dq_personal.as_deref().unwrap_or(&out.d_query);
-        let dzq = scatter(d_query, &q_slot, uq.len());
-        let dzp = scatter(&out.d_candidates, &c_slot, up.len());
-        let mut head_grads: Vec<Dense> = towers.heads.iter().map(|_| zero_dense(d)).collect();
-        let (mut dxq, mut dxp) = (Vec::new(), Vec::new());
+        let d = self.model.dim();
+        let items = &self.items;
+        let ds = self.ds;
+        let per_pair = pairs
+            .par_iter()
+            .zip(zq_plain.par_chunks(d))
+            .map(|(pair, q)| {
+                let before = ds.interactions[pair.event as usize].time;
+                let (vectors, weights) = history_of(
+                    &ds.interactions,
+                    histories,
+                    items,
+                    d,
+                    pair.user,
+                    before,
+                    pcfg.history,
+                );
+                let features = pair
+                    .user
+                    .map_or_else(Vec::new, |u| tower.features(ds.users.get(u)));
+                let mut cache = PersonalCache::default();
+                tower.forward_with(q, &vectors, &weights, &features, &mut cache);
+                PairHistory {
+                    vectors,
+                    weights,
+                    features,
+                    cache,
+                }
+            })
+            .collect();
+        Some(per_pair)
+    }
+
+    /// Phase 3, backward: back through the personalized tower, then the gradients of repeated
+    /// texts summed (in batch order), then the towers.
+    fn backward(&self, fwd: &Forward) -> Grads {
+        let d = self.model.dim();
+        let towers = &self.model.towers;
+        let (dq_personal, personal) = match (&fwd.personal, &self.model.personal) {
+            (Some(per_pair), Some(tower)) => {
+                let (dq, grad) = personal_backward(tower, per_pair, &fwd.zq_plain, &fwd.loss, d);
+                (Some(dq), Some(grad))
+            }
+            _ => (None, None),
+        };
+        let d_query: &[f32] = dq_personal.as_deref().unwrap_or(&fwd.loss.d_query);
+        let dzq = scatter(d_query, &fwd.q_slot, fwd.queries.len(), d);
+        let dzp = scatter(&fwd.loss.d_candidates, &fwd.c_slot, fwd.products.len(), d);
+        let mut heads: Vec<Dense> = towers.heads.iter().map(|_| zero_dense(d)).collect();
+        let (mut dx, mut dxp) = (Vec::new(), Vec::new());
         let hq = towers.head_index(Side::Query);
         let hp = towers.head_index(Side::Product);
-        towers.backward(Side::Query, q_cache, &dzq, &mut head_grads[hq], &mut dxq);
-        towers.backward(Side::Product, p_cache, &dzp, &mut head_grads[hp], &mut dxp);
+        towers.backward(Side::Query, &self.q_cache, &dzq, &mut heads[hq], &mut dx);
+        towers.backward(Side::Product, &self.p_cache, &dzp, &mut heads[hp], &mut dxp);
+        dx.extend_from_slice(&dxp);
+        Grads {
+            dx,
+            heads,
+            personal,
+        }
+    }
 
-        // 4. Updates: sparse rows, then heads, then the personalized tower.
-        let opt_step = step + 1;
+    /// Phase 4, updates at optimiser step `opt_step`: the personalized tower, then the touched
+    /// embedding rows (sparse), then the heads. Returns the number of embedding rows updated.
+    fn update(&mut self, opt_step: u64, fwd: &Forward, grads: &Grads) -> usize {
+        let d = self.model.dim();
         if let (Some(g), Some(pcfg), Some(tower)) = (
-            &personal_grad,
+            &grads.personal,
             &self.cfg.personalize,
             self.model.personal.as_mut(),
         ) {
@@ -578,9 +595,11 @@ impl<'a> Trainer<'a> {
             );
             tower.set_flat(&flat);
         }
-        let texts: Vec<&[u32]> = q_texts.into_iter().chain(p_texts).collect();
-        dxq.extend_from_slice(&dxp);
-        stats.touched_rows = apply_sparse(
+        let data = &self.data;
+        let texts: Vec<&[u32]> = texts_of(&data.query_rows, &fwd.queries)
+            .chain(texts_of(&data.product_rows, &fwd.products))
+            .collect();
+        let touched_rows = apply_sparse(
             SparseTarget {
                 emb: &mut self.model.towers.emb,
                 state: &mut self.sparse,
@@ -591,10 +610,10 @@ impl<'a> Trainer<'a> {
                 cfg: &self.cfg.optim,
             },
             &texts,
-            &dxq,
+            &grads.dx,
             opt_step,
         );
-        for (h, g) in head_grads.iter().enumerate() {
+        for (h, g) in grads.heads.iter().enumerate() {
             self.dense[h].step(
                 &self.cfg.optim,
                 opt_step,
@@ -602,9 +621,7 @@ impl<'a> Trainer<'a> {
                 g,
             );
         }
-        stats.backward_ms = t2.elapsed().as_secs_f64() * 1e3;
-        self.step += 1;
-        Ok(stats)
+        touched_rows
     }
 
     /// Validation Recall@10 of the current model (`None` when the split has no validation part).
@@ -774,6 +791,102 @@ struct PairHistory {
     weights: Vec<f32>,
     features: Vec<Feature>,
     cache: PersonalCache,
+}
+
+/// What the forward pass of a step keeps for its backward pass and updates.
+struct Forward {
+    /// The step's distinct query ids, and each pair's slot among them.
+    queries: Vec<u32>,
+    q_slot: Vec<u32>,
+    /// The step's distinct product ids (positives, then negatives), and each candidate's slot.
+    products: Vec<u32>,
+    c_slot: Vec<u32>,
+    /// `B x d`: each pair's query vector from the query tower, before personalization.
+    zq_plain: Vec<f32>,
+    /// Each pair's history and personalized forward pass (personalized runs only).
+    personal: Option<Vec<PairHistory>>,
+    loss: LossOutput,
+}
+
+/// The gradients of a step.
+struct Grads {
+    /// `dL/dx` of every distinct text: the queries', then the products'.
+    dx: Vec<f32>,
+    /// One per head of the towers.
+    heads: Vec<Dense>,
+    /// Of the personalized tower's flat parameters (personalized runs only).
+    personal: Option<Vec<f32>>,
+}
+
+/// The feature ids of each text in `ids`, in order.
+fn texts_of<'r>(rows: &'r FeatureRows, ids: &'r [u32]) -> impl Iterator<Item = &'r [u32]> + 'r {
+    ids.iter().map(|&i| rows.row(i as usize))
+}
+
+/// The cached vector of each slot, one `d`-row after another.
+fn gather(cache: &Cache, slots: &[u32], d: usize) -> Vec<f32> {
+    let mut m = Vec::with_capacity(slots.len() * d);
+    for &s in slots {
+        m.extend_from_slice(cache.z_row(s as usize));
+    }
+    m
+}
+
+/// `n x d`: each row of `grads` added into its slot's row, in order.
+fn scatter(grads: &[f32], slots: &[u32], n: usize, d: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; n * d];
+    for (g, &s) in grads.chunks(d).zip(slots) {
+        let s = s as usize;
+        for (a, x) in m[s * d..(s + 1) * d].iter_mut().zip(g) {
+            *a += x;
+        }
+    }
+    m
+}
+
+/// Back through the personalized tower: each pair's `dL/dq` before the tower (`B x d`, in pair
+/// order), and the tower's parameter gradients, summed over fixed chunks of [`BLOCK_PAIRS`]
+/// pairs in chunk order (the same sums whatever the thread count).
+fn personal_backward(
+    tower: &Personalizer,
+    per_pair: &[PairHistory],
+    zq_plain: &[f32],
+    loss: &LossOutput,
+    d: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = per_pair
+        .par_chunks(BLOCK_PAIRS)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut grad = tower.zeros_like();
+            let mut dqs = Vec::with_capacity(chunk.len() * d);
+            let mut dq = Vec::with_capacity(d);
+            for (j, ph) in chunk.iter().enumerate() {
+                let i = c * BLOCK_PAIRS + j;
+                tower.backward_with(
+                    &zq_plain[i * d..(i + 1) * d],
+                    &ph.vectors,
+                    &ph.weights,
+                    &ph.features,
+                    &ph.cache,
+                    &loss.d_query[i * d..(i + 1) * d],
+                    &mut grad,
+                    &mut dq,
+                );
+                dqs.extend_from_slice(&dq);
+            }
+            (dqs, grad.to_flat())
+        })
+        .collect();
+    let mut dq_all = Vec::with_capacity(per_pair.len() * d);
+    let mut grad = vec![0.0f32; tower.len()];
+    for (dqs, g) in parts {
+        dq_all.extend_from_slice(&dqs);
+        for (a, x) in grad.iter_mut().zip(&g) {
+            *a += x;
+        }
+    }
+    (dq_all, grad)
 }
 
 /// Distinct keys in first-seen order, and each key's index among them.
