@@ -13,11 +13,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use aisle_core::rng::Rng;
+use aisle_core::split::QuerySource;
 use aisle_core::{Dataset, EvalQuery, ProductId, Split};
 use aisle_search::rerank::{
-    fit_observed, FitCase, FitOptions, Reranker, Signals, FEATURES, FEATURE_NAMES,
+    fit_observed, Feature, FitCase, FitOptions, Reranker, Signals, FEATURES,
 };
-use aisle_train::data::QuerySource;
 
 use crate::error::Result;
 use crate::rankers::DenseRanker;
@@ -42,7 +42,7 @@ pub fn dataset_signals(ds: &Dataset) -> Signals {
 #[derive(Clone, Copy, Debug)]
 pub struct Variant {
     pub name: &'static str,
-    pub drop: &'static [&'static str],
+    pub drop: &'static [Feature],
 }
 
 /// The variants every fit is measured with: all features first.
@@ -53,47 +53,50 @@ pub const VARIANTS: [Variant; 5] = [
     },
     Variant {
         name: "without neighbours",
-        drop: &["neighbours", "new_neighbours"],
+        drop: &[Feature::Neighbours, Feature::NewNeighbours],
     },
     Variant {
         name: "without the query text's own signals",
-        drop: &["text_match", "bought_and_match", "log_query_count"],
+        drop: &[
+            Feature::TextMatch,
+            Feature::BoughtAndMatch,
+            Feature::LogQueryCount,
+        ],
     },
     Variant {
         name: "without the customer's history features and neighbours",
         drop: &[
-            "history_closest",
-            "bought",
-            "bought_and_match",
-            "log_times_bought",
-            "recency",
-            "neighbours",
-            "new_neighbours",
+            Feature::HistoryClosest,
+            Feature::Bought,
+            Feature::BoughtAndMatch,
+            Feature::LogTimesBought,
+            Feature::Recency,
+            Feature::Neighbours,
+            Feature::NewNeighbours,
         ],
     },
     Variant {
         name: "dense score only",
         drop: &[
-            "history_closest",
-            "text_match",
-            "bought",
-            "bought_and_match",
-            "log_times_bought",
-            "recency",
-            "log_query_count",
-            "neighbours",
-            "new_neighbours",
+            Feature::HistoryClosest,
+            Feature::TextMatch,
+            Feature::Bought,
+            Feature::BoughtAndMatch,
+            Feature::LogTimesBought,
+            Feature::Recency,
+            Feature::LogQueryCount,
+            Feature::Neighbours,
+            Feature::NewNeighbours,
         ],
     },
 ];
 
 impl Variant {
+    /// Which features the fit may use: all but those dropped.
     fn mask(&self) -> [bool; FEATURES] {
         let mut m = [true; FEATURES];
-        for (i, name) in FEATURE_NAMES.iter().enumerate() {
-            if self.drop.contains(name) {
-                m[i] = false;
-            }
+        for f in self.drop {
+            m[f.index()] = false;
         }
         m
     }
@@ -386,10 +389,7 @@ mod tests {
             .collect();
         let zero = vec![0.0f32; 4];
         let features = signals.features("x", &past, None, &only_held_out, |_| &zero);
-        let j = FEATURE_NAMES
-            .iter()
-            .position(|n| *n == "neighbours")
-            .expect("feature");
+        let j = Feature::Neighbours.index();
         for f in &features {
             assert_eq!(f[j], NEIGHBOUR_FLOOR.ln());
         }
