@@ -1,0 +1,321 @@
+//! Training an experiment's rows: every dense row and seed under one budget, the personalized
+//! row with the best TB-HNS sampler, MiniLM fine-tuned, and what the training runs say (the
+//! best row on validation, the seconds to reach ANCE's best).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aisle_core::io::slug;
+use aisle_core::{Dataset, Split};
+use aisle_train::trainer::PersonalizeConfig;
+use aisle_train::{RunOptions, SamplerSpec, Silent};
+
+use super::config::ExperimentConfig;
+use super::results::{mean_curve, Cost, FineTuned, Reach, RowInfo, Run};
+use super::rows::{RowKind, HISTORY_ONLY, MINILM_TUNED};
+use crate::error::Result;
+
+/// A row's trained models, one per seed.
+pub(super) struct Trained {
+    pub name: String,
+    pub kind: RowKind,
+    pub sampler: SamplerSpec,
+    pub runs: Vec<Run>,
+    /// Earlier interactions its models read (the personalized tower's window).
+    pub history: usize,
+}
+
+impl Trained {
+    /// Mean over seeds of the final validation Recall@10.
+    pub fn validation(&self) -> Option<f64> {
+        mean(
+            self.runs
+                .iter()
+                .filter_map(|r| r.final_validation_recall_at_10),
+        )
+    }
+
+    /// What the row is, with its training cost.
+    pub fn info(&self) -> RowInfo {
+        let n = self.runs.len().max(1) as f64;
+        let sum = |f: fn(&Run) -> f64| self.runs.iter().map(f).sum::<f64>() / n;
+        RowInfo {
+            name: self.name.clone(),
+            kind: self.kind,
+            sampler: Some(self.sampler.to_string()),
+            validation_recall_at_10: self.validation(),
+            train_s: Some(sum(|r| r.train_s)),
+            cost: Some(Cost {
+                sample_s: sum(|r| r.sample_s),
+                forward_s: sum(|r| r.forward_s),
+                backward_s: sum(|r| r.backward_s),
+                refresh_s: sum(|r| r.refresh_s),
+            }),
+        }
+    }
+}
+
+/// The mean of `values` (`None` without any).
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// A row to train.
+struct Job<'a> {
+    name: &'a str,
+    kind: RowKind,
+    sampler: &'a SamplerSpec,
+    personalize: Option<PersonalizeConfig>,
+}
+
+/// Trains `job` once per seed of `cfg`, each run into its own folder under `cfg.runs_dir`.
+fn train_row(
+    ds: &Dataset,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    job: Job,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Trained> {
+    let Job {
+        name,
+        kind,
+        sampler,
+        personalize,
+    } = job;
+    let mut runs = Vec::new();
+    let history = personalize
+        .as_ref()
+        .map_or(aisle_model::personal::HISTORY_WINDOW, |p| p.history);
+    for &seed in &cfg.seeds {
+        let mut train = cfg.train.clone();
+        train.sampler = sampler.clone();
+        train.seed = seed;
+        train.model.tower.seed = seed;
+        train.personalize = personalize.clone();
+        train.checkpoint_every = 0;
+        let out_dir = run_dir(&cfg.runs_dir, &split.name, name, seed);
+        let t = Instant::now();
+        let summary = aisle_train::run(
+            train,
+            ds,
+            split,
+            &RunOptions {
+                out_dir,
+                resume: None,
+            },
+            &mut Silent,
+        )?;
+        progress(&format!(
+            "  trained {name} (seed {seed}): validation R@10 {}, {:.1} s training, {:.1} s with validation",
+            summary
+                .final_recall_at_10
+                .map_or("-".into(), |r| format!("{r:.4}")),
+            summary.train_wall_s,
+            t.elapsed().as_secs_f64()
+        ));
+        runs.push(Run::of(name, seed, &summary));
+    }
+    Ok(Trained {
+        name: name.to_owned(),
+        kind,
+        sampler: sampler.clone(),
+        runs,
+        history,
+    })
+}
+
+/// `DIR/SPLIT/ROW/seed-N`.
+pub fn run_dir(dir: &Path, split: &str, row: &str, seed: u64) -> PathBuf {
+    dir.join(slug(split))
+        .join(slug(row))
+        .join(format!("seed-{seed}"))
+}
+
+/// The row with the best validation Recall@10 among `rows` (ties: the first).
+pub(super) fn best_of<'a>(rows: impl Iterator<Item = &'a Trained>) -> Option<&'a Trained> {
+    let mut best: Option<(&Trained, f64)> = None;
+    for r in rows {
+        let v = r.validation().unwrap_or(f64::NEG_INFINITY);
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((r, v));
+        }
+    }
+    best.map(|b| b.0)
+}
+
+/// Phase 1 of a protocol: every dense row of `cfg`, every seed.
+pub(super) fn train_dense_rows(
+    ds: &Dataset,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Trained>> {
+    let mut trained: Vec<Trained> = Vec::new();
+    for row in &cfg.rows {
+        let job = Job {
+            name: &row.name,
+            kind: RowKind::Dense,
+            sampler: &row.sampler,
+            personalize: None,
+        };
+        trained.push(train_row(ds, split, cfg, job, progress)?);
+    }
+    Ok(trained)
+}
+
+/// The TB-HNS row with the best validation Recall@10: its name and sampler.
+pub(super) fn best_taxonomy(
+    cfg: &ExperimentConfig,
+    trained: &[Trained],
+) -> Option<(String, SamplerSpec)> {
+    best_of(
+        trained
+            .iter()
+            .filter(|t| cfg.rows.iter().any(|r| r.name == t.name && r.taxonomy)),
+    )
+    .map(|t| (t.name.clone(), t.sampler.clone()))
+}
+
+/// Trains the personalized row with the best TB-HNS variant's sampler (`tax_name`, `sampler`)
+/// and, where customers have features (segment, age band), the same tower reading their
+/// history only: what the features add, on cold-start customers above all. Appends them to
+/// `trained` and returns the personalized row's name.
+pub(super) fn train_personalized(
+    ds: &Dataset,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    (tax_name, sampler): (&str, &SamplerSpec),
+    trained: &mut Vec<Trained>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let name = format!("{tax_name} + personalization");
+    let p = cfg.train.personalize.clone().unwrap_or_default();
+    let job = Job {
+        name: &name,
+        kind: RowKind::Personalized,
+        sampler,
+        personalize: Some(p.clone()),
+    };
+    trained.push(train_row(ds, split, cfg, job, progress)?);
+    if p.demographics && aisle_model::demographics::Demographics::any(&ds.users) {
+        let name = format!("{name}{HISTORY_ONLY}");
+        let job = Job {
+            name: &name,
+            kind: RowKind::Personalized,
+            sampler,
+            personalize: Some(PersonalizeConfig {
+                demographics: false,
+                ..p
+            }),
+        };
+        trained.push(train_row(ds, split, cfg, job, progress)?);
+    }
+    Ok(name)
+}
+
+/// MiniLM (the folder `dir`) fine-tuned as `cfg.minilm_tune` says, in-batch and with the best
+/// TB-HNS variant (one seed: it is slow on CPU). Empty without `cfg.minilm_tune`.
+pub(super) fn fine_tune_minilm(
+    ds: &Dataset,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    dir: &Path,
+    best_taxonomy: Option<&(String, SamplerSpec)>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<FineTuned>> {
+    let mut fine_tuned: Vec<FineTuned> = Vec::new();
+    let Some(tune) = &cfg.minilm_tune else {
+        return Ok(fine_tuned);
+    };
+    let mut jobs = vec![(format!("{MINILM_TUNED} in-batch"), SamplerSpec::InBatch)];
+    match best_taxonomy {
+        // A mixture with ANCE re-indexes with the n-gram model: not for a transformer.
+        Some((tax_name, sampler)) if sampler.ance_refresh().is_some() => progress(&format!(
+            "  not fine-tuning MiniLM with {tax_name}: its sampler includes ANCE"
+        )),
+        Some((tax_name, sampler)) => {
+            jobs.push((format!("{MINILM_TUNED} {tax_name}"), sampler.clone()))
+        }
+        None => {}
+    }
+    let seed = cfg.seeds.first().copied().unwrap_or(42);
+    for (name, sampler) in jobs {
+        let tc = aisle_train::transformer::TuneConfig {
+            sampler,
+            seed,
+            ..tune.clone()
+        };
+        let out = run_dir(&cfg.runs_dir, &split.name, &name, seed).join("model");
+        progress(&format!(
+            "  fine-tuning {name}: {} steps of {} pairs, {} negatives per pair",
+            tc.steps, tc.batch_size, tc.negatives
+        ));
+        let summary =
+            aisle_train::transformer::fine_tune(dir, ds, split, &tc, &out, &mut |l| progress(l))?;
+        progress(&format!(
+            "  fine-tuned {name} in {:.1} s ({:.1} pairs/s)",
+            summary.train_s, summary.pairs_per_s
+        ));
+        let negatives = if tc.sampler.is_in_batch() {
+            0
+        } else {
+            tc.negatives
+        };
+        fine_tuned.push(FineTuned {
+            row: name,
+            sampler: tc.sampler.to_string(),
+            seed,
+            batch_size: tc.batch_size,
+            negatives,
+            lr: tc.lr,
+            summary,
+        });
+    }
+    Ok(fine_tuned)
+}
+
+/// Training seconds for each row to reach ANCE's best seed-averaged validation Recall@10.
+pub(super) fn reach(trained: &[Trained]) -> Vec<Reach> {
+    let curve = |t: &Trained| mean_curve(&t.runs.iter().collect::<Vec<_>>());
+    let Some(ance) = trained
+        .iter()
+        .find(|t| matches!(t.sampler, SamplerSpec::Ance { .. }) && t.kind == RowKind::Dense)
+    else {
+        return Vec::new();
+    };
+    let target = curve(ance)
+        .iter()
+        .map(|p| p.recall_at_10)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !target.is_finite() {
+        return Vec::new();
+    }
+    trained
+        .iter()
+        .map(|t| {
+            let hit = curve(t).into_iter().find(|p| p.recall_at_10 >= target);
+            Reach {
+                row: t.name.clone(),
+                target,
+                step: hit.map(|p| p.step),
+                train_s: hit.map(|p| p.train_s),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(slug("TB-HNS mix + random"), "tb-hns-mix-random");
+        assert_eq!(slug("  BM25 (weighted:0.8) "), "bm25-weighted-0-8");
+        assert_eq!(
+            run_dir(Path::new("/r"), "event", "ANCE", 3),
+            PathBuf::from("/r/event/ance/seed-3")
+        );
+    }
+}
