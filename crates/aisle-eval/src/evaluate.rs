@@ -405,6 +405,8 @@ fn rank_cases(
     Ok(out)
 }
 
+/// Ranks the queries of `cfg.part` with every group, one row each, then tests every row against
+/// the best one (and the reference).
 fn evaluate_groups_inner(
     ds: &Dataset,
     split: &Split,
@@ -426,21 +428,7 @@ fn evaluate_groups_inner(
             split.name, ds.name, cfg.part
         )));
     }
-    let depth = cfg.ks.iter().copied().max().unwrap_or(10).max(10);
-    let cases = cases_of(ds, &queries);
-    let seg = segments(ds, split, &queries);
-    // Distinct query groups for macro means.
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    let query_group: Vec<usize> = cases
-        .iter()
-        .map(|c| {
-            let n = group_of.len();
-            *group_of.entry(c.text).or_insert(n)
-        })
-        .collect();
-    let n_groups = group_of.len();
-
-    let outcome = outcomes(ds, &queries);
+    let qs = Queries::new(ds, split, queries, cfg);
     let mut rows = Vec::with_capacity(groups.len());
     let mut recall10: Vec<Vec<f64>> = Vec::with_capacity(groups.len());
     for (row, group) in groups.iter().enumerate() {
@@ -450,20 +438,97 @@ fn evaluate_groups_inner(
                 group.name
             )));
         }
-        let n_members = group.members.len() as f64;
-        // Per-query values of every metric (all defined: every query has a relevant product),
-        // summed over the members, then divided by their number.
-        let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        let mut cold_sum: Vec<Option<f64>> = vec![None; queries.len()];
-        let mut replay_sum: Vec<[Option<f64>; 4]> = vec![[None; 4]; queries.len()];
-        let mut r10 = vec![0.0; queries.len()];
-        let mut seeds = Vec::with_capacity(group.members.len());
-        let mut rank_s = 0.0;
-        let mut build_s = 0.0;
-        let (rows_n, members) = (groups.len(), group.members.len());
+        let values = qs.measure((row, groups.len()), group, cfg, &mut progress)?;
+        if let Some(p) = progress.as_mut() {
+            p(Progress::RowDone {
+                row,
+                rows: groups.len(),
+                name: &group.name,
+                build_s: values.build_s,
+                rank_s: values.rank_s,
+            });
+        }
+        rows.push(values.row(&group.name, &qs, cfg));
+        recall10.push(values.r10);
+    }
+    let best = best_row(&rows);
+    paired_tests(&mut rows, &recall10, best, cfg);
+    let mut notes = ds.notes.clone();
+    notes.push(format!("split `{}`: {}", split.name, split.description));
+    Ok(Report {
+        dataset: ds.name.clone(),
+        split: split.name.clone(),
+        part: cfg.part,
+        queries: qs.queries.len(),
+        skipped: all.len() - qs.queries.len(),
+        best: rows.get(best).map(|r| r.system.clone()).unwrap_or_default(),
+        segment_sizes: qs.segments.sizes,
+        rows,
+        notes,
+    })
+}
+
+/// The queries an evaluation ranks, and what is known of each before ranking.
+struct Queries<'a> {
+    split: &'a Split,
+    /// The evaluated queries (each with a relevant product), and their ranking cases.
+    queries: Vec<&'a EvalQuery>,
+    cases: Vec<Case<'a>>,
+    /// Ranking depth: the largest cut-off, at least 10.
+    depth: usize,
+    segments: Segments,
+    /// Each query's distinct text (an index among them), for macro means.
+    text_of: Vec<usize>,
+    texts: usize,
+    outcomes: Vec<Outcome>,
+}
+
+impl<'a> Queries<'a> {
+    fn new(
+        ds: &'a Dataset,
+        split: &'a Split,
+        queries: Vec<&'a EvalQuery>,
+        cfg: &EvalConfig,
+    ) -> Queries<'a> {
+        let depth = cfg.ks.iter().copied().max().unwrap_or(10).max(10);
+        let cases = cases_of(ds, &queries);
+        let segments = segments(ds, split, &queries);
+        // Distinct query groups for macro means.
+        let mut group_of: HashMap<&str, usize> = HashMap::new();
+        let text_of: Vec<usize> = cases
+            .iter()
+            .map(|c| {
+                let n = group_of.len();
+                *group_of.entry(c.text).or_insert(n)
+            })
+            .collect();
+        let texts = group_of.len();
+        let outcomes = outcomes(ds, &queries);
+        Queries {
+            split,
+            queries,
+            cases,
+            depth,
+            segments,
+            text_of,
+            texts,
+            outcomes,
+        }
+    }
+
+    /// Ranks every query with each member of `group` in turn (row `at.0` of `at.1`), a lazy
+    /// member built first and dropped at the end of its turn, so that one of them is in memory
+    /// at a time; returns the row's per-query values.
+    fn measure(
+        &self,
+        (row, rows): (usize, usize),
+        group: &Group,
+        cfg: &EvalConfig,
+        progress: &mut Option<&mut dyn FnMut(Progress<'_>)>,
+    ) -> Result<RowValues> {
+        let members = group.members.len();
+        let mut values = RowValues::new(self.queries.len(), members);
         for (member, m) in group.members.iter().enumerate() {
-            // A lazy member is built here and dropped at the end of its turn, so that one of
-            // them is in memory at a time.
             let built;
             let ranker: &dyn Ranker = match m {
                 Member::Ready(r) => *r,
@@ -471,7 +536,7 @@ fn evaluate_groups_inner(
                     if let Some(p) = progress.as_mut() {
                         p(Progress::Building {
                             row,
-                            rows: rows_n,
+                            rows,
                             name: &group.name,
                             member,
                             members,
@@ -479,136 +544,181 @@ fn evaluate_groups_inner(
                     }
                     let t = std::time::Instant::now();
                     built = build()?;
-                    build_s += t.elapsed().as_secs_f64();
+                    values.build_s += t.elapsed().as_secs_f64();
                     built.as_ref()
                 }
             };
             if let Some(p) = progress.as_mut() {
                 p(Progress::Ranking {
                     row,
-                    rows: rows_n,
+                    rows,
                     name: &group.name,
                     member,
                     members,
-                    queries: cases.len(),
+                    queries: self.cases.len(),
                 });
             }
             let t = std::time::Instant::now();
-            let rankings = rank_cases(ranker, &cases, depth, &mut progress)?;
-            rank_s += t.elapsed().as_secs_f64();
-            let mut add = |name: String, i: usize, x: f64| {
-                let v = per.entry(name).or_insert_with(|| vec![0.0; queries.len()]);
-                v[i] += x / n_members;
-            };
-            let mut r10_sum = 0.0;
-            for (i, (q, ranking)) in queries.iter().zip(&rankings).enumerate() {
-                let rel = &q.relevant;
-                for &k in &cfg.ks {
-                    add(
-                        format!("recall@{k}"),
-                        i,
-                        recall_at(ranking, rel, k).unwrap_or(0.0),
-                    );
-                }
-                let x = recall_at(ranking, rel, 10).unwrap_or(0.0);
-                r10_sum += x;
-                r10[i] += x / n_members;
+            let rankings = rank_cases(ranker, &self.cases, self.depth, progress)?;
+            values.rank_s += t.elapsed().as_secs_f64();
+            values.add(self, &rankings, cfg);
+        }
+        Ok(values)
+    }
+}
+
+/// One row's per-query values (all defined: every query has a relevant product), summed over
+/// the row's members, each divided by their number.
+struct RowValues {
+    /// Metric name -> value of each query.
+    per: BTreeMap<String, Vec<f64>>,
+    /// Recall@10 over each query's cold-start relevant products (where it has any).
+    cold: Vec<Option<f64>>,
+    /// The replayed outcomes of each query ([`REPLAY_NAMES`] order; where defined).
+    replay: Vec<[Option<f64>; 4]>,
+    /// Recall@10 of each query: what the paired tests compare.
+    r10: Vec<f64>,
+    /// Mean Recall@10 of each member.
+    seeds: Vec<f64>,
+    n_members: f64,
+    rank_s: f64,
+    build_s: f64,
+}
+
+impl RowValues {
+    fn new(queries: usize, members: usize) -> RowValues {
+        RowValues {
+            per: BTreeMap::new(),
+            cold: vec![None; queries],
+            replay: vec![[None; 4]; queries],
+            r10: vec![0.0; queries],
+            seeds: Vec::with_capacity(members),
+            n_members: members as f64,
+            rank_s: 0.0,
+            build_s: 0.0,
+        }
+    }
+
+    /// Adds one member's `rankings` of `qs`'s queries.
+    fn add(&mut self, qs: &Queries, rankings: &[Vec<ProductId>], cfg: &EvalConfig) {
+        let n_members = self.n_members;
+        let n = qs.queries.len();
+        let per = &mut self.per;
+        let mut add = |name: String, i: usize, x: f64| {
+            let v = per.entry(name).or_insert_with(|| vec![0.0; n]);
+            v[i] += x / n_members;
+        };
+        let mut r10_sum = 0.0;
+        for (i, (q, ranking)) in qs.queries.iter().zip(rankings).enumerate() {
+            let rel = &q.relevant;
+            for &k in &cfg.ks {
                 add(
-                    "ndcg@10".into(),
+                    format!("recall@{k}"),
                     i,
-                    ndcg_at(ranking, rel, 10).unwrap_or(0.0),
+                    recall_at(ranking, rel, k).unwrap_or(0.0),
                 );
-                add(
-                    "mrr".into(),
-                    i,
-                    reciprocal_rank(ranking, rel).unwrap_or(0.0),
-                );
-                // Recall of each query over its cold-start relevant products only.
-                let cold: Vec<_> = rel
-                    .iter()
-                    .copied()
-                    .filter(|r| r.1 > 0 && split.is_cold_start(r.0))
-                    .collect();
-                if let Some(x) = recall_at(ranking, &cold, 10) {
-                    *cold_sum[i].get_or_insert(0.0) += x / n_members;
-                }
-                for (slot, x) in replay_sum[i]
-                    .iter_mut()
-                    .zip(replay_values(&outcome[i], ranking))
-                {
-                    if let Some(x) = x {
-                        *slot.get_or_insert(0.0) += x / n_members;
-                    }
+            }
+            let x = recall_at(ranking, rel, 10).unwrap_or(0.0);
+            r10_sum += x;
+            self.r10[i] += x / n_members;
+            add(
+                "ndcg@10".into(),
+                i,
+                ndcg_at(ranking, rel, 10).unwrap_or(0.0),
+            );
+            add(
+                "mrr".into(),
+                i,
+                reciprocal_rank(ranking, rel).unwrap_or(0.0),
+            );
+            // Recall of each query over its cold-start relevant products only.
+            let cold: Vec<_> = rel
+                .iter()
+                .copied()
+                .filter(|r| r.1 > 0 && qs.split.is_cold_start(r.0))
+                .collect();
+            if let Some(x) = recall_at(ranking, &cold, 10) {
+                *self.cold[i].get_or_insert(0.0) += x / n_members;
+            }
+            for (slot, x) in self.replay[i]
+                .iter_mut()
+                .zip(replay_values(&qs.outcomes[i], ranking))
+            {
+                if let Some(x) = x {
+                    *slot.get_or_insert(0.0) += x / n_members;
                 }
             }
-            seeds.push(r10_sum / queries.len() as f64);
         }
-        if let Some(p) = progress.as_mut() {
-            p(Progress::RowDone {
-                row,
-                rows: rows_n,
-                name: &group.name,
-                build_s,
-                rank_s,
-            });
-        }
+        self.seeds.push(r10_sum / n as f64);
+    }
+
+    /// The row `name`: bootstrap estimates of every micro and macro mean, segment and replayed
+    /// outcome (the paired tests are left to [`paired_tests`]).
+    fn row(&self, name: &str, qs: &Queries, cfg: &EvalConfig) -> Row {
         // Seeded by the row's name, not its position: a system gets the same interval whatever
         // else is evaluated beside it.
-        let seed = cfg.seed ^ name_seed(&group.name);
-        let micro = per
+        let seed = cfg.seed ^ name_seed(name);
+        let estimate = |v: &[f64]| Estimate::of(v, cfg.resamples, seed);
+        let micro = self
+            .per
             .iter()
-            .map(|(m, v)| (m.clone(), Estimate::of(v, cfg.resamples, seed)))
+            .map(|(m, v)| (m.clone(), estimate(v)))
             .collect();
-        let macro_ = per
+        let macro_ = self
+            .per
             .iter()
             .map(|(m, v)| {
-                let mut sum = vec![0.0; n_groups];
-                let mut count = vec![0usize; n_groups];
-                for (x, &g) in v.iter().zip(&query_group) {
+                let mut sum = vec![0.0; qs.texts];
+                let mut count = vec![0usize; qs.texts];
+                for (x, &g) in v.iter().zip(&qs.text_of) {
                     sum[g] += x;
                     count[g] += 1;
                 }
                 let means: Vec<f64> = sum.iter().zip(&count).map(|(s, &c)| s / c as f64).collect();
-                (m.clone(), Estimate::of(&means, cfg.resamples, seed))
+                (m.clone(), estimate(&means))
             })
             .collect();
         let mut segments: BTreeMap<String, Estimate> = BTreeMap::new();
-        for name in seg.sizes.keys() {
+        for name in qs.segments.sizes.keys() {
             let values: Vec<f64> = if name == "cold-start products" {
-                cold_sum.iter().flatten().copied().collect()
+                self.cold.iter().flatten().copied().collect()
             } else {
-                r10.iter()
-                    .zip(&seg.of)
+                self.r10
+                    .iter()
+                    .zip(&qs.segments.of)
                     .filter(|(_, s)| s.contains(&name.as_str()))
                     .map(|(x, _)| *x)
                     .collect()
             };
             if !values.is_empty() {
-                segments.insert(name.clone(), Estimate::of(&values, cfg.resamples, seed));
+                segments.insert(name.clone(), estimate(&values));
             }
         }
         let replay = REPLAY_NAMES
             .iter()
             .enumerate()
             .filter_map(|(j, name)| {
-                let v: Vec<f64> = replay_sum.iter().filter_map(|r| r[j]).collect();
-                (!v.is_empty()).then(|| ((*name).to_owned(), Estimate::of(&v, cfg.resamples, seed)))
+                let v: Vec<f64> = self.replay.iter().filter_map(|r| r[j]).collect();
+                (!v.is_empty()).then(|| ((*name).to_owned(), estimate(&v)))
             })
             .collect();
-        recall10.push(r10);
-        rows.push(Row {
-            system: group.name.clone(),
+        Row {
+            system: name.to_owned(),
             micro,
             macro_,
             segments,
             replay,
             p_vs_best: None,
             p_vs_reference: None,
-            seeds,
-            rank_s,
-        });
+            seeds: self.seeds.clone(),
+            rank_s: self.rank_s,
+        }
     }
-    let best = (0..rows.len())
+}
+
+/// The row with the best micro Recall@10 (ties: the first).
+fn best_row(rows: &[Row]) -> usize {
+    (0..rows.len())
         .max_by(|&a, &b| {
             let m = |i: usize| {
                 rows[i]
@@ -618,7 +728,12 @@ fn evaluate_groups_inner(
             };
             m(a).total_cmp(&m(b)).then(b.cmp(&a))
         })
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// The paired randomization test on per-query Recall@10 (`recall10`, one per row) of every row
+/// against the best row and against [`EvalConfig::reference`].
+fn paired_tests(rows: &mut [Row], recall10: &[Vec<f64>], best: usize, cfg: &EvalConfig) {
     let reference = cfg
         .reference
         .as_ref()
@@ -641,19 +756,6 @@ fn evaluate_groups_inner(
             ));
         }
     }
-    let mut notes = ds.notes.clone();
-    notes.push(format!("split `{}`: {}", split.name, split.description));
-    Ok(Report {
-        dataset: ds.name.clone(),
-        split: split.name.clone(),
-        part: cfg.part,
-        queries: queries.len(),
-        skipped: all.len() - queries.len(),
-        best: rows.get(best).map(|r| r.system.clone()).unwrap_or_default(),
-        segment_sizes: seg.sizes,
-        rows,
-        notes,
-    })
 }
 
 /// A stable 64-bit seed from a name (FNV-1a).

@@ -2,9 +2,14 @@
 //!
 //! It owns the ranking [`metrics`] (Recall@K, graded NDCG, MRR, bootstrap intervals, the paired
 //! randomization test), the [`rankers`] an evaluation compares (BM25, popularity, query-log
-//! memorisation, per-user re-purchase, a trained dense model) and [`evaluate`], which runs them on a split's validation
-//! or test queries with micro and macro means and segments (head / torso / tail / unseen queries,
-//! cold-start products, cold-start users). It trains nothing and serves nothing.
+//! memorisation, per-user re-purchase, a trained dense model, MiniLM in [`zero_shot`]) and
+//! [`evaluate`], which runs them on a split's validation or test queries with micro and macro
+//! means and segments (head / torso / tail / unseen queries, cold-start products, cold-start
+//! users). Around those: the [`experiment`] runner, which has every row it compares trained by
+//! aisle-train (the training loop, the samplers and the MiniLM fine-tuning live there, not here)
+//! under one budget, makes its choices on validation and evaluates on test; [`rerank`], which
+//! fits the learned re-ranking head's few weights on validation queries; [`online`], the
+//! simulated A/B test; [`report`] and [`plot`], which write an experiment out. It serves nothing.
 //!
 //! ```no_run
 //! use aisle_core::adapters::{load, LoadOptions};

@@ -2,8 +2,10 @@
 //! horizontal stacked bars (seconds per phase and sampler) and horizontal bars with a 95% interval
 //! whisker (a test metric per system).
 //!
-//! Every chart is written twice, as `<stem>.png` and `<stem>.svg`, each first under a temporary
-//! name in the same folder and then renamed into place, so a crash never leaves half a file. The
+//! Every chart is written twice, as `<stem>.png` and `<stem>.svg`, each through
+//! [`aisle_core::io::write_atomic`] (a temporary file beside it, flushed to disk, renamed into
+//! place), so a crash never leaves half a file; the PNG is first drawn into a scratch file beside
+//! it, because plotters' bitmap encoder writes to a path only. The
 //! PNG backend rasterises its own text, so DejaVu Sans (`assets/DejaVuSans.ttf`, its licence next
 //! to it) is embedded in the binary and registered as `sans-serif`: CI machines have no system font
 //! libraries (fontconfig, FreeType) to find a font with. The SVG writes its text as `<text>`
@@ -479,44 +481,33 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A temporary file next to `dest`, removed unless renamed into place.
-struct Pending {
-    tmp: PathBuf,
-    dest: PathBuf,
-    done: bool,
-}
+/// A scratch file beside `dest` for the bitmap backend to draw into (it picks its encoder from
+/// the name's extension), removed when dropped.
+struct Scratch(PathBuf);
 
-impl Pending {
-    fn new(dest: &Path, ext: &str) -> Self {
+impl Scratch {
+    fn beside(dest: &Path, ext: &str) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut name = OsString::from(".");
         name.push(dest.file_name().unwrap_or_default());
-        // The bitmap backend picks its encoder from the extension, so the name ends with it.
         name.push(format!(".{}-{n}.tmp.{ext}", std::process::id()));
-        Self {
-            tmp: dest.with_file_name(name),
-            dest: dest.to_path_buf(),
-            done: false,
-        }
-    }
-
-    fn commit(mut self) -> PlotResult<()> {
-        fs::rename(&self.tmp, &self.dest).map_err(io_error(&self.dest))?;
-        self.done = true;
-        Ok(())
+        Scratch(dest.with_file_name(name))
     }
 }
 
-impl Drop for Pending {
+impl Drop for Scratch {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        let _ = fs::remove_file(&self.0);
     }
 }
 
-/// Draws `chart` to `<stem>.png` and `<stem>.svg`, each through a temporary file.
+/// Writes `bytes` to `path` with [`aisle_core::io::write_atomic`].
+fn write_file(path: &Path, bytes: &[u8]) -> PlotResult<()> {
+    aisle_core::io::write_atomic(path, |w| w.write_all(bytes)).map_err(io_error(path))
+}
+
+/// Draws `chart` to `<stem>.png` and `<stem>.svg`. Neither is written unless both were drawn.
 fn render<C: Chart>(stem: &Path, chart: &C) -> PlotResult<[PathBuf; 2]> {
     if stem.file_name().is_none() {
         return Err(invalid(stem, "the stem names no file".to_string()));
@@ -526,22 +517,22 @@ fn render<C: Chart>(stem: &Path, chart: &C) -> PlotResult<[PathBuf; 2]> {
     let png = with_ext(stem, "png");
     let svg = with_ext(stem, "svg");
 
-    let png_tmp = Pending::new(&png, "png");
+    let scratch = Scratch::beside(&png, "png");
     {
-        let root = BitMapBackend::new(&png_tmp.tmp, size).into_drawing_area();
+        let root = BitMapBackend::new(&scratch.0, size).into_drawing_area();
         chart.draw(&root).map_err(|e| draw_error(&png, e))?;
         root.present().map_err(|e| draw_error(&png, e))?;
     }
+    let png_bytes = fs::read(&scratch.0).map_err(io_error(&png))?;
+    drop(scratch);
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
         chart.draw(&root).map_err(|e| draw_error(&svg, e))?;
         root.present().map_err(|e| draw_error(&svg, e))?;
     }
-    let svg_tmp = Pending::new(&svg, "svg");
-    fs::write(&svg_tmp.tmp, text).map_err(io_error(&svg))?;
-    png_tmp.commit()?;
-    svg_tmp.commit()?;
+    write_file(&png, &png_bytes)?;
+    write_file(&svg, text.as_bytes())?;
     Ok([png, svg])
 }
 

@@ -1,13 +1,15 @@
 //! Writing an [`Experiment`] out: `report.md` with its tables and plots (PNG and SVG) and
-//! `results.json`, each written to a temporary file and renamed into place.
+//! `results.json`, each through [`aisle_core::io::write_atomic`] (a temporary file beside it,
+//! flushed to disk, renamed into place).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{Row, REPLAY_NAMES, REPLAY_NOTE};
+use crate::evaluate::{Report, Row, REPLAY_NAMES, REPLAY_NOTE};
 use crate::experiment::{mean_curve, slug, Experiment, Protocol, RowKind, Run};
 use crate::metrics::Estimate;
+use crate::online::SimulatedAb;
 use crate::plot::{self, IntervalBar, Series, StackedBar};
 
 /// What [`write`] wrote.
@@ -18,16 +20,12 @@ pub struct Written {
     pub plots: Vec<PathBuf>,
 }
 
+/// The error of a file that could not be written, naming it.
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
     move |source| EvalError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    aisle_core::io::write_atomic(path, |w| std::io::Write::write_all(w, bytes)).map_err(io(path))
 }
 
 /// Writes `results.json`, the plots and `report.md` into `dir` (created if missing). The JSON
@@ -37,7 +35,7 @@ pub fn write(exp: &Experiment, dir: &Path) -> Result<Written> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let results = dir.join("results.json");
     let json = serde_json::to_vec_pretty(exp).map_err(|e| EvalError::Ranker(e.to_string()))?;
-    write_atomic(&results, &json)?;
+    aisle_core::io::write_atomic(&results, |w| w.write_all(&json)).map_err(io(&results))?;
     let mut plots = Vec::new();
     let mut md = String::new();
     header(exp, &mut md);
@@ -58,7 +56,7 @@ pub fn write(exp: &Experiment, dir: &Path) -> Result<Written> {
     }
     footer(exp, &mut md);
     let report = dir.join("report.md");
-    write_atomic(&report, md.as_bytes())?;
+    aisle_core::io::write_atomic(&report, |w| w.write_all(md.as_bytes())).map_err(io(&report))?;
     Ok(Written {
         report,
         results,
@@ -288,6 +286,7 @@ fn image(md: &mut String, alt: &str, files: &[PathBuf; 2]) {
     );
 }
 
+/// One protocol's section of the report: its tables in order, each with its plot and notes.
 fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
     let r = &p.report;
     let _ = writeln!(md, "## Protocol `{}`\n\n{}\n", p.split, p.description);
@@ -296,7 +295,29 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         "{} test queries ({} without a relevant product left out).\n",
         r.queries, r.skipped
     );
-    // Recall@K.
+    recall_table(r, md);
+    choices(p, md);
+    if let Some(recall) = &plots.recall {
+        image(md, "test Recall@10 by system", recall);
+    }
+    verdict(p, md);
+    segment_table(r, md);
+    if let (Some(steps), Some(seconds)) = (&plots.steps, &plots.seconds) {
+        let _ = writeln!(md, "### Convergence\n");
+        image(md, "validation Recall@10 against steps", steps);
+        image(md, "validation Recall@10 against training seconds", seconds);
+    }
+    cost_table(p, plots, md);
+    fine_tuning_table(p, md);
+    replay_table(r, md);
+    if let Some(ab) = &p.simulated_ab {
+        ab_table(ab, md);
+    }
+}
+
+/// Every row's test Recall@K, NDCG@10, MRR, macro Recall@10, the paired test against the best
+/// row and each seed's Recall@10.
+fn recall_table(r: &Report, md: &mut String) {
     let _ = writeln!(md, "### Test Recall@K\n");
     let _ = writeln!(
         md,
@@ -334,6 +355,11 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
         );
     }
     let _ = writeln!(md);
+}
+
+/// The choices made on validation: BM25's field boosts, the history term's weight and the
+/// learned re-ranking head.
+fn choices(p: &Protocol, md: &mut String) {
     let _ = writeln!(
         md,
         "**BM25** (the BM25 row, and BM25 in hybrid rows): {}.\n",
@@ -364,216 +390,227 @@ fn protocol_section(p: &Protocol, plots: &Plots, md: &mut String) {
     if let Some(c) = &p.rerank {
         rerank_paragraph(c, md);
     }
-    if let Some(recall) = &plots.recall {
-        image(md, "test Recall@10 by system", recall);
-    }
-    verdict(p, md);
-    // Segments.
+}
+
+/// Recall@10 by segment (head / torso / tail / unseen queries, users, cold-start products).
+fn segment_table(r: &Report, md: &mut String) {
     let names: Vec<&String> = r.segment_sizes.keys().collect();
-    if !names.is_empty() {
-        let _ = writeln!(md, "### Recall@10 by segment\n");
-        let _ = write!(md, "| system |");
+    if names.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "### Recall@10 by segment\n");
+    let _ = write!(md, "| system |");
+    for n in &names {
+        let _ = write!(md, " {n} ({}) |", r.segment_sizes[*n]);
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(md, "|---|{}", "---|".repeat(names.len()));
+    for row in &r.rows {
+        let _ = write!(md, "| {} |", row.system);
         for n in &names {
-            let _ = write!(md, " {n} ({}) |", r.segment_sizes[*n]);
+            let _ = write!(
+                md,
+                " {} |",
+                row.segments.get(*n).map_or("-".into(), |e| format!(
+                    "{:.3} ±{:.3}",
+                    e.mean,
+                    (e.high - e.low) / 2.0
+                ))
+            );
         }
         let _ = writeln!(md);
-        let _ = writeln!(md, "|---|{}", "---|".repeat(names.len()));
-        for row in &r.rows {
-            let _ = write!(md, "| {} |", row.system);
-            for n in &names {
-                let _ = write!(
-                    md,
-                    " {} |",
-                    row.segments.get(*n).map_or("-".into(), |e| format!(
-                        "{:.3} ±{:.3}",
-                        e.mean,
-                        (e.high - e.low) / 2.0
-                    ))
-                );
-            }
-            let _ = writeln!(md);
-        }
-        let _ = writeln!(
-            md,
-            "\nHead / torso / tail: seen queries by training frequency, each third of the seen \
-             training events; unseen: no training pair has the query text (as `aisle dataset \
-             stats` counts them); cold-start products: recall over relevant products without a \
-             training interaction (count = relevant pairs); ± is half the 95% interval.\n"
-        );
     }
-    // Convergence and cost.
-    if let (Some(steps), Some(seconds)) = (&plots.steps, &plots.seconds) {
-        let _ = writeln!(md, "### Convergence\n");
-        image(md, "validation Recall@10 against steps", steps);
-        image(md, "validation Recall@10 against training seconds", seconds);
-    }
+    let _ = writeln!(
+        md,
+        "\nHead / torso / tail: seen queries by training frequency, each third of the seen \
+         training events; unseen: no training pair has the query text (as `aisle dataset \
+         stats` counts them); cold-start products: recall over relevant products without a \
+         training interaction (count = relevant pairs); ± is half the 95% interval.\n"
+    );
+}
+
+/// Each trained row's training cost: seconds by part, pairs per second, and the seconds to reach
+/// ANCE's best validation Recall@10.
+fn cost_table(p: &Protocol, plots: &Plots, md: &mut String) {
     let trained: Vec<_> = p.rows.iter().filter(|r| r.cost.is_some()).collect();
-    if !trained.is_empty() {
-        let _ = writeln!(md, "### Training cost\n");
-        let target = p.reach_ance.first().map(|x| x.target);
-        let _ = writeln!(
-            md,
-            "| row | sampler | validation R@10 | training s | ms / step | sampling s | forward s | backward s | refresh s | pairs/s | s to reach ANCE's best{} |",
-            target.map_or(String::new(), |t| format!(" ({t:.3})"))
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-        for row in trained {
-            let Some(c) = row.cost else { continue };
-            let runs: Vec<&Run> = p.runs.iter().filter(|r| r.row == row.name).collect();
-            let pairs = if runs.is_empty() {
-                "-".into()
-            } else {
-                format!(
-                    "{:.0}",
-                    runs.iter().map(|r| r.pairs_per_s).sum::<f64>() / runs.len() as f64
-                )
-            };
-            let steps = runs.first().map_or(0, |r| r.steps).max(1);
-            let ms_step = row.train_s.unwrap_or(0.0) * 1e3 / steps as f64;
-            let reach = p
-                .reach_ance
-                .iter()
-                .find(|x| x.row == row.name)
-                .map_or("-".into(), |x| match (x.step, x.train_s) {
-                    (Some(step), Some(s)) => format!("{s:.1} (step {step})"),
-                    _ => "not reached".into(),
-                });
-            let _ = writeln!(
-                md,
-                "| {} | `{}` | {} | {:.1} | {ms_step:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pairs} | {reach} |",
-                row.name,
-                row.sampler.as_deref().unwrap_or("-"),
-                row.validation_recall_at_10
-                    .map_or("-".into(), |v| format!("{v:.3}")),
-                row.train_s.unwrap_or(0.0),
-                c.sample_s,
-                c.forward_s,
-                c.backward_s,
-                c.refresh_s,
-            );
-        }
-        let _ = writeln!(
-            md,
-            "\nSeconds are training only (validation excluded), means over seeds; refresh is \
-             ANCE's re-indexing (its first index build included) or the personalized tower's \
-             catalog re-encodings. Building a sampler before the first step is not counted (BM25 \
-             negatives search every training query once then). Reaching ANCE's best is read at \
-             the validation points, every {} steps. Rows without training runs of their own \
-             (hybrid, history term) reuse a trained row's models.\n",
-            exp_eval_every(p)
-        );
-        if let Some(cost) = &plots.cost {
-            image(md, "training seconds by part", cost);
-        }
+    if trained.is_empty() {
+        return;
     }
-    if !p.fine_tuned.is_empty() {
-        let _ = writeln!(md, "### Fine-tuning MiniLM\n");
+    let _ = writeln!(md, "### Training cost\n");
+    let target = p.reach_ance.first().map(|x| x.target);
+    let _ = writeln!(
+        md,
+        "| row | sampler | validation R@10 | training s | ms / step | sampling s | forward s | backward s | refresh s | pairs/s | s to reach ANCE's best{} |",
+        target.map_or(String::new(), |t| format!(" ({t:.3})"))
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in trained {
+        let Some(c) = row.cost else { continue };
+        let runs: Vec<&Run> = p.runs.iter().filter(|r| r.row == row.name).collect();
+        let pairs = if runs.is_empty() {
+            "-".into()
+        } else {
+            format!(
+                "{:.0}",
+                runs.iter().map(|r| r.pairs_per_s).sum::<f64>() / runs.len() as f64
+            )
+        };
+        let steps = runs.first().map_or(0, |r| r.steps).max(1);
+        let ms_step = row.train_s.unwrap_or(0.0) * 1e3 / steps as f64;
+        let reach = p
+            .reach_ance
+            .iter()
+            .find(|x| x.row == row.name)
+            .map_or("-".into(), |x| match (x.step, x.train_s) {
+                (Some(step), Some(s)) => format!("{s:.1} (step {step})"),
+                _ => "not reached".into(),
+            });
         let _ = writeln!(
             md,
-            "| row | sampler | seed | steps | pairs / step | negatives / pair | AdamW lr | training s | pairs/s | sampling s | forward s | backward + AdamW s | mean loss, first -> last logged window (a twentieth of the steps) |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-        for f in &p.fine_tuned {
-            let s = &f.summary;
-            let loss = match (s.losses.first(), s.losses.last()) {
-                (Some(a), Some(b)) => format!("{:.3} -> {:.3}", a.1, b.1),
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                md,
-                "| {} | `{}` | {} | {} | {} | {} | {:e} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {loss} |",
-                f.row,
-                f.sampler,
-                f.seed,
-                s.steps,
-                f.batch_size,
-                f.negatives,
-                f.lr,
-                s.train_s,
-                s.pairs_per_s,
-                s.sample_s,
-                s.forward_s,
-                s.backward_s,
-            );
-        }
-        let _ = writeln!(
-            md,
-            "\nall-MiniLM-L6-v2 fine-tuned in candle on this machine's CPU cores with \
-             MultipleNegativesRankingLoss (scale 20): each query against every \
-             product of its step (in-batch, plus the sampled negatives), with the batch's other \
-             positives of the query masked. A small budget and one seed, because a step costs \
-             seconds on CPU; the n-gram rows above train for far more pairs in less time.\n"
+            "| {} | `{}` | {} | {:.1} | {ms_step:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pairs} | {reach} |",
+            row.name,
+            row.sampler.as_deref().unwrap_or("-"),
+            row.validation_recall_at_10
+                .map_or("-".into(), |v| format!("{v:.3}")),
+            row.train_s.unwrap_or(0.0),
+            c.sample_s,
+            c.forward_s,
+            c.backward_s,
+            c.refresh_s,
         );
     }
-    // Replay.
+    let _ = writeln!(
+        md,
+        "\nSeconds are training only (validation excluded), means over seeds; refresh is \
+         ANCE's re-indexing (its first index build included) or the personalized tower's \
+         catalog re-encodings. Building a sampler before the first step is not counted (BM25 \
+         negatives search every training query once then). Reaching ANCE's best is read at \
+         the validation points, every {} steps. Rows without training runs of their own \
+         (hybrid, history term) reuse a trained row's models.\n",
+        exp_eval_every(p)
+    );
+    if let Some(cost) = &plots.cost {
+        image(md, "training seconds by part", cost);
+    }
+}
+
+/// The fine-tuned MiniLM rows' runs.
+fn fine_tuning_table(p: &Protocol, md: &mut String) {
+    if p.fine_tuned.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "### Fine-tuning MiniLM\n");
+    let _ = writeln!(
+        md,
+        "| row | sampler | seed | steps | pairs / step | negatives / pair | AdamW lr | training s | pairs/s | sampling s | forward s | backward + AdamW s | mean loss, first -> last logged window (a twentieth of the steps) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for f in &p.fine_tuned {
+        let s = &f.summary;
+        let loss = match (s.losses.first(), s.losses.last()) {
+            (Some(a), Some(b)) => format!("{:.3} -> {:.3}", a.1, b.1),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} | {} | {} | {:e} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {loss} |",
+            f.row,
+            f.sampler,
+            f.seed,
+            s.steps,
+            f.batch_size,
+            f.negatives,
+            f.lr,
+            s.train_s,
+            s.pairs_per_s,
+            s.sample_s,
+            s.forward_s,
+            s.backward_s,
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nall-MiniLM-L6-v2 fine-tuned in candle on this machine's CPU cores with \
+         MultipleNegativesRankingLoss (scale 20): each query against every \
+         product of its step (in-batch, plus the sampled negatives), with the batch's other \
+         positives of the query masked. A small budget and one seed, because a step costs \
+         seconds on CPU; the n-gram rows above train for far more pairs in less time.\n"
+    );
+}
+
+/// The replayed outcomes of every row (held-out logged sessions).
+fn replay_table(r: &Report, md: &mut String) {
     let present: Vec<&str> = REPLAY_NAMES
         .iter()
         .copied()
         .filter(|n| r.rows.iter().any(|row| row.replay.contains_key(*n)))
         .collect();
-    if !present.is_empty() {
-        let _ = writeln!(
-            md,
-            "### Replayed outcomes (held-out logged sessions, not live)\n"
-        );
-        let _ = write!(md, "| system |");
+    if present.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "### Replayed outcomes (held-out logged sessions, not live)\n"
+    );
+    let _ = write!(md, "| system |");
+    for n in &present {
+        let n_q = r
+            .rows
+            .first()
+            .and_then(|row| row.replay.get(*n))
+            .map_or(0, |e| e.n);
+        let _ = write!(md, " {n} ({n_q}) |");
+    }
+    let _ = writeln!(md, "\n|---|{}", "---|".repeat(present.len()));
+    for row in &r.rows {
+        let _ = write!(md, "| {} |", row.system);
         for n in &present {
-            let n_q = r
-                .rows
-                .first()
-                .and_then(|row| row.replay.get(*n))
-                .map_or(0, |e| e.n);
-            let _ = write!(md, " {n} ({n_q}) |");
+            let _ = write!(md, " {} |", row.replay.get(*n).map_or("-".into(), ci));
         }
-        let _ = writeln!(md, "\n|---|{}", "---|".repeat(present.len()));
-        for row in &r.rows {
-            let _ = write!(md, "| {} |", row.system);
-            for n in &present {
-                let _ = write!(md, " {} |", row.replay.get(*n).map_or("-".into(), ci));
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md, "\n{REPLAY_NOTE}.\n");
+}
+
+/// The simulated A/B test's arms (synthetic customers).
+fn ab_table(ab: &SimulatedAb, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "### Simulated A/B test (synthetic customers, not live)\n\n{} held-out search \
+         sessions, top {} shown; control: {}.\n",
+        ab.sessions, ab.depth, ab.control
+    );
+    let _ = writeln!(
+        md,
+        "| arm | seeds | click-through | add to cart | conversion | revenue / session | average order value | conversion lift [95% CI] | add-to-cart lift | revenue lift | p (conversion) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for a in &ab.arms {
+        let lift = |e: &Option<Estimate>| e.as_ref().map_or("-".into(), ci);
+        let money = |e: &Estimate| {
+            if e.mean.is_finite() {
+                format!("{:.2} [{:.2}, {:.2}]", e.mean, e.low, e.high)
+            } else {
+                "-".into()
             }
-            let _ = writeln!(md);
-        }
-        let _ = writeln!(md, "\n{REPLAY_NOTE}.\n");
-    }
-    if let Some(ab) = &p.simulated_ab {
+        };
         let _ = writeln!(
             md,
-            "### Simulated A/B test (synthetic customers, not live)\n\n{} held-out search \
-             sessions, top {} shown; control: {}.\n",
-            ab.sessions, ab.depth, ab.control
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a.name,
+            a.seeds,
+            ci(&a.click_through),
+            ci(&a.add_to_cart),
+            ci(&a.conversion),
+            money(&a.revenue_per_session),
+            money(&a.average_order_value),
+            lift(&a.conversion_lift),
+            lift(&a.add_to_cart_lift),
+            a.revenue_lift.as_ref().map_or("-".into(), money),
+            a.p_conversion.map_or("-".into(), |p| format!("{p:.4}")),
         );
-        let _ = writeln!(
-            md,
-            "| arm | seeds | click-through | add to cart | conversion | revenue / session | average order value | conversion lift [95% CI] | add-to-cart lift | revenue lift | p (conversion) |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-        for a in &ab.arms {
-            let lift = |e: &Option<Estimate>| e.as_ref().map_or("-".into(), ci);
-            let money = |e: &Estimate| {
-                if e.mean.is_finite() {
-                    format!("{:.2} [{:.2}, {:.2}]", e.mean, e.low, e.high)
-                } else {
-                    "-".into()
-                }
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                a.name,
-                a.seeds,
-                ci(&a.click_through),
-                ci(&a.add_to_cart),
-                ci(&a.conversion),
-                money(&a.revenue_per_session),
-                money(&a.average_order_value),
-                lift(&a.conversion_lift),
-                lift(&a.add_to_cart_lift),
-                a.revenue_lift.as_ref().map_or("-".into(), money),
-                a.p_conversion.map_or("-".into(), |p| format!("{p:.4}")),
-            );
-        }
-        let _ = writeln!(md, "\n{}.\n", ab.note);
     }
+    let _ = writeln!(md, "\n{}.\n", ab.note);
 }
 
 /// Where the best TB-HNS row stands against every other row, in words.
