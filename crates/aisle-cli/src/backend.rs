@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use aisle_core::stats::fmt_n;
 use aisle_core::Dataset;
-use aisle_model::Model;
+use aisle_model::Encoder;
 use aisle_search::qdrant::{self, Client, QdrantTarget, Upload};
 use aisle_search::{ann_quality, ExactIndex, IndexChoice, QdrantConfig, VectorIndex};
 
@@ -74,7 +74,7 @@ impl BackendArgs {
         Ok(Some(IndexChoice::Qdrant(QdrantTarget {
             config,
             collection: self.collection.clone(),
-            model_digest: Some(aisle_search::rerank::HeadFile::model_digest(model_path)?),
+            model_digest: Some(crate::model_file::digest(model_path)?),
         })))
     }
 }
@@ -108,7 +108,7 @@ pub fn upload(
     args: &UploadArgs,
     graph: (usize, usize),
     ds: &Dataset,
-    model: &Model,
+    model: &dyn Encoder,
     model_path: &Path,
     vectors: &[f32],
     check: Option<(&[f32], usize)>,
@@ -121,7 +121,7 @@ pub fn upload(
         ds,
         vectors,
         dim: d,
-        model_digest: aisle_search::rerank::HeadFile::model_digest(model_path)?,
+        model_digest: crate::model_file::digest(model_path)?,
         collection: backend.collection.clone(),
         shards: args.shards,
         replicas: args.replicas,

@@ -16,6 +16,10 @@
 //! Qdrant (one node or a cluster: name every node), beside the embedded index in the same run,
 //! with the upload time, the nodes' resident memory and what the REST path adds.
 //!
+//! With `--minilm DIR` each size is also served with all-MiniLM-L6-v2 as the towers (the folder
+//! DIR, pretrained or fine-tuned), so that its latency, query encoding included, stands beside
+//! the n-gram towers'.
+//!
 //! Half the requests name a customer with history (personalized), half do not. The server, the
 //! load generator and this process share the machine's cores: the figures are for all of them
 //! on one box, which is what a 2-core machine can serve while also generating its own load.
@@ -77,6 +81,12 @@ pub struct BenchSearchArgs {
     /// (DIR/N/aisle-ann.tsv), for `scripts/bench-ann-peers.py` to put faiss and hnswlib beside.
     #[arg(long)]
     pub export_vectors: Option<PathBuf>,
+    /// Also serve each size's world with all-MiniLM-L6-v2 from this model folder (pretrained,
+    /// or fine-tuned by `aisle train --tower minilm`) as the query and product tower, through
+    /// the same Searcher and server: every request's latency then includes a MiniLM forward
+    /// pass. It encodes the whole catalog first (about 500 products/s on 2 cores).
+    #[arg(long)]
+    pub minilm: Option<PathBuf>,
     /// `--backend qdrant --url ...` adds, for each size, the same measurements with the vectors
     /// in Qdrant (uploaded first, as `aisle index --backend qdrant` does).
     #[command(flatten)]
@@ -209,15 +219,16 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
     let qdrant = args.backend.qdrant()?;
     let kept = qdrant.is_some().then(|| vectors.clone());
     let t = Instant::now();
+    let options = SearcherOptions {
+        index,
+        ..SearcherOptions::default()
+    };
     let searcher = Searcher::with_vectors(
         Arc::clone(&ds),
         model.clone(),
         vectors,
         Histories::all(&ds),
-        &SearcherOptions {
-            index,
-            ..SearcherOptions::default()
-        },
+        &options,
     )?;
     let build_s = t.elapsed().as_secs_f64();
     let texts: Vec<String> = {
@@ -251,6 +262,23 @@ fn bench_size(args: &BenchSearchArgs, products: usize, wrk: bool) -> Result<Vec<
     let mut rows = measure(
         args, products, searcher, build_s, bytes, &texts, &queries, wrk,
     )?;
+    if let Some(dir) = &args.minilm {
+        let t = Instant::now();
+        let encoder = aisle_transformer::MiniLm::load(dir)
+            .with_context(|| format!("loading MiniLM from {}", dir.display()))?;
+        let searcher = Searcher::build(Arc::clone(&ds), encoder, Histories::all(&ds), &options)?;
+        let build_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "[{}] MiniLM ({}): catalog encoded and {} index built in {build_s:.1} s",
+            fmt_n(products),
+            dir.display(),
+            searcher.index_kind()
+        );
+        let bytes = searcher.index_bytes() as f64;
+        rows.extend(measure(
+            args, products, searcher, build_s, bytes, &texts, &queries, wrk,
+        )?);
+    }
     if let (Some(cfg), Some(vectors)) = (qdrant, kept) {
         let (searcher, upload_s, collection) = on_qdrant(args, &cfg, &ds, model, vectors)?;
         let effort = args.expansion_search.last().copied().unwrap_or(0);
@@ -284,8 +312,7 @@ fn export(
     build_s: f64,
 ) -> Result<()> {
     use std::fmt::Write as _;
-    let model = searcher.model();
-    let d = model.dim();
+    let d = searcher.encoder().dim();
     let n = searcher.dataset().catalog.len();
     let products: Vec<f32> = (0..n)
         .flat_map(|p| {
@@ -295,8 +322,7 @@ fn export(
                 .copied()
         })
         .collect();
-    let rows = aisle_model::FeatureRows::build(&model.featurizer, texts);
-    let queries = model.encode_rows(aisle_model::Side::Query, &rows);
+    let queries = searcher.encode_queries(texts)?;
     let write = |name: &str, values: &[f32]| {
         crate::train::write_atomic(
             &dir.join(name),
@@ -354,7 +380,7 @@ fn measure(
     wrk: bool,
 ) -> Result<Vec<Row>> {
     let index_kind = searcher.index_kind();
-    let label = if index_kind == "qdrant" {
+    let mut label = if index_kind == "qdrant" {
         format!(
             "qdrant, {} node(s), {} shard(s) x {} replica(s)",
             args.backend.url.len(),
@@ -364,6 +390,11 @@ fn measure(
     } else {
         index_kind.to_owned()
     };
+    // The n-gram towers are the default and go unnamed, as in earlier tables.
+    let encoder = searcher.encoder().kind();
+    if encoder != "n-gram" {
+        label = format!("{label}, {encoder} towers");
+    }
     let efforts: Vec<Option<usize>> = if index_kind == "exact" {
         vec![None]
     } else {
@@ -528,10 +559,8 @@ fn rest_overhead(
     texts: &[&str],
     effort: usize,
 ) -> Result<String> {
-    let model = searcher.model();
-    let d = model.dim();
-    let rows = aisle_model::FeatureRows::build(&model.featurizer, texts);
-    let queries = model.encode_rows(aisle_model::Side::Query, &rows);
+    let d = searcher.encoder().dim();
+    let queries = searcher.encode_queries(texts)?;
     let target = qdrant::QdrantTarget {
         config: cfg.clone(),
         collection: Some(collection.to_owned()),

@@ -13,7 +13,9 @@ use aisle_eval::{
     Bm25Ranker, DenseOptions, DenseRanker, EvalConfig, EvalError, Group, HistoryRule, Member,
     MemorisationRanker, Part, PopularityRanker, Ranker, RepurchaseRanker,
 };
-use aisle_model::Model;
+use aisle_model::Encoder;
+
+use crate::model_file::Made;
 use aisle_search::{IndexChoice, Mode};
 
 use crate::train::pick_split;
@@ -38,7 +40,8 @@ pub struct EvalArgs {
     /// Which queries of the split.
     #[arg(long, value_enum, default_value_t = PartArg::Test)]
     pub part: PartArg,
-    /// A trained model to evaluate, as PATH or NAME=PATH (repeatable).
+    /// A trained model to evaluate, as PATH or NAME=PATH (repeatable): an n-gram model file, or
+    /// a MiniLM model folder (pretrained, or fine-tuned by `aisle train --tower minilm`).
     #[arg(long)]
     pub model: Vec<String>,
     /// Also evaluate each model fused with BM25 in this mode (rrf, rrf:K or weighted:ALPHA),
@@ -108,19 +111,20 @@ enum Planned {
 /// A model file given with `--model`, checked before the first row is ranked.
 struct Checked {
     path: PathBuf,
-    meta: serde_json::Value,
+    made: Made,
     index: IndexChoice,
 }
 
-/// The model file whose rows are being evaluated, shared by them: one embedding table in memory
-/// at a time (2^20 x 128 f32, 512 MiB, for the default model), whatever the number of rows.
+/// The model whose rows are being evaluated, shared by them: one model in memory at a time
+/// (for the default n-gram model an embedding table of 2^20 x 128 f32, 512 MiB), whatever the
+/// number of rows.
 struct Current<'a> {
     models: &'a [Checked],
-    loaded: RefCell<Option<(usize, Arc<Model>)>>,
+    loaded: RefCell<Option<(usize, Arc<dyn Encoder>)>>,
 }
 
 impl Current<'_> {
-    fn get(&self, k: usize) -> Result<Arc<Model>> {
+    fn get(&self, k: usize) -> Result<Arc<dyn Encoder>> {
         let mut loaded = self.loaded.borrow_mut();
         if let Some((_, model)) = loaded.as_ref().filter(|(i, _)| *i == k) {
             return Ok(Arc::clone(model));
@@ -128,14 +132,12 @@ impl Current<'_> {
         // The previous model's table is freed before the next one is read.
         *loaded = None;
         let path = &self.models[k].path;
-        let (model, meta) = aisle_model::artifact::load(path)
-            .with_context(|| format!("loading model {}", path.display()))?;
+        let (model, made) = crate::model_file::read(path)?;
         anyhow::ensure!(
-            meta == self.models[k].meta,
+            made == self.models[k].made,
             "{} changed during the evaluation",
             path.display()
         );
-        let model = Arc::new(model);
         *loaded = Some((k, Arc::clone(&model)));
         Ok(model)
     }
@@ -182,19 +184,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             None => (None, PathBuf::from(spec)),
         })
         .collect();
-    // (meta, history as trained, the other-dataset note, personalized or not) of each file.
-    type Facts = (serde_json::Value, usize, Option<String>, bool);
+    // (how it was made, history as trained, the other-dataset note, personalized or not) of
+    // each model.
+    type Facts = (Made, usize, Option<String>, bool);
     let mut facts: Vec<Option<Facts>> = specs.iter().map(|_| None).collect();
-    let mut first: Option<Arc<Model>> = None;
+    let mut first: Option<Arc<dyn Encoder>> = None;
     for (k, (_, path)) in specs.iter().enumerate().rev() {
         let crate::model_file::ModelFile {
-            model,
-            meta,
+            encoder,
+            made,
             history,
             other_dataset,
         } = crate::model_file::load(path, &ds, "evaluated", args.allow_other_dataset)?;
-        facts[k] = Some((meta, history, other_dataset, model.personal.is_some()));
-        first = (k == 0).then(|| Arc::new(model));
+        facts[k] = Some((made, history, other_dataset, encoder.personal().is_some()));
+        first = (k == 0).then_some(encoder);
     }
     // Notes every figure of the report must carry (models let through from other data, rows
     // left out).
@@ -212,7 +215,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let mut checked: Vec<Checked> = Vec::new();
     let mut heads = 0;
     for (k, ((name, path), facts)) in specs.into_iter().zip(facts).enumerate() {
-        let (meta, history, other_dataset, personal) =
+        let (made, history, other_dataset, personal) =
             facts.context("every model file was loaded")?;
         notes.extend(other_dataset);
         let history = args.history.unwrap_or(history);
@@ -220,7 +223,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             .backend
             .choice(&path)?
             .unwrap_or(aisle_search::IndexChoice::Exact);
-        let name = name.unwrap_or_else(|| match meta.get("sampler").and_then(|s| s.as_str()) {
+        let name = name.unwrap_or_else(|| match made.sampler() {
             Some(s) => format!("dense {s}"),
             None => format!("dense {}", path.display()),
         });
@@ -312,7 +315,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             bm25,
         };
         planned.push(dense(name, options, None));
-        checked.push(Checked { path, meta, index });
+        checked.push(Checked { path, made, index });
     }
     anyhow::ensure!(
         !args.rerank || heads > 0,

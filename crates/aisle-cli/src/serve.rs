@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Histories};
-use aisle_model::Model;
+use aisle_model::Encoder;
 use aisle_search::{
     recall_at_k, ExactIndex, HnswIndex, HnswParams, IndexChoice, Quantization, Searcher,
     SearcherOptions,
@@ -44,8 +44,9 @@ pub struct ModelSource {
     pub dataset: String,
     #[command(flatten)]
     pub data: DataOpts,
-    /// The model file [default: out/serve/DATASET/model.aisle, trained on the spot (personalized
-    /// TB-HNS, 2,000 steps) when it does not exist].
+    /// The model: a model file from `aisle train`, or a MiniLM model folder (`aisle train
+    /// --tower minilm`'s model/, or the pretrained one) [default: out/serve/DATASET/model.aisle,
+    /// trained on the spot (personalized TB-HNS, 2,000 steps) when it does not exist].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Training steps when the default model has to be trained.
@@ -81,11 +82,14 @@ impl ModelSource {
         if path.exists() {
             // The default model follows the dataset: one trained on other data (an older
             // generator, changed files) is trained again rather than refused.
-            let (_, meta) = aisle_model::artifact::load(&path)
-                .with_context(|| format!("loading model {}", path.display()))?;
-            match crate::model_file::other_dataset(&path, &meta, ds, "served") {
-                None => return Ok(path),
-                Some(why) => eprintln!("{why}: training the default model again"),
+            // One written by an older aisle, whose metadata this one cannot read, too.
+            match crate::model_file::read(&path) {
+                Ok((_, made)) => match crate::model_file::other_dataset(&path, &made, ds, "served")
+                {
+                    None => return Ok(path),
+                    Some(why) => eprintln!("{why}: training the default model again"),
+                },
+                Err(e) => eprintln!("{e:#}: training the default model again"),
             }
         }
         let dir = path
@@ -219,14 +223,14 @@ fn build_searcher(
     let file = crate::model_file::load(model_path, ds, "served", uses.allow_other_dataset)?;
     let head = uses.head.file(model_path)?;
     // A head was fitted with the towers reading the head's own history window.
-    let tower_history = if head.is_some() && file.model.personal.is_some() {
+    let tower_history = if head.is_some() && file.encoder.personal().is_some() {
         uses.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)
     } else {
         uses.history.unwrap_or(file.history)
     };
     // A saved index's header must name this model file (read again at each reload).
     let model_digest = match index {
-        IndexChoice::Saved(_) => Some(aisle_search::rerank::HeadFile::model_digest(model_path)?),
+        IndexChoice::Saved(_) => Some(crate::model_file::digest(model_path)?),
         _ => None,
     };
     let opts = SearcherOptions {
@@ -236,7 +240,7 @@ fn build_searcher(
         model_digest,
         ..SearcherOptions::default()
     };
-    let mut searcher = Searcher::build(Arc::clone(ds), file.model, histories, &opts)
+    let mut searcher = Searcher::build(Arc::clone(ds), file.encoder, histories, &opts)
         .with_context(|| format!("building the searcher for {}", model_path.display()))?;
     if let Some(note) = file.other_dataset {
         searcher.add_note(note);
@@ -364,7 +368,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         fmt_n(ds.users.len()),
         model_path.display(),
         searcher.index_kind(),
-        if searcher.model().personal.is_some() {
+        if searcher.encoder().personal().is_some() {
             ", personalized"
         } else {
             ""
@@ -476,11 +480,11 @@ pub fn index(args: IndexArgs) -> Result<()> {
     let model_path = args.source.resolve(&ds)?;
     let model =
         crate::model_file::load(&model_path, &ds, "indexed", args.source.allow_other_dataset)?
-            .model;
+            .encoder;
     let d = model.dim();
     let qdrant = args.backend.qdrant()?;
     let start = Instant::now();
-    let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
+    let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy)?;
     let t_encode = start.elapsed().as_secs_f64();
     if let Some(cfg) = qdrant {
         eprintln!(
@@ -489,14 +493,15 @@ pub fn index(args: IndexArgs) -> Result<()> {
         );
         let queries = args
             .check
-            .then(|| check_queries(&model, &ds, &vectors, args.check_queries));
+            .then(|| check_queries(model.as_ref(), &ds, &vectors, args.check_queries))
+            .transpose()?;
         return crate::backend::upload(
             &cfg,
             &args.backend,
             &args.upload,
             (args.connectivity, args.expansion_add),
             &ds,
-            &model,
+            model.as_ref(),
             &model_path,
             &vectors,
             queries.as_deref().map(|q| (q, args.expansion_search)),
@@ -526,7 +531,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let stamp = aisle_search::IndexStamp {
-        model_digest: aisle_search::rerank::HeadFile::model_digest(&model_path)?,
+        model_digest: crate::model_file::digest(&model_path)?,
         catalog_digest: aisle_search::qdrant::catalog_digest(&ds),
     };
     index
@@ -547,7 +552,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
         bytes as f64 / ds.catalog.len().max(1) as f64
     );
     if args.check {
-        let queries = check_queries(&model, &ds, &vectors, args.check_queries);
+        let queries = check_queries(model.as_ref(), &ds, &vectors, args.check_queries)?;
         let exact = ExactIndex::new(d, vectors)?;
         let r = recall_at_k(&index, &exact, &queries, 10)?;
         println!(
@@ -561,7 +566,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
 
 /// Query vectors for `--check`: the test queries' texts through the query tower, or evenly
 /// spaced product vectors when there are none.
-fn check_queries(model: &Model, ds: &Dataset, vectors: &[f32], n: usize) -> Vec<f32> {
+fn check_queries(model: &dyn Encoder, ds: &Dataset, vectors: &[f32], n: usize) -> Result<Vec<f32>> {
     let d = model.dim();
     let texts: Vec<&str> = ds
         .default_split()
@@ -578,12 +583,11 @@ fn check_queries(model: &Model, ds: &Dataset, vectors: &[f32], n: usize) -> Vec<
     if texts.is_empty() {
         let products = vectors.len() / d;
         let step = (products / n.max(1)).max(1);
-        return (0..products)
+        return Ok((0..products)
             .step_by(step)
             .take(n)
             .flat_map(|p| vectors[p * d..(p + 1) * d].iter().copied())
-            .collect();
+            .collect());
     }
-    let rows = aisle_model::FeatureRows::build(&model.featurizer, &texts);
-    model.encode_rows(aisle_model::Side::Query, &rows)
+    Ok(model.encode_queries(&texts)?)
 }

@@ -10,7 +10,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Split};
 use aisle_model::personal::Fusion;
-use aisle_model::{FeatureRows, Side};
 use aisle_train::bench::BenchFigures;
 use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE};
@@ -595,7 +594,7 @@ fn fit_head(
 
 #[derive(Args)]
 pub struct EncodeArgs {
-    /// A model file written by `aisle train` (model.aisle).
+    /// A model file written by `aisle train` (model.aisle), or a MiniLM model folder.
     #[arg(long)]
     pub model: PathBuf,
     /// Embed this dataset's catalog.
@@ -612,14 +611,13 @@ pub struct EncodeArgs {
 }
 
 pub fn encode(args: EncodeArgs) -> Result<()> {
-    let (model, meta) = aisle_model::artifact::load(&args.model)?;
+    let (model, made) = crate::model_file::read(&args.model)?;
     let d = model.dim();
     let (ids, vectors) = match (&args.dataset, &args.queries) {
         (Some(name), None) => {
             let ds = args.data.load(name)?;
-            let rows = model.product_features(&ds.catalog, &ds.taxonomy);
             let ids: Vec<String> = ds.catalog.iter().map(|(_, p)| p.id.clone()).collect();
-            (ids, model.encode_rows(Side::Product, &rows))
+            (ids, model.encode_catalog(&ds.catalog, &ds.taxonomy)?)
         }
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
@@ -630,8 +628,8 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned)
                 .collect();
-            let rows = FeatureRows::build(&model.featurizer, &queries);
-            let v = model.encode_rows(Side::Query, &rows);
+            let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+            let v = model.encode_queries(&texts)?;
             (queries, v)
         }
         _ => bail!("say what to encode: --dataset NAME (its catalog) or --queries FILE"),
@@ -669,8 +667,8 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
             args.out.display()
         ),
     }
-    if let Some(ds) = meta.get("dataset") {
-        eprintln!("(model trained on {ds}, sampler {})", meta["sampler"]);
+    if let (Some((ds, _)), Some(sampler)) = (made.dataset(), made.sampler()) {
+        eprintln!("(model trained on {ds}, sampler {sampler})");
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
         .minilm_model
         .clone()
         .unwrap_or_else(|| aisle_transformer::default_dir(Path::new(".")));
-    let ds = args.data.load(&args.dataset)?;
+    let ds = std::sync::Arc::new(args.data.load(&args.dataset)?);
     let split = pick_split(&ds, args.split.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("out/train").join(format!(

@@ -1242,6 +1242,88 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
         summary["config"]["sampler"],
         "taxonomy:leaf=1,sibling=1,cousin=0.5,pool=interacted"
     );
+    // The folder says what it was tuned on; `eval`, `index` and `serve` take it as they take a
+    // model file, through the same Searcher (what is measured is what is served).
+    let tuned: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(model.join("aisle.json")).expect("aisle.json in the model folder"),
+    )
+    .expect("json");
+    assert_eq!(tuned["steps"], 3);
+    assert!(tuned["dataset_digest"].is_string(), "{tuned}");
+    let folder = model.to_str().expect("utf-8 path");
+    let eval = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--part",
+        "validation",
+        "--no-baselines",
+        "--model",
+        &format!("ft={folder}"),
+        "--model",
+        &format!("pre={bert}"),
+    ]);
+    let (stdout, stderr) = text(&eval);
+    assert!(eval.status.success(), "{stdout}\n{stderr}");
+    // The same validation figure that `train` printed for the fine-tuned folder.
+    let printed = stdout_of_train_figure(&text(&run).0);
+    assert!(
+        (recall_of(&stdout, "ft") - printed).abs() < 5e-4,
+        "eval {} against train's {printed}:\n{stdout}",
+        recall_of(&stdout, "ft")
+    );
+    let index_file = dir.path().join("minilm.usearch");
+    let index_file = index_file.to_str().expect("utf-8 path");
+    let index = aisle(&[
+        "index",
+        "--dataset",
+        &world,
+        "--model",
+        folder,
+        "--out",
+        index_file,
+        "--check",
+    ]);
+    let (stdout, stderr) = text(&index);
+    assert!(index.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("recall@10 vs exact"), "{stdout}");
+    let (_server, url, _lines) = spawn_serve(&[
+        "--dataset",
+        &world,
+        "--model",
+        folder,
+        "--index",
+        index_file,
+    ]);
+    let get = |path: &str| -> serde_json::Value {
+        let mut r = ureq::get(format!("{url}{path}")).call().expect(path);
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON")
+    };
+    let health = get("/healthz");
+    assert_eq!(health["encoder"], "MiniLM", "{health}");
+    assert_eq!(health["dim"], aisle_transformer::tiny::DIM, "{health}");
+    assert_eq!(health["index"], "hnsw (saved)", "{health}");
+    let found = get("/search?q=the&k=5");
+    assert_eq!(
+        found["results"].as_array().map(Vec::len),
+        Some(5),
+        "{found}"
+    );
+    // A folder tuned on other data is refused, as a model file is.
+    let mut other = tuned.clone();
+    other["dataset_digest"] = "00000000".into();
+    std::fs::write(model.join("aisle.json"), other.to_string()).expect("write aisle.json");
+    let refused = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--no-baselines",
+        "--model",
+        folder,
+    ]);
+    let (_, stderr) = text(&refused);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("with dataset digest 00000000"), "{stderr}");
     // Flags of the n-gram tower are refused by name; so is ANCE; a missing model folder says
     // how to prepare it.
     for (model, extra, want) in [
@@ -1258,6 +1340,17 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
         assert!(!o.status.success());
         assert!(stderr.contains(want), "{stderr}");
     }
+}
+
+/// The fine-tuned figure of `aisle train --tower minilm`'s line
+/// `validation R@10      pretrained A [..] -> fine-tuned B [..]`.
+fn stdout_of_train_figure(stdout: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("-> fine-tuned "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no fine-tuned validation figure:\n{stdout}"))
 }
 
 /// The first R@10 figure of `aisle eval`'s table row `row`.

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
+use aisle_core::split::QuerySource;
 use aisle_core::{Dataset, Histories, Kind, ProductId, Split, UserId};
-use aisle_model::Model;
+use aisle_model::IntoEncoder;
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
 use aisle_search::rerank::{counts_as_bought, product_words, words};
 use aisle_search::searcher::Candidates;
 use aisle_search::{
     HistoryInput, IndexChoice, Mode, Request, Reranker, Searcher, SearcherOptions, Signals, MAX_K,
 };
-use aisle_train::data::QuerySource;
 
 use serde::Serialize;
 
@@ -317,7 +317,7 @@ impl DenseRanker {
     /// `history`: earlier interactions a personalized model reads (ignored by a plain one).
     pub fn new(
         name: impl Into<String>,
-        model: impl Into<Arc<Model>>,
+        model: impl IntoEncoder,
         ds: &Arc<Dataset>,
         split: &Split,
         history: usize,
@@ -328,7 +328,7 @@ impl DenseRanker {
     /// A ranker searching in `mode` (dense, or hybrid with BM25).
     pub fn with_mode(
         name: impl Into<String>,
-        model: impl Into<Arc<Model>>,
+        model: impl IntoEncoder,
         ds: &Arc<Dataset>,
         split: &Split,
         history: usize,
@@ -352,7 +352,7 @@ impl DenseRanker {
     /// A ranker with every option of the Searcher it ranks through, over exact search.
     pub fn with_options(
         name: impl Into<String>,
-        model: impl Into<Arc<Model>>,
+        model: impl IntoEncoder,
         ds: &Arc<Dataset>,
         split: &Split,
         options: &DenseOptions,
@@ -363,11 +363,11 @@ impl DenseRanker {
     /// Like [`with_options`](Self::with_options), searching `index` (an HNSW graph, or a Qdrant
     /// collection: what `aisle serve --backend qdrant` serves is then what is measured).
     ///
-    /// `model` may be an `Arc<Model>` that other rankers of the same model file share: the
-    /// ranker then adds the catalog's vectors, not another copy of the embedding table.
+    /// `model` (the n-gram towers or MiniLM) may be an `Arc` that other rankers of the same
+    /// model share: the ranker then adds the catalog's vectors, not another copy of its weights.
     pub fn with_index(
         name: impl Into<String>,
-        model: impl Into<Arc<Model>>,
+        model: impl IntoEncoder,
         ds: &Arc<Dataset>,
         split: &Split,
         options: &DenseOptions,
@@ -380,6 +380,19 @@ impl DenseRanker {
             HistoryRule::TrainingOnly => Histories::from_split(ds, split),
             HistoryRule::Hidden => Histories::default(),
         };
+        Self::over(name, model, ds, histories, options, index)
+    }
+
+    /// A ranker over these customers' `histories` (none: every customer as if new, which is
+    /// what a model without a personalized tower or history term reads anyway).
+    pub fn over(
+        name: impl Into<String>,
+        model: impl IntoEncoder,
+        ds: &Arc<Dataset>,
+        histories: Histories,
+        options: &DenseOptions,
+        index: IndexChoice,
+    ) -> Result<Self> {
         let opts = SearcherOptions {
             index,
             history: options.history,

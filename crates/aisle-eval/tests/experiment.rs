@@ -73,7 +73,7 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
         .catalog
         .iter()
         .flat_map(|(_, p)| {
-            aisle_train::transformer::product_text(&ds, p)
+            aisle_transformer::product_text(p, &ds.taxonomy)
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()

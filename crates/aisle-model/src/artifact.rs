@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::meta::ModelMeta;
 use crate::model::{Model, ModelConfig};
 use crate::personal::Personalizer;
 use crate::tower::{init_row, Dense, TwoTower};
@@ -265,6 +266,28 @@ pub const MAX_TABLE_FLOATS: usize = 1 << 32;
 pub fn load(path: &Path) -> Result<(Model, serde_json::Value)> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
     from_bytes(&bytes, path)
+}
+
+/// Writes a trained model file: the model and how it was made ([`ModelMeta`]).
+pub fn save_trained(model: &Model, meta: &ModelMeta, path: &Path) -> Result<()> {
+    save(model, &meta.to_json(), path)
+}
+
+/// Reads a trained model file, whose metadata must be a complete [`ModelMeta`]; a model with a
+/// personalized tower must record the tower's settings (the history window it was trained
+/// with is what serving reads).
+pub fn load_trained(path: &Path) -> Result<(Model, ModelMeta)> {
+    let (model, json) = load(path)?;
+    let meta = ModelMeta::from_json(path, &json)?;
+    if model.personal.is_some() && meta.personalize.is_none() {
+        return Err(ModelError::Corrupt {
+            path: path.to_path_buf(),
+            why: "the model has a personalized tower but its metadata has no `personalize` \
+                  (its settings, the history window among them)"
+                .into(),
+        });
+    }
+    Ok((model, meta))
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //!
 //! It owns the text [`featurize`]r (hashed word and character n-grams), the n-gram two-tower
 //! encoder ([`tower`]) with its hand-written backward pass, the [`Model`] that ties them to a
-//! product-text recipe, and the model file ([`artifact`]). It does not train (aisle-train) or
+//! product-text recipe, the personalized query tower ([`personal`]) with its customer features
+//! ([`demographics`]), the model file ([`artifact`]), and the [`Encoder`] trait that the n-gram
+//! model and MiniLM (aisle-transformer) both implement. It does not train (aisle-train) or
 //! search (aisle-search).
 //!
 //! ```
@@ -14,14 +16,18 @@
 
 pub mod artifact;
 pub mod demographics;
+pub mod encoder;
 pub mod error;
 pub mod featurize;
 pub mod linalg;
+pub mod meta;
 pub mod model;
 pub mod personal;
 pub mod tower;
 
+pub use encoder::{EncodeError, Encoder, IntoEncoder};
 pub use error::{ModelError, Result};
 pub use featurize::{FeatureRows, Featurizer, FeaturizerConfig};
+pub use meta::{ModelMeta, META_VERSION};
 pub use model::{product_text, Model, ModelConfig, ProductFields};
 pub use tower::{Pooling, Side, TowerConfig, TwoTower};

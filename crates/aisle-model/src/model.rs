@@ -157,6 +157,22 @@ impl Model {
     }
 }
 
+/// An untrained model with a small table (`2^buckets_log2` rows of `dim`), for tests.
+#[cfg(test)]
+pub(crate) fn test_model(buckets_log2: u8, dim: usize) -> Model {
+    Model::new(ModelConfig {
+        featurizer: FeaturizerConfig {
+            buckets_log2,
+            ..Default::default()
+        },
+        tower: TowerConfig {
+            dim,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,18 +209,7 @@ mod tests {
 
     #[test]
     fn encode_rows_matches_single_encoding() {
-        let cfg = ModelConfig {
-            featurizer: FeaturizerConfig {
-                buckets_log2: 12,
-                ..Default::default()
-            },
-            tower: TowerConfig {
-                dim: 16,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let m = Model::new(cfg);
+        let m = test_model(12, 16);
         let texts = ["oled tv", "qled tv", ""];
         let rows = FeatureRows::build(&m.featurizer, &texts);
         let all = m.encode_rows(Side::Query, &rows);

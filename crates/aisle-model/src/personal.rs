@@ -72,6 +72,36 @@ pub fn history_of(
     (vectors, weights)
 }
 
+/// Settings of the personalized query tower, as training used them and the model file records
+/// them ([`crate::meta::ModelMeta::personalize`]): serving reads `history` from here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersonalizeConfig {
+    /// At most this many earlier interactions per customer (the most recent).
+    pub history: usize,
+    /// Steps between re-encodings of the catalog, whose vectors stand for history items.
+    pub refresh: u64,
+    /// Learning rate of the personalizer's parameters (Adam).
+    pub lr: f32,
+    /// How the attended history joins the query: gated sum or concat + projection.
+    pub fusion: Fusion,
+    /// Read the customers' features (segment and the other `users` columns) beside their
+    /// history. Customers without any feature leave the tower history-only, bit for bit.
+    pub demographics: bool,
+}
+
+impl Default for PersonalizeConfig {
+    fn default() -> Self {
+        PersonalizeConfig {
+            history: HISTORY_WINDOW,
+            refresh: 100,
+            lr: 0.01,
+            fusion: Fusion::Gated,
+            demographics: true,
+        }
+    }
+}
+
 /// How the attended history `u` joins the query vector `q`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

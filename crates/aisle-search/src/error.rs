@@ -54,6 +54,10 @@ pub enum SearchError {
         message: String,
     },
 
+    /// The encoder (a transformer's tokenizer or forward pass) failed.
+    #[error(transparent)]
+    Encode(#[from] aisle_model::EncodeError),
+
     /// A caller passed something out of range (an empty dimension, rows not a multiple of it,
     /// non-finite values).
     #[error("invalid argument: {0}")]

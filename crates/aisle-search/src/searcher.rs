@@ -11,6 +11,7 @@
 //! A request with no customer, an unknown customer or an empty history is searched with the
 //! plain query vector, bit for bit (the personalized tower returns it untouched).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use aisle_core::{Dataset, Histories, Kind, NodeId, ProductId, UserId};
 use aisle_model::personal::{kind_weight, PersonalCache};
-use aisle_model::{FeatureRows, Model, Side};
+use aisle_model::{Encoder, IntoEncoder};
 
 use crate::error::{Result, SearchError};
 use crate::lexical::{Bm25Index, FieldBoosts};
@@ -273,14 +274,16 @@ struct Encoded {
     features: Vec<(String, f32, Vec<f32>)>,
 }
 
-/// A trained model, its product vectors in a vector index, BM25 over the same catalog, and the
-/// customers' histories. Immutable: answers `&self` requests from many threads; a new model or
+/// A trained encoder (the n-gram towers or MiniLM, with a personalized tower when it has one),
+/// its product vectors in a vector index, BM25 over the same catalog, and the customers'
+/// histories. Immutable: answers `&self` requests from many threads; a new model or
 /// index means a new Searcher (the server swaps whole Searchers).
 pub struct Searcher {
     ds: Arc<Dataset>,
-    /// Shared: Searchers over one model file (an evaluation's rows of one model) hold one copy
-    /// of its embedding table (2^20 x 128 f32, 512 MiB, for the default model), not one each.
-    model: Arc<Model>,
+    /// Shared: Searchers over one model (an evaluation's rows of one model file) hold one copy
+    /// of its weights (for the default n-gram model an embedding table of 2^20 x 128 f32,
+    /// 512 MiB), not one each.
+    encoder: Arc<dyn Encoder>,
     /// Product vectors, row `p` for `ProductId(p)`.
     vectors: Vec<f32>,
     index: Box<dyn VectorIndex>,
@@ -307,39 +310,40 @@ impl std::fmt::Debug for Searcher {
         f.debug_struct("Searcher")
             .field("dataset", &self.ds.name)
             .field("products", &self.ds.catalog.len())
-            .field("dim", &self.model.dim())
+            .field("encoder", &self.encoder.kind())
+            .field("dim", &self.encoder.dim())
             .field("index", &self.index_kind)
-            .field("personalized", &self.model.personal.is_some())
+            .field("personalized", &self.encoder.personal().is_some())
             .finish()
     }
 }
 
 impl Searcher {
-    /// Encodes the catalog with `model`, builds (or opens) the vector index and BM25, and keeps
+    /// Encodes the catalog with `encoder`, builds (or opens) the vector index and BM25, and keeps
     /// `histories` as the customer store (a split's training part for evaluation, every
-    /// interaction when serving). `model` may be an `Arc<Model>` shared with other Searchers.
+    /// interaction when serving). `encoder` may be shared with other Searchers.
     pub fn build(
         ds: Arc<Dataset>,
-        model: impl Into<Arc<Model>>,
+        encoder: impl IntoEncoder,
         histories: Histories,
         opts: &SearcherOptions,
     ) -> Result<Searcher> {
-        let model = model.into();
-        let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
-        Self::with_vectors(ds, model, vectors, histories, opts)
+        let encoder = encoder.into_encoder();
+        let vectors = encoder.encode_catalog(&ds.catalog, &ds.taxonomy)?;
+        Self::with_vectors(ds, encoder, vectors, histories, opts)
     }
 
-    /// Like [`build`](Self::build), with the catalog's vectors already encoded by `model`.
+    /// Like [`build`](Self::build), with the catalog's vectors already encoded by `encoder`.
     pub fn with_vectors(
         ds: Arc<Dataset>,
-        model: impl Into<Arc<Model>>,
+        encoder: impl IntoEncoder,
         vectors: Vec<f32>,
         histories: Histories,
         opts: &SearcherOptions,
     ) -> Result<Searcher> {
-        let model = model.into();
+        let encoder = encoder.into_encoder();
         check_history_boost(opts.history_boost)?;
-        let d = model.dim();
+        let d = encoder.dim();
         if vectors.len() != ds.catalog.len() * d {
             return Err(SearchError::InvalidArgument(format!(
                 "{} values are not {} products x {d} dimensions",
@@ -394,7 +398,7 @@ impl Searcher {
         by_pre.sort_by_key(|p| (pre_of[p.index()], *p));
         Ok(Searcher {
             ds,
-            model,
+            encoder,
             vectors,
             index,
             bm25,
@@ -415,8 +419,21 @@ impl Searcher {
         &self.ds
     }
 
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// The query and product towers (n-gram or MiniLM), with the personalized tower when the
+    /// model has one.
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+
+    /// The same, shared: a Searcher over the same model with other options (another index, a
+    /// history term) need not load it again.
+    pub fn shared_encoder(&self) -> Arc<dyn Encoder> {
+        Arc::clone(&self.encoder)
+    }
+
+    /// Plain query vectors of `texts` (no personalization), a flat `len x dim` matrix.
+    pub fn encode_queries(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        Ok(self.encoder.encode_queries(texts)?)
     }
 
     pub fn histories(&self) -> &Histories {
@@ -468,9 +485,8 @@ impl Searcher {
                 kth_gap: 0.0,
             });
         }
-        let rows = FeatureRows::build(&self.model.featurizer, texts);
-        let queries = self.model.encode_rows(Side::Query, &rows);
-        let exact = ExactIndex::new(self.model.dim(), self.vectors.clone())?;
+        let queries = self.encoder.encode_queries(texts)?;
+        let exact = ExactIndex::new(self.encoder.dim(), self.vectors.clone())?;
         crate::vector::ann_quality(self.index.as_ref(), &exact, &queries, k)
     }
 
@@ -532,7 +548,7 @@ impl Searcher {
             self.check(r)?;
         }
         let texts: Vec<&str> = requests.iter().map(|r| r.text).collect();
-        let encoded = self.encode(requests, &texts);
+        let encoded = self.encode(requests, &texts)?;
         let lists = self.batch_dense(requests, &encoded, |r, _| r.k.max(FUSION_DEPTH))?;
         requests
             .par_iter()
@@ -587,7 +603,7 @@ impl Searcher {
 
     /// The product vector of `p` (unit length).
     pub fn vector(&self, p: ProductId) -> &[f32] {
-        let d = self.model.dim();
+        let d = self.encoder.dim();
         &self.vectors[p.index() * d..(p.index() + 1) * d]
     }
 
@@ -641,7 +657,7 @@ impl Searcher {
             self.check(r)?;
         }
         let texts: Vec<&str> = requests.iter().map(|r| r.text).collect();
-        let encoded = self.encode(requests, &texts);
+        let encoded = self.encode(requests, &texts)?;
         let depth = |r: &Request, e: &Encoded| {
             if self.boosts(r, e) || self.reranks(r) {
                 r.k.max(FUSION_DEPTH)
@@ -659,15 +675,14 @@ impl Searcher {
     }
 
     /// Query vectors for every request, personalized where a history is given or stored.
-    fn encode(&self, requests: &[Request], texts: &[&str]) -> Vec<Encoded> {
-        let d = self.model.dim();
-        let rows = FeatureRows::build(&self.model.featurizer, texts);
-        let plain = self.model.encode_rows(Side::Query, &rows);
-        plain
+    fn encode(&self, requests: &[Request], texts: &[&str]) -> Result<Vec<Encoded>> {
+        let d = self.encoder.dim();
+        let plain = self.plain_queries(texts)?;
+        Ok(plain
             .par_chunks(d)
             .zip(requests.par_iter())
             .map_init(PersonalCache::default, |cache, (q, r)| {
-                let Some(tower) = &self.model.personal else {
+                let Some(tower) = self.encoder.personal() else {
                     // A plain model reads a history only for the history term of the score,
                     // every item weighing the same.
                     let attention = if self.history_boost > 0.0 {
@@ -709,12 +724,39 @@ impl Searcher {
                     features,
                 }
             })
-            .collect()
+            .collect())
+    }
+
+    /// Plain query vectors of `texts`, each distinct text encoded once: evaluation sets repeat
+    /// queries (Instacart's are its aisles' names), and a MiniLM forward pass is costly. A text's
+    /// vector does not depend on the others encoded with it.
+    fn plain_queries(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let mut slot: HashMap<&str, usize> = HashMap::with_capacity(texts.len());
+        let mut distinct: Vec<&str> = Vec::new();
+        let of: Vec<usize> = texts
+            .iter()
+            .map(|t| {
+                *slot.entry(t).or_insert_with(|| {
+                    distinct.push(t);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        if distinct.len() == texts.len() {
+            return Ok(self.encoder.encode_queries(texts)?);
+        }
+        let d = self.encoder.dim();
+        let vectors = self.encoder.encode_queries(&distinct)?;
+        let mut out = Vec::with_capacity(texts.len() * d);
+        for i in of {
+            out.extend_from_slice(&vectors[i * d..(i + 1) * d]);
+        }
+        Ok(out)
     }
 
     /// The products, vectors and weights of the history a request reads.
     fn history_vectors(&self, input: HistoryInput) -> (Vec<ProductId>, Vec<f32>, Vec<f32>) {
-        let d = self.model.dim();
+        let d = self.encoder.dim();
         match input {
             HistoryInput::None => (Vec::new(), Vec::new(), Vec::new()),
             HistoryInput::User { user, before } => {

@@ -402,7 +402,7 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
     };
     let wants_history = !matches!(history, HistoryInput::None);
     if wants_history
-        && s.model().personal.is_none()
+        && s.encoder().personal().is_none()
         && s.history_boost() == 0.0
         && s.reranker().is_none()
     {
@@ -586,8 +586,9 @@ fn health(app: &App, s: &Searcher) -> Value {
         "products": ds.catalog.len(),
         "users": ds.users.len(),
         "model": app.options.model_label,
-        "dim": s.model().dim(),
-        "personalized": s.model().personal.is_some(),
+        "encoder": s.encoder().kind(),
+        "dim": s.encoder().dim(),
+        "personalized": s.encoder().personal().is_some(),
         "reranked": s.reranker().is_some(),
         "index": s.index_kind(),
         "index_source": s.index_source(),

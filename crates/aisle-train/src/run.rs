@@ -27,9 +27,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use aisle_core::{Dataset, Split};
+use aisle_model::artifact::save_trained;
+use aisle_model::meta::{Kept, ModelMeta};
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
@@ -314,6 +316,14 @@ fn measure(
     Ok(r)
 }
 
+/// What `best.aisle` records beside the model: the step it was measured at, so that a resumed
+/// run never keeps a snapshot of another step.
+#[derive(Serialize, Deserialize)]
+struct BestMeta {
+    best_step: u64,
+    best_recall_at_10: f64,
+}
+
 /// Where a run keeps the model of its best validation measurement (`Trainer::best_validation`).
 struct Best {
     path: PathBuf,
@@ -348,8 +358,12 @@ impl Best {
         let step = trainer.step;
         trainer.best_validation = Some((step, recall));
         if self.write {
-            let meta = serde_json::json!({"best_step": step, "best_recall_at_10": recall});
-            aisle_model::artifact::save(&trainer.model, &meta, &self.path)?;
+            let meta = BestMeta {
+                best_step: step,
+                best_recall_at_10: recall,
+            };
+            let json = serde_json::to_value(meta).map_err(|e| TrainError::Config(e.to_string()))?;
+            aisle_model::artifact::save(&trainer.model, &json, &self.path)?;
         }
         log.write(&LogLine::Best {
             step,
@@ -360,11 +374,12 @@ impl Best {
     /// The model of the best measurement at `step`, read back from `best.aisle`.
     fn load(&self, step: u64) -> Result<aisle_model::Model> {
         let (model, meta) = aisle_model::artifact::load(&self.path)?;
-        match meta["best_step"].as_u64() {
-            Some(s) if s == step => Ok(model),
+        match serde_json::from_value::<BestMeta>(meta).map(|m| m.best_step) {
+            Ok(s) if s == step => Ok(model),
             other => Err(TrainError::Config(format!(
-                "{} holds the model of step {other:?}, the run's best was step {step}: train again without --resume",
-                self.path.display()
+                "{} holds the model of step {:?}, the run's best was step {step}: train again without --resume",
+                self.path.display(),
+                other.ok()
             ))),
         }
     }
@@ -478,24 +493,29 @@ pub fn run(
     };
     let kept = if kept_best.is_some() { "best" } else { "last" };
     let model_path = dir.join(MODEL_FILE);
-    let meta = serde_json::json!({
-        "dataset": ds.name,
-        "dataset_digest": ds.digest(),
-        "split": split.name,
-        "sampler": sampler,
-        "steps": trainer.step,
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "negatives": cfg.k(),
-        "validation_recall_at_10": kept_recall,
-        "kept": {"policy": cfg.keep.to_string(), "model": kept, "step": kept_step},
-        "last_validation_recall_at_10": last_recall,
-        "personalize": cfg.personalize,
-        "aisle_version": env!("CARGO_PKG_VERSION"),
-    });
+    let meta = ModelMeta {
+        meta_version: aisle_model::META_VERSION,
+        dataset: ds.name.clone(),
+        dataset_digest: ds.digest(),
+        split: split.name.clone(),
+        sampler: sampler.to_string(),
+        steps: trainer.step,
+        seed: cfg.seed,
+        batch_size: cfg.batch_size,
+        negatives: cfg.k(),
+        validation_recall_at_10: kept_recall,
+        kept: Kept {
+            policy: cfg.keep.to_string(),
+            model: kept.into(),
+            step: kept_step,
+        },
+        last_validation_recall_at_10: last_recall,
+        personalize: cfg.personalize.clone(),
+        aisle_version: env!("CARGO_PKG_VERSION").into(),
+    };
     match kept_best {
-        Some((step, _)) => aisle_model::artifact::save(&best.load(step)?, &meta, &model_path)?,
-        None => aisle_model::artifact::save(&trainer.model, &meta, &model_path)?,
+        Some((step, _)) => save_trained(&best.load(step)?, &meta, &model_path)?,
+        None => save_trained(&trainer.model, &meta, &model_path)?,
     }
     // Kept while a checkpoint can resume the run (with more steps, say); else removed.
     if best.write && cfg.checkpoint_every == 0 && best.path.exists() {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use aisle_core::rng::Rng;
 use aisle_core::{Dataset, Histories, ProductId, Split};
 use aisle_model::demographics::{Demographics, Feature, DEFAULT_BUCKETS_LOG2};
-use aisle_model::personal::{history_of, Fusion, PersonalCache, Personalizer};
+use aisle_model::personal::{history_of, PersonalCache, Personalizer};
 use aisle_model::tower::{axpy, prefetch_ptr, Cache, Dense, Pooling, PREFETCH_AHEAD};
 use aisle_model::{FeatureRows, Model, ModelConfig, Side};
 
@@ -86,34 +86,9 @@ impl std::fmt::Display for Keep {
     }
 }
 
-/// Settings of the personalized query tower.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PersonalizeConfig {
-    /// At most this many earlier interactions per customer (the most recent).
-    pub history: usize,
-    /// Steps between re-encodings of the catalog, whose vectors stand for history items.
-    pub refresh: u64,
-    /// Learning rate of the personalizer's parameters (Adam).
-    pub lr: f32,
-    /// How the attended history joins the query: gated sum or concat + projection.
-    pub fusion: Fusion,
-    /// Read the customers' features (segment and the other `users` columns) beside their
-    /// history. Customers without any feature leave the tower history-only, bit for bit.
-    pub demographics: bool,
-}
-
-impl Default for PersonalizeConfig {
-    fn default() -> Self {
-        PersonalizeConfig {
-            history: aisle_model::personal::HISTORY_WINDOW,
-            refresh: 100,
-            lr: 0.01,
-            fusion: Fusion::Gated,
-            demographics: true,
-        }
-    }
-}
+/// Settings of the personalized query tower (aisle-model owns them: the model file records
+/// them, and serving reads the history window from there).
+pub use aisle_model::personal::PersonalizeConfig;
 
 impl Default for TrainConfig {
     fn default() -> Self {

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use aisle_core::rng::Rng;
-use aisle_core::{Dataset, Product, ProductId, Split};
+use aisle_core::{Dataset, ProductId, Split};
 use aisle_model::{FeaturizerConfig, Model, ModelConfig};
 use aisle_transformer::optim::AdamW;
-use aisle_transformer::{MiniLm, TransformerError};
+use aisle_transformer::{product_text, MiniLm, TransformerError, TunedOn};
 use candle_core::Tensor;
 use candle_nn::ParamsAdamW;
 use serde::Serialize;
@@ -33,17 +33,6 @@ use serde::Serialize;
 use crate::data::{Pair, TrainData};
 use crate::error::{Result, TrainError};
 use crate::sampler::{self, SampleCtx, SamplerSpec};
-
-/// What a transformer tower is, for a model that reads text: the product's title, then its
-/// category path, as `title (a > b > c)`.
-pub fn product_text(ds: &Dataset, p: &Product) -> String {
-    let path = ds.taxonomy.path_string(p.category);
-    if path.is_empty() {
-        p.title.clone()
-    } else {
-        format!("{} ({path})", p.title)
-    }
-}
 
 /// How a transformer tower is fine-tuned.
 #[derive(Clone, Debug, Serialize)]
@@ -163,7 +152,7 @@ pub fn fine_tune(
     let texts: Vec<String> = ds
         .catalog
         .iter()
-        .map(|(_, p)| product_text(ds, p))
+        .map(|(_, p)| product_text(p, &ds.taxonomy))
         .collect();
     let adam = ParamsAdamW {
         lr: cfg.lr,
@@ -314,7 +303,14 @@ pub fn fine_tune(
         // The trained weights into the encoder's variables, which `save_model` writes.
         tuner.store(&mut encoder)?;
     }
-    save_model(base, &varmap, out)?;
+    let tuned_on = TunedOn {
+        dataset: ds.name.clone(),
+        dataset_digest: ds.digest(),
+        base: base.display().to_string(),
+        sampler: cfg.sampler.to_string(),
+        steps: cfg.steps,
+    };
+    save_model(base, &varmap, &tuned_on, out)?;
     Ok(TuneSummary {
         steps: cfg.steps,
         pairs: pairs_seen,
@@ -328,12 +324,18 @@ pub fn fine_tune(
     })
 }
 
-/// Writes the weights of `varmap` and every other file of `base` (config, tokenizer, the
-/// sentence-transformers pooling folder; not its weights) as a model folder at `out`: built
+/// Writes the weights of `varmap`, every other file of `base` (config, tokenizer, the
+/// sentence-transformers pooling folder; not its weights) and what it was tuned on
+/// ([`aisle_transformer::TUNED_FILE`]) as a model folder at `out`: built
 /// beside it under a temporary name, then swapped in (the old folder is moved aside first and
 /// deleted last), so that `out` is never half-written. On an error the temporary folder is
 /// removed.
-fn save_model(base: &Path, varmap: &candle_nn::VarMap, out: &Path) -> Result<()> {
+fn save_model(
+    base: &Path,
+    varmap: &candle_nn::VarMap,
+    tuned_on: &TunedOn,
+    out: &Path,
+) -> Result<()> {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -346,6 +348,7 @@ fn save_model(base: &Path, varmap: &candle_nn::VarMap, out: &Path) -> Result<()>
     }
     let written = (|| -> Result<()> {
         copy_tree(base, &tmp, true)?;
+        tuned_on.write(&tmp)?;
         let weights = tmp.join("model.safetensors");
         varmap.save(&weights).map_err(|e| {
             TrainError::Transformer(TransformerError::Invalid {

@@ -199,10 +199,11 @@ fn the_log_records_loss_timing_and_rising_validation_recall() {
     assert_eq!(summary.final_recall_at_10, Some(evals[6]));
     assert!(summary.pairs_per_s > 0.0);
     // The model file loads and carries how it was made.
-    let (_, meta) = aisle_model::artifact::load(&summary.model).expect("model");
-    assert_eq!(meta["steps"], 60);
-    assert_eq!(meta["dataset"], ds.name.as_str());
-    assert_eq!(meta["dataset_digest"], ds.digest().as_str());
+    let (_, meta) = aisle_model::artifact::load_trained(&summary.model).expect("model");
+    assert_eq!(meta.steps, 60);
+    assert_eq!(meta.dataset, ds.name);
+    assert_eq!(meta.dataset_digest, ds.digest());
+    assert_eq!(meta.meta_version, aisle_model::META_VERSION);
 }
 
 #[test]
@@ -373,9 +374,9 @@ fn keep_best_saves_the_peak_and_patience_stops_after_it() {
         load_towers(&best.model) == train_steps(&at_peak, &ds),
         "not the peak's model"
     );
-    let (_, meta) = aisle_model::artifact::load(&best.model).expect("model");
-    assert_eq!(meta["kept"]["step"], peak_step);
-    assert_eq!(meta["validation_recall_at_10"], peak);
+    let (_, meta) = aisle_model::artifact::load_trained(&best.model).expect("model");
+    assert_eq!(meta.kept.step, peak_step);
+    assert_eq!(meta.validation_recall_at_10, Some(peak));
     let log = std::fs::read_to_string(best.log.clone()).expect("log");
     assert!(
         log.contains(&format!("\"kept\":\"best\",\"kept_step\":{peak_step}")),

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use aisle_core::synth;
-use aisle_train::transformer::{fine_tune, product_text, TuneConfig};
+use aisle_train::transformer::{fine_tune, TuneConfig};
 use aisle_train::SamplerSpec;
+use aisle_transformer::product_text;
 use aisle_transformer::MiniLm;
 
 fn tiny_model_folder(dir: &Path, words: &[String]) {
@@ -31,7 +32,7 @@ fn fine_tuning_with_tb_hns_lowers_the_loss_and_writes_a_loadable_model() {
         }
     };
     for (_, p) in ds.catalog.iter() {
-        add(&product_text(&ds, p));
+        add(&product_text(p, &ds.taxonomy));
     }
     for q in 0..ds.queries.len() {
         add(ds.queries.text(aisle_core::QueryId(q as u32)));
@@ -73,7 +74,7 @@ fn fine_tuning_with_tb_hns_lowers_the_loss_and_writes_a_loadable_model() {
     // The folder loads as a model on its own, and differs from the base.
     let tuned = MiniLm::load(&out).expect("load tuned");
     let before = MiniLm::load(&base).expect("load base");
-    let text = product_text(&ds, ds.catalog.iter().next().expect("a product").1);
+    let text = product_text(ds.catalog.iter().next().expect("a product").1, &ds.taxonomy);
     let a = tuned.encode(&[&text], 8).expect("encode");
     let b = before.encode(&[&text], 8).expect("encode");
     assert_eq!(a[0].len(), aisle_transformer::tiny::DIM);

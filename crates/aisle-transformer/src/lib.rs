@@ -18,9 +18,13 @@
 //! tensors (the private `infer` module), each pass's texts packed without padding, passes side
 //! by side on one thread each; [`tune::Tuner`] fine-tunes on plain buffers, with a
 //! hand-written backward pass.
+//!
+//! [`MiniLm`] implements aisle-model's [`Encoder`](aisle_model::Encoder) ([`encoder`]), so that
+//! the Searcher evaluates and serves it as it does the n-gram towers.
 
 pub mod attention;
 pub mod bert;
+pub mod encoder;
 pub mod gelu;
 mod infer;
 pub mod linear;
@@ -40,6 +44,7 @@ use rayon::prelude::*;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 pub use bert::{BertModel, Config};
+pub use encoder::{product_text, TunedOn, TUNED_FILE};
 pub use tune::{Step, Tuner};
 
 /// Errors of aisle-transformer.

@@ -2,7 +2,7 @@ use super::*;
 
 use aisle_core::synth::small_dataset;
 use aisle_model::personal::{Fusion, Personalizer};
-use aisle_model::ModelConfig;
+use aisle_model::{EncodeError, Model, ModelConfig};
 
 /// A small world and an untrained model (random towers embed text deterministically, which is
 /// all these tests need); `personal` adds an untrained personalized tower, which at its initial
@@ -55,7 +55,7 @@ fn dense_results_are_the_exact_top_k_of_the_query_vector() {
     let r = s.search(&Request::new(text, 10)).expect("search");
     assert_eq!(r.hits.len(), 10);
     assert!(!r.personalized());
-    let q = s.model().encode_query(text);
+    let q = s.encode_queries(&[text]).expect("encoding");
     let mut all: Vec<(ProductId, f32)> = s
         .dataset()
         .catalog
@@ -551,7 +551,7 @@ fn bad_requests_are_errors() {
 fn a_saved_index_from_another_catalog_or_model_is_refused() {
     let s = searcher(false, IndexChoice::Exact);
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = s.model().dim();
+    let d = s.encoder().dim();
     let this_catalog = crate::qdrant::catalog_digest(s.dataset());
     let open = |path: &std::path::Path, model_digest: Option<&str>| {
         let (ds, model) = world(false);
@@ -797,4 +797,82 @@ fn a_head_needs_signals_and_finite_weights() {
     s.set_reranker(Some(Reranker::dense_only())).expect("head");
     s.set_signals(None);
     assert!(s.reranker().is_none());
+}
+
+/// An encoder that is not the n-gram model as such: the n-gram towers behind the trait, counting
+/// the query texts it is asked to encode. The Searcher must not care which encoder it holds.
+struct Counting {
+    inner: Model,
+    texts: std::sync::atomic::AtomicUsize,
+}
+
+impl Encoder for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn encode_queries(&self, texts: &[&str]) -> std::result::Result<Vec<f32>, EncodeError> {
+        self.texts
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::Relaxed);
+        Encoder::encode_queries(&self.inner, texts)
+    }
+
+    fn encode_catalog(
+        &self,
+        catalog: &aisle_core::Catalog,
+        taxonomy: &aisle_core::Taxonomy,
+    ) -> std::result::Result<Vec<f32>, EncodeError> {
+        Encoder::encode_catalog(&self.inner, catalog, taxonomy)
+    }
+}
+
+#[test]
+fn any_encoder_serves_and_each_distinct_query_text_is_encoded_once() {
+    let (ds, model) = world(false);
+    let plain = Searcher::build(
+        Arc::clone(&ds),
+        model.clone(),
+        Histories::all(&ds),
+        &SearcherOptions::default(),
+    )
+    .expect("searcher");
+    let counting = Arc::new(Counting {
+        inner: model,
+        texts: Default::default(),
+    });
+    let s = Searcher::build(
+        Arc::clone(&ds),
+        Arc::clone(&counting),
+        Histories::all(&ds),
+        &SearcherOptions::default(),
+    )
+    .expect("searcher over another encoder");
+    assert_eq!(s.encoder().kind(), "counting");
+    assert!(format!("{s:?}").contains("counting"));
+    let texts = ["running shoes", "tv", "running shoes", "tv", "tv", "kettle"];
+    let requests: Vec<Request> = texts.iter().map(|t| Request::new(t, 10)).collect();
+    let many = s.search_many(&requests).expect("search");
+    assert_eq!(
+        counting.texts.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "six requests with three distinct texts encode three"
+    );
+    for (t, r) in texts.iter().zip(&many) {
+        let alone = plain.search(&Request::new(t, 10)).expect("search");
+        assert_eq!(ids(r), ids(&alone), "{t}");
+        // A batch's inner products are summed in another order than one query's: the last
+        // bit may differ, the order may not.
+        for (a, b) in r.hits.iter().zip(&alone.hits) {
+            assert!(
+                (a.score - b.score).abs() < 1e-5,
+                "{t}: {} vs {}",
+                a.score,
+                b.score
+            );
+        }
+    }
 }
