@@ -161,7 +161,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         .map_or_else(aisle_search::FieldBoosts::default, |c| c.chosen);
     let signals = args
         .rerank
-        .then(|| Arc::new(aisle_eval::rerank::split_signals(&ds, split)));
+        .then(|| Arc::new(aisle_search::Signals::of_training(&ds, split)));
     if !args.no_baselines {
         planned.extend([Planned::Bm25, Planned::Popularity, Planned::Memorisation]);
         if split

@@ -248,7 +248,7 @@ fn build_searcher(
     if let Some(path) = &head {
         let (head, saved) = aisle_search::rerank::HeadFile::load(path)?;
         saved.check_model(path, model_path)?;
-        searcher.set_signals(Some(Arc::new(aisle_eval::rerank::dataset_signals(ds))));
+        searcher.set_signals(Some(Arc::new(aisle_search::Signals::of_all(ds))));
         searcher.set_reranker(Some(head))?;
     }
     Ok(searcher)

@@ -2,6 +2,7 @@
 //! aisle-train and aisle-model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -9,7 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Split};
+use aisle_eval::rankers::DenseOptions;
+use aisle_eval::rerank::{HeadFitOptions, HeadJob};
 use aisle_model::personal::Fusion;
+use aisle_search::Signals;
 use aisle_train::bench::BenchFigures;
 use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE};
@@ -501,49 +505,41 @@ pub fn train(args: TrainArgs) -> Result<()> {
 /// reads up to [`aisle_search::RERANK_HISTORY`]).
 pub(crate) const HEAD_TOWER_HISTORY: usize = 1000;
 
-/// Fits the re-ranking head for the model at `model_path` on `split`'s validation queries
-/// (one fit, on at most [`aisle_eval::rerank::HEAD_FIT_QUERIES`] of them; the ablation is
-/// `aisle experiment`'s), prints its progress to stderr unless `quiet`, and writes the head to
-/// `out`.
+/// Fits the re-ranking head for the model at `model` on `split`'s validation queries (one fit,
+/// on at most [`aisle_eval::rerank::HEAD_FIT_QUERIES`] of them; the ablation is
+/// `aisle experiment`'s) with [`aisle_eval::rerank::fit_head`], which writes it to `out`; prints
+/// what it got, and its progress to stderr unless `quiet`. A plain model's towers read
+/// `history` earlier interactions meanwhile, a personalized one's [`HEAD_TOWER_HISTORY`].
 fn fit_head(
     ds: Dataset,
     split: Split,
-    model_path: &Path,
+    model: &Path,
     history: usize,
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    use std::sync::Arc;
     let t = std::time::Instant::now();
     let ds = Arc::new(ds);
-    let (model, _) = aisle_model::artifact::load(model_path)
-        .with_context(|| format!("reading {}", model_path.display()))?;
-    let personalized = model.personal.is_some();
-    let tower_history = if personalized {
-        HEAD_TOWER_HISTORY
-    } else {
-        history
-    };
-    let mut ranker = aisle_eval::DenseRanker::with_options(
-        "model",
+    let signals = Arc::new(Signals::of_training(&ds, &split));
+    let job = HeadJob {
         model,
-        &ds,
-        &split,
-        &aisle_eval::rankers::DenseOptions {
-            history: tower_history,
+        name: "model".into(),
+        options: DenseOptions {
+            history,
             history_rule: Default::default(),
             mode: aisle_search::Mode::Dense,
             history_boost: 0.0,
             bm25: aisle_search::FieldBoosts::default(),
         },
-    )?;
-    let signals = Arc::new(aisle_eval::rerank::split_signals(&ds, &split));
-    let opts = aisle_eval::rerank::HeadFitOptions {
-        seed: split.seed,
-        ablation: false,
-        ..Default::default()
+        personalized_history: Some(HEAD_TOWER_HISTORY),
+        fit: HeadFitOptions {
+            seed: split.seed,
+            ablation: false,
+            ..Default::default()
+        },
+        save: Some(out),
     };
-    let fit = aisle_eval::rerank::fit_head(&ds, &split, &mut ranker, &signals, &opts, &mut |l| {
+    let fit = aisle_eval::rerank::fit_head(&ds, &split, &signals, &job, &mut |l| {
         if !quiet {
             eprintln!("  {l}");
         }
@@ -574,20 +570,6 @@ fn fit_head(
         .map(|(n, w)| format!("{n} {w:.2}"))
         .collect();
     println!("  weights            {}", weights.join(", "));
-    let fitted = serde_json::json!({
-        "dataset": ds.name,
-        "split": split.name,
-        "model": model_path.display().to_string(),
-        "tower_history": tower_history,
-        "validation_queries": fit.validation_queries,
-        "in_sample_recall_at_10": fit.in_sample_recall_at_10,
-        "held_out_recall_at_10": fit.held_out,
-        "candidate_recall": fit.candidate_recall,
-    });
-    let digest = aisle_search::rerank::HeadFile::model_digest(model_path)?;
-    aisle_search::rerank::HeadFile::new(&fit.head, Some(digest), fitted)
-        .save(out)
-        .with_context(|| format!("writing {}", out.display()))?;
     println!("re-ranking head      {}", out.display());
     Ok(())
 }

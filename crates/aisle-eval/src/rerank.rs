@@ -8,35 +8,20 @@
 //! which signal carries the gain.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use aisle_core::rng::Rng;
-use aisle_core::split::QuerySource;
 use aisle_core::{Dataset, EvalQuery, ProductId, Split};
 use aisle_search::rerank::{
-    fit_observed, Feature, FitCase, FitOptions, Reranker, Signals, FEATURES,
+    fit_observed, Feature, FitCase, FitOptions, HeadFile, Reranker, Signals, FEATURES,
 };
+use aisle_search::searcher::Candidates;
 
 use crate::error::Result;
-use crate::rankers::DenseRanker;
-
-/// The signals of `split`'s training part: the same interactions the customers' histories hold.
-pub fn split_signals(ds: &Dataset, split: &Split) -> Signals {
-    let source = QuerySource::of(ds);
-    Signals::build(ds, split.train.iter().copied(), |e| {
-        source.query_text(ds, e)
-    })
-}
-
-/// The signals of every interaction: what a live service knows (not for evaluation).
-pub fn dataset_signals(ds: &Dataset) -> Signals {
-    let source = QuerySource::of(ds);
-    Signals::build(ds, 0..ds.interactions.len() as u32, |e| {
-        source.query_text(ds, e)
-    })
-}
+use crate::rankers::{DenseOptions, DenseRanker};
 
 /// The head without some features, measured on held-out folds.
 #[derive(Clone, Copy, Debug)]
@@ -77,19 +62,13 @@ pub const VARIANTS: [Variant; 5] = [
     },
     Variant {
         name: "dense score only",
-        drop: &[
-            Feature::HistoryClosest,
-            Feature::TextMatch,
-            Feature::Bought,
-            Feature::BoughtAndMatch,
-            Feature::LogTimesBought,
-            Feature::Recency,
-            Feature::LogQueryCount,
-            Feature::Neighbours,
-            Feature::NewNeighbours,
-        ],
+        // Every feature but the first, `Feature::Dense`.
+        drop: Feature::ALL.split_at(1).1,
     },
 ];
+
+// `Feature::ALL` starts with the dense score, which "dense score only" keeps.
+const _: () = assert!(matches!(Feature::ALL[0], Feature::Dense));
 
 impl Variant {
     /// Which features the fit may use: all but those dropped.
@@ -147,6 +126,64 @@ impl Default for HeadFitOptions {
     }
 }
 
+/// A model file whose head [`fit_head`] fits, how the model ranks meanwhile, and where the head
+/// goes.
+#[derive(Clone, Debug)]
+pub struct HeadJob<'a> {
+    /// The model file (`model.aisle`).
+    pub model: &'a Path,
+    /// The ranker's name.
+    pub name: String,
+    /// How the model ranks while the head's candidates are drawn.
+    pub options: DenseOptions,
+    /// Earlier interactions the towers read instead of `options.history` when the model has a
+    /// personalized tower (`aisle train --rerank`: what `aisle serve` reads with a head);
+    /// `None` reads `options.history` whatever the model.
+    pub personalized_history: Option<usize>,
+    pub fit: HeadFitOptions,
+    /// Where to write the head: a [`HeadFile`] with the model file's digest and what it was
+    /// fitted on (dataset, split, model, the towers' history and the fit's figures); `None`
+    /// writes nothing.
+    pub save: Option<&'a Path>,
+}
+
+/// Fits the head of the model file `job.model` on at most `job.fit.max_queries` validation
+/// queries of `split`, its features read from `signals` (the split's training part,
+/// [`Signals::of_training`]), with the two-fold measurements of every [`VARIANTS`] entry when
+/// `job.fit.ablation`, and writes it to `job.save`. `progress` gets a line per phase and, while
+/// a phase runs, one every few seconds with the time left. What `aisle train --rerank` and
+/// `aisle experiment` both fit through.
+pub fn fit_head(
+    ds: &Arc<Dataset>,
+    split: &Split,
+    signals: &Arc<Signals>,
+    job: &HeadJob,
+    progress: &mut dyn FnMut(&str),
+) -> Result<HeadFit> {
+    let (model, _) = aisle_model::artifact::load(job.model)?;
+    let mut options = job.options;
+    if let (Some(h), true) = (job.personalized_history, model.personal.is_some()) {
+        options.history = h;
+    }
+    let mut ranker = DenseRanker::with_options(job.name.clone(), model, ds, split, &options)?;
+    let fit = fit_ranker_head(ds, split, &mut ranker, signals, &job.fit, progress)?;
+    if let Some(out) = job.save {
+        let fitted = serde_json::json!({
+            "dataset": ds.name,
+            "split": split.name,
+            "model": job.model.display().to_string(),
+            "tower_history": options.history,
+            "validation_queries": fit.validation_queries,
+            "in_sample_recall_at_10": fit.in_sample_recall_at_10,
+            "held_out_recall_at_10": fit.held_out,
+            "candidate_recall": fit.candidate_recall,
+        });
+        let digest = HeadFile::model_digest(job.model)?;
+        HeadFile::new(&fit.head, Some(digest), fitted).save(out)?;
+    }
+    Ok(fit)
+}
+
 /// Progress lines of a long phase: at most one every few seconds, each with the share done and
 /// the time left at the rate so far.
 struct Eta<'a> {
@@ -189,11 +226,9 @@ impl<'a> Eta<'a> {
     }
 }
 
-/// Fits the head for one model (`ranker`, whose Searcher reads `signals`) on at most
-/// `opts.max_queries` validation queries of `split`, with the two-fold measurements of every
-/// [`VARIANTS`] entry when `opts.ablation`. `progress` gets a line per phase and, while a phase
-/// runs, one every few seconds with the time left.
-pub fn fit_head(
+/// Fits the head of `ranker` (whose Searcher then reads `signals` and the head): the phases of
+/// [`fit_head`] once the model ranks.
+fn fit_ranker_head(
     ds: &Dataset,
     split: &Split,
     ranker: &mut DenseRanker,
@@ -202,6 +237,29 @@ pub fn fit_head(
     progress: &mut dyn FnMut(&str),
 ) -> Result<HeadFit> {
     ranker.set_reranking(Arc::clone(signals), None)?;
+    let (queries, sampled_from) = sample_queries(split, opts);
+    let candidates = draw_candidates(ds, ranker, &queries, sampled_from, progress)?;
+    let cases = Cases::new(&queries, candidates);
+    let variants: &[Variant] = if opts.ablation { &VARIANTS } else { &[] };
+    let mut fitter = Fitter::new(2 * variants.len() + 1, opts.ablation, progress);
+    let held_out = held_out(&cases, variants, &mut fitter);
+    let head = fitter.fit(&cases.fit, &FitOptions::default());
+    fitter.eta.finish("fitted");
+    let in_sample = cases.recall_sum(&head, None) / cases.n();
+    ranker.set_reranking(Arc::clone(signals), Some(head.clone()))?;
+    Ok(HeadFit {
+        head,
+        in_sample_recall_at_10: in_sample,
+        held_out,
+        validation_queries: cases.fit.len(),
+        sampled_from,
+        candidate_recall: cases.candidate_recall,
+    })
+}
+
+/// The validation queries with a relevant product, at most `opts.max_queries` of them (a sample
+/// fixed by `opts.seed`, in the split's order), and how many there were.
+fn sample_queries<'s>(split: &'s Split, opts: &HeadFitOptions) -> (Vec<&'s EvalQuery>, usize) {
     let all: Vec<&EvalQuery> = split
         .validation
         .iter()
@@ -213,81 +271,171 @@ pub fn fit_head(
         order.truncate(opts.max_queries);
         order.sort_unstable();
     }
-    let queries: Vec<&EvalQuery> = order.iter().map(|&i| all[i]).collect();
-    let cases = crate::evaluate::cases_of(ds, &queries);
+    (order.iter().map(|&i| all[i]).collect(), all.len())
+}
+
+/// Each query's candidates and their features, as `ranker` draws them (`sampled_from`: how many
+/// queries the sample was drawn from, for the progress lines).
+fn draw_candidates(
+    ds: &Dataset,
+    ranker: &DenseRanker,
+    queries: &[&EvalQuery],
+    sampled_from: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Candidates>> {
+    let cases = crate::evaluate::cases_of(ds, queries);
     let mut candidates = Vec::with_capacity(queries.len());
-    {
-        let mut eta = Eta::new(
-            format!(
-                "re-ranking head: candidates of {} validation queries{}",
-                queries.len(),
-                if queries.len() < all.len() {
-                    format!(" (a sample of {})", all.len())
-                } else {
-                    String::new()
-                }
-            ),
-            progress,
-        );
-        // In chunks, so that a long phase reports how far it got.
-        for chunk in cases.chunks(1024) {
-            candidates.extend(ranker.candidate_features(chunk)?);
-            eta.update(candidates.len(), cases.len(), "queries");
+    let mut eta = Eta::new(
+        format!(
+            "re-ranking head: candidates of {} validation queries{}",
+            queries.len(),
+            if queries.len() < sampled_from {
+                format!(" (a sample of {sampled_from})")
+            } else {
+                String::new()
+            }
+        ),
+        progress,
+    );
+    // In chunks, so that a long phase reports how far it got.
+    for chunk in cases.chunks(1024) {
+        candidates.extend(ranker.candidate_features(chunk)?);
+        eta.update(candidates.len(), cases.len(), "queries");
+    }
+    eta.finish("done");
+    Ok(candidates)
+}
+
+/// What the head is fitted on and measured with, one entry per query.
+struct Cases {
+    /// The candidates' features, and which candidates are relevant.
+    fit: Vec<FitCase>,
+    /// The candidates' products (ties in a ranking go to the smaller id).
+    products: Vec<Vec<ProductId>>,
+    /// The relevant products, candidates or not.
+    relevant: Vec<HashSet<ProductId>>,
+    /// The query's fold, 0 or 1, by customer: one customer's queries never sit on both sides.
+    fold: Vec<usize>,
+    /// Share of the relevant products among the candidates (the head's ceiling).
+    candidate_recall: f64,
+}
+
+impl Cases {
+    fn new(queries: &[&EvalQuery], candidates: Vec<Candidates>) -> Cases {
+        let mut fit = Vec::with_capacity(queries.len());
+        let mut products: Vec<Vec<ProductId>> = Vec::with_capacity(queries.len());
+        let mut relevant: Vec<HashSet<ProductId>> = Vec::with_capacity(queries.len());
+        let (mut found, mut total) = (0usize, 0usize);
+        for (q, c) in queries.iter().zip(candidates) {
+            let rel: HashSet<ProductId> =
+                q.relevant.iter().filter(|r| r.1 > 0).map(|r| r.0).collect();
+            let flags: Vec<bool> = c.iter().map(|(p, _)| rel.contains(p)).collect();
+            found += flags.iter().filter(|&&f| f).count();
+            total += rel.len();
+            products.push(c.iter().map(|(p, _)| *p).collect());
+            fit.push(FitCase {
+                features: c.into_iter().map(|(_, f)| f).collect(),
+                relevant: flags,
+            });
+            relevant.push(rel);
         }
-        eta.finish("done");
+        let fold = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| q.user.map_or(i, |u| u.index()) % 2)
+            .collect();
+        Cases {
+            fit,
+            products,
+            relevant,
+            fold,
+            candidate_recall: found as f64 / total.max(1) as f64,
+        }
     }
-    let mut fit_cases = Vec::with_capacity(queries.len());
-    let mut products: Vec<Vec<ProductId>> = Vec::with_capacity(queries.len());
-    let mut relevant: Vec<HashSet<ProductId>> = Vec::with_capacity(queries.len());
-    let (mut found, mut total) = (0usize, 0usize);
-    for (q, c) in queries.iter().zip(candidates) {
-        let rel: HashSet<ProductId> = q.relevant.iter().filter(|r| r.1 > 0).map(|r| r.0).collect();
-        let flags: Vec<bool> = c.iter().map(|(p, _)| rel.contains(p)).collect();
-        found += flags.iter().filter(|&&f| f).count();
-        total += rel.len();
-        products.push(c.iter().map(|(p, _)| *p).collect());
-        fit_cases.push(FitCase {
-            features: c.into_iter().map(|(_, f)| f).collect(),
-            relevant: flags,
-        });
-        relevant.push(rel);
+
+    /// The number of queries (at least 1): what summed recalls are divided by.
+    fn n(&self) -> f64 {
+        self.fit.len().max(1) as f64
     }
-    // Folds by customer, so that one customer's queries never sit on both sides.
-    let fold: Vec<usize> = queries
-        .iter()
-        .enumerate()
-        .map(|(i, q)| q.user.map_or(i, |u| u.index()) % 2)
-        .collect();
-    let recall = |head: &Reranker, i: usize| -> f64 {
-        let c = &fit_cases[i];
+
+    /// Recall@10 of query `i`'s candidates ranked by `head`.
+    fn recall(&self, head: &Reranker, i: usize) -> f64 {
+        let c = &self.fit[i];
+        let products = &self.products[i];
         let mut order: Vec<usize> = (0..c.features.len()).collect();
         let score: Vec<f32> = c.features.iter().map(|f| head.score(f)).collect();
         order.sort_by(|&a, &b| {
             score[b]
                 .total_cmp(&score[a])
-                .then(products[i][a].cmp(&products[i][b]))
+                .then(products[a].cmp(&products[b]))
         });
         let hits = order.iter().take(10).filter(|&&j| c.relevant[j]).count();
-        hits as f64 / relevant[i].len().max(1) as f64
-    };
-    let n = fit_cases.len().max(1) as f64;
-    let variants: &[Variant] = if opts.ablation { &VARIANTS } else { &[] };
-    let fits = 2 * variants.len() + 1;
-    let steps = FitOptions::default().iterations;
-    let mut eta = Eta::new(
-        format!(
-            "re-ranking head: {fits} fit{} of {steps} steps{}",
-            if fits == 1 { "" } else { "s" },
-            if opts.ablation {
-                " (the ablation's two folds, then all queries)"
-            } else {
-                ""
-            }
-        ),
-        progress,
-    );
-    let mut done = 0usize;
-    let mut held_out = Vec::with_capacity(variants.len());
+        hits as f64 / self.relevant[i].len().max(1) as f64
+    }
+
+    /// The sum of [`recall`](Self::recall) over the queries of fold `side`, or over all.
+    fn recall_sum(&self, head: &Reranker, side: Option<usize>) -> f64 {
+        (0..self.fit.len())
+            .filter(|&i| side.is_none_or(|s| self.fold[i] == s))
+            .map(|i| self.recall(head, i))
+            .sum::<f64>()
+    }
+
+    /// The cases outside fold `side`: what the head measured on `side` is fitted on.
+    fn outside(&self, side: usize) -> Vec<FitCase> {
+        self.fit
+            .iter()
+            .zip(&self.fold)
+            .filter(|(_, &f)| f != side)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+}
+
+/// Runs a head's fits, with one progress line for all of their steps.
+struct Fitter<'a> {
+    eta: Eta<'a>,
+    done: usize,
+    total: usize,
+}
+
+impl<'a> Fitter<'a> {
+    /// For `fits` fits of [`FitOptions::default`]'s steps each; `ablation`: the first are the
+    /// ablation's.
+    fn new(fits: usize, ablation: bool, progress: &'a mut dyn FnMut(&str)) -> Fitter<'a> {
+        let steps = FitOptions::default().iterations;
+        let eta = Eta::new(
+            format!(
+                "re-ranking head: {fits} fit{} of {steps} steps{}",
+                if fits == 1 { "" } else { "s" },
+                if ablation {
+                    " (the ablation's two folds, then all queries)"
+                } else {
+                    ""
+                }
+            ),
+            progress,
+        );
+        Fitter {
+            eta,
+            done: 0,
+            total: fits * steps,
+        }
+    }
+
+    fn fit(&mut self, cases: &[FitCase], opts: &FitOptions) -> Reranker {
+        let (eta, done, total) = (&mut self.eta, &mut self.done, self.total);
+        fit_observed(cases, opts, |_| {
+            *done += 1;
+            eta.update(*done, total, "steps");
+        })
+    }
+}
+
+/// `(variant, validation Recall@10)` of each of `variants`: its head fitted on one fold of
+/// customers and measured on the other, both ways round.
+fn held_out(cases: &Cases, variants: &[Variant], fitter: &mut Fitter) -> Vec<(String, f64)> {
+    let mut out = Vec::with_capacity(variants.len());
     for v in variants {
         let fit_opts = FitOptions {
             use_feature: v.mask(),
@@ -295,103 +443,10 @@ pub fn fit_head(
         };
         let mut sum = 0.0;
         for side in 0..2 {
-            let train: Vec<FitCase> = fit_cases
-                .iter()
-                .zip(&fold)
-                .filter(|(_, &f)| f != side)
-                .map(|(c, _)| c.clone())
-                .collect();
-            let head = fit_observed(&train, &fit_opts, |_| {
-                done += 1;
-                eta.update(done, fits * steps, "steps");
-            });
-            sum += (0..fit_cases.len())
-                .filter(|&i| fold[i] == side)
-                .map(|i| recall(&head, i))
-                .sum::<f64>();
+            let head = fitter.fit(&cases.outside(side), &fit_opts);
+            sum += cases.recall_sum(&head, Some(side));
         }
-        held_out.push((v.name.to_string(), sum / n));
+        out.push((v.name.to_string(), sum / cases.n()));
     }
-    let head = fit_observed(&fit_cases, &FitOptions::default(), |_| {
-        done += 1;
-        eta.update(done, fits * steps, "steps");
-    });
-    eta.finish("fitted");
-    let in_sample = (0..fit_cases.len()).map(|i| recall(&head, i)).sum::<f64>() / n;
-    ranker.set_reranking(Arc::clone(signals), Some(head.clone()))?;
-    Ok(HeadFit {
-        head,
-        in_sample_recall_at_10: in_sample,
-        held_out,
-        validation_queries: fit_cases.len(),
-        sampled_from: all.len(),
-        candidate_recall: found as f64 / total.max(1) as f64,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aisle_core::split::{event_split, Fractions};
-    use aisle_core::synth::small_dataset;
-    use aisle_search::rerank::{Past, NEIGHBOUR_FLOOR};
-    use std::collections::HashMap;
-
-    /// No held-out event reaches a feature: the products chosen for each query are counted
-    /// over the training part only, and a product bought only in held-out events has no buyer.
-    #[test]
-    fn the_signals_of_a_split_hold_no_held_out_event() {
-        let ds = small_dataset(300, 40, 300, 3).expect("world");
-        let split = event_split(&ds, Fractions::default(), 7).expect("split");
-        let signals = split_signals(&ds, &split);
-        let source = QuerySource::of(&ds);
-        let mut want: HashMap<String, HashMap<ProductId, u32>> = HashMap::new();
-        for &i in &split.train {
-            let e = &ds.interactions[i as usize];
-            if let Some(q) = source.query_text(&ds, e) {
-                *want.entry(q).or_default().entry(e.product).or_default() += 1;
-            }
-        }
-        let held_out: Vec<&EvalQuery> = split.validation.iter().chain(&split.test).collect();
-        assert!(!held_out.is_empty());
-        for q in &held_out {
-            let text = ds.queries.text(q.query);
-            let got: HashMap<ProductId, u32> = signals.chosen_for(text).iter().copied().collect();
-            assert_eq!(got, want.get(text).cloned().unwrap_or_default(), "{text}");
-        }
-        // Products bought in held-out events and never in training.
-        let mut in_train = vec![false; ds.catalog.len()];
-        for &i in &split.train {
-            let e = &ds.interactions[i as usize];
-            if signals.counts(e.kind) {
-                in_train[e.product.index()] = true;
-            }
-        }
-        let only_held_out: Vec<(ProductId, f32)> = held_out
-            .iter()
-            .flat_map(|q| q.events.iter())
-            .map(|&i| ds.interactions[i as usize].product)
-            .filter(|p| !in_train[p.index()])
-            .map(|p| (p, 0.0))
-            .collect();
-        assert!(!only_held_out.is_empty(), "the world has no such product");
-        // A customer who bought everything bought in training: every neighbour counts.
-        let past: Vec<Past> = split
-            .train
-            .iter()
-            .map(|&i| &ds.interactions[i as usize])
-            .filter(|e| signals.counts(e.kind))
-            .map(|e| Past {
-                product: e.product,
-                kind: e.kind,
-                time: e.time,
-            })
-            .collect();
-        let zero = vec![0.0f32; 4];
-        let features = signals.features("x", &past, None, &only_held_out, |_| &zero);
-        let j = Feature::Neighbours.index();
-        for f in &features {
-            assert_eq!(f[j], NEIGHBOUR_FLOOR.ln());
-        }
-    }
+    out
 }

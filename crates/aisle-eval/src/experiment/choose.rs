@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aisle_search::Mode;
+use aisle_search::{Mode, Signals};
 
 use super::config::ExperimentConfig;
 use super::models::{Models, Reranking};
@@ -13,6 +13,7 @@ use super::train::Trained;
 use crate::error::Result;
 use crate::evaluate::{evaluate_groups, EvalConfig, Group, Member, Part};
 use crate::rankers::DenseOptions;
+use crate::rerank::{fit_head, HeadFitOptions, HeadJob};
 
 /// Tries every candidate `beta` of the history term on the validation queries, with each seed's
 /// model of the personalized row `t` built once (beta is a query-time weight), and keeps the
@@ -104,7 +105,7 @@ fn pick_boost(candidates: &[(f32, f64)]) -> f32 {
 }
 
 /// Fits the learned re-ranking head of each seed's model of the personalized row `t` on the
-/// validation queries, with the held-out ablation ([`crate::rerank::fit_head`]).
+/// validation queries, with the held-out ablation ([`fit_head`]).
 pub(super) fn fit_reranking(
     models: &Models,
     cfg: &ExperimentConfig,
@@ -113,25 +114,26 @@ pub(super) fn fit_reranking(
 ) -> Result<Reranking> {
     let (ds, split) = (models.ds, models.split);
     let t0 = Instant::now();
-    let signals = Arc::new(crate::rerank::split_signals(ds, split));
+    let signals = Arc::new(Signals::of_training(ds, split));
     let mut fits = Vec::with_capacity(t.runs.len());
     for run in &t.runs {
-        let mut ranker = models.load(
-            t,
-            run,
-            &DenseOptions {
+        let job = HeadJob {
+            model: &run.model,
+            name: format!("{} (seed {})", t.name, run.seed),
+            options: DenseOptions {
                 history: cfg.history_term_window,
                 ..models.plain(t)
             },
-        )?;
-        let opts = crate::rerank::HeadFitOptions {
-            seed: cfg.seed,
-            ..Default::default()
+            personalized_history: None,
+            fit: HeadFitOptions {
+                seed: cfg.seed,
+                ..Default::default()
+            },
+            save: None,
         };
-        let fit =
-            crate::rerank::fit_head(ds, split, &mut ranker, &signals, &opts, &mut |l: &str| {
-                progress(&format!("  seed {}: {l}", run.seed))
-            })?;
+        let fit = fit_head(ds, split, &signals, &job, &mut |l: &str| {
+            progress(&format!("  seed {}: {l}", run.seed))
+        })?;
         fits.push((run.seed, fit));
     }
     let choice = RerankChoice {
