@@ -323,14 +323,14 @@ fn export(
         })
         .collect();
     let queries = searcher.encode_queries(texts)?;
-    let write = |name: &str, values: &[f32]| {
-        crate::train::write_atomic(
-            &dir.join(name),
-            &crate::train::npy_bytes(values, values.len() / d, d),
-        )
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        aisle_core::io::write_atomic(&path, |w| w.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()))
     };
-    write("products.npy", &products)?;
-    write("queries.npy", &queries)?;
+    let npy = |values: &[f32]| aisle_core::io::npy_bytes(values, values.len() / d, d);
+    write("products.npy", &npy(&products))?;
+    write("queries.npy", &npy(&queries))?;
     let index = searcher.index();
     let exact = aisle_search::ExactIndex::new(d, products)?;
     let mut tsv = String::from(
@@ -356,7 +356,7 @@ fn export(
             args.expansion_add
         );
     }
-    crate::train::write_atomic(&dir.join("aisle-ann.tsv"), tsv.as_bytes())?;
+    write("aisle-ann.tsv", tsv.as_bytes())?;
     eprintln!(
         "[{}] wrote the product vectors and {} query vectors to {}",
         fmt_n(n),

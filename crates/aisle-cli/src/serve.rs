@@ -21,7 +21,7 @@ use aisle_train::trainer::PersonalizeConfig;
 use aisle_train::TrainConfig;
 
 use crate::backend::{BackendArgs, UploadArgs};
-use crate::train::{pick_split, slug, Bar};
+use crate::train::{pick_split, Bar};
 use crate::DataOpts;
 
 /// Above this many products `--ann auto` builds an HNSW graph; below it exact search is fast
@@ -61,7 +61,7 @@ pub struct ModelSource {
 impl ModelSource {
     fn default_model(&self, ds: &Dataset) -> PathBuf {
         PathBuf::from("out/serve")
-            .join(slug(&ds.name))
+            .join(aisle_core::io::slug(&ds.name))
             .join(aisle_train::run::MODEL_FILE)
     }
 

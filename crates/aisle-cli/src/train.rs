@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use aisle_core::io::{npy_bytes, slug, write_atomic};
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Split};
 use aisle_eval::rankers::DenseOptions;
@@ -274,8 +275,6 @@ pub fn pick_split<'a>(ds: &'a Dataset, name: Option<&str>) -> Result<&'a Split> 
             .with_context(|| format!("dataset `{}` has no interactions to train on", ds.name)),
     }
 }
-
-pub(crate) use aisle_core::io::slug;
 
 pub(crate) struct Bar {
     bar: ProgressBar,
@@ -617,19 +616,22 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
         _ => bail!("say what to encode: --dataset NAME (its catalog) or --queries FILE"),
     };
     let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match ext {
+    let (files, wrote) = match ext {
         "npy" => {
-            write_atomic(&args.out, &npy_bytes(&vectors, ids.len(), d))?;
             let ids_path = args.out.with_extension("ids.txt");
             let mut text = ids.join("\n");
             text.push('\n');
-            write_atomic(&ids_path, text.as_bytes())?;
-            println!(
+            let wrote = format!(
                 "wrote {} x {d} float32 to {} and their ids to {}",
                 fmt_n(ids.len()),
                 args.out.display(),
                 ids_path.display()
             );
+            let vectors = npy_bytes(&vectors, ids.len(), d);
+            (
+                vec![(args.out.clone(), vectors), (ids_path, text.into_bytes())],
+                wrote,
+            )
         }
         "jsonl" => {
             let mut buf = Vec::new();
@@ -637,46 +639,27 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
                 serde_json::to_writer(&mut buf, &serde_json::json!({"id": id, "vector": v}))?;
                 buf.push(b'\n');
             }
-            write_atomic(&args.out, &buf)?;
-            println!(
+            let wrote = format!(
                 "wrote {} vectors of {d} to {}",
                 fmt_n(ids.len()),
                 args.out.display()
             );
+            (vec![(args.out.clone(), buf)], wrote)
         }
         _ => bail!(
             "--out {}: use a .npy or .jsonl file name",
             args.out.display()
         ),
+    };
+    for (path, bytes) in &files {
+        write_atomic(path, |w| w.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
+    println!("{wrote}");
     if let (Some((ds, _)), Some(sampler)) = (made.dataset(), made.sampler()) {
         eprintln!("(model trained on {ds}, sampler {sampler})");
     }
     Ok(())
-}
-
-/// A NumPy .npy (format 1.0) of a row-major `n x d` float32 matrix.
-pub(crate) fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
-    // magic (6) + version (2) + header length (2) + header, padded with spaces so that the data
-    // starts at a multiple of 64 bytes, and ended by a newline.
-    let unpadded = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
-/// Writes `bytes` to `path` through a temporary file renamed into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    aisle_core::io::write_atomic(path, |w| w.write_all(bytes))
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[derive(Args)]

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use aisle_core::io::{slug, write_atomic};
 use aisle_eval::evaluate::{evaluate_groups, EvalConfig, Group, Member, Part};
 use aisle_eval::zero_shot::MiniLmRanker;
 use aisle_train::transformer::{fine_tune, TuneConfig};
 use aisle_train::SamplerSpec;
 
-use crate::train::{pick_split, slug, write_atomic, TrainArgs};
+use crate::train::{pick_split, TrainArgs};
 
 /// Flags of the n-gram tower that mean nothing to a transformer run.
 fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
@@ -96,7 +97,9 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
     })?;
     let summary_path = out.join("tune_summary.json");
     let json = serde_json::json!({ "config": cfg, "summary": summary });
-    write_atomic(&summary_path, &serde_json::to_vec_pretty(&json)?)?;
+    let bytes = serde_json::to_vec_pretty(&json)?;
+    write_atomic(&summary_path, |w| w.write_all(&bytes))
+        .with_context(|| format!("writing {}", summary_path.display()))?;
 
     // Validation Recall@10, pretrained against fine-tuned, through the same evaluation code.
     let start = std::time::Instant::now();

@@ -115,6 +115,25 @@ pub fn write_atomic(
     result
 }
 
+/// A NumPy .npy file (format 1.0) of a row-major `n x d` float32 matrix: every .npy aisle
+/// writes (`aisle encode`, `aisle bench search --export`) is these bytes.
+pub fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    // magic (6) + version (2) + header length (2) + header, padded with spaces so that the data
+    // starts at a multiple of 64 bytes, and ended by a newline.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +157,24 @@ mod tests {
             other.exists(),
             "another file's temp file is not ours to remove"
         );
+    }
+
+    #[test]
+    fn npy_data_starts_at_a_multiple_of_64_after_a_header_naming_the_shape() {
+        let bytes = npy_bytes(&[1.0, -2.5, 0.0, 4.0, 5.0, 6.0], 2, 3);
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+        let start = 10 + len;
+        assert_eq!(start % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..start]).expect("ascii header");
+        assert!(
+            header.contains("'shape': (2, 3)") && header.ends_with('\n'),
+            "{header}"
+        );
+        let values: Vec<f32> = bytes[start..]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(values, [1.0, -2.5, 0.0, 4.0, 5.0, 6.0]);
     }
 }
