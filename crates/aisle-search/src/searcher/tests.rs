@@ -1,8 +1,15 @@
-use super::*;
+use std::sync::Arc;
 
 use aisle_core::synth::small_dataset;
+use aisle_core::{Dataset, Histories, Kind, NodeId, ProductId, UserId};
 use aisle_model::personal::{Fusion, Personalizer};
-use aisle_model::{EncodeError, Model, ModelConfig};
+use aisle_model::{EncodeError, Encoder, Model, ModelConfig};
+
+use crate::rerank::{Reranker, Signals};
+use crate::vector::{dot, HnswIndex, HnswParams, IndexStamp};
+
+use super::options::EXACT_FILTER_MAX;
+use super::*;
 
 /// A small world and an untrained model (random towers embed text deterministically, which is
 /// all these tests need); `personal` adds an untrained personalized tower, which at its initial
