@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use aisle_core::{normalize_query, Dataset, Kind, ProductId, UserId};
-use aisle_search::{HistoryInput, Mode, Request as SearchRequest, SearchError, Searcher};
+use aisle_core::{normalize_query, Dataset, Kind, NodeId, ProductId, UserId};
+use aisle_search::{HistoryInput, Mode, Request as SearchRequest, Results, SearchError, Searcher};
 
-use crate::App;
+use crate::{App, ServeOptions};
 
 /// The search page (one file, inline CSS and JS).
 const PAGE: &str = include_str!("../assets/index.html");
@@ -250,32 +250,7 @@ async fn search_get(
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(p) = params?;
-    let k = match p.k.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<usize>()
-                .map_err(|_| ApiError::bad(format!("k: `{s}` is not a whole number")))?,
-        ),
-    };
-    let explain = match p.explain.as_deref() {
-        None | Some("") | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(s) => {
-            return Err(ApiError::bad(format!(
-                "explain: `{s}`: expected true or false"
-            )))
-        }
-    };
-    let input = SearchBody {
-        q: p.q,
-        k,
-        user: p.user.filter(|u| !u.is_empty()),
-        history: None,
-        category: p.category.filter(|c| !c.is_empty()),
-        mode: p.mode.filter(|m| !m.is_empty()),
-        explain,
-    };
-    search_off_the_runtime(app, input).await
+    search_off_the_runtime(app, p.into_body()?).await
 }
 
 /// Runs a search on a blocking thread: a slow one (a large k, hybrid, explanations) must not
@@ -300,126 +275,248 @@ async fn search_post(
     search_off_the_runtime(app, body).await
 }
 
-/// Checks a search, runs it on the Searcher in service and renders the answer.
+/// A search from end to end, in named phases: [`SearchBody::parse`] checks what needs no
+/// catalog, [`Resolved::new`] looks the names up in the Searcher in service, the Searcher
+/// searches, and [`render`] writes the answer.
 fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
-    let opts = &app.options;
-    let raw = input
-        .q
-        .ok_or_else(|| ApiError::bad("q is required: the query text"))?;
-    if raw.len() > opts.max_query_bytes {
-        return Err(ApiError::bad(format!(
-            "q is {} bytes long; at most {} are allowed",
-            raw.len(),
-            opts.max_query_bytes
-        )));
-    }
-    let text = normalize_query(&raw);
-    if !text.chars().any(char::is_alphanumeric) {
-        return Err(ApiError::bad(
-            "q has no letters or digits: nothing to search for",
-        ));
-    }
-    let k = input.k.unwrap_or(opts.default_k);
-    if k == 0 || k > opts.max_k {
-        return Err(ApiError::bad(format!(
-            "k must be between 1 and {}, got {k}",
-            opts.max_k
-        )));
-    }
-    let mode = match input.mode.as_deref() {
-        None => Mode::Dense,
-        Some(m) => Mode::parse(m).map_err(|e| ApiError::bad(format!("mode: {e}")))?,
-    };
+    let parsed = input.parse(&app.options)?;
     let s = app.searcher();
-    let ds = s.dataset();
-    let category = match input.category.as_deref() {
-        None => None,
-        Some(c) => Some(ds.taxonomy.node(c).ok_or_else(|| {
-            ApiError::bad(format!(
-                "category: unknown category `{c}` (use a taxonomy node id)"
-            ))
-        })?),
-    };
-    let mut warnings: Vec<String> = s.notes().to_vec();
-    let inline: Option<Vec<(ProductId, Kind)>> = match &input.history {
-        None => None,
-        Some(items) => {
-            if items.len() > opts.max_history {
-                return Err(ApiError::bad(format!(
-                    "history has {} items; at most {} are allowed",
-                    items.len(),
-                    opts.max_history
-                )));
-            }
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let p = ds.catalog.find(&item.product).ok_or_else(|| {
-                    ApiError::bad(format!(
-                        "history[{i}].product: unknown product `{}`",
-                        item.product
-                    ))
-                })?;
-                let kind = match item.kind.as_deref() {
-                    None => Kind::Purchase,
-                    Some(k) => Kind::parse(k).ok_or_else(|| {
-                        ApiError::bad(format!(
-                            "history[{i}].kind: `{k}`: expected view, click, add_to_cart or purchase"
-                        ))
-                    })?,
-                };
-                out.push((p, kind));
-            }
-            Some(out)
-        }
-    };
-    let user: Option<(String, Option<UserId>)> = input.user.map(|id| {
-        let found = ds.users.find(&id);
-        (id, found)
-    });
-    let history = match (&inline, &user) {
-        (Some(items), u) => {
-            if let Some((id, _)) = u {
-                warnings.push(format!(
-                    "an inline history was given: the stored history of `{id}` was not read"
-                ));
-            }
-            HistoryInput::Inline(items)
-        }
-        (None, Some((id, None))) => {
-            warnings.push(format!("unknown user `{id}`: plain search"));
-            HistoryInput::None
-        }
-        (None, Some((id, Some(u)))) => {
-            if s.histories().count(*u) == 0 {
-                warnings.push(format!("user `{id}` has no history yet: plain search"));
-            }
-            HistoryInput::User {
-                user: *u,
-                before: i64::MAX,
-            }
-        }
-        (None, None) => HistoryInput::None,
-    };
-    let wants_history = !matches!(history, HistoryInput::None);
-    if wants_history
-        && s.encoder().personal().is_none()
-        && s.history_boost() == 0.0
-        && s.reranker().is_none()
-    {
-        warnings
-            .push("the model in service has no personalized tower: the history is not read".into());
-    }
-    let request = SearchRequest {
-        text: &text,
-        k,
-        history,
-        category,
-        mode,
-        explain: input.explain,
-    };
+    let resolved = Resolved::new(&s, &parsed, &app.options)?;
+    let request = resolved.request(&parsed);
     let start = Instant::now();
     let results = s.search(&request)?;
     let took_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok(render(s.dataset(), &parsed, resolved, &results, took_ms))
+}
+
+impl SearchParams {
+    /// Parse, for `GET /search`: the query string as the `POST` body it stands for (`k` a whole
+    /// number, `explain` true/false/1/0, empty values as absent).
+    fn into_body(self) -> ApiResult<SearchBody> {
+        let k = match self.k.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(
+                s.parse::<usize>()
+                    .map_err(|_| ApiError::bad(format!("k: `{s}` is not a whole number")))?,
+            ),
+        };
+        let explain = match self.explain.as_deref() {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(s) => {
+                return Err(ApiError::bad(format!(
+                    "explain: `{s}`: expected true or false"
+                )))
+            }
+        };
+        Ok(SearchBody {
+            q: self.q,
+            k,
+            user: self.user.filter(|u| !u.is_empty()),
+            history: None,
+            category: self.category.filter(|c| !c.is_empty()),
+            mode: self.mode.filter(|m| !m.is_empty()),
+            explain,
+        })
+    }
+}
+
+/// A search as checked before the catalog is read: the query text normalised and not empty,
+/// `k` within the server's bounds, the mode parsed. The names in it (user, category, history
+/// products) are looked up by [`Resolved::new`].
+#[derive(Debug)]
+struct Parsed {
+    text: String,
+    k: usize,
+    mode: Mode,
+    explain: bool,
+    user: Option<String>,
+    category: Option<String>,
+    history: Option<Vec<HistoryItem>>,
+}
+
+impl SearchBody {
+    /// Parse: the checks that need no catalog, in the order their errors are reported.
+    fn parse(self, opts: &ServeOptions) -> ApiResult<Parsed> {
+        let raw = self
+            .q
+            .ok_or_else(|| ApiError::bad("q is required: the query text"))?;
+        if raw.len() > opts.max_query_bytes {
+            return Err(ApiError::bad(format!(
+                "q is {} bytes long; at most {} are allowed",
+                raw.len(),
+                opts.max_query_bytes
+            )));
+        }
+        let text = normalize_query(&raw);
+        if !text.chars().any(char::is_alphanumeric) {
+            return Err(ApiError::bad(
+                "q has no letters or digits: nothing to search for",
+            ));
+        }
+        let k = self.k.unwrap_or(opts.default_k);
+        if k == 0 || k > opts.max_k {
+            return Err(ApiError::bad(format!(
+                "k must be between 1 and {}, got {k}",
+                opts.max_k
+            )));
+        }
+        let mode = match self.mode.as_deref() {
+            None => Mode::Dense,
+            Some(m) => Mode::parse(m).map_err(|e| ApiError::bad(format!("mode: {e}")))?,
+        };
+        Ok(Parsed {
+            text,
+            k,
+            mode,
+            explain: self.explain,
+            user: self.user,
+            category: self.category,
+            history: self.history,
+        })
+    }
+}
+
+/// Where a resolved search's history comes from, owned so that the request can borrow it.
+#[derive(Debug)]
+enum History {
+    None,
+    /// Given with the request.
+    Inline(Vec<(ProductId, Kind)>),
+    /// The stored history of a known customer.
+    User(UserId),
+}
+
+/// A parsed search resolved against the Searcher in service: its category node, its history,
+/// the user it names (with the customer found, if any) and the warnings its answer carries.
+#[derive(Debug)]
+struct Resolved {
+    category: Option<NodeId>,
+    history: History,
+    user: Option<(String, Option<UserId>)>,
+    warnings: Vec<String>,
+}
+
+impl Resolved {
+    /// Resolve: the category and the history's products looked up in the catalog, the user in
+    /// the customer store; which history the search reads, and the warnings that go with it.
+    fn new(s: &Searcher, p: &Parsed, opts: &ServeOptions) -> ApiResult<Resolved> {
+        let ds = s.dataset();
+        let category = match p.category.as_deref() {
+            None => None,
+            Some(c) => Some(ds.taxonomy.node(c).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "category: unknown category `{c}` (use a taxonomy node id)"
+                ))
+            })?),
+        };
+        let mut warnings: Vec<String> = s.notes().to_vec();
+        let inline = p
+            .history
+            .as_deref()
+            .map(|items| inline_history(ds, items, opts))
+            .transpose()?;
+        let user: Option<(String, Option<UserId>)> = p.user.clone().map(|id| {
+            let found = ds.users.find(&id);
+            (id, found)
+        });
+        let history = match (inline, &user) {
+            (Some(items), u) => {
+                if let Some((id, _)) = u {
+                    warnings.push(format!(
+                        "an inline history was given: the stored history of `{id}` was not read"
+                    ));
+                }
+                History::Inline(items)
+            }
+            (None, Some((id, None))) => {
+                warnings.push(format!("unknown user `{id}`: plain search"));
+                History::None
+            }
+            (None, Some((id, Some(u)))) => {
+                if s.histories().count(*u) == 0 {
+                    warnings.push(format!("user `{id}` has no history yet: plain search"));
+                }
+                History::User(*u)
+            }
+            (None, None) => History::None,
+        };
+        let wants_history = !matches!(history, History::None);
+        if wants_history
+            && s.encoder().personal().is_none()
+            && s.history_boost() == 0.0
+            && s.reranker().is_none()
+        {
+            warnings.push(
+                "the model in service has no personalized tower: the history is not read".into(),
+            );
+        }
+        Ok(Resolved {
+            category,
+            history,
+            user,
+            warnings,
+        })
+    }
+
+    /// The Searcher's request for this search.
+    fn request<'a>(&'a self, p: &'a Parsed) -> SearchRequest<'a> {
+        let history = match &self.history {
+            History::None => HistoryInput::None,
+            History::Inline(items) => HistoryInput::Inline(items),
+            History::User(user) => HistoryInput::User {
+                user: *user,
+                before: i64::MAX,
+            },
+        };
+        SearchRequest {
+            text: &p.text,
+            k: p.k,
+            history,
+            category: self.category,
+            mode: p.mode,
+            explain: p.explain,
+        }
+    }
+}
+
+/// An inline history's items looked up in the catalog, at most `max_history` of them.
+fn inline_history(
+    ds: &Dataset,
+    items: &[HistoryItem],
+    opts: &ServeOptions,
+) -> ApiResult<Vec<(ProductId, Kind)>> {
+    if items.len() > opts.max_history {
+        return Err(ApiError::bad(format!(
+            "history has {} items; at most {} are allowed",
+            items.len(),
+            opts.max_history
+        )));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let p = ds.catalog.find(&item.product).ok_or_else(|| {
+            ApiError::bad(format!(
+                "history[{i}].product: unknown product `{}`",
+                item.product
+            ))
+        })?;
+        let kind = match item.kind.as_deref() {
+            None => Kind::Purchase,
+            Some(k) => Kind::parse(k).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "history[{i}].kind: `{k}`: expected view, click, add_to_cart or purchase"
+                ))
+            })?,
+        };
+        out.push((p, kind));
+    }
+    Ok(out)
+}
+
+/// Render: the JSON answer to a search, its hits (with their explanations when asked), the user
+/// and the warnings.
+fn render(ds: &Dataset, p: &Parsed, resolved: Resolved, results: &Results, took_ms: f64) -> Value {
     let hits: Vec<Value> = results
         .hits
         .iter()
@@ -447,26 +544,31 @@ fn run_search(app: &App, input: SearchBody) -> ApiResult<Value> {
             v
         })
         .collect();
-    let user_json = user.map(|(id, found)| {
+    let inline = matches!(resolved.history, History::Inline(_));
+    let user_json = resolved.user.map(|(id, found)| {
         json!({
             "id": id,
             "known": found.is_some(),
-            "history_used": if inline.is_none() { results.history_used } else { 0 },
+            "history_used": if inline { 0 } else { results.history_used },
             "features_used": results.features_used,
         })
     });
-    Ok(json!({
-        "query": text,
-        "k": k,
-        "mode": mode.to_string(),
-        "category": category.map(|c| json!({"id": ds.taxonomy.id(c), "name": ds.taxonomy.name(c)})),
+    let t = &ds.taxonomy;
+    let category = resolved
+        .category
+        .map(|c| json!({"id": t.id(c), "name": t.name(c)}));
+    json!({
+        "query": p.text,
+        "k": p.k,
+        "mode": p.mode.to_string(),
+        "category": category,
         "personalized": results.personalized(),
         "history_used": results.history_used,
         "user": user_json,
         "took_ms": took_ms,
-        "warnings": warnings,
+        "warnings": resolved.warnings,
         "results": hits,
-    }))
+    })
 }
 
 /// A product as the API shows it.
