@@ -74,7 +74,7 @@ impl BackendArgs {
         Ok(Some(IndexChoice::Qdrant(QdrantTarget {
             config,
             collection: self.collection.clone(),
-            model_digest: Some(crate::model_file::digest(model_path)?),
+            model_digest: Some(aisle_search::model_file::digest(model_path)?),
         })))
     }
 }
@@ -121,7 +121,7 @@ pub fn upload(
         ds,
         vectors,
         dim: d,
-        model_digest: crate::model_file::digest(model_path)?,
+        model_digest: aisle_search::model_file::digest(model_path)?,
         collection: backend.collection.clone(),
         shards: args.shards,
         replicas: args.replicas,

@@ -15,7 +15,7 @@ use aisle_eval::{
 };
 use aisle_model::Encoder;
 
-use crate::model_file::Made;
+use aisle_search::model_file::Made;
 use aisle_search::{IndexChoice, Mode};
 
 use crate::train::pick_split;
@@ -132,7 +132,7 @@ impl Current<'_> {
         // The previous model's table is freed before the next one is read.
         *loaded = None;
         let path = &self.models[k].path;
-        let (model, made) = crate::model_file::read(path)?;
+        let (model, made) = aisle_search::model_file::read(path)?;
         anyhow::ensure!(
             made == self.models[k].made,
             "{} changed during the evaluation",
@@ -190,12 +190,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let mut facts: Vec<Option<Facts>> = specs.iter().map(|_| None).collect();
     let mut first: Option<Arc<dyn Encoder>> = None;
     for (k, (_, path)) in specs.iter().enumerate().rev() {
-        let crate::model_file::ModelFile {
+        let aisle_search::model_file::ModelFile {
             encoder,
             made,
             history,
             other_dataset,
-        } = crate::model_file::load(path, &ds, "evaluated", args.allow_other_dataset)?;
+        } = aisle_search::model_file::load(path, &ds, "evaluated", args.allow_other_dataset)
+            .with_context(|| format!("loading model {}", path.display()))?;
+        if let Some(note) = &other_dataset {
+            eprintln!("warning: {note}");
+        }
         facts[k] = Some((made, history, other_dataset, encoder.personal().is_some()));
         first = (k == 0).then_some(encoder);
     }

@@ -18,7 +18,6 @@ mod bench_pipeline;
 mod bench_search;
 mod eval;
 mod experiment;
-mod model_file;
 mod out_dir;
 mod serve;
 mod train;

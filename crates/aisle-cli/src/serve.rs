@@ -10,10 +10,9 @@ use clap::{Args, ValueEnum};
 
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Histories};
-use aisle_model::Encoder;
+use aisle_search::served::{self, HeadChoice, ModelUse};
 use aisle_search::{
     recall_at_k, ExactIndex, HnswIndex, HnswParams, IndexChoice, Quantization, Searcher,
-    SearcherOptions,
 };
 use aisle_serve::{App, Loader, ServeOptions};
 use aisle_train::run::RunOptions;
@@ -83,12 +82,13 @@ impl ModelSource {
             // The default model follows the dataset: one trained on other data (an older
             // generator, changed files) is trained again rather than refused.
             // One written by an older aisle, whose metadata this one cannot read, too.
-            match crate::model_file::read(&path) {
-                Ok((_, made)) => match crate::model_file::other_dataset(&path, &made, ds, "served")
-                {
-                    None => return Ok(path),
-                    Some(why) => eprintln!("{why}: training the default model again"),
-                },
+            match aisle_search::model_file::read(&path) {
+                Ok((_, made)) => {
+                    match aisle_search::model_file::other_dataset(&path, &made, ds, "served") {
+                        None => return Ok(path),
+                        Some(why) => eprintln!("{why}: training the default model again"),
+                    }
+                }
                 Err(e) => eprintln!("{e:#}: training the default model again"),
             }
         }
@@ -160,96 +160,27 @@ fn index_choice(
 /// search`, docs/serving.md).
 const SERVE_EXPANSION_SEARCH: usize = 256;
 
-/// How the served Searcher uses its model: the histories it reads, the head, and whether a
-/// model trained on another dataset is let through.
-#[derive(Clone)]
-struct ModelUse {
-    /// Earlier interactions read [default: as the model was trained].
-    history: Option<usize>,
-    history_boost: f32,
-    /// The learned re-ranking head: a given file, or `rerank.json` beside the model when there
-    /// is one (looked for again at every reload); none with `--no-rerank`.
-    head: HeadChoice,
-    /// `--allow-other-dataset`: serve a model trained on other data, saying so in every answer.
-    allow_other_dataset: bool,
-}
-
-#[derive(Clone)]
-enum HeadChoice {
-    None,
-    Given(PathBuf),
-    BesideModel,
-}
-
-impl HeadChoice {
-    fn of(args: &ServeArgs) -> HeadChoice {
-        match (&args.rerank, args.no_rerank) {
-            (_, true) => HeadChoice::None,
-            (Some(p), false) => HeadChoice::Given(p.clone()),
-            (None, false) => HeadChoice::BesideModel,
-        }
-    }
-
-    /// The head file to serve with `model_path` now: the one given (which must exist), or
-    /// `rerank.json` beside the model if it is there.
-    fn file(&self, model_path: &Path) -> Result<Option<PathBuf>> {
-        match self {
-            HeadChoice::None => Ok(None),
-            HeadChoice::Given(p) => {
-                if !p.exists() {
-                    bail!(
-                        "re-ranking head {} does not exist (fit one with `aisle train --rerank`)",
-                        p.display()
-                    );
-                }
-                Ok(Some(p.clone()))
-            }
-            HeadChoice::BesideModel => {
-                let beside = model_path.with_file_name(aisle_search::rerank::HEAD_FILE);
-                Ok(beside.exists().then_some(beside))
-            }
-        }
+/// The head `aisle serve`'s flags ask for.
+fn head_choice(args: &ServeArgs) -> HeadChoice {
+    match (&args.rerank, args.no_rerank) {
+        (_, true) => HeadChoice::None,
+        (Some(p), false) => HeadChoice::Given(p.clone()),
+        (None, false) => HeadChoice::BesideModel,
     }
 }
 
-/// Builds the Searcher that `aisle serve` serves.
+/// [`served::build`], with the model file named in its errors, and the note of a model let
+/// through from other data printed.
 fn build_searcher(
     ds: &Arc<Dataset>,
     model_path: &Path,
     index: &IndexChoice,
-    histories: Histories,
     uses: &ModelUse,
 ) -> Result<Searcher> {
-    let file = crate::model_file::load(model_path, ds, "served", uses.allow_other_dataset)?;
-    let head = uses.head.file(model_path)?;
-    // A head was fitted with the towers reading the head's own history window.
-    let tower_history = if head.is_some() && file.encoder.personal().is_some() {
-        uses.history.unwrap_or(crate::train::HEAD_TOWER_HISTORY)
-    } else {
-        uses.history.unwrap_or(file.history)
-    };
-    // A saved index's header must name this model file (read again at each reload).
-    let model_digest = match index {
-        IndexChoice::Saved(_) => Some(crate::model_file::digest(model_path)?),
-        _ => None,
-    };
-    let opts = SearcherOptions {
-        index: index.clone(),
-        history: tower_history,
-        history_boost: uses.history_boost,
-        model_digest,
-        ..SearcherOptions::default()
-    };
-    let mut searcher = Searcher::build(Arc::clone(ds), file.encoder, histories, &opts)
+    let searcher = served::build(ds, model_path, index, Histories::all(ds), uses)
         .with_context(|| format!("building the searcher for {}", model_path.display()))?;
-    if let Some(note) = file.other_dataset {
-        searcher.add_note(note);
-    }
-    if let Some(path) = &head {
-        let (head, saved) = aisle_search::rerank::HeadFile::load(path)?;
-        saved.check_model(path, model_path)?;
-        searcher.set_signals(Some(Arc::new(aisle_search::Signals::of_all(ds))));
-        searcher.set_reranker(Some(head))?;
+    for note in searcher.notes() {
+        eprintln!("warning: {note}");
     }
     Ok(searcher)
 }
@@ -354,11 +285,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let uses = ModelUse {
         history: args.history,
         history_boost: args.history_boost,
-        head: HeadChoice::of(&args),
+        head: head_choice(&args),
         allow_other_dataset: args.source.allow_other_dataset,
     };
-    let histories = Histories::all(&ds);
-    let searcher = build_searcher(&ds, &model_path, &index, histories, &uses)?;
+    let searcher = build_searcher(&ds, &model_path, &index, &uses)?;
     // A saved index carries the effort it was built with; the flag wins.
     searcher.set_search_effort(args.expansion_search);
     eprintln!(
@@ -385,9 +315,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let uses = uses.clone();
         Box::new(move || {
             let s = index_for(&model_path)
-                .and_then(|index| {
-                    build_searcher(&ds, &model_path, &index, Histories::all(&ds), &uses)
-                })
+                .and_then(|index| build_searcher(&ds, &model_path, &index, &uses))
                 .map_err(|e| format!("{e:#}"))?;
             s.set_search_effort(effort);
             Ok(s)
@@ -478,9 +406,17 @@ pub struct IndexArgs {
 pub fn index(args: IndexArgs) -> Result<()> {
     let ds = args.source.data.load(&args.source.dataset)?;
     let model_path = args.source.resolve(&ds)?;
-    let model =
-        crate::model_file::load(&model_path, &ds, "indexed", args.source.allow_other_dataset)?
-            .encoder;
+    let file = aisle_search::model_file::load(
+        &model_path,
+        &ds,
+        "indexed",
+        args.source.allow_other_dataset,
+    )
+    .with_context(|| format!("loading model {}", model_path.display()))?;
+    if let Some(note) = &file.other_dataset {
+        eprintln!("warning: {note}");
+    }
+    let model = file.encoder;
     let d = model.dim();
     let qdrant = args.backend.qdrant()?;
     let start = Instant::now();
@@ -493,7 +429,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
         );
         let queries = args
             .check
-            .then(|| check_queries(model.as_ref(), &ds, &vectors, args.check_queries))
+            .then(|| served::probe_queries(model.as_ref(), &ds, &vectors, args.check_queries))
             .transpose()?;
         return crate::backend::upload(
             &cfg,
@@ -531,7 +467,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let stamp = aisle_search::IndexStamp {
-        model_digest: crate::model_file::digest(&model_path)?,
+        model_digest: aisle_search::model_file::digest(&model_path)?,
         catalog_digest: aisle_search::qdrant::catalog_digest(&ds),
     };
     index
@@ -552,7 +488,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
         bytes as f64 / ds.catalog.len().max(1) as f64
     );
     if args.check {
-        let queries = check_queries(model.as_ref(), &ds, &vectors, args.check_queries)?;
+        let queries = served::probe_queries(model.as_ref(), &ds, &vectors, args.check_queries)?;
         let exact = ExactIndex::new(d, vectors)?;
         let r = recall_at_k(&index, &exact, &queries, 10)?;
         println!(
@@ -562,32 +498,4 @@ pub fn index(args: IndexArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Query vectors for `--check`: the test queries' texts through the query tower, or evenly
-/// spaced product vectors when there are none.
-fn check_queries(model: &dyn Encoder, ds: &Dataset, vectors: &[f32], n: usize) -> Result<Vec<f32>> {
-    let d = model.dim();
-    let texts: Vec<&str> = ds
-        .default_split()
-        .map(|s| {
-            let mut seen = std::collections::HashSet::new();
-            s.test
-                .iter()
-                .map(|q| ds.queries.text(q.query))
-                .filter(|t| seen.insert(*t))
-                .take(n)
-                .collect()
-        })
-        .unwrap_or_default();
-    if texts.is_empty() {
-        let products = vectors.len() / d;
-        let step = (products / n.max(1)).max(1);
-        return Ok((0..products)
-            .step_by(step)
-            .take(n)
-            .flat_map(|p| vectors[p * d..(p + 1) * d].iter().copied())
-            .collect());
-    }
-    Ok(model.encode_queries(&texts)?)
 }

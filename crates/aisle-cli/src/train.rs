@@ -500,9 +500,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Earlier interactions the towers read while the head is fitted and served (the head itself
-/// reads up to [`aisle_search::RERANK_HISTORY`]).
-pub(crate) const HEAD_TOWER_HISTORY: usize = 1000;
+/// Earlier interactions the towers read while the head is fitted and served: the one constant
+/// that serving reads too.
+pub(crate) use aisle_search::served::HEAD_TOWER_HISTORY;
 
 /// Fits the re-ranking head for the model at `model` on `split`'s validation queries (one fit,
 /// on at most [`aisle_eval::rerank::HEAD_FIT_QUERIES`] of them; the ablation is
@@ -592,7 +592,7 @@ pub struct EncodeArgs {
 }
 
 pub fn encode(args: EncodeArgs) -> Result<()> {
-    let (model, made) = crate::model_file::read(&args.model)?;
+    let (model, made) = aisle_search::model_file::read(&args.model)?;
     let d = model.dim();
     let (ids, vectors) = match (&args.dataset, &args.queries) {
         (Some(name), None) => {

@@ -54,6 +54,18 @@ pub enum SearchError {
         message: String,
     },
 
+    /// A model file that aisle cannot read (not a model, another version, damaged metadata).
+    #[error(transparent)]
+    Model(#[from] aisle_model::ModelError),
+
+    /// A MiniLM model folder that aisle cannot read.
+    #[error(transparent)]
+    Transformer(#[from] aisle_transformer::TransformerError),
+
+    /// A model trained on another dataset than the one it is asked to search; `why` names both.
+    #[error("{why}: its figures would not be this dataset's (train on it, or pass --allow-other-dataset to use it anyway)")]
+    OtherDataset { why: String },
+
     /// The encoder (a transformer's tokenizer or forward pass) failed.
     #[error(transparent)]
     Encode(#[from] aisle_model::EncodeError),

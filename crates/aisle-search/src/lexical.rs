@@ -39,7 +39,7 @@ const MAX_TOKEN_BYTES: usize = 40;
 /// Distinct query tokens beyond this are ignored, bounding the cost of a pasted paragraph.
 pub const MAX_QUERY_TERMS: usize = 32;
 
-/// How much of a product's text an explanation reads ([`Bm25::matching_terms`]): past it, a
+/// How much of a product's text an explanation reads ([`Bm25Index::matching_terms`]): past it, a
 /// match is not named. Bounds the cost of one explained hit whatever the catalog holds.
 pub const MAX_EXPLAINED_BYTES: usize = 64 * 1024;
 

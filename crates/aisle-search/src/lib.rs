@@ -3,8 +3,11 @@
 //! It owns the lexical index ([`Bm25Index`], BM25 over product text with tantivy) and the vector
 //! indexes behind one trait ([`VectorIndex`]: [`ExactIndex`] by brute force, [`HnswIndex`] with
 //! usearch, [`QdrantIndex`] in a Qdrant node or cluster), and the [`Searcher`], which puts a trained model, these indexes and the customers'
-//! histories together: evaluation and the HTTP server both search through it. It does not embed
-//! text itself (that is `aisle-model`) nor speak HTTP (`aisle-serve`). Every index and the
+//! histories together: evaluation and the HTTP server both search through it. It reads the
+//! model a Searcher is built over from its file or folder ([`model_file`]: n-gram towers or
+//! MiniLM) and assembles the Searcher `aisle serve` serves from its files ([`served`]), but
+//! does not embed text itself (that is `aisle-model` and `aisle-transformer`) nor
+//! speak HTTP (`aisle-serve`). Every index and the
 //! Searcher answer `&self` queries from many threads.
 //!
 //! ```no_run
@@ -21,9 +24,11 @@
 
 pub mod error;
 pub mod lexical;
+pub mod model_file;
 pub mod qdrant;
 pub mod rerank;
 pub mod searcher;
+pub mod served;
 pub mod vector;
 
 pub use error::{Result, SearchError};

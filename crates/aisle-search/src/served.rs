@@ -1,0 +1,142 @@
+//! The Searcher that `aisle serve` serves, assembled from files: the model ([`crate::model_file`]),
+//! the learned re-ranking head (a given file, or `rerank.json` beside the model), the vector
+//! index of choice and every customer's history. Built again, from the files as they are then,
+//! at each reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aisle_core::{Dataset, Histories};
+use aisle_model::Encoder;
+
+use crate::error::{Result, SearchError};
+use crate::model_file;
+use crate::rerank::{HeadFile, Signals, HEAD_FILE};
+use crate::searcher::{IndexChoice, Searcher, SearcherOptions};
+
+/// Earlier interactions the towers of a personalized model read when a re-ranking head ranks
+/// their candidates: the head was fitted with them reading this many (its own history features
+/// read up to [`crate::RERANK_HISTORY`]).
+pub const HEAD_TOWER_HISTORY: usize = 1000;
+
+/// Where the learned re-ranking head comes from.
+#[derive(Clone, Debug)]
+pub enum HeadChoice {
+    /// None: the towers' order.
+    None,
+    /// This file, which must exist.
+    Given(PathBuf),
+    /// `rerank.json` beside the model when there is one (looked for again at every reload).
+    BesideModel,
+}
+
+impl HeadChoice {
+    /// The head file to serve with `model_path` now.
+    pub fn file(&self, model_path: &Path) -> Result<Option<PathBuf>> {
+        match self {
+            HeadChoice::None => Ok(None),
+            HeadChoice::Given(p) if !p.exists() => Err(SearchError::BadHeadFile {
+                path: p.clone(),
+                field: "file".into(),
+                reason: "does not exist (fit one with `aisle train --rerank`)".into(),
+            }),
+            HeadChoice::Given(p) => Ok(Some(p.clone())),
+            HeadChoice::BesideModel => {
+                let beside = model_path.with_file_name(HEAD_FILE);
+                Ok(beside.exists().then_some(beside))
+            }
+        }
+    }
+}
+
+/// How the served Searcher uses its model: the histories it reads, the head, and whether a
+/// model trained on another dataset is let through.
+#[derive(Clone, Debug)]
+pub struct ModelUse {
+    /// Earlier interactions read [default: as the model was trained, or
+    /// [`HEAD_TOWER_HISTORY`] for a personalized model with a head].
+    pub history: Option<usize>,
+    /// `beta` of the history term ([`SearcherOptions::history_boost`]).
+    pub history_boost: f32,
+    pub head: HeadChoice,
+    /// Serve a model trained on other data, saying so in every answer
+    /// ([`Searcher::notes`]).
+    pub allow_other_dataset: bool,
+}
+
+/// Builds the Searcher `aisle serve` serves: the model at `model_path` over `index`, reading
+/// `histories`, used as `uses` says. A model trained on other data that `uses` lets through
+/// leaves its note in [`Searcher::notes`].
+pub fn build(
+    ds: &Arc<Dataset>,
+    model_path: &Path,
+    index: &IndexChoice,
+    histories: Histories,
+    uses: &ModelUse,
+) -> Result<Searcher> {
+    let file = model_file::load(model_path, ds, "served", uses.allow_other_dataset)?;
+    let head = uses.head.file(model_path)?;
+    // A head was fitted with the towers reading the head's own history window.
+    let tower_history = if head.is_some() && file.encoder.personal().is_some() {
+        uses.history.unwrap_or(HEAD_TOWER_HISTORY)
+    } else {
+        uses.history.unwrap_or(file.history)
+    };
+    // A saved index's header must name this model (read again at each reload).
+    let model_digest = match index {
+        IndexChoice::Saved(_) => Some(model_file::digest(model_path)?),
+        _ => None,
+    };
+    let opts = SearcherOptions {
+        index: index.clone(),
+        history: tower_history,
+        history_boost: uses.history_boost,
+        model_digest,
+        ..SearcherOptions::default()
+    };
+    let mut searcher = Searcher::build(Arc::clone(ds), file.encoder, histories, &opts)?;
+    if let Some(note) = file.other_dataset {
+        searcher.add_note(note);
+    }
+    if let Some(path) = &head {
+        let (head, saved) = HeadFile::load(path)?;
+        saved.check_model(path, model_path)?;
+        searcher.set_signals(Some(Arc::new(Signals::of_all(ds))));
+        searcher.set_reranker(Some(head))?;
+    }
+    Ok(searcher)
+}
+
+/// Query vectors that measure an index of `vectors` (the catalog encoded by `encoder`) against
+/// exact search: at most `n` distinct test queries of the dataset's first split through the
+/// query tower, or evenly spaced product vectors when it has none.
+pub fn probe_queries(
+    encoder: &dyn Encoder,
+    ds: &Dataset,
+    vectors: &[f32],
+    n: usize,
+) -> Result<Vec<f32>> {
+    let d = encoder.dim();
+    let texts: Vec<&str> = ds
+        .default_split()
+        .map(|s| {
+            let mut seen = std::collections::HashSet::new();
+            s.test
+                .iter()
+                .map(|q| ds.queries.text(q.query))
+                .filter(|t| seen.insert(*t))
+                .take(n)
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        let products = vectors.len() / d.max(1);
+        let step = (products / n.max(1)).max(1);
+        return Ok((0..products)
+            .step_by(step)
+            .take(n)
+            .flat_map(|p| vectors[p * d..(p + 1) * d].iter().copied())
+            .collect());
+    }
+    Ok(encoder.encode_queries(&texts)?)
+}
