@@ -246,8 +246,8 @@ pub struct TrainArgs {
     pub minilm_model: Option<PathBuf>,
     /// Also fit the learned re-ranking head (customer purchase counts, recency, neighbours,
     /// query-text signals over the towers' candidates) on the split's validation queries and
-    /// write it beside the model as rerank.json, which `aisle serve` then uses
-    /// (docs/training.md).
+    /// write it beside the model (file or MiniLM folder) as rerank.json, which `aisle serve`
+    /// then uses (docs/training.md).
     #[arg(long)]
     pub rerank: bool,
 }
@@ -474,7 +474,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .personalize
             .map_or(aisle_model::personal::HISTORY_WINDOW, |p| p.history);
         let split = split.clone();
-        fit_head(ds, split, &summary.model, history, &head, args.quiet)?;
+        fit_head(
+            &Arc::new(ds),
+            &split,
+            &summary.model,
+            history,
+            &head,
+            args.quiet,
+        )?;
         head_s = Some(t.elapsed().as_secs_f64());
     } else if head.exists() {
         // A head fitted for the model this run replaced would be served with the new one.
@@ -509,17 +516,16 @@ pub(crate) use aisle_search::served::HEAD_TOWER_HISTORY;
 /// `aisle experiment`'s) with [`aisle_eval::rerank::fit_head`], which writes it to `out`; prints
 /// what it got, and its progress to stderr unless `quiet`. A plain model's towers read
 /// `history` earlier interactions meanwhile, a personalized one's [`HEAD_TOWER_HISTORY`].
-fn fit_head(
-    ds: Dataset,
-    split: Split,
+pub(crate) fn fit_head(
+    ds: &Arc<Dataset>,
+    split: &Split,
     model: &Path,
     history: usize,
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
     let t = std::time::Instant::now();
-    let ds = Arc::new(ds);
-    let signals = Arc::new(Signals::of_training(&ds, &split));
+    let signals = Arc::new(Signals::of_training(ds, split));
     let job = HeadJob {
         model,
         name: "model".into(),
@@ -538,7 +544,7 @@ fn fit_head(
         },
         save: Some(out),
     };
-    let fit = aisle_eval::rerank::fit_head(&ds, &split, &signals, &job, &mut |l| {
+    let fit = aisle_eval::rerank::fit_head(ds, split, &signals, &job, &mut |l| {
         if !quiet {
             eprintln!("  {l}");
         }

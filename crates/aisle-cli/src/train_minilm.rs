@@ -29,14 +29,13 @@ fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
         (args.checkpoint_every.is_some(), "--checkpoint-every"),
         (args.eval_every.is_some(), "--eval-every"),
         (args.log_every.is_some(), "--log-every"),
-        (args.rerank, "--rerank"),
     ]
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
     .collect();
     if !given.is_empty() {
         bail!(
-            "{} {} not apply to --tower minilm (it takes --sampler, --steps, --batch-size, --negatives, --train-seed, --split, --out, --minilm-model)",
+            "{} {} not apply to --tower minilm (it takes --sampler, --steps, --batch-size, --negatives, --train-seed, --split, --out, --minilm-model, --rerank)",
             given.join(", "),
             if given.len() == 1 { "does" } else { "do" }
         );
@@ -171,5 +170,18 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
     );
     println!("model                {}", model_dir.display());
     println!("summary              {}", summary_path.display());
+    if args.rerank {
+        // The learned re-ranking head over the fine-tuned towers, beside the model folder,
+        // where `aisle serve --model FOLDER` looks for it.
+        let head = model_dir.with_file_name(aisle_search::rerank::HEAD_FILE);
+        crate::train::fit_head(
+            &ds,
+            split,
+            &model_dir,
+            aisle_model::personal::HISTORY_WINDOW,
+            &head,
+            args.quiet,
+        )?;
+    }
     Ok(())
 }

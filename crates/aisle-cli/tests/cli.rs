@@ -1217,7 +1217,16 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
     let out = out.to_str().expect("utf-8 path");
     let run = minilm(
         bert,
-        &["--steps", "3", "--batch-size", "8", "--quiet", "--out", out],
+        &[
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--quiet",
+            "--out",
+            out,
+            "--rerank",
+        ],
     );
     let (stdout, stderr) = text(&run);
     assert!(run.status.success(), "{stdout}\n{stderr}");
@@ -1230,6 +1239,16 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
         "{stdout}"
     );
     let model = Path::new(out).join("model");
+    // The re-ranking head over the fine-tuned towers, beside the folder, named by its weights.
+    assert!(
+        stdout.contains("re-ranking head      fitted on"),
+        "{stdout}"
+    );
+    let head: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(out).join("rerank.json")).expect("rerank.json beside the model"),
+    )
+    .expect("json");
+    assert!(head["model_crc32"].is_string(), "{head}");
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(model.join(f).is_file(), "no {f} in {}", model.display());
     }
@@ -1303,6 +1322,7 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
     assert_eq!(health["encoder"], "MiniLM", "{health}");
     assert_eq!(health["dim"], aisle_transformer::tiny::DIM, "{health}");
     assert_eq!(health["index"], "hnsw (saved)", "{health}");
+    assert_eq!(health["reranked"], true, "{health}");
     let found = get("/search?q=the&k=5");
     assert_eq!(
         found["results"].as_array().map(Vec::len),

@@ -130,7 +130,7 @@ impl Default for HeadFitOptions {
 /// goes.
 #[derive(Clone, Debug)]
 pub struct HeadJob<'a> {
-    /// The model file (`model.aisle`).
+    /// The model: a model file (`model.aisle`) or a MiniLM model folder.
     pub model: &'a Path,
     /// The ranker's name.
     pub name: String,
@@ -160,9 +160,9 @@ pub fn fit_head(
     job: &HeadJob,
     progress: &mut dyn FnMut(&str),
 ) -> Result<HeadFit> {
-    let (model, _) = aisle_model::artifact::load(job.model)?;
+    let (model, _) = aisle_search::model_file::read(job.model)?;
     let mut options = job.options;
-    if let (Some(h), true) = (job.personalized_history, model.personal.is_some()) {
+    if let (Some(h), true) = (job.personalized_history, model.personal().is_some()) {
         options.history = h;
     }
     let mut ranker = DenseRanker::with_options(job.name.clone(), model, ds, split, &options)?;

@@ -98,25 +98,8 @@ pub fn read(path: &Path) -> Result<(Arc<dyn Encoder>, Made)> {
 }
 
 /// What names the model at `path` in a saved index's header, a Qdrant collection's metadata and
-/// a re-ranking head: for a model file
-/// [`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest) (its own checksum), for a
-/// MiniLM folder the CRC-32 of its weights.
+/// a re-ranking head ([`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest)).
 pub fn digest(path: &Path) -> Result<String> {
-    if path.is_dir() {
-        let weights = path.join("model.safetensors");
-        let mut hasher = crc32fast::Hasher::new();
-        let mut file = std::fs::File::open(&weights).map_err(|e| SearchError::io(&weights, e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)
-                .map_err(|e| SearchError::io(&weights, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        return Ok(format!("{:08x}", hasher.finalize()));
-    }
     crate::rerank::HeadFile::model_digest(path)
 }
 

@@ -79,11 +79,29 @@ impl HeadFile {
             .map_err(|e| SearchError::io(path, e))
     }
 
-    /// The digest [`HeadFile::model_crc32`] (and a Qdrant collection's metadata) holds: CRC-32
-    /// of every byte of the model file but the last four, in hex. A model artifact ends with the
-    /// CRC-32 of the bytes before it, so this is that checksum. (A CRC-32 of the whole file would
-    /// be CRC-32's residue, 2144df1c, for every artifact: it told no two models apart.)
+    /// The digest that names a model in [`HeadFile::model_crc32`], a saved index's header and a
+    /// Qdrant collection's metadata, in hex. For a model file: CRC-32 of every byte but the last
+    /// four (a model artifact ends with the CRC-32 of the bytes before it, so this is that
+    /// checksum; a CRC-32 of the whole file would be CRC-32's residue, 2144df1c, for every
+    /// artifact, and told no two models apart). For a MiniLM model folder: CRC-32 of its
+    /// weights (`model.safetensors`), read in pieces.
     pub fn model_digest(model: &std::path::Path) -> crate::Result<String> {
+        if model.is_dir() {
+            let weights = model.join("model.safetensors");
+            let mut file =
+                std::fs::File::open(&weights).map_err(|e| SearchError::io(&weights, e))?;
+            let mut hasher = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)
+                    .map_err(|e| SearchError::io(&weights, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            return Ok(format!("{:08x}", hasher.finalize()));
+        }
         let bytes = std::fs::read(model).map_err(|e| SearchError::io(model, e))?;
         let body = &bytes[..bytes.len().saturating_sub(4)];
         Ok(format!("{:08x}", crc32fast::hash(body)))
