@@ -8,8 +8,10 @@
 //! encoder, and minimises sentence-transformers' MultipleNegativesRankingLoss with hard
 //! negatives: each query against every product of the step, scaled cosine, cross-entropy.
 //! Products that are positives of a query (other than its own target) are masked out of its
-//! softmax. AdamW at a constant learning rate: no warm-up or decay, and no dropout (aisle's BERT
-//! has none), unlike sentence-transformers' fit. The queries and products of a step run as one
+//! softmax. The loss is aisle-model's [`aisle_model::mnrl`], the n-gram trainer's too (there
+//! each query meets only its own sampled negatives; here every query meets every product).
+//! AdamW at a constant learning rate: no warm-up or decay, and no dropout (aisle's BERT has
+//! none), unlike sentence-transformers' fit. The queries and products of a step run as one
 //! packed forward and backward pass on plain buffers (`aisle_transformer::tune`), or through
 //! candle's autograd with aisle's in-place AdamW where that does not apply (another device or
 //! dtype): the same values.
@@ -25,13 +27,13 @@ use aisle_core::rng::Rng;
 use aisle_core::{Dataset, ProductId, Split};
 use aisle_model::{FeaturizerConfig, Model, ModelConfig};
 use aisle_transformer::optim::AdamW;
-use aisle_transformer::{product_text, MiniLm, TransformerError, TunedOn};
-use candle_core::Tensor;
+use aisle_transformer::{mnrl_loss_masked, product_text, MiniLm, TransformerError, TunedOn};
 use candle_nn::ParamsAdamW;
 use serde::Serialize;
 
 use crate::data::{Pair, TrainData};
 use crate::error::{Result, TrainError};
+use crate::loss::mnrl_into;
 use crate::sampler::{self, SampleCtx, SamplerSpec};
 
 /// How a transformer tower is fine-tuned.
@@ -238,12 +240,10 @@ pub fn fine_tune(
             .collect();
         // Mask: a product of the step that is relevant to query i, other than its own target.
         let n = products.len();
-        let mut mask = vec![0f32; batch.len() * n];
+        let mut masked = vec![false; batch.len() * n];
         for (i, pair) in batch.iter().enumerate() {
             for (j, &p) in products.iter().enumerate() {
-                if j != i && data.is_positive(pair.query, p) {
-                    mask[i * n + j] = -1e4;
-                }
+                masked[i * n + j] = j != i && data.is_positive(pair.query, p);
             }
         }
         sample_s += t0.elapsed().as_secs_f64();
@@ -254,19 +254,18 @@ pub fn fine_tune(
             .collect();
         let product_texts: Vec<&str> = products.iter().map(|p| texts[p.index()].as_str()).collect();
         let b = batch.len();
-        let mask = Tensor::from_vec(mask, (b, n), &candle_core::Device::Cpu).map_err(candle)?;
-        // Each query against every product of the step, masked; cross-entropy on its own.
-        let loss_of = |q: &Tensor, d: &Tensor| -> candle_core::Result<Tensor> {
-            let scores = ((q.matmul(&d.t()?)? * cfg.scale)? + &mask)?;
-            let labels = Tensor::arange(0u32, b as u32, q.device())?;
-            candle_nn::loss::cross_entropy(&scores, &labels)
-        };
+        // Each query against every product of the step (k = 0: no product is one query's
+        // own), masked: aisle-model's MNRL, on plain buffers or as a candle op.
         let loss = match &mut path {
             Steps::Tuner(tuner) => {
                 // Queries and products in one packed pass.
                 let all: Vec<&str> = query_texts.iter().chain(&product_texts).copied().collect();
-                let s = tuner
-                    .train_step(&all, |e| loss_of(&e.narrow(0, 0, b)?, &e.narrow(0, b, n)?))?;
+                let dim = tuner.dim();
+                let is_masked = |i: usize, j: usize| masked[i * n + j];
+                let s = tuner.train_step_with(&all, |e, d_e| {
+                    let ((zq, zc), (d_q, d_c)) = (e.split_at(b * dim), d_e.split_at_mut(b * dim));
+                    mnrl_into(zq, zc, dim, 0, cfg.scale as f32, &is_masked, d_q, d_c).loss as f32
+                })?;
                 forward_s += s.forward_s;
                 backward_s += s.backward_s;
                 s.loss
@@ -275,7 +274,7 @@ pub fn fine_tune(
                 let t1 = Instant::now();
                 let q = encoder.embed_batch(&query_texts)?;
                 let d = encoder.embed_batch(&product_texts)?;
-                let loss = loss_of(&q, &d).map_err(candle)?;
+                let loss = mnrl_loss_masked(&q, &d, cfg.scale, Some(&masked))?;
                 forward_s += t1.elapsed().as_secs_f64();
                 let t2 = Instant::now();
                 opt.backward_step(&loss).map_err(candle)?;

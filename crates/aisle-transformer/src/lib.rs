@@ -401,12 +401,172 @@ pub fn mean_pool_normalise(
     mean.broadcast_div(&norm)
 }
 
-/// The MultipleNegativesRankingLoss of sentence-transformers: each query's own text is the
-/// positive and the batch's other texts are its negatives; cross-entropy over the
-/// similarities scaled by `scale` (20 in sentence-transformers).
+/// The MultipleNegativesRankingLoss of sentence-transformers as a candle op: query `i` (row `i`
+/// of `queries`) against every row of `docs` (`docs[i]` its positive, the others its negatives,
+/// so `docs` has at least as many rows), cross-entropy over the similarities scaled by `scale`
+/// (20 in sentence-transformers); a scalar of the inputs' dtype.
+///
+/// Its value and gradient are aisle-model's one definition of the loss
+/// ([`aisle_model::mnrl`], the n-gram trainer's and the plain-buffer tuner's), run on the CPU in
+/// f32: this op only lets candle's autograd differentiate through it, for the fine-tuning path
+/// of models that [`Tuner`] does not cover and for `aisle bench minilm --autograd`.
 pub fn mnrl_loss(queries: &Tensor, docs: &Tensor, scale: f64) -> Result<Tensor> {
-    let n = queries.dim(0)?;
-    let scores = (queries.matmul(&docs.t()?)? * scale)?;
-    let labels = Tensor::arange(0u32, n as u32, queries.device())?;
-    Ok(candle_nn::loss::cross_entropy(&scores, &labels)?)
+    mnrl_loss_masked(queries, docs, scale, None)
+}
+
+/// [`mnrl_loss`] where `masked[i * docs + j]`, for `j != i`, leaves doc `j` out of query `i`'s
+/// softmax (another positive of the query: no negative).
+pub fn mnrl_loss_masked(
+    queries: &Tensor,
+    docs: &Tensor,
+    scale: f64,
+    masked: Option<&[bool]>,
+) -> Result<Tensor> {
+    let (b, d) = queries.dims2()?;
+    let (n, d_docs) = docs.dims2()?;
+    if d != d_docs || n < b || masked.is_some_and(|m| m.len() != b * n) {
+        return Err(TransformerError::Candle(candle_core::Error::Msg(format!(
+            "mnrl_loss: {b} queries of {d} against {n} docs of {d_docs}{}",
+            masked.map_or(String::new(), |m| format!(", {} mask entries", m.len()))
+        ))));
+    }
+    let op = Mnrl {
+        scale: scale as f32,
+        masked: masked.map(<[bool]>::to_vec),
+    };
+    let q = queries.to_dtype(DType::F32)?.contiguous()?;
+    let c = docs.to_dtype(DType::F32)?.contiguous()?;
+    Ok(q.apply_op2(&c, op)?.to_dtype(queries.dtype())?)
+}
+
+/// The candle op of [`mnrl_loss_masked`]: `k = 0` (every doc a shared candidate).
+struct Mnrl {
+    scale: f32,
+    masked: Option<Vec<bool>>,
+}
+
+impl Mnrl {
+    /// The loss of `q` against `c` (rows of `d`), its gradients into `d_q` and `d_c`.
+    fn run(&self, q: &[f32], c: &[f32], d: usize, d_q: &mut [f32], d_c: &mut [f32]) -> f64 {
+        let n = c.len() / d;
+        let masked = |i: usize, j: usize| self.masked.as_ref().is_some_and(|m| m[i * n + j]);
+        aisle_model::mnrl::mnrl_into(q, c, d, 0, self.scale, &masked, d_q, d_c).loss
+    }
+}
+
+impl candle_core::CustomOp2 for Mnrl {
+    fn name(&self) -> &'static str {
+        "aisle-mnrl"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let q = op_util::contiguous_f32(s1, l1, self.name())?;
+        let c = op_util::contiguous_f32(s2, l2, self.name())?;
+        let (_, d) = l1.shape().dims2()?;
+        let (mut d_q, mut d_c) = (vec![0.0; q.len()], vec![0.0; c.len()]);
+        let loss = self.run(q, c, d, &mut d_q, &mut d_c);
+        Ok((
+            candle_core::CpuStorage::F32(vec![loss as f32]),
+            candle_core::Shape::from(()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        c: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = q.dim(1)?;
+        let (qv, cv) = (
+            q.flatten_all()?.to_vec1::<f32>()?,
+            c.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let (mut d_q, mut d_c) = (vec![0.0; qv.len()], vec![0.0; cv.len()]);
+        self.run(&qv, &cv, d, &mut d_q, &mut d_c);
+        let d_q = Tensor::from_vec(d_q, q.shape(), q.device())?.broadcast_mul(grad)?;
+        let d_c = Tensor::from_vec(d_c, c.shape(), c.device())?.broadcast_mul(grad)?;
+        Ok((Some(d_q), Some(d_c)))
+    }
+}
+
+#[cfg(test)]
+mod mnrl_tests {
+    use candle_core::{DType, Device, Tensor, Var};
+
+    use crate::test_util::{close, seeded};
+    use crate::Result;
+
+    fn unit_rows(n: usize, d: usize, seed: u32) -> Vec<f32> {
+        let mut v = seeded(n * d, seed);
+        for r in v.chunks_mut(d) {
+            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+            r.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    /// `mnrl_loss` is the plain-buffer MNRL: on random inputs its value and its gradient through
+    /// candle's autograd are aisle-model's, bit for bit; and both are sentence-transformers'
+    /// expression (cross-entropy of the scaled similarities, masked ones pushed down by 1e4, in
+    /// candle ops: what aisle's candle loss used to be) to float rounding.
+    #[test]
+    fn mnrl_loss_is_the_plain_buffer_mnrl_and_sentence_transformers_loss() -> Result<()> {
+        for (b, n, d, seed) in [(4, 4, 8, 1u32), (5, 15, 16, 2), (16, 32, 384, 3)] {
+            let (qv, cv) = (unit_rows(b, d, seed), unit_rows(n, d, seed + 100));
+            let masked: Vec<bool> = (0..b * n)
+                .map(|x| (x / n) != (x % n) && (x * 7 + seed as usize).is_multiple_of(5))
+                .collect();
+            let q = Var::from_vec(qv.clone(), (b, d), &Device::Cpu)?;
+            let c = Var::from_vec(cv.clone(), (n, d), &Device::Cpu)?;
+            for mask in [None, Some(&masked[..])] {
+                let loss = crate::mnrl_loss_masked(q.as_tensor(), c.as_tensor(), 20.0, mask)?;
+                let grads = loss.backward()?;
+                let grad = |v: &Var| -> Result<Tensor> {
+                    Ok(grads.get(v.as_tensor()).expect("a gradient").clone())
+                };
+                let (gq, gc) = (grad(&q)?, grad(&c)?);
+                // The one definition.
+                let is_masked = |i: usize, j: usize| mask.is_some_and(|m| m[i * n + j]);
+                let plain = aisle_model::mnrl::mnrl(&qv, &cv, d, 0, 20.0, &is_masked);
+                assert_eq!(loss.to_scalar::<f32>()?, plain.loss as f32);
+                assert_eq!(gq.flatten_all()?.to_vec1::<f32>()?, plain.d_query);
+                assert_eq!(gc.flatten_all()?.to_vec1::<f32>()?, plain.d_candidates);
+                // Sentence-transformers' expression.
+                let push: Vec<f32> = (0..b * n)
+                    .map(|x| if is_masked(x / n, x % n) { -1e4 } else { 0.0 })
+                    .collect();
+                let push = Tensor::from_vec(push, (b, n), &Device::Cpu)?;
+                let scores = ((q.matmul(&c.t()?)? * 20.0)? + push)?;
+                let labels = Tensor::arange(0u32, b as u32, &Device::Cpu)?;
+                let reference = candle_nn::loss::cross_entropy(&scores, &labels)?;
+                let ref_grads = reference.backward()?;
+                let what = format!("b {b} n {n} masked {}", mask.is_some());
+                close(&loss, &reference, 1e-5, &format!("loss, {what}"))?;
+                let ref_grad = |v: &Var| ref_grads.get(v.as_tensor()).expect("a gradient");
+                close(&gq, ref_grad(&q), 1e-5, &format!("d queries, {what}"))?;
+                close(&gc, ref_grad(&c), 1e-5, &format!("d docs, {what}"))?;
+            }
+        }
+        // Another dtype goes through f32 and back, gradients too.
+        let q = Var::from_vec(unit_rows(3, 4, 7), (3, 4), &Device::Cpu)?;
+        let q64 = q.as_tensor().to_dtype(DType::F64)?;
+        let loss = crate::mnrl_loss(&q64, &q64, 20.0)?;
+        assert_eq!(loss.dtype(), DType::F64);
+        assert!(loss.backward()?.get(q.as_tensor()).is_some());
+        // Shapes that do not fit are refused.
+        let short = Tensor::zeros((2, 4), DType::F32, &Device::Cpu)?;
+        assert!(crate::mnrl_loss(q.as_tensor(), &short, 20.0).is_err());
+        assert!(
+            crate::mnrl_loss_masked(q.as_tensor(), q.as_tensor(), 20.0, Some(&[false])).is_err()
+        );
+        Ok(())
+    }
 }

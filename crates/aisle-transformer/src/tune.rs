@@ -22,10 +22,14 @@
 //! - **AdamW in one pass** over the flat weights, gradients and moments, with candle-nn's
 //!   arithmetic (as [`crate::optim::AdamW`]).
 //!
-//! The loss stays a candle expression of the embeddings (any loss: MNRL, with hard negatives or
-//! masks): [`Tuner::train_step`] hands it the embeddings as a variable and takes their
-//! gradient back. The tests hold the embeddings and every weight gradient to candle's autograd
-//! on the vendored model, and a few AdamW steps to the candle path's weights.
+//! The loss is a function of the embeddings, with their gradient, on plain buffers:
+//! [`Tuner::train_step_with`] hands it the embeddings and a gradient buffer kept across steps
+//! (aisle's fine-tuning passes aisle-model's MNRL, [`aisle_model::mnrl`], the n-gram trainer's
+//! loss too). [`Tuner::train_step`] takes any candle expression of the embeddings instead (as
+//! [`crate::mnrl_loss`], a candle op over the same MNRL), hands it the embeddings as a variable
+//! and takes their gradient back from candle. The tests hold the embeddings and every weight
+//! gradient to candle's autograd on the vendored model, a few AdamW steps to the candle path's
+//! weights, and the two kinds of step to each other.
 
 use candle_core::{DType, Device, InplaceOp1, Layout, Tensor, Var};
 use candle_nn::ParamsAdamW;
@@ -173,6 +177,8 @@ struct Tape {
 /// The backward pass's buffers.
 #[derive(Default)]
 struct Scratch {
+    /// The loss's gradient of the embeddings ([`Tuner::train_step_with`]).
+    d_embeddings: Vec<f32>,
     d_hidden: Vec<f32>,
     d_sum: Vec<f32>,
     d_act: Vec<f32>,
@@ -683,10 +689,39 @@ impl Tuner {
             });
     }
 
+    /// One fine-tuning step with a loss on plain buffers: embeds `texts`, hands `loss` the
+    /// embeddings (`texts * dim` values, row-major) and a buffer for its gradient with respect
+    /// to them (as long; `loss` writes every value, as aisle-model's
+    /// [`mnrl_into`](aisle_model::mnrl::mnrl_into) does), back-propagates that gradient through
+    /// the encoder and takes an AdamW step. `loss` returns the loss's value. The gradient buffer
+    /// is kept across steps. [`Step::forward_s`] includes the whole loss, value and gradient.
+    pub fn train_step_with(
+        &mut self,
+        texts: &[&str],
+        loss: impl FnOnce(&[f32], &mut [f32]) -> f32,
+    ) -> Result<Step> {
+        let t0 = std::time::Instant::now();
+        let e = self.forward(texts)?;
+        let mut d_e = std::mem::take(&mut self.scratch.d_embeddings);
+        let value = loss(&e, sized(&mut d_e, e.len()));
+        let forward_s = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let done = self.backward(&d_e[..e.len()]);
+        self.scratch.d_embeddings = d_e;
+        done?;
+        self.step();
+        Ok(Step {
+            loss: value,
+            forward_s,
+            backward_s: t1.elapsed().as_secs_f64(),
+        })
+    }
+
     /// One fine-tuning step: embeds `texts`, evaluates `loss` on the `(texts, dim)` tensor of
     /// embeddings (a candle expression, differentiated by candle), back-propagates its
     /// gradient through the encoder and takes an AdamW step (none if the loss does not depend
-    /// on the embeddings).
+    /// on the embeddings). For any candle loss; MNRL on plain buffers is
+    /// [`Tuner::train_step_with`].
     pub fn train_step(
         &mut self,
         texts: &[&str],
@@ -928,6 +963,41 @@ mod tests {
             .flatten_all()?
             .to_vec1::<f32>()?;
         assert_close(&word, &tuner.params[..word.len()], 0.0, "varmap");
+        Ok(())
+    }
+
+    /// A step with aisle-model's MNRL on plain buffers and one with [`crate::mnrl_loss`] (the
+    /// candle op over the same function) through candle take the same steps, bit for bit.
+    #[test]
+    fn plain_buffer_and_candle_loss_steps_agree() -> Result<()> {
+        let (_dir, model, _varmap) = tiny();
+        let mut plain = model.tuner(adam(1e-2))?.expect("tuner");
+        let mut candle = model.tuner(adam(1e-2))?.expect("tuner");
+        let texts = [
+            "red",
+            "tea",
+            "blue lamp",
+            "red shoe",
+            "green tea cup",
+            "lamp desk",
+        ];
+        let dim = plain.dim();
+        // Two queries against four docs, doc 2 masked for query 1.
+        let masked = [false, false, false, false, false, false, true, false];
+        for _ in 0..3 {
+            let ours = plain.train_step_with(&texts, |e, d_e| {
+                let ((zq, zc), (d_q, d_c)) = (e.split_at(2 * dim), d_e.split_at_mut(2 * dim));
+                let is_masked = |i: usize, j: usize| masked[i * 4 + j];
+                aisle_model::mnrl::mnrl_into(zq, zc, dim, 0, 20.0, &is_masked, d_q, d_c).loss as f32
+            })?;
+            let theirs = candle.train_step(&texts, |e| {
+                let (q, d) = (e.narrow(0, 0, 2)?, e.narrow(0, 2, 4)?);
+                crate::mnrl_loss_masked(&q, &d, 20.0, Some(&masked))
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })?;
+            assert_eq!(ours.loss, theirs.loss);
+        }
+        assert_close(&plain.params, &candle.params, 0.0, "weights");
         Ok(())
     }
 
