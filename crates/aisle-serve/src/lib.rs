@@ -3,6 +3,8 @@
 //! It owns the routes, their JSON bodies and errors, the Prometheus metrics, and the hot swap of
 //! the Searcher (`POST /admin/reload`, or SIGHUP). It does not train, encode or rank: the
 //! [`Searcher`] of `aisle-search` does, the same one `aisle eval` measures.
+//! [`bench`] measures what serving costs (`aisle bench search`): the same server, one client and
+//! wrk against it.
 //!
 //! | route | what |
 //! |---|---|
@@ -27,6 +29,7 @@
 //! ```
 
 mod api;
+pub mod bench;
 mod conn;
 pub mod metrics;
 
