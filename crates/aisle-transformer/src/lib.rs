@@ -21,8 +21,11 @@
 //!
 //! [`MiniLm`] implements aisle-model's [`Encoder`](aisle_model::Encoder) ([`encoder`]), so that
 //! the Searcher evaluates and serves it as it does the n-gram towers.
+//!
+//! [`bench`] measures encode and fine-tuning throughput (`aisle bench minilm`).
 
 pub mod attention;
+pub mod bench;
 pub mod bert;
 pub mod encoder;
 pub mod gelu;
@@ -64,6 +67,10 @@ pub enum TransformerError {
     Tokenizer(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Core(#[from] aisle_core::Error),
+    #[error("bench: {0}")]
+    Bench(String),
 }
 
 pub type Result<T, E = TransformerError> = std::result::Result<T, E>;
