@@ -5,11 +5,13 @@
 //! memorisation, per-user re-purchase, a trained dense model, MiniLM in [`zero_shot`]) and
 //! [`evaluate`], which runs them on a split's validation or test queries with micro and macro
 //! means and segments (head / torso / tail / unseen queries, cold-start products, cold-start
-//! users). Around those: the [`experiment`] runner, which has every row it compares trained by
-//! aisle-train (the training loop, the samplers and the MiniLM fine-tuning live there, not here)
-//! under one budget, makes its choices on validation and evaluates on test; [`rerank`], which
-//! fits the learned re-ranking head's few weights on validation queries; [`online`], the
-//! simulated A/B test; [`report`] and [`plot`], which write an experiment out. It serves nothing.
+//! users). [`plan`] decides what an evaluation of model files compares (`aisle eval`'s rows and
+//! notes) and builds its rankers one model at a time. Around those: the [`experiment`] runner,
+//! which has every row it compares trained by aisle-train (the training loop, the samplers and
+//! the MiniLM fine-tuning live there, not here) under one budget, makes its choices on
+//! validation and evaluates on test; [`rerank`], which fits the learned re-ranking head's few
+//! weights on validation queries; [`online`], the simulated A/B test; [`report`] and [`plot`],
+//! which write an experiment out. It serves nothing.
 //!
 //! ```no_run
 //! use aisle_core::adapters::{load, LoadOptions};
@@ -29,6 +31,7 @@ pub mod evaluate;
 pub mod experiment;
 pub mod metrics;
 pub mod online;
+pub mod plan;
 pub mod plot;
 pub mod rankers;
 pub mod report;
