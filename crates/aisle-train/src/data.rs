@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 
+// QuerySource, where the training queries come from, lives in aisle-core beside the split: what
+// trains and what `aisle dataset stats` and the evaluation call a seen query are one thing.
+use aisle_core::split::QuerySource;
 use aisle_core::{Dataset, ProductId, Split, UserId};
 use aisle_model::{FeatureRows, Model};
 
@@ -16,11 +19,6 @@ pub struct Pair {
     /// The interaction it came from.
     pub event: u32,
 }
-
-/// Where the training queries come from; defined in aisle-core beside the split, so that what
-/// trains and what `aisle dataset stats` and the evaluation call a seen query are one thing
-/// ([`aisle_core::split::TrainedQueries`]).
-pub use aisle_core::split::QuerySource;
 
 /// Everything a training run reads, built once per run.
 #[derive(Clone, Debug)]
