@@ -3,9 +3,10 @@
 //! It owns the training data ([`data`]), the loss's entry point ([`loss`]: aisle-model's one
 //! multiple-negatives ranking loss, which MiniLM's fine-tuning calls too), the
 //! optimisers ([`optim`]), the negative samplers ([`sampler`]: random, popularity, in-batch, BM25,
-//! ANCE, TB-HNS, mixtures and curricula), the loop ([`trainer`]), checkpoints ([`checkpoint`]) and
-//! a whole run with its training log ([`run`](mod@run)), the throughput [`bench`](mod@bench), and the fine-tuning of
-//! a transformer tower (all-MiniLM-L6-v2) with the same samplers ([`transformer`]). It builds on
+//! ANCE, TB-HNS, mixtures and curricula), the loop ([`trainer`]), checkpoints ([`checkpoint`])
+//! and a whole run with its training log ([`run`](mod@run)), the throughput
+//! [`bench`](mod@bench), and the fine-tuning of a transformer tower (all-MiniLM-L6-v2) with the
+//! same samplers ([`transformer`]). It builds on
 //! aisle-core (data), aisle-model (towers) and aisle-search (BM25 lists and the ANCE index).
 
 pub mod bench;
