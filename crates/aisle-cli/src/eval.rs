@@ -12,7 +12,6 @@ use aisle_eval::plan::{ModelSpec, Plan, PlanOptions};
 use aisle_eval::{EvalConfig, Part};
 use aisle_search::{IndexChoice, Mode};
 
-use crate::train::pick_split;
 use crate::DataOpts;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,7 +88,7 @@ fn parse_hybrid(s: &str) -> Result<Mode, String> {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let ds = Arc::new(args.data.load(&args.dataset)?);
-    let split = pick_split(&ds, args.split.as_deref())?;
+    let split = ds.split_named(args.split.as_deref())?;
     let part = match args.part {
         PartArg::Test => Part::Test,
         PartArg::Validation => Part::Validation,

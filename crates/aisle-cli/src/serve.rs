@@ -16,11 +16,9 @@ use aisle_search::{
 };
 use aisle_serve::{App, Loader, ServeOptions};
 use aisle_train::run::RunOptions;
-use aisle_train::trainer::PersonalizeConfig;
-use aisle_train::TrainConfig;
 
 use crate::backend::{BackendArgs, UploadArgs};
-use crate::train::{pick_split, Bar};
+use crate::train::Bar;
 use crate::DataOpts;
 
 /// Above this many products `--ann auto` builds an HNSW graph; below it exact search is fast
@@ -96,13 +94,8 @@ impl ModelSource {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let split = pick_split(ds, None)?;
-        let cfg = TrainConfig {
-            steps: self.train_steps,
-            personalize: Some(PersonalizeConfig::default()),
-            ..TrainConfig::default()
-        };
-        cfg.validate()?;
+        let split = ds.split_named(None)?;
+        let cfg = aisle_train::run::default_model_config(self.train_steps)?;
         eprintln!(
             "training a personalized TB-HNS model for {} on {} ({} steps) first",
             path.display(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use aisle_core::io::{npy_bytes, slug, write_atomic};
+use aisle_core::io::{slug, write_vectors, VectorsWritten, WriteVectorsError};
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Split};
 use aisle_eval::rankers::DenseOptions;
@@ -260,22 +260,6 @@ pub enum Tower {
 }
 
 /// The split named `name`, or the dataset's default.
-pub fn pick_split<'a>(ds: &'a Dataset, name: Option<&str>) -> Result<&'a Split> {
-    match name {
-        Some(n) => ds.split(n).with_context(|| {
-            let names: Vec<&str> = ds.splits.iter().map(|s| s.name.as_str()).collect();
-            format!(
-                "dataset `{}` has no split `{n}` (it has: {})",
-                ds.name,
-                names.join(", ")
-            )
-        }),
-        None => ds
-            .default_split()
-            .with_context(|| format!("dataset `{}` has no interactions to train on", ds.name)),
-    }
-}
-
 pub(crate) struct Bar {
     bar: ProgressBar,
     loss: f64,
@@ -365,7 +349,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     cfg.validate()?;
     let start = std::time::Instant::now();
     let ds = args.data.load(&args.dataset)?;
-    let split = pick_split(&ds, args.split.as_deref())?;
+    let split = ds.split_named(args.split.as_deref())?;
     let load_s = start.elapsed().as_secs_f64();
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("out/train").join(format!(
@@ -621,46 +605,24 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
         }
         _ => bail!("say what to encode: --dataset NAME (its catalog) or --queries FILE"),
     };
-    let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let (files, wrote) = match ext {
-        "npy" => {
-            let ids_path = args.out.with_extension("ids.txt");
-            let mut text = ids.join("\n");
-            text.push('\n');
-            let wrote = format!(
-                "wrote {} x {d} float32 to {} and their ids to {}",
-                fmt_n(ids.len()),
-                args.out.display(),
-                ids_path.display()
-            );
-            let vectors = npy_bytes(&vectors, ids.len(), d);
-            (
-                vec![(args.out.clone(), vectors), (ids_path, text.into_bytes())],
-                wrote,
-            )
-        }
-        "jsonl" => {
-            let mut buf = Vec::new();
-            for (id, v) in ids.iter().zip(vectors.chunks(d)) {
-                serde_json::to_writer(&mut buf, &serde_json::json!({"id": id, "vector": v}))?;
-                buf.push(b'\n');
-            }
-            let wrote = format!(
-                "wrote {} vectors of {d} to {}",
-                fmt_n(ids.len()),
-                args.out.display()
-            );
-            (vec![(args.out.clone(), buf)], wrote)
-        }
-        _ => bail!(
-            "--out {}: use a .npy or .jsonl file name",
-            args.out.display()
+    let n = fmt_n(ids.len());
+    let wrote = match write_vectors(&args.out, &ids, &vectors, d) {
+        Ok(VectorsWritten {
+            path,
+            ids_path: Some(ids_path),
+        }) => format!(
+            "wrote {n} x {d} float32 to {} and their ids to {}",
+            path.display(),
+            ids_path.display()
         ),
+        Ok(VectorsWritten { path, .. }) => {
+            format!("wrote {n} vectors of {d} to {}", path.display())
+        }
+        Err(WriteVectorsError::UnknownExtension(path)) => {
+            bail!("--out {}: use a .npy or .jsonl file name", path.display())
+        }
+        Err(e) => return Err(e.into()),
     };
-    for (path, bytes) in &files {
-        write_atomic(path, |w| w.write_all(bytes))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
     println!("{wrote}");
     if let (Some((ds, _)), Some(sampler)) = (made.dataset(), made.sampler()) {
         eprintln!("(model trained on {ds}, sampler {sampler})");
@@ -728,7 +690,7 @@ pub fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let mut all: Vec<(String, BenchFigures)> = Vec::new();
     for name in &args.datasets {
         let ds = args.data.load(name)?;
-        let split = pick_split(&ds, None)?;
+        let split = ds.split_named(None)?;
         for run in &args.runs {
             let (spec, k) = run
                 .rsplit_once('/')

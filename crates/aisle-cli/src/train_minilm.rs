@@ -12,7 +12,7 @@ use aisle_eval::zero_shot::MiniLmRanker;
 use aisle_train::transformer::{fine_tune, TuneConfig};
 use aisle_train::SamplerSpec;
 
-use crate::train::{pick_split, TrainArgs};
+use crate::train::TrainArgs;
 
 /// Flags of the n-gram tower that mean nothing to a transformer run.
 fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
@@ -64,7 +64,7 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| aisle_transformer::default_dir(Path::new(".")));
     let ds = std::sync::Arc::new(args.data.load(&args.dataset)?);
-    let split = pick_split(&ds, args.split.as_deref())?;
+    let split = ds.split_named(args.split.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("out/train").join(format!(
             "{}-{}-minilm",

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::error::ImportReport;
+use crate::error::{Error, ImportReport, Result};
 use crate::model::{Catalog, Interaction, Judgment, ProductId, Queries, QueryId, Users};
 use crate::split::types::Split;
 use crate::taxonomy::{NodeId, Taxonomy};
@@ -86,6 +86,21 @@ impl Dataset {
     /// The default split (the first), if the dataset has interactions to split.
     pub fn default_split(&self) -> Option<&Split> {
         self.splits.first()
+    }
+
+    /// The split named `name`, or the default split when `name` is `None`. The error for a
+    /// missing name lists the splits the dataset has.
+    pub fn split_named(&self, name: Option<&str>) -> Result<&Split> {
+        match name {
+            Some(n) => self.split(n).ok_or_else(|| Error::UnknownSplit {
+                dataset: self.name.clone(),
+                name: n.to_owned(),
+                available: self.splits.iter().map(|s| s.name.clone()).collect(),
+            }),
+            None => self.default_split().ok_or_else(|| Error::NoSplits {
+                dataset: self.name.clone(),
+            }),
+        }
     }
 
     /// Adds or replaces a split by name.
@@ -177,5 +192,48 @@ impl Dataset {
             h.sort_by_key(|&i| self.interactions[i as usize].time);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::taxonomy::TaxonomyBuilder;
+
+    fn split(name: &str) -> Split {
+        Split {
+            name: name.to_owned(),
+            description: String::new(),
+            seed: 0,
+            train: Vec::new(),
+            validation: Vec::new(),
+            test: Vec::new(),
+            cold_start: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn split_named_finds_a_split_or_lists_the_ones_there_are() {
+        let mut b = TaxonomyBuilder::new();
+        b.add_node("food", "Food", None, None);
+        let mut ds = Dataset::new("shop", b.build().expect("tree"));
+        let err = ds.split_named(None).expect_err("no splits yet");
+        assert_eq!(
+            err.to_string(),
+            "dataset `shop` has no interactions to train on"
+        );
+        ds.set_split(split("temporal"));
+        ds.set_split(split("random"));
+        assert_eq!(ds.split_named(None).expect("default").name, "temporal");
+        assert_eq!(
+            ds.split_named(Some("random")).expect("named").name,
+            "random"
+        );
+        let err = ds.split_named(Some("cold")).expect_err("no such split");
+        assert_eq!(
+            err.to_string(),
+            "dataset `shop` has no split `cold` (it has: temporal, random)"
+        );
+        assert!(matches!(err, Error::UnknownSplit { available, .. } if available.len() == 2));
     }
 }

@@ -118,6 +118,16 @@ pub enum Error {
     /// An invalid setting (generator sizes, split fractions, ...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A split asked for by a name the dataset does not have; `available` lists the ones it has.
+    #[error("dataset `{dataset}` has no split `{name}` (it has: {})", .available.join(", "))]
+    UnknownSplit {
+        dataset: String,
+        name: String,
+        available: Vec<String>,
+    },
+    /// The default split asked for of a dataset that has none (no interactions to split).
+    #[error("dataset `{dataset}` has no interactions to train on")]
+    NoSplits { dataset: String },
 }
 
 impl Error {
@@ -151,6 +161,8 @@ impl Error {
             Error::Taxonomy { error, .. } => error.reason(),
             Error::Dataset(_) => "unknown dataset",
             Error::Config(_) => "invalid configuration",
+            Error::UnknownSplit { .. } => "unknown split",
+            Error::NoSplits { .. } => "no splits",
         }
     }
 

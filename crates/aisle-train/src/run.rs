@@ -385,6 +385,19 @@ impl Best {
     }
 }
 
+/// The configuration of the model `aisle serve` trains when its default model is missing: the
+/// default sampler (TB-HNS) with the personalized head, for `steps` steps. Validated, so that a
+/// bad step count is refused before anything is announced or written.
+pub fn default_model_config(steps: u64) -> Result<TrainConfig> {
+    let cfg = TrainConfig {
+        steps,
+        personalize: Some(crate::trainer::PersonalizeConfig::default()),
+        ..TrainConfig::default()
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 /// Trains `cfg` on `split` of `ds`, writing the log, checkpoints and the model into
 /// `opts.out_dir`. Returns what the run measured.
 pub fn run(

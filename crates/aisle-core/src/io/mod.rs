@@ -134,6 +134,77 @@ pub fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
     out
 }
 
+/// Why [`write_vectors`] wrote nothing, or not everything.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteVectorsError {
+    /// The file name ends in neither `.npy` nor `.jsonl`; nothing was written.
+    #[error("{}: use a .npy or .jsonl file name", .0.display())]
+    UnknownExtension(PathBuf),
+    /// A file could not be written.
+    #[error("writing {}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What [`write_vectors`] wrote: `path`, and for `.npy` the ids beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VectorsWritten {
+    pub path: PathBuf,
+    /// `PATH.ids.txt` (one id a line) for `.npy`; `None` for `.jsonl`, whose lines carry them.
+    pub ids_path: Option<PathBuf>,
+}
+
+/// Writes `ids.len()` row-major vectors of `d` floats, in the format `path`'s extension names:
+/// `.npy` ([`npy_bytes`]) with the ids one a line in `PATH.ids.txt`, or `.jsonl` with one
+/// `{"id", "vector"}` object a line. Any other extension is refused before anything is written.
+/// Each file goes through [`write_atomic`].
+pub fn write_vectors(
+    path: &Path,
+    ids: &[String],
+    vectors: &[f32],
+    d: usize,
+) -> Result<VectorsWritten, WriteVectorsError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let (files, ids_path) = match ext {
+        "npy" => {
+            let ids_path = path.with_extension("ids.txt");
+            let mut text = ids.join("\n");
+            text.push('\n');
+            let files = vec![
+                (path.to_path_buf(), npy_bytes(vectors, ids.len(), d)),
+                (ids_path.clone(), text.into_bytes()),
+            ];
+            (files, Some(ids_path))
+        }
+        "jsonl" => {
+            let mut buf = Vec::new();
+            for (id, v) in ids.iter().zip(vectors.chunks(d.max(1))) {
+                serde_json::to_writer(&mut buf, &serde_json::json!({"id": id, "vector": v}))
+                    .map_err(|e| WriteVectorsError::Io {
+                        path: path.to_path_buf(),
+                        source: e.into(),
+                    })?;
+                buf.push(b'\n');
+            }
+            (vec![(path.to_path_buf(), buf)], None)
+        }
+        _ => return Err(WriteVectorsError::UnknownExtension(path.to_path_buf())),
+    };
+    for (p, bytes) in &files {
+        write_atomic(p, |w| w.write_all(bytes)).map_err(|source| WriteVectorsError::Io {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(VectorsWritten {
+        path: path.to_path_buf(),
+        ids_path,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +247,48 @@ mod tests {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         assert_eq!(values, [1.0, -2.5, 0.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn write_vectors_writes_npy_with_ids_or_jsonl_and_refuses_other_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = vec!["a".to_owned(), "b".to_owned()];
+        let v = [1.0, 2.0, 3.0, -4.0, 0.5, 6.0];
+
+        let npy = dir.path().join("v.npy");
+        let wrote = write_vectors(&npy, &ids, &v, 3).expect("npy");
+        let ids_path = dir.path().join("v.ids.txt");
+        assert_eq!(wrote.ids_path.as_deref(), Some(ids_path.as_path()));
+        assert_eq!(std::fs::read(&npy).expect("read npy"), npy_bytes(&v, 2, 3));
+        assert_eq!(std::fs::read_to_string(&ids_path).expect("ids"), "a\nb\n");
+
+        let jsonl = dir.path().join("v.jsonl");
+        let wrote = write_vectors(&jsonl, &ids, &v, 3).expect("jsonl");
+        assert_eq!(wrote.ids_path, None);
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+            .expect("read jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                serde_json::json!({"id": "a", "vector": [1.0, 2.0, 3.0]}),
+                serde_json::json!({"id": "b", "vector": [-4.0, 0.5, 6.0]}),
+            ]
+        );
+
+        let csv = dir.path().join("v.csv");
+        let err = write_vectors(&csv, &ids, &v, 3).expect_err("csv");
+        assert!(
+            matches!(err, WriteVectorsError::UnknownExtension(_)),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("v.csv: use a .npy or .jsonl file name"),
+            "{err}"
+        );
+        assert!(!csv.exists());
     }
 }
