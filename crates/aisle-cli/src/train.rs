@@ -92,8 +92,8 @@ fn sampling_lines(s: &aisle_train::RunSummary) -> (String, Option<String>) {
     if s.negatives > 0 {
         let share = pct(s.fallbacks, s.negatives);
         out.push_str(&format!(
-            "uniform fallbacks    {} of {} negatives ({share:.1}%) drawn uniformly because the \
-             sampler's own pool ran out\n",
+            "random fallbacks     {} of {} negatives ({share:.1}%) drawn at random from the \
+             sampler's easy pool because its own candidates ran out\n",
             fmt_n(s.fallbacks as usize),
             fmt_n(s.negatives as usize)
         ));
@@ -102,7 +102,7 @@ fn sampling_lines(s: &aisle_train::RunSummary) -> (String, Option<String>) {
                 out,
                 Some(format!(
                     "warning: the {} sampler could not fill its hard negatives for {share:.1}% of \
-                 the slots (more than {FALLBACK_WARN_PCT}%): those were uniform, easy negatives \
+                 the slots (more than {FALLBACK_WARN_PCT}%): those were random, easy negatives \
                  (see docs/training.md#negative-samplers)",
                     s.sampler
                 )),
@@ -112,7 +112,7 @@ fn sampling_lines(s: &aisle_train::RunSummary) -> (String, Option<String>) {
     (out, None)
 }
 
-/// Above this share of uniform fallbacks, `aisle train` warns that the sampler's negatives were
+/// Above this share of random fallbacks, `aisle train` warns that the sampler's negatives were
 /// not the hard ones asked for.
 const FALLBACK_WARN_PCT: f64 = 10.0;
 

@@ -400,7 +400,7 @@ fn train_says_what_the_false_negative_rule_removed_and_warns_on_fallbacks() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("candidates drawn (") && stdout.contains("uniform fallbacks"),
+        stdout.contains("candidates drawn (") && stdout.contains("random fallbacks"),
         "{stdout}"
     );
     assert!(stderr.contains("warning: the taxonomy(leaf=1,sibling=0,cousin=0,pool=interacted) sampler could not fill its hard negatives"), "{stderr}");
@@ -411,7 +411,7 @@ fn train_says_what_the_false_negative_rule_removed_and_warns_on_fallbacks() {
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("uniform fallbacks"), "{stdout}");
+    assert!(stdout.contains("random fallbacks"), "{stdout}");
     assert!(!stderr.contains("could not fill"), "{stderr}");
 }
 

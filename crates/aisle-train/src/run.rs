@@ -147,7 +147,8 @@ pub struct RunSummary {
     /// Candidates the false-negative rule rejected (products the query led to, drawn as its
     /// negatives); each rejected candidate was drawn again.
     pub removed_positives: u64,
-    /// Negatives drawn uniformly because the sampler's own pool could not give `k`.
+    /// Negatives drawn at random from the sampler's easy pool (the catalog, or the products with
+    /// training interactions: TB-HNS's default pool) because its own candidates could not give `k`.
     pub fallbacks: u64,
     pub model: PathBuf,
     pub log: PathBuf,

@@ -48,7 +48,7 @@ pub struct SampleCtx<'a> {
 pub struct SampleStats {
     /// Candidates rejected because they are positives of the query.
     pub removed_positives: u32,
-    /// Negatives that came from the uniform fallback.
+    /// Negatives that came from the fallback: at random from the sampler's easy pool.
     pub fallbacks: u32,
 }
 
@@ -85,7 +85,7 @@ pub trait Sampler: Send + Sync {
     ) -> SampleStats;
 }
 
-/// How many draws a sampler tries before it falls back to uniform.
+/// How many draws a sampler tries before it falls back to its easy pool.
 pub(crate) const MAX_TRIES: usize = 32;
 
 /// Appends non-positive negatives drawn by `draw` (uniform over the catalog, or a sampler's own
