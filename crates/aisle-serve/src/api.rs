@@ -1,5 +1,6 @@
 //! Routes, request checking and JSON bodies.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use aisle_core::{normalize_query, Dataset, Kind, NodeId, ProductId, UserId};
+use aisle_core::{normalize_query, Dataset, Kind, NodeId, ProductId, User, UserId};
 use aisle_search::{HistoryInput, Mode, Request as SearchRequest, Results, SearchError, Searcher};
 
 use crate::{App, ServeOptions};
@@ -243,6 +244,54 @@ struct SearchBody {
     mode: Option<String>,
     #[serde(default)]
     explain: bool,
+    /// Customer features (`segment` and the dataset's other `users` columns), for a visitor
+    /// the store has no record of or with an inline history.
+    customer: Option<BTreeMap<String, Value>>,
+}
+
+/// Fields of a request's `customer`, at most.
+const MAX_CUSTOMER_FIELDS: usize = 32;
+
+/// Bytes of a `customer` field's name or value, at most.
+const MAX_CUSTOMER_BYTES: usize = 256;
+
+/// A request's `customer` as the personalized tower reads a customer: `segment` as the segment,
+/// every other field (a string, number or boolean) as a `users` column.
+fn customer_of(fields: BTreeMap<String, Value>) -> ApiResult<User> {
+    if fields.len() > MAX_CUSTOMER_FIELDS {
+        return Err(ApiError::bad(format!(
+            "customer: {} fields; at most {MAX_CUSTOMER_FIELDS} are allowed",
+            fields.len()
+        )));
+    }
+    let mut user = User {
+        id: String::new(),
+        segment: None,
+        demographics: Vec::new(),
+    };
+    for (name, value) in fields {
+        let value = match value {
+            Value::String(v) => v,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(ApiError::bad(format!(
+                    "customer.{name}: expected a string, number or boolean, got {other}"
+                )))
+            }
+        };
+        if name.is_empty() || name.len() > MAX_CUSTOMER_BYTES || value.len() > MAX_CUSTOMER_BYTES {
+            return Err(ApiError::bad(format!(
+                "customer: field names and values must be 1 to {MAX_CUSTOMER_BYTES} bytes"
+            )));
+        }
+        if name == "segment" {
+            user.segment = Some(value);
+        } else {
+            user.demographics.push((name, value));
+        }
+    }
+    Ok(user)
 }
 
 async fn search_get(
@@ -317,6 +366,7 @@ impl SearchParams {
             category: self.category.filter(|c| !c.is_empty()),
             mode: self.mode.filter(|m| !m.is_empty()),
             explain,
+            customer: None,
         })
     }
 }
@@ -333,6 +383,7 @@ struct Parsed {
     user: Option<String>,
     category: Option<String>,
     history: Option<Vec<HistoryItem>>,
+    customer: Option<User>,
 }
 
 impl SearchBody {
@@ -365,6 +416,7 @@ impl SearchBody {
             None => Mode::Dense,
             Some(m) => Mode::parse(m).map_err(|e| ApiError::bad(format!("mode: {e}")))?,
         };
+        let customer = self.customer.map(customer_of).transpose()?;
         Ok(Parsed {
             text,
             k,
@@ -373,6 +425,7 @@ impl SearchBody {
             user: self.user,
             category: self.category,
             history: self.history,
+            customer,
         })
     }
 }
@@ -441,6 +494,15 @@ impl Resolved {
             }
             (None, None) => History::None,
         };
+        let reads_features = s
+            .encoder()
+            .personal()
+            .is_some_and(|t| t.demographics.is_some());
+        if p.customer.is_some() && !reads_features {
+            warnings.push(
+                "the model in service reads no customer features: `customer` was not read".into(),
+            );
+        }
         let wants_history = !matches!(history, History::None);
         if wants_history
             && s.encoder().personal().is_none()
@@ -476,6 +538,7 @@ impl Resolved {
             category: self.category,
             mode: p.mode,
             explain: p.explain,
+            customer: p.customer.as_ref(),
         }
     }
 }
@@ -564,6 +627,7 @@ fn render(ds: &Dataset, p: &Parsed, resolved: Resolved, results: &Results, took_
         "category": category,
         "personalized": results.personalized(),
         "history_used": results.history_used,
+        "features_used": results.features_used,
         "user": user_json,
         "took_ms": took_ms,
         "warnings": resolved.warnings,

@@ -169,6 +169,88 @@ fn every_endpoint_answers() {
     assert!(metrics.contains("aisle_products 800"));
 }
 
+/// `customer` in a POST body personalizes by its features, with no stored customer: the answer
+/// is the stored customer's own, names the features, and bad fields are a 400.
+#[test]
+fn sent_customer_features_personalize_without_a_stored_customer() {
+    let server = DemoServer::start_with_features().expect("server with customer features");
+    let s = server.app().searcher();
+    let ds = s.dataset();
+    let (id, segment) = ds
+        .users
+        .iter()
+        .find_map(|(_, u)| u.segment.clone().map(|seg| (u.id.clone(), seg)))
+        .expect("a customer with a segment");
+    let stored = ds.users.get(ds.users.find(&id).expect("the customer"));
+    let mut fields = serde_json::Map::new();
+    fields.insert("segment".into(), segment.clone().into());
+    for (k, v) in &stored.demographics {
+        fields.insert(k.clone(), v.clone().into());
+    }
+    let body = json!({"q": "winter jacket", "k": 10, "explain": true, "customer": fields});
+    let (status, sent) = post(&server, "/search", &body.to_string());
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["personalized"], true, "{sent}");
+    assert_eq!(
+        sent["features_used"],
+        stored.demographics.len() + 1,
+        "{sent}"
+    );
+    let named: Vec<&str> = sent["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .flat_map(|h| {
+            h["explanation"]["customer"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|c| c["feature"].as_str())
+        .collect();
+    assert!(
+        named.iter().any(|n| n.starts_with("segment=")),
+        "the explanations name the segment: {sent}"
+    );
+    let plain = post(
+        &server,
+        "/search",
+        &json!({"q": "winter jacket", "k": 10}).to_string(),
+    )
+    .1;
+    assert_ne!(result_ids(&sent), result_ids(&plain));
+    assert_eq!(plain["features_used"], 0);
+    for bad in [
+        json!({"q": "tv", "customer": {"segment": {"nested": 1}}}),
+        json!({"q": "tv", "customer": {"": "x"}}),
+        json!({"q": "tv", "customer": {"segment": "x".repeat(300)}}),
+        json!({"q": "tv", "customer": (0..40).map(|i| (format!("f{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+    ] {
+        let (status, v) = post(&server, "/search", &bad.to_string());
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("customer")),
+            "{v}"
+        );
+    }
+    server.stop();
+    // A model without customer features says it did not read them.
+    let server = DemoServer::start().expect("server");
+    let (status, v) = post(
+        &server,
+        "/search",
+        &json!({"q": "tv", "customer": {"segment": "x"}}).to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["warnings"].as_array().is_some_and(|w| w.iter().any(|x| x
+            .as_str()
+            .is_some_and(|x| x.contains("reads no customer features")))),
+        "{v}"
+    );
+    server.stop();
+}
+
 #[test]
 fn an_unknown_user_gets_the_plain_results_flagged() {
     let server = DemoServer::start().expect("server");

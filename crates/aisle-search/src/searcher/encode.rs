@@ -48,8 +48,11 @@ impl Searcher {
                     };
                 };
                 let (items, h, w) = self.history_vectors(r.history);
-                let features = match r.history {
-                    HistoryInput::User { user, .. } if user.index() < self.ds.users.len() => {
+                let features = match (r.customer, r.history) {
+                    (Some(given), _) => tower.features(given),
+                    (None, HistoryInput::User { user, .. })
+                        if user.index() < self.ds.users.len() =>
+                    {
                         tower.features(self.ds.users.get(user))
                     }
                     _ => Vec::new(),

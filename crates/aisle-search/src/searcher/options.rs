@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use aisle_core::{Kind, NodeId, ProductId, UserId};
+use aisle_core::{Kind, NodeId, ProductId, User, UserId};
 
 use crate::lexical::FieldBoosts;
 use crate::vector::HnswParams;
@@ -170,6 +170,11 @@ pub struct Request<'a> {
     pub mode: Mode,
     /// Fill each hit's [`Explanation`](super::Explanation).
     pub explain: bool,
+    /// Customer features sent with the request (a segment, other `users` columns), read by a
+    /// personalized tower that has customer features, in place of a stored customer's: a
+    /// visitor the store has no record of, or an inline history, can be personalized too.
+    /// `None` reads the stored customer's features when `history` names one.
+    pub customer: Option<&'a User>,
 }
 
 impl<'a> Request<'a> {
@@ -182,6 +187,7 @@ impl<'a> Request<'a> {
             category: None,
             mode: Mode::Dense,
             explain: false,
+            customer: None,
         }
     }
 }

@@ -202,6 +202,36 @@ fn customer_features_personalize_a_customer_without_history() {
         .map(|(name, _)| name.as_str())
         .collect();
     assert!(named.iter().any(|n| n.starts_with("segment=")), "{named:?}");
+    // The same features sent with the request, no customer named: the same answer, so that a
+    // visitor the store has no record of can be personalized by what the page knows.
+    let sent = s
+        .search(&Request {
+            customer: Some(ds.users.get(u)),
+            explain: true,
+            ..Request::new("winter jacket", 20)
+        })
+        .expect("search with sent features");
+    assert_eq!(sent.hits, got.hits);
+    assert_eq!(sent.features_used, got.features_used);
+    // Sent features win over a named customer's stored ones.
+    let other = ds
+        .users
+        .iter()
+        .find(|(_, c)| c.segment != ds.users.get(u).segment)
+        .map(|(id, _)| id)
+        .expect("a customer of another segment");
+    let overridden = s
+        .search(&Request {
+            customer: Some(ds.users.get(u)),
+            history: HistoryInput::User {
+                user: other,
+                before: i64::MIN,
+            },
+            explain: true,
+            ..Request::new("winter jacket", 20)
+        })
+        .expect("search");
+    assert_eq!(overridden.hits, got.hits);
     assert!(plain.hits.iter().all(|h| h
         .explanation
         .as_ref()

@@ -45,6 +45,28 @@ pub fn demo_searcher(ds: &Arc<Dataset>, seed: u64) -> Result<Searcher, String> {
     .map_err(|e| e.to_string())
 }
 
+/// [`demo_searcher`] whose personalized tower also reads customer features (the demo world's
+/// segments), with a random feature table: the features then move queries.
+pub fn demo_searcher_with_features(ds: &Arc<Dataset>) -> Result<Searcher, String> {
+    let mut model = demo_model(1);
+    let mut features = aisle_model::demographics::Demographics::fit(&ds.users, 32, 8)
+        .ok_or("the demo world has no customer features")?;
+    let mut rng = aisle_core::rng::Rng::new(3);
+    for x in features.table.iter_mut() {
+        *x = rng.normal() as f32;
+    }
+    if let Some(tower) = model.personal.as_mut() {
+        tower.demographics = Some(features);
+    }
+    Searcher::build(
+        Arc::clone(ds),
+        model,
+        Histories::all(ds),
+        &SearcherOptions::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// A running test server.
 pub struct DemoServer {
     running: Running,
@@ -68,6 +90,18 @@ impl DemoServer {
         });
         let running = aisle_serve::spawn(App::new(first, Some(loader), options), "127.0.0.1:0")
             .map_err(|e| e.to_string())?;
+        Ok(DemoServer { running })
+    }
+
+    /// Serves the demo world with [`demo_searcher_with_features`] (no reload).
+    pub fn start_with_features() -> Result<DemoServer, String> {
+        let ds = demo_dataset()?;
+        let searcher = demo_searcher_with_features(&ds)?;
+        let running = aisle_serve::spawn(
+            App::new(searcher, None, ServeOptions::default()),
+            "127.0.0.1:0",
+        )
+        .map_err(|e| e.to_string())?;
         Ok(DemoServer { running })
     }
 
