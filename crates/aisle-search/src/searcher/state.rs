@@ -167,12 +167,6 @@ impl Searcher {
         self.encoder.as_ref()
     }
 
-    /// The same, shared: a Searcher over the same model with other options (another index, a
-    /// history term) need not load it again.
-    pub fn shared_encoder(&self) -> Arc<dyn Encoder> {
-        Arc::clone(&self.encoder)
-    }
-
     /// Plain query vectors of `texts` (no personalization), a flat `len x dim` matrix.
     pub fn encode_queries(&self, texts: &[&str]) -> Result<Vec<f32>> {
         Ok(self.encoder.encode_queries(texts)?)
