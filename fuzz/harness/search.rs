@@ -54,9 +54,10 @@ pub fn index_payload(payload: &[u8]) {
     file.extend_from_slice(&json);
     file.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
     file.extend_from_slice(payload);
-    // Loaded, not searched: usearch does not check a loaded graph's neighbour slots, and searching
-    // a crafted graph that loads reads out of bounds (fuzz/known/, fuzz/README.md).
-    let _ = HnswIndex::from_bytes(&file, Path::new("fuzz.idx"), dim, None);
+    // Searched too: a graph that passes aisle's check must be one usearch can walk.
+    if let Ok(index) = HnswIndex::from_bytes(&file, Path::new("fuzz.idx"), dim, None) {
+        exercise(&index, dim);
+    }
 }
 
 /// A re-ranking head file (`rerank.json`).

@@ -6,6 +6,7 @@
 //! first.
 
 mod exact;
+mod graph_check;
 mod hnsw;
 
 pub use exact::{dot, ExactIndex};

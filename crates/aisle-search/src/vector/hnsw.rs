@@ -11,10 +11,11 @@
 //! format version, dimensions, vector count, the model's and the catalog's digests, the
 //! payload's length and CRC-32), the header's own CRC-32 (`u32`), then usearch's serialized
 //! graph. Opening a file reads it whole into memory, checks both checksums and the digests the
-//! caller expects, and copies the graph into usearch. It is never memory-mapped: a file that
-//! another process truncates or overwrites under a mapping kills the server with SIGBUS on its
-//! next search, which a copy cannot suffer (the cost: opening reads the whole file, and holds it
-//! twice in memory for a moment).
+//! caller expects, checks the graph's structure (usearch trusts its input: see
+//! [`graph_check`](super::graph_check)), and copies the graph into usearch. It is never
+//! memory-mapped: a file that another process truncates or overwrites under a mapping kills the
+//! server with SIGBUS on its next search, which a copy cannot suffer (the cost: opening reads the
+//! whole file, and holds it twice in memory for a moment).
 
 use std::fs;
 use std::path::Path;
@@ -24,7 +25,7 @@ use aisle_core::ProductId;
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::{check_ids, check_query, check_rows, Filter, VectorIndex};
+use super::{check_ids, check_query, check_rows, graph_check, Filter, VectorIndex};
 use crate::error::{Result, SearchError};
 
 /// How vectors are stored in the graph.
@@ -346,10 +347,7 @@ impl HnswIndex {
     /// docs), atomically: into a temporary file beside it, flushed, then renamed over `path`.
     pub fn save(&self, path: impl AsRef<Path>, stamp: &IndexStamp) -> Result<()> {
         let path = path.as_ref();
-        let mut payload = vec![0u8; self.index.serialized_length()];
-        self.index
-            .save_to_buffer(&mut payload)
-            .map_err(|e| SearchError::usearch(format!("serialize for {}", path.display()), e))?;
+        let payload = self.payload_bytes(&format!("serialize for {}", path.display()))?;
         let header = FileHeader {
             format: INDEX_FORMAT,
             dim: self.dim,
@@ -374,6 +372,16 @@ impl HnswIndex {
             w.write_all(&payload)
         })
         .map_err(|e| SearchError::io(path, e))
+    }
+
+    /// usearch's serialization of the graph and its vectors: the payload of an index file.
+    /// `context` names the work in an error.
+    pub(crate) fn payload_bytes(&self, context: &str) -> Result<Vec<u8>> {
+        let mut payload = vec![0u8; self.index.serialized_length()];
+        self.index
+            .save_to_buffer(&mut payload)
+            .map_err(|e| SearchError::usearch(context, e))?;
+        Ok(payload)
     }
 
     /// Reads a saved index into memory, checking its header and checksums.
@@ -437,36 +445,15 @@ impl HnswIndex {
                 path: Some(path.to_path_buf()),
             });
         }
-        let meta = Index::metadata_from_buffer(payload).map_err(|e| bad(e.to_string()))?;
-        if meta.version_major != 2 {
-            return Err(bad(format!(
-                "written by usearch {}.{}.{}; this build reads usearch 2.x files",
-                meta.version_major, meta.version_minor, meta.version_patch
-            )));
-        }
-        if meta.dimensions != dim as u64 {
-            return Err(SearchError::DimensionMismatch {
-                expected: dim,
-                actual: usize::try_from(meta.dimensions).unwrap_or(usize::MAX),
-                path: Some(path.to_path_buf()),
-            });
-        }
-        if meta.metric != MetricKind::IP {
-            return Err(bad(format!(
-                "metric {:?}, expected inner product (IP)",
-                meta.metric
-            )));
-        }
-        let quantization = match meta.quantization {
-            ScalarKind::F32 => Quantization::F32,
-            ScalarKind::I8 => Quantization::I8,
-            other => return Err(bad(format!("scalar type {other:?}, expected F32 or I8"))),
-        };
-        if meta.multi {
-            return Err(bad(
-                "several vectors per key; aisle stores one per product".into()
-            ));
-        }
+        // usearch trusts what it loads: check the graph first (see graph_check's docs).
+        let quantization = graph_check::check(
+            payload,
+            graph_check::Expected {
+                dim,
+                count: header.count,
+            },
+        )
+        .map_err(|e| bad(e.to_string()))?;
 
         let params = HnswParams {
             quantization,
@@ -494,7 +481,7 @@ impl HnswIndex {
                 path: Some(path.to_path_buf()),
             });
         }
-        if index.size() as u64 != meta.count_present || index.size() != header.count {
+        if index.size() != header.count {
             return Err(bad(format!(
                 "header says {} vectors, graph holds {}",
                 header.count,
