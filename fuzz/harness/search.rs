@@ -34,10 +34,9 @@ pub fn index_file(data: &[u8]) {
 /// A usearch graph behind a header the harness writes to match it (length, CRC-32s, dimension
 /// and count from the graph's own metadata), so every input reaches usearch's loader.
 pub fn index_payload(payload: &[u8]) {
-    let (dim, count) = match usearch::Index::metadata_from_buffer(payload) {
-        Ok(m) if (1..=4096).contains(&m.dimensions) => (m.dimensions as usize, m.count_present),
-        _ => (INDEX_FILE_DIM, 0),
-    };
+    // Read by hand, not with `usearch::Index::metadata_from_buffer`: on a crafted head that
+    // function's error frees an invalid pointer (found by this target; aisle no longer calls it).
+    let (dim, count) = payload_shape(payload).unwrap_or((INDEX_FILE_DIM, 0));
     let header = serde_json::json!({
         "format": INDEX_FORMAT,
         "dim": dim,
@@ -58,6 +57,19 @@ pub fn index_payload(payload: &[u8]) {
     if let Ok(index) = HnswIndex::from_bytes(&file, Path::new("fuzz.idx"), dim, None) {
         exercise(&index, dim);
     }
+}
+
+/// The dimension and vector count a usearch payload's head states: the vector count and size
+/// (two `u32`), the vectors, then the 64-byte head with its dimensions at byte 33.
+fn payload_shape(payload: &[u8]) -> Option<(usize, usize)> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (rows, row_bytes) = (word(0)? as usize, word(4)? as usize);
+    let head = rows.checked_mul(row_bytes)?.checked_add(8)?;
+    let dims = payload.get(head + 33..head + 41)?;
+    let dims = u64::from_le_bytes(dims.try_into().ok()?);
+    (1..=4096).contains(&dims).then_some((dims as usize, rows))
 }
 
 /// A re-ranking head file (`rerank.json`).
