@@ -3,9 +3,10 @@
 //! It owns the text [`featurize`]r (hashed word and character n-grams), the n-gram two-tower
 //! encoder ([`tower`]) with its hand-written backward pass, the [`Model`] that ties them to a
 //! product-text recipe, the personalized query tower ([`personal`]) with its customer features
-//! ([`demographics`]), the model file ([`artifact`]), the [`Encoder`] trait that the n-gram
-//! model and MiniLM (aisle-transformer) both implement, and the loss both train with
-//! ([`mnrl`]). It does not train (aisle-train) or search (aisle-search).
+//! ([`demographics`]) and its file and wrapper over any encoder ([`personalized`]), the model
+//! file ([`artifact`]), the [`Encoder`] trait that the n-gram model and MiniLM
+//! (aisle-transformer) both implement, and the loss both train with ([`mnrl`]). It does not
+//! train (aisle-train) or search (aisle-search).
 //!
 //! ```
 //! use aisle_model::{Model, ModelConfig};
@@ -24,6 +25,7 @@ pub mod meta;
 pub mod mnrl;
 pub mod model;
 pub mod personal;
+pub mod personalized;
 pub mod tower;
 
 pub use encoder::{EncodeError, Encoder, IntoEncoder};

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 // trains and what `aisle dataset stats` and the evaluation call a seen query are one thing.
 use aisle_core::split::QuerySource;
 use aisle_core::{Dataset, ProductId, Split, UserId};
-use aisle_model::{FeatureRows, Model};
+use aisle_model::{FeatureRows, FeaturizerConfig, Model, ModelConfig};
 
 /// One training pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +97,20 @@ impl TrainData {
             popularity,
             source,
         }
+    }
+
+    /// [`build`](Self::build) for towers that read text themselves (MiniLM's fine-tuning and a
+    /// personalized tower fitted over fixed vectors): the pairs, positives and popularity the
+    /// samplers read, with feature rows from a tiny featurizer that nothing reads.
+    pub fn without_features(ds: &Dataset, split: &Split) -> TrainData {
+        let featurizer_only = Model::new(ModelConfig {
+            featurizer: FeaturizerConfig {
+                buckets_log2: 8,
+                ..FeaturizerConfig::default()
+            },
+            ..ModelConfig::default()
+        });
+        TrainData::build(ds, split, &featurizer_only)
     }
 
     /// True when `p` is relevant to training query `q`.

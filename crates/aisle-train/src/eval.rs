@@ -4,6 +4,7 @@
 
 use aisle_core::rng::Rng;
 use aisle_core::{Dataset, EvalQuery, Histories, ProductId, UserId};
+use aisle_model::personal::Personalizer;
 use aisle_model::{FeatureRows, Model, Side};
 use aisle_search::vector::{search_batch, ExactIndex};
 
@@ -67,11 +68,28 @@ pub fn recall_at_k(
     if set.is_empty() {
         return Ok(0.0);
     }
-    let d = model.dim();
     let products = model.encode_rows(Side::Product, product_rows);
     let rows = FeatureRows::build(&model.featurizer, &set.texts);
-    let mut queries = model.encode_rows(Side::Query, &rows);
-    if let (Some(tower), Some((ds, histories, n))) = (&model.personal, personal) {
+    let queries = model.encode_rows(Side::Query, &rows);
+    let tower = model.personal.as_ref().zip(personal);
+    recall_of_vectors(model.dim(), products, queries, set, k, tower)
+}
+
+/// [`recall_at_k`] over vectors already encoded: `products` (`len x d`, catalog order) and the
+/// set's `queries` (`set.len() x d`, in order), each query read by the personalized `tower` with
+/// its customer's history first when one is given.
+pub fn recall_of_vectors(
+    d: usize,
+    products: Vec<f32>,
+    mut queries: Vec<f32>,
+    set: &ValidationSet,
+    k: usize,
+    tower: Option<(&Personalizer, PersonalCtx)>,
+) -> Result<f64> {
+    if set.is_empty() {
+        return Ok(0.0);
+    }
+    if let Some((tower, (ds, histories, n))) = tower {
         tower.personalize_rows(
             &mut queries,
             &products,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod optim;
+pub mod personal_fit;
 pub mod run;
 pub mod sampler;
 pub mod trainer;
