@@ -11,7 +11,6 @@ use aisle_core::stats::{fmt_n, DatasetStats};
 use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
-mod alloc;
 mod backend;
 mod bench_minilm;
 mod bench_pipeline;
@@ -248,7 +247,7 @@ enum BenchCommand {
 }
 
 fn main() {
-    alloc::tune();
+    aisle_transformer::alloc::tune();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -1,4 +1,5 @@
-//! The allocator's settings for the process.
+//! The allocator's settings for a process that runs the transformer tower: a binary calls
+//! [`tune`] at start-up (the `aisle` binary does, first thing in `main`).
 //!
 //! Why: glibc's malloc hands allocations above its mmap threshold (128 KiB, raised on the fly
 //! up to the size of the largest freed block) straight to the kernel, and gives the top of the
@@ -24,8 +25,9 @@ pub fn tune() -> bool {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod imp {
     pub fn tune() -> bool {
-        // SAFETY: mallopt only changes malloc's parameters; it is called at start-up, before
-        // any other thread exists.
+        // SAFETY: mallopt only changes malloc's parameters (under malloc's own lock), with plain
+        // integers in and out; `tune`'s callers call it at start-up, before other threads
+        // allocate.
         let (mmap, trim) = unsafe {
             (
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20),

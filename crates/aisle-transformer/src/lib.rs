@@ -22,8 +22,10 @@
 //! [`MiniLm`] implements aisle-model's [`Encoder`](aisle_model::Encoder) ([`encoder`]), so that
 //! the Searcher evaluates and serves it as it does the n-gram towers.
 //!
-//! [`bench`] measures encode and fine-tuning throughput (`aisle bench minilm`).
+//! [`bench`] measures encode and fine-tuning throughput (`aisle bench minilm`); [`alloc`] keeps
+//! the allocator from handing the tower's large buffers back to the kernel op after op.
 
+pub mod alloc;
 pub mod attention;
 pub mod bench;
 pub mod bert;
