@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aisle_core::Dataset;
+use aisle_model::personalized::{PersonalFile, Personalized, PERSONAL_FILE};
 use aisle_model::{Encoder, ModelMeta};
 use aisle_transformer::{MiniLm, TunedOn};
 
@@ -68,10 +69,12 @@ pub fn load(path: &Path, ds: &Dataset, used: &str, allow_other_dataset: bool) ->
         }
         Some(why) => return Err(SearchError::OtherDataset { why }),
     };
-    // `read` refused a personalized model file without its tower's settings.
+    // `read` refused a personalized model file without its tower's settings, and a folder's
+    // personal.json that does not fit the folder.
     let history = match &made {
         Made::Trained(meta) => meta.personalize.as_ref().map(|p| p.history),
-        _ => None,
+        Made::Tuned(_) => PersonalFile::read(path)?.map(|p| p.personalize.history),
+        Made::Pretrained => None,
     }
     .unwrap_or(aisle_model::personal::HISTORY_WINDOW);
     Ok(ModelFile {
@@ -82,15 +85,43 @@ pub fn load(path: &Path, ds: &Dataset, used: &str, allow_other_dataset: bool) ->
     })
 }
 
-/// Reads the model at `path`: a MiniLM model folder when it is a folder, an n-gram model file
+/// Reads the model at `path`: a MiniLM model folder when it is a folder (with the personalized
+/// tower fitted over it when the folder holds [`PERSONAL_FILE`]), an n-gram model file
 /// otherwise; with what it says of how it was made.
 pub fn read(path: &Path) -> Result<(Arc<dyn Encoder>, Made)> {
     if path.is_dir() {
-        let model = MiniLm::load(path)?;
+        let model: Arc<dyn Encoder> = Arc::new(MiniLm::load(path)?);
         let made = match TunedOn::read(path)? {
             Some(tuned) => Made::Tuned(tuned),
             None => Made::Pretrained,
         };
+        let Some(personal) = PersonalFile::read(path)? else {
+            return Ok((model, made));
+        };
+        // The tower was fitted over this folder's vectors on one dataset: the folder must say it
+        // was tuned on that dataset, so that the other-dataset check covers the tower too.
+        let fitted = (&personal.dataset, &personal.dataset_digest);
+        let consistent = match &made {
+            Made::Tuned(t) => (&t.dataset, &t.dataset_digest) == fitted,
+            _ => false,
+        };
+        if !consistent {
+            return Err(aisle_model::ModelError::Corrupt {
+                path: path.join(PERSONAL_FILE),
+                why: format!(
+                    "fitted on `{}` (digest {}), but the folder {}: fit it again with `aisle \
+                     train --tower minilm --personalized`",
+                    personal.dataset,
+                    personal.dataset_digest,
+                    match made.dataset() {
+                        Some((name, digest)) => format!("was tuned on `{name}` (digest {digest})"),
+                        None => format!("has no {}", aisle_transformer::TUNED_FILE),
+                    }
+                ),
+            }
+            .into());
+        }
+        let model = Personalized::new(model, personal.tower)?;
         return Ok((Arc::new(model), made));
     }
     let (model, meta) = aisle_model::artifact::load_trained(path)?;
@@ -167,5 +198,65 @@ mod tests {
         let empty = dir.path().join("empty");
         std::fs::create_dir_all(&empty).expect("dir");
         assert!(read(&empty).is_err());
+    }
+    #[test]
+    fn a_folder_with_a_fitted_tower_serves_it_and_one_fitted_elsewhere_is_refused() {
+        use aisle_model::personal::{Fusion, PersonalizeConfig, Personalizer};
+        use aisle_model::personalized::PERSONAL_FORMAT;
+
+        let ds = small_dataset(200, 10, 100, 3).expect("world");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("tuned");
+        std::fs::create_dir_all(&folder).expect("dir");
+        aisle_transformer::tiny::write_model_folder(&folder, &["tv".into()]).expect("tiny bert");
+        let dim = read(&folder).expect("plain folder").0.dim();
+        let before = digest(&folder).expect("digest");
+        let tuned = TunedOn {
+            dataset: ds.name.clone(),
+            dataset_digest: ds.digest(),
+            base: "bert".into(),
+            sampler: "taxonomy".into(),
+            steps: 3,
+        };
+        let personal = PersonalFile {
+            format: PERSONAL_FORMAT,
+            dataset: ds.name.clone(),
+            dataset_digest: ds.digest(),
+            split: "event".into(),
+            encoder: "MiniLM".into(),
+            dim,
+            personalize: PersonalizeConfig {
+                history: 7,
+                ..PersonalizeConfig::default()
+            },
+            steps: 5,
+            kept_step: 5,
+            validation_plain: 0.1,
+            validation_personalized: 0.2,
+            tower: Personalizer::new(dim, Fusion::Gated),
+        };
+        personal.write(&folder).expect("personal.json");
+        // Without aisle.json the folder says it learnt from nothing, the tower from `ds`.
+        let e = read(&folder).err().expect("pretrained folder with a tower");
+        assert!(e.to_string().contains("has no aisle.json"), "{e}");
+        tuned.write(&folder).expect("aisle.json");
+        let file = load(&folder, &ds, "served", false).expect("tuned + tower");
+        assert!(file.encoder.personal().is_some());
+        assert_eq!(file.encoder.kind(), "MiniLM");
+        assert_eq!(file.history, 7);
+        assert_ne!(
+            digest(&folder).expect("digest"),
+            before,
+            "the tower is part of the digest"
+        );
+        // A tower fitted on other data than the folder was tuned on.
+        PersonalFile {
+            dataset_digest: "00000000".into(),
+            ..personal
+        }
+        .write(&folder)
+        .expect("personal.json");
+        let e = read(&folder).err().expect("fitted elsewhere");
+        assert!(e.to_string().contains("fit it again"), "{e}");
     }
 }

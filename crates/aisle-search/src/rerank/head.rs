@@ -84,21 +84,29 @@ impl HeadFile {
     /// four (a model artifact ends with the CRC-32 of the bytes before it, so this is that
     /// checksum; a CRC-32 of the whole file would be CRC-32's residue, 2144df1c, for every
     /// artifact, and told no two models apart). For a MiniLM model folder: CRC-32 of its
-    /// weights (`model.safetensors`), read in pieces.
+    /// weights (`model.safetensors`) followed by its fitted personalized tower (`personal.json`)
+    /// when it has one, read in pieces.
     pub fn model_digest(model: &std::path::Path) -> crate::Result<String> {
         if model.is_dir() {
-            let weights = model.join("model.safetensors");
-            let mut file =
-                std::fs::File::open(&weights).map_err(|e| SearchError::io(&weights, e))?;
+            // The weights, then the personalized tower fitted over them when there is one: a
+            // head or an index made with one tower is not the other's.
             let mut hasher = crc32fast::Hasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = std::io::Read::read(&mut file, &mut buf)
-                    .map_err(|e| SearchError::io(&weights, e))?;
-                if n == 0 {
-                    break;
+            let personal = model.join(aisle_model::personalized::PERSONAL_FILE);
+            for (path, required) in [(model.join("model.safetensors"), true), (personal, false)] {
+                let mut file = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(SearchError::io(&path, e)),
+                };
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut buf)
+                        .map_err(|e| SearchError::io(&path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
                 }
-                hasher.update(&buf[..n]);
             }
             return Ok(format!("{:08x}", hasher.finalize()));
         }
