@@ -192,6 +192,19 @@ pub enum Strictness {
     Lenient,
 }
 
+/// `e` and each of its sources, joined by ": ", as the `aisle` binary prints an error: for
+/// messages that carry an error on (a failed reload's answer, why a model is trained again).
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// What an import skipped or repaired, by reason, with the first example of each.
 #[derive(Clone, Debug, Default)]
 pub struct ImportReport {
@@ -245,5 +258,19 @@ impl ImportReport {
                 .and_modify(|e| e.0 += n)
                 .or_insert((n, ex));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_shown_with_its_sources() {
+        let e = Error::io(
+            Path::new("shop/products.csv"),
+            std::io::Error::other("disk gone"),
+        );
+        assert_eq!(with_sources(&e), format!("{e}: disk gone"));
     }
 }

@@ -325,6 +325,20 @@ fn pct(a: usize, b: usize) -> f64 {
     }
 }
 
+/// Peak resident set size of this process (VmHWM) in bytes, on Linux; `None` where
+/// `/proc/self/status` cannot be read. The "peak memory" of `aisle train` and the benches.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `bytes` in GiB (2^30 bytes), as the "peak memory" lines print it.
+pub fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
 /// `12345` as `12,345`.
 pub fn fmt_n(n: usize) -> String {
     let s = n.to_string();
@@ -411,6 +425,14 @@ mod tests {
         assert_eq!(fmt_n(999), "999");
         assert_eq!(fmt_n(1000), "1,000");
         assert_eq!(fmt_n(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn peak_memory_is_read_where_linux_has_it() {
+        assert_eq!(gib(3 << 29), 1.5);
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes().is_some_and(|b| b > 0));
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@
 //! threaded: 1M products and 10M interactions take well under two minutes on two cores.
 
 mod catalog;
+mod generated;
 pub mod respond;
 mod sim;
 mod tree;
@@ -52,6 +53,7 @@ use crate::io::generic::{write_atomically, write_dir};
 use crate::model::{ProductId, QueryId, UserId};
 use crate::taxonomy::{NodeId, Taxonomy};
 
+pub use generated::{bench, generate_into, Generated};
 pub use respond::{
     examination_probability, respond, session_of, session_rng, Response, DEFAULT_DEPTH,
     EXAMINATION_DECAY, OUTSIDE_OPTION,
