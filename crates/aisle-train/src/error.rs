@@ -20,6 +20,31 @@ pub enum TrainError {
     },
     #[error("invalid training configuration: {0}")]
     Config(String),
+    /// A training configuration file that could not be read.
+    #[error("reading {}", .path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A training configuration file that is not valid TOML for a [`crate::TrainConfig`].
+    #[error("{}: not a valid training configuration", .path.display())]
+    ConfigFile {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// Settings of the personalized tower given for a run without it (`aisle train`'s flags
+    /// for them, as the user gave them).
+    #[error("--history, --fusion and --no-demographics need --personalized")]
+    NotPersonalized,
+    /// A command a bench runs (`aisle train` in `aisle bench pipeline`) failed; its stdout.
+    #[error("{command} failed ({status}):\n{stdout}")]
+    Command {
+        command: String,
+        status: String,
+        stdout: String,
+    },
     #[error("{}: cannot resume: {why}", .path.display())]
     Resume { path: PathBuf, why: String },
 }

@@ -1,13 +1,15 @@
 //! aisle-train: training the two-tower model.
 //!
 //! It owns the training data ([`data`]), the loss's entry point ([`loss`]: aisle-model's one
-//! multiple-negatives ranking loss, which MiniLM's fine-tuning calls too), the
-//! optimisers ([`optim`]), the negative samplers ([`sampler`]: random, popularity, in-batch, BM25,
-//! ANCE, TB-HNS, mixtures and curricula), the loop ([`trainer`]), checkpoints ([`checkpoint`])
-//! and a whole run with its training log ([`run`](mod@run)), the throughput
-//! [`bench`](mod@bench), and the fine-tuning of a transformer tower (all-MiniLM-L6-v2) with the
-//! same samplers ([`transformer`]). It builds on
-//! aisle-core (data), aisle-model (towers) and aisle-search (BM25 lists and the ANCE index).
+//! multiple-negatives ranking loss, which MiniLM's fine-tuning calls too), the optimisers
+//! ([`optim`]), a configuration from its defaults, a TOML file and the flags ([`overrides`]),
+//! the negative samplers ([`sampler`]: random, popularity, in-batch, BM25, ANCE, TB-HNS,
+//! mixtures and curricula), the loop ([`trainer`]), checkpoints ([`checkpoint`]) and a whole
+//! run with its training log and summary, and the default model `aisle serve` trains
+//! ([`run`](mod@run)), the throughput [`bench`](mod@bench) (with the worlds the serving bench
+//! serves and the full-size pipeline), and the fine-tuning of a transformer tower
+//! (all-MiniLM-L6-v2) with the same samplers ([`transformer`]). It builds on aisle-core (data),
+//! aisle-model (towers) and aisle-search (BM25 lists, the ANCE index and model files).
 
 pub mod bench;
 pub mod checkpoint;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod optim;
+pub mod overrides;
 pub mod personal_fit;
 pub mod run;
 pub mod sampler;
@@ -23,6 +26,7 @@ pub mod trainer;
 pub mod transformer;
 
 pub use error::{Result, TrainError};
-pub use run::{run, LogLine, Observer, RunOptions, RunSummary, Silent};
+pub use overrides::Overrides;
+pub use run::{run, LogLine, Observer, RunOptions, RunSummary, RunningFigures, Silent};
 pub use sampler::{Sampler, SamplerSpec};
 pub use trainer::{Keep, StepStats, TrainConfig, Trainer};

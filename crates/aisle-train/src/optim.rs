@@ -17,6 +17,18 @@ pub enum SparseKind {
     RowAdagrad,
 }
 
+impl std::str::FromStr for SparseKind {
+    type Err = String;
+    /// `adam`, or `row-adagrad` (also `row_adagrad`, `adagrad`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "adam" => Ok(SparseKind::Adam),
+            "row-adagrad" | "row_adagrad" | "adagrad" => Ok(SparseKind::RowAdagrad),
+            _ => Err(format!("`{s}`: expected adam or row-adagrad")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {

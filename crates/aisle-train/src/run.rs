@@ -29,6 +29,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use aisle_core::io::slug;
+use aisle_core::stats::{fmt_n, gib, peak_rss_bytes};
 use aisle_core::{Dataset, Split};
 use aisle_model::artifact::save_trained;
 use aisle_model::meta::{Kept, ModelMeta};
@@ -164,6 +166,288 @@ pub trait Observer {
 /// An observer that does nothing.
 pub struct Silent;
 impl Observer for Silent {}
+
+/// What a progress display shows while a run goes (`aisle train`'s bar): the loss as an
+/// exponential mean over the steps, which keeps it readable where one step's is noise, and the
+/// last validation Recall@10.
+#[derive(Clone, Debug, Default)]
+pub struct RunningFigures {
+    loss: f64,
+    recall: Option<f64>,
+}
+
+impl RunningFigures {
+    /// Takes a step's figures; true every 10 steps, when the message is worth redrawing.
+    pub fn stepped(&mut self, s: &StepStats) -> bool {
+        self.loss = if s.step == 0 || self.loss == 0.0 {
+            s.loss
+        } else {
+            0.95 * self.loss + 0.05 * s.loss
+        };
+        s.step.is_multiple_of(10)
+    }
+
+    /// Takes a validation measurement.
+    pub fn evaluated(&mut self, recall_at_10: f64) {
+        self.recall = Some(recall_at_10);
+    }
+
+    /// `loss 0.1234  val R@10 0.5678` (the recall once measured).
+    pub fn message(&self) -> String {
+        let r = self
+            .recall
+            .map(|r| format!("  val R@10 {r:.4}"))
+            .unwrap_or_default();
+        format!("loss {:.4}{r}", self.loss)
+    }
+}
+
+/// Above this share of random fallbacks, a run's summary warns that the sampler's negatives
+/// were not the hard ones asked for ([`RunSummary::fallback_warning`]).
+pub const FALLBACK_WARN_PCT: f64 = 10.0;
+
+impl RunSummary {
+    /// What `aisle train` prints of a finished run, a figure a line: the sampler, the steps,
+    /// the time and its split, what the false-negative rule and the sampler's fallback did, the
+    /// validation curve and the model kept, and where the model and the log are (absolute).
+    pub fn render(&self) -> String {
+        let mut out = format!("sampler              {}\n", self.sampler);
+        out += &format!(
+            "steps                {} ({} in this run)\n",
+            fmt_n(self.steps as usize),
+            fmt_n(self.steps_run as usize)
+        );
+        out += &format!(
+            "training time        {:.1} s ({:.0} pairs/s; sampling {:.1}%, refresh {:.1} s)\n",
+            self.train_wall_s,
+            self.pairs_per_s,
+            100.0 * self.sample_share,
+            self.refresh_s
+        );
+        out += &self.sampling_lines();
+        if !self.recall_curve.is_empty() {
+            let curve: Vec<String> = self
+                .recall_curve
+                .iter()
+                .map(|(step, _, r)| format!("{step}:{r:.4}"))
+                .collect();
+            out += &format!("validation R@10      {}\n", curve.join("  "));
+            out += &format!(
+                "kept                 step {} ({}, val R@10 {}){}\n",
+                fmt_n(self.kept_step as usize),
+                if self.kept_step < self.steps {
+                    "the best on validation"
+                } else {
+                    "the last step"
+                },
+                self.kept_recall_at_10
+                    .map_or("not measured".into(), |r| format!("{r:.4}")),
+                if self.stopped_early {
+                    format!("; stopped early at step {}", fmt_n(self.steps as usize))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        out += &format!("model                {}\n", absolute(&self.model).display());
+        out += &format!("log                  {}\n", absolute(&self.log).display());
+        out
+    }
+
+    /// The lines that close `aisle train`: the whole run's seconds and their parts (loading,
+    /// training, the re-ranking head when fitted), and the process's peak memory.
+    pub fn closing(&self, total_s: f64, load_s: f64, head_s: Option<f64>) -> String {
+        let mut out = format!(
+            "total                {total_s:.1} s (loading {load_s:.1} s, training {:.1} s{})\n",
+            self.train_wall_s,
+            head_s.map_or(String::new(), |h| format!(", re-ranking head {h:.1} s"))
+        );
+        if let Some(p) = peak_rss_bytes() {
+            out += &format!("peak memory          {:.2} GiB\n", gib(p));
+        }
+        out
+    }
+
+    /// What the false-negative rule and the sampler's fallback did, in words: a count alone
+    /// ("1,013,527 removed") said nothing of whether the sampler still drew enough hard
+    /// negatives.
+    fn sampling_lines(&self) -> String {
+        let drawn = self.negatives + self.removed_positives;
+        let mut out = format!(
+            "false negatives      {} of {} candidates drawn ({:.1}%) were products the query led \
+             to, rejected and drawn again\n",
+            fmt_n(self.removed_positives as usize),
+            fmt_n(drawn as usize),
+            pct(self.removed_positives, drawn)
+        );
+        if self.negatives > 0 {
+            out += &format!(
+                "random fallbacks     {} of {} negatives ({:.1}%) drawn at random from the \
+                 sampler's easy pool because its own candidates ran out\n",
+                fmt_n(self.fallbacks as usize),
+                fmt_n(self.negatives as usize),
+                self.fallback_pct()
+            );
+        }
+        out
+    }
+
+    /// Share of the sampled negatives that were random fallbacks, in percent.
+    pub fn fallback_pct(&self) -> f64 {
+        pct(self.fallbacks, self.negatives)
+    }
+
+    /// A warning when more than [`FALLBACK_WARN_PCT`] of the negatives were random fallbacks:
+    /// the sampler could not give the hard negatives asked for.
+    pub fn fallback_warning(&self) -> Option<String> {
+        let share = self.fallback_pct();
+        (self.negatives > 0 && share > FALLBACK_WARN_PCT).then(|| {
+            format!(
+                "warning: the {} sampler could not fill its hard negatives for {share:.1}% of the \
+                 slots (more than {FALLBACK_WARN_PCT}%): those were random, easy negatives (see \
+                 docs/training.md#negative-samplers)",
+                self.sampler
+            )
+        })
+    }
+}
+
+/// `100 a / b`, 0 when `b` is.
+fn pct(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
+
+/// `path` made absolute against the working directory (left as is if that cannot be read).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Where `aisle train` writes a run when not told: `out/train/DATASET-SAMPLER` under the
+/// working directory.
+pub fn default_out_dir(ds: &Dataset, cfg: &TrainConfig) -> PathBuf {
+    PathBuf::from("out/train").join(format!(
+        "{}-{}",
+        slug(&ds.name),
+        slug(&cfg.sampler.to_string())
+    ))
+}
+
+/// The line that opens a run: the dataset and split, the personalized tower and what it
+/// reads of the customers, the sampler and the run's sizes.
+pub fn describe(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> String {
+    format!(
+        "training on {} (split `{}`: {}), {}sampler {}, k = {}, batch {}, dim {}, {} steps, seed {}",
+        ds.name,
+        split.name,
+        split.description,
+        cfg.personalize.as_ref().map_or(String::new(), |p| format!(
+            "personalized (the last {} interactions{}), ",
+            p.history,
+            customer_features(ds, p.demographics)
+        )),
+        cfg.sampler,
+        cfg.k(),
+        cfg.batch_size,
+        cfg.model.tower.dim,
+        cfg.steps,
+        cfg.seed
+    )
+}
+
+/// What the personalized tower reads of the customers besides their history, for the run's
+/// first line: their feature fields, or why none.
+fn customer_features(ds: &Dataset, wanted: bool) -> String {
+    if !wanted {
+        return ", history only (--no-demographics)".into();
+    }
+    let mut fields: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for (_, u) in ds.users.iter() {
+        if u.segment.is_some() {
+            fields.insert("segment");
+        }
+        for (k, v) in &u.demographics {
+            if !v.trim().is_empty() {
+                fields.insert(k.as_str());
+            }
+        }
+    }
+    if fields.is_empty() {
+        ", history only: the customers have no features".into()
+    } else {
+        format!(
+            " and the customer features {}",
+            fields.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+/// Where `aisle serve` keeps the model it trains for a dataset when given none:
+/// `out/serve/DATASET/model.aisle` under the working directory.
+pub fn default_serve_model(ds: &Dataset) -> PathBuf {
+    PathBuf::from("out/serve")
+        .join(slug(&ds.name))
+        .join(MODEL_FILE)
+}
+
+/// The default model at `path` ([`default_serve_model`]), ready to serve `ds`: the file as it
+/// is when it was trained on this dataset's data, else trained now into `path`'s folder
+/// ([`default_model_config`]: personalized TB-HNS for `steps` steps, `observer` following the
+/// run). The default model follows the dataset: one trained on other data (an older
+/// generator, changed files), or written by an older aisle whose metadata this one cannot
+/// read, is trained again rather than refused. `say` gets why it trains and what it got.
+pub fn ensure_default_model(
+    path: &Path,
+    ds: &Dataset,
+    steps: u64,
+    observer: &mut dyn Observer,
+    say: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    if path.exists() {
+        match aisle_search::model_file::read(path) {
+            Ok((_, made)) => {
+                match aisle_search::model_file::other_dataset(path, &made, ds, "served") {
+                    None => return Ok(path.to_path_buf()),
+                    Some(why) => say(&format!("{why}: training the default model again")),
+                }
+            }
+            Err(e) => say(&format!(
+                "{}: training the default model again",
+                aisle_core::error::with_sources(&e)
+            )),
+        }
+    }
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let split = ds.split_named(None)?;
+    let cfg = default_model_config(steps)?;
+    say(&format!(
+        "training a personalized TB-HNS model for {} on {} ({} steps) first",
+        path.display(),
+        ds.name,
+        cfg.steps
+    ));
+    let options = RunOptions {
+        out_dir: dir,
+        resume: None,
+    };
+    let summary = run(cfg, ds, split, &options, observer)?;
+    say(&format!(
+        "trained in {:.1} s; kept step {}, validation R@10 {}; wrote {}",
+        summary.train_wall_s,
+        summary.kept_step,
+        summary
+            .kept_recall_at_10
+            .map_or("not measured".into(), |r| format!("{r:.3}")),
+        summary.model.display()
+    ));
+    Ok(summary.model)
+}
 
 struct Log {
     path: PathBuf,

@@ -86,6 +86,17 @@ impl std::fmt::Display for Keep {
     }
 }
 
+impl std::str::FromStr for Keep {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "best" => Ok(Keep::Best),
+            "last" => Ok(Keep::Last),
+            _ => Err(format!("`{s}`: expected best or last")),
+        }
+    }
+}
+
 /// Settings of the personalized query tower (aisle-model owns them: the model file records
 /// them, and serving reads the history window from there).
 pub use aisle_model::personal::PersonalizeConfig;

@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use aisle_core::io::{slug, write_atomic};
 use aisle_core::rng::Rng;
 use aisle_core::{Dataset, ProductId, Split};
 use aisle_model::{FeaturizerConfig, Model, ModelConfig};
@@ -34,6 +35,7 @@ use serde::Serialize;
 use crate::data::{Pair, TrainData};
 use crate::error::{Result, TrainError};
 use crate::loss::mnrl_into;
+use crate::overrides::Overrides;
 use crate::sampler::{self, SampleCtx, SamplerSpec};
 
 /// How a transformer tower is fine-tuned.
@@ -75,6 +77,23 @@ impl Default for TuneConfig {
     }
 }
 
+impl TuneConfig {
+    /// The fine-tuning of `aisle train --tower minilm`: the defaults with 16 pairs a step and
+    /// one negative per pair, under the sampler, steps, batch size, negatives and seed that `o`
+    /// gives (the n-gram tower's settings do not apply).
+    pub fn overridden(o: &Overrides) -> TuneConfig {
+        let defaults = TuneConfig::default();
+        TuneConfig {
+            steps: o.steps.unwrap_or(defaults.steps),
+            batch_size: o.batch_size.unwrap_or(16),
+            negatives: o.negatives.unwrap_or(1),
+            seed: o.seed.unwrap_or(defaults.seed),
+            sampler: o.sampler.clone().unwrap_or(defaults.sampler.clone()),
+            ..defaults
+        }
+    }
+}
+
 /// What a fine-tuning run did.
 #[derive(Clone, Debug, Serialize)]
 pub struct TuneSummary {
@@ -92,6 +111,74 @@ pub struct TuneSummary {
     pub losses: Vec<(u64, f32)>,
     /// The model folder written.
     pub model: PathBuf,
+}
+
+/// The file of a fine-tuning run's folder (beside `model/`) that records its configuration and
+/// its [`TuneSummary`].
+pub const SUMMARY_FILE: &str = "tune_summary.json";
+
+/// Where `aisle train --tower minilm` writes when not told: `out/train/DATASET-SAMPLER-minilm`
+/// under the working directory.
+pub fn default_out_dir(ds: &Dataset, cfg: &TuneConfig) -> PathBuf {
+    PathBuf::from("out/train").join(format!(
+        "{}-{}-minilm",
+        slug(&ds.name),
+        slug(&cfg.sampler.to_string())
+    ))
+}
+
+/// The line that opens a fine-tuning run: the model, the data, the sampler and the sizes.
+pub fn describe(base: &Path, ds: &Dataset, split: &Split, cfg: &TuneConfig) -> String {
+    format!(
+        "fine-tuning {} on {} (split `{}`: {}), sampler {}, {} steps of {} pairs, {} negatives per pair, seed {}",
+        base.display(),
+        ds.name,
+        split.name,
+        split.description,
+        cfg.sampler,
+        cfg.steps,
+        cfg.batch_size,
+        if cfg.sampler.is_in_batch() { 0 } else { cfg.negatives },
+        cfg.seed
+    )
+}
+
+/// Writes the configuration and the summary of a fine-tuning run into its folder `out`
+/// ([`SUMMARY_FILE`], beside the model folder); returns the file's path.
+pub fn write_summary(out: &Path, cfg: &TuneConfig, summary: &TuneSummary) -> Result<PathBuf> {
+    let path = out.join(SUMMARY_FILE);
+    let json = serde_json::json!({ "config": cfg, "summary": summary });
+    let bytes = serde_json::to_vec_pretty(&json).map_err(|e| TrainError::io(&path, e.into()))?;
+    write_atomic(&path, |w| w.write_all(&bytes)).map_err(|e| TrainError::io(&path, e))?;
+    Ok(path)
+}
+
+impl TuneSummary {
+    /// What `aisle train --tower minilm` prints of the run fine-tuned from `base` with `cfg`:
+    /// the tower, the sampler, the steps, the time and where it went, the loss first and last.
+    pub fn render(&self, cfg: &TuneConfig, base: &Path) -> String {
+        let mut out = format!(
+            "tower                all-MiniLM-L6-v2, fine-tuned from {}\n\
+             sampler              {}\n\
+             steps                {} of {} pairs ({} pairs in all)\n",
+            base.display(),
+            cfg.sampler,
+            self.steps,
+            cfg.batch_size,
+            self.pairs
+        );
+        out += &format!(
+            "training time        {:.1} s ({:.1} pairs/s; sampling {:.1} s, forward {:.1} s, backward + AdamW {:.1} s)\n",
+            self.train_s, self.pairs_per_s, self.sample_s, self.forward_s, self.backward_s
+        );
+        if let (Some(a), Some(b)) = (self.losses.first(), self.losses.last()) {
+            out += &format!(
+                "mean loss            {:.4} (steps to {}) -> {:.4} (steps to {})\n",
+                a.1, a.0, b.1, b.0
+            );
+        }
+        out
+    }
 }
 
 /// How a step runs: the plain-buffer passes, or candle's autograd with aisle's AdamW.
