@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use aisle_core::stats::fmt_n;
 use aisle_core::Dataset;
 use aisle_model::Encoder;
-use aisle_search::qdrant::{self, Client, QdrantTarget, Upload};
+use aisle_search::qdrant::{self, Client, Layout, QdrantTarget, Upload};
 use aisle_search::{ann_quality, ExactIndex, IndexChoice, QdrantConfig, VectorIndex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -116,17 +116,19 @@ pub fn upload(
     let client = Client::connect(cfg)?;
     let d = model.dim();
     let up = Upload {
-        hnsw_m: graph.0,
-        ef_construct: graph.1,
         ds,
         vectors,
         dim: d,
         model_digest: aisle_search::model_file::digest(model_path)?,
-        collection: backend.collection.clone(),
-        shards: args.shards,
-        replicas: args.replicas,
-        keep: args.keep,
-        batch: args.batch,
+        layout: Layout {
+            collection: backend.collection.clone(),
+            shards: args.shards,
+            replicas: args.replicas,
+            keep: args.keep,
+            batch: args.batch,
+            hnsw_m: graph.0,
+            ef_construct: graph.1,
+        },
     };
     let bar = ProgressBar::new(ds.catalog.len() as u64);
     bar.set_style(

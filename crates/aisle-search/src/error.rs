@@ -54,6 +54,22 @@ pub enum SearchError {
         message: String,
     },
 
+    /// Loading the model at `path` (or encoding the catalog with it) failed.
+    #[error("loading model {}", .path.display())]
+    LoadModel {
+        path: PathBuf,
+        #[source]
+        source: Box<SearchError>,
+    },
+
+    /// Uploading a dataset's vectors to Qdrant failed; `source` says where and why.
+    #[error("uploading {dataset}'s vectors to Qdrant")]
+    Upload {
+        dataset: String,
+        #[source]
+        source: Box<SearchError>,
+    },
+
     /// A model file that aisle cannot read (not a model, another version, damaged metadata).
     #[error(transparent)]
     Model(#[from] aisle_model::ModelError),
@@ -65,6 +81,11 @@ pub enum SearchError {
     /// A model trained on another dataset than the one it is asked to search; `why` names both.
     #[error("{why}: its figures would not be this dataset's (train on it, or pass --allow-other-dataset to use it anyway)")]
     OtherDataset { why: String },
+
+    /// Vectors could not be written (`aisle encode`): a file name of no known format, or a
+    /// file that could not be written.
+    #[error(transparent)]
+    Vectors(#[from] aisle_core::io::WriteVectorsError),
 
     /// The encoder (a transformer's tokenizer or forward pass) failed.
     #[error(transparent)]

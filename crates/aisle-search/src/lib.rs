@@ -5,7 +5,9 @@
 //! usearch, [`QdrantIndex`] in a Qdrant node or cluster), and the [`Searcher`], which puts a trained model, these indexes and the customers'
 //! histories together: evaluation and the HTTP server both search through it. It reads the
 //! model a Searcher is built over from its file or folder ([`model_file`]: n-gram towers or
-//! MiniLM) and assembles the Searcher `aisle serve` serves from its files ([`served`]), but
+//! MiniLM), writes a model's vectors out ([`export`]), builds and saves the HNSW graph `aisle
+//! index` writes ([`saved_index`]) and assembles the Searcher `aisle serve` serves from its
+//! files ([`served`]), but
 //! does not embed text itself (that is `aisle-model` and `aisle-transformer`) nor
 //! speak HTTP (`aisle-serve`). Every index and the
 //! Searcher answer `&self` queries from many threads.
@@ -23,10 +25,12 @@
 //! ```
 
 pub mod error;
+pub mod export;
 pub mod lexical;
 pub mod model_file;
 pub mod qdrant;
 pub mod rerank;
+pub mod saved_index;
 pub mod searcher;
 pub mod served;
 pub mod vector;

@@ -34,6 +34,12 @@ impl Made {
         }
     }
 
+    /// `model trained on DATASET, sampler SAMPLER`; `None` for a pretrained model.
+    pub fn trained_on(&self) -> Option<String> {
+        let ((ds, _), sampler) = (self.dataset()?, self.sampler()?);
+        Some(format!("model trained on {ds}, sampler {sampler}"))
+    }
+
     /// The negative sampler it was trained with; `None` for a pretrained model.
     pub fn sampler(&self) -> Option<&str> {
         match self {

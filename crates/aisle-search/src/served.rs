@@ -1,7 +1,7 @@
 //! The Searcher that `aisle serve` serves, assembled from files: the model ([`crate::model_file`]),
 //! the learned re-ranking head (a given file, or `rerank.json` beside the model), the vector
-//! index of choice and every customer's history. Built again, from the files as they are then,
-//! at each reload.
+//! index of choice ([`index_choice`], or the vectors in Qdrant: [`Vectors`]) and every
+//! customer's history. Built again, from the files as they are then, at each reload.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,13 +11,85 @@ use aisle_model::Encoder;
 
 use crate::error::{Result, SearchError};
 use crate::model_file;
+use crate::qdrant::{QdrantConfig, QdrantTarget};
 use crate::rerank::{HeadFile, Signals, HEAD_FILE};
 use crate::searcher::{IndexChoice, Searcher, SearcherOptions};
+use crate::vector::HnswParams;
 
 /// Earlier interactions the towers of a personalized model read when a re-ranking head ranks
 /// their candidates: the head was fitted with them reading this many (its own history features
 /// read up to [`crate::RERANK_HISTORY`]).
 pub const HEAD_TOWER_HISTORY: usize = 1000;
+
+/// Above this many products [`Ann::Auto`] builds an HNSW graph; below it exact search is fast
+/// enough (about 1 ms a query at 20k x 128 on one core) and has no recall cost.
+pub const AUTO_HNSW_ABOVE: usize = 20_000;
+
+/// The HNSW search effort `aisle serve` uses: at 100k products it lifts recall@10 against exact
+/// from 0.86 (usearch's default of 64) to 0.95 for about 0.1 ms more per query (`aisle bench
+/// search`, docs/serving.md).
+pub const SERVE_EXPANSION_SEARCH: usize = 256;
+
+/// Which vector index a served model gets when no saved one is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ann {
+    /// HNSW above [`AUTO_HNSW_ABOVE`] products, exact below.
+    Auto,
+    Exact,
+    Hnsw,
+}
+
+/// The index to serve a catalog of `products` products with: the `saved` graph when there is
+/// one, else as `ann` says, an HNSW graph searching with `expansion_search`.
+pub fn index_choice(
+    ann: Ann,
+    saved: Option<&Path>,
+    products: usize,
+    expansion_search: usize,
+) -> IndexChoice {
+    if let Some(p) = saved {
+        return IndexChoice::Saved(p.to_path_buf());
+    }
+    let hnsw = IndexChoice::Hnsw(HnswParams {
+        expansion_search,
+        ..HnswParams::default()
+    });
+    match ann {
+        Ann::Exact => IndexChoice::Exact,
+        Ann::Hnsw => hnsw,
+        Ann::Auto if products > AUTO_HNSW_ABOVE => hnsw,
+        Ann::Auto => IndexChoice::Exact,
+    }
+}
+
+/// Where a served or evaluated model's product vectors live.
+#[derive(Clone, Debug)]
+pub enum Vectors {
+    /// In this process, in this index.
+    Embedded(IndexChoice),
+    /// In a Qdrant collection or alias [default: the dataset's alias,
+    /// [`alias_for`](crate::qdrant::alias_for)].
+    Qdrant {
+        config: QdrantConfig,
+        collection: Option<String>,
+    },
+}
+
+impl Vectors {
+    /// The index for the model file at `model_path` now. A Qdrant collection is checked
+    /// against the model file's digest, read again at each call: at a reload, a retrained
+    /// model goes with the collection its `aisle index` moved the alias to.
+    pub fn index_for(&self, model_path: &Path) -> Result<IndexChoice> {
+        Ok(match self {
+            Vectors::Embedded(index) => index.clone(),
+            Vectors::Qdrant { config, collection } => IndexChoice::Qdrant(QdrantTarget {
+                config: config.clone(),
+                collection: collection.clone(),
+                model_digest: Some(model_file::digest(model_path)?),
+            }),
+        })
+    }
+}
 
 /// Where the learned re-ranking head comes from.
 #[derive(Clone, Debug)]
@@ -31,6 +103,16 @@ pub enum HeadChoice {
 }
 
 impl HeadChoice {
+    /// The head asked for: none when `none`, else the `given` file, else the one beside the
+    /// model.
+    pub fn new(given: Option<PathBuf>, none: bool) -> HeadChoice {
+        match (given, none) {
+            (_, true) => HeadChoice::None,
+            (Some(p), false) => HeadChoice::Given(p),
+            (None, false) => HeadChoice::BesideModel,
+        }
+    }
+
     /// The head file to serve with `model_path` now.
     pub fn file(&self, model_path: &Path) -> Result<Option<PathBuf>> {
         match self {
@@ -139,4 +221,39 @@ pub fn probe_queries(
             .collect());
     }
     Ok(encoder.encode_queries(&texts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_and_the_head_follow_what_was_asked() {
+        let at = |ann, saved, products| index_choice(ann, saved, products, 64);
+        assert!(matches!(
+            at(Ann::Auto, None, AUTO_HNSW_ABOVE),
+            IndexChoice::Exact
+        ));
+        assert!(matches!(
+            at(Ann::Auto, None, AUTO_HNSW_ABOVE + 1),
+            IndexChoice::Hnsw(p) if p.expansion_search == 64
+        ));
+        assert!(matches!(
+            at(Ann::Exact, Some(Path::new("g.usearch")), 5),
+            IndexChoice::Saved(_)
+        ));
+        let embedded = Vectors::Embedded(IndexChoice::Exact);
+        assert!(matches!(
+            embedded.index_for(Path::new("no/such/model.aisle")),
+            Ok(IndexChoice::Exact)
+        ));
+        assert!(matches!(
+            HeadChoice::new(Some("h.json".into()), true),
+            HeadChoice::None
+        ));
+        assert!(matches!(
+            HeadChoice::new(None, false),
+            HeadChoice::BesideModel
+        ));
+    }
 }

@@ -18,7 +18,7 @@ use support::qdrant_node::{qdrant_bin, Node};
 use aisle_core::synth::small_dataset;
 use aisle_core::{Dataset, Histories, NodeId, ProductId};
 use aisle_model::{Model, ModelConfig};
-use aisle_search::qdrant::{self, Client, Method, QdrantTarget, Upload};
+use aisle_search::qdrant::{self, Client, Layout, Method, QdrantTarget, Upload};
 use aisle_search::{IndexChoice, QdrantConfig, Request, Searcher, SearcherOptions, VectorIndex};
 
 fn config(nodes: &[&Node]) -> QdrantConfig {
@@ -41,13 +41,15 @@ fn upload<'a>(ds: &'a Dataset, vectors: &'a [f32], digest: &str) -> Upload<'a> {
         vectors,
         dim: vectors.len() / ds.catalog.len(),
         model_digest: digest.into(),
-        collection: None,
-        shards: 1,
-        replicas: 1,
-        keep: 2,
-        batch: 256,
-        hnsw_m: 16,
-        ef_construct: 128,
+        layout: Layout {
+            collection: None,
+            shards: 1,
+            replicas: 1,
+            keep: 2,
+            batch: 256,
+            hnsw_m: 16,
+            ef_construct: 128,
+        },
     }
 }
 
@@ -176,7 +178,7 @@ fn one_node_serves_what_the_exact_index_serves() {
 
     // A new model's upload moves the alias; with keep = 1 the old collection goes.
     let mut next = upload(&ds, &vectors, "0000000b");
-    next.keep = 1;
+    next.layout.keep = 1;
     let moved = qdrant::upload(&client, &next, &mut |_, _| {}).expect("second model");
     assert_eq!(moved.previous.as_deref(), Some(first.collection.as_str()));
     assert_eq!(moved.deleted, vec![first.collection.clone()]);
@@ -352,8 +354,8 @@ fn a_cluster_keeps_answering_while_a_node_is_killed() {
     let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
     let t = Instant::now();
     let mut up = upload(&ds, &vectors, "c1a57e55");
-    up.shards = 3;
-    up.replicas = 2;
+    up.layout.shards = 3;
+    up.layout.replicas = 2;
     up.batch = 1000;
     let report = qdrant::upload(&client, &up, &mut |_, _| {}).expect("upload to the cluster");
     eprintln!(

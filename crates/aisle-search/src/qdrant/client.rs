@@ -49,6 +49,20 @@ impl QdrantConfig {
     }
 }
 
+impl QdrantConfig {
+    /// [`QdrantConfig::new`] with a limit of `timeout_ms` (at least 1) per attempt, and the API
+    /// key in `$QDRANT_API_KEY` when it is set and not empty.
+    pub fn from_env<S: AsRef<str>>(urls: &[S], timeout_ms: u64) -> QdrantConfig {
+        QdrantConfig {
+            timeout: Duration::from_millis(timeout_ms.max(1)),
+            api_key: std::env::var("QDRANT_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            ..QdrantConfig::new(urls)
+        }
+    }
+}
+
 /// The HTTP methods of Qdrant's REST API.
 #[derive(Clone, Copy, Debug)]
 pub enum Method {

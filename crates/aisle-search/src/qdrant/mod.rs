@@ -20,7 +20,7 @@ mod client;
 mod upload;
 
 pub use client::{Client, Method, QdrantConfig, QDRANT_VERSION};
-pub use upload::{alias_for, collection_for, upload, Upload, UploadReport};
+pub use upload::{alias_for, collection_for, upload, upload_catalog, Layout, Upload, UploadReport};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

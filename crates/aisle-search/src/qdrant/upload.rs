@@ -17,14 +17,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use aisle_core::stats::fmt_n;
 use aisle_core::Dataset;
 
 use super::{
     ancestry, bad, catalog_digest, collection_meta, count, resolve_alias, Client, CollectionMeta,
-    Method, QdrantIndex, META_FORMAT,
+    Method, QdrantConfig, QdrantIndex, QdrantTarget, META_FORMAT,
 };
 use crate::error::{Result, SearchError};
-use crate::vector::VectorIndex;
+use crate::vector::{ann_quality, ExactIndex, VectorIndex};
 
 /// Products sampled to find themselves before a collection goes live.
 const PROBES: usize = 16;
@@ -38,6 +39,12 @@ pub struct Upload<'a> {
     pub dim: usize,
     /// The model file's digest, [`HeadFile::model_digest`](crate::rerank::HeadFile::model_digest).
     pub model_digest: String,
+    pub layout: Layout,
+}
+
+/// How a new collection is laid out, and the upload's batches.
+#[derive(Clone, Debug)]
+pub struct Layout {
     /// The collection [default: [`collection_for`]].
     pub collection: Option<String>,
     /// Shards the collection is split into (spread over the cluster's nodes).
@@ -51,6 +58,40 @@ pub struct Upload<'a> {
     /// HNSW graph degree (Qdrant's `m`) and candidate list while building (`ef_construct`).
     pub hnsw_m: usize,
     pub ef_construct: usize,
+}
+
+/// Uploads `catalog`'s vectors of `ds` (encoded by the model file at `model_path`) to Qdrant
+/// through `config`, laid out as `layout` says ([`upload`]: checked, then made live). With
+/// `check` as `(n, hnsw_ef)`, also measures Qdrant's recall@10 against exact search on at most
+/// `n` probe queries at that effort. Returns what `aisle index --backend qdrant` prints.
+pub fn upload_catalog(
+    config: &QdrantConfig,
+    layout: &Layout,
+    ds: &Dataset,
+    model_path: &std::path::Path,
+    catalog: &crate::saved_index::CatalogVectors,
+    check: Option<(usize, usize)>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<String> {
+    let client = Client::connect(config)?;
+    let up = Upload {
+        ds,
+        vectors: &catalog.vectors,
+        dim: catalog.encoder.dim(),
+        model_digest: crate::model_file::digest(model_path)?,
+        layout: layout.clone(),
+    };
+    let report = upload(&client, &up, progress).map_err(|e| SearchError::Upload {
+        dataset: ds.name.clone(),
+        source: Box::new(e),
+    })?;
+    let mut out = report.render();
+    if let Some((n, hnsw_ef)) = check {
+        let queries = catalog.probes(ds, n)?;
+        out += &report.recall_line(config, ds, &catalog.vectors, &queries, hnsw_ef)?;
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// A segment smaller than this many points is searched by brute force rather than given an HNSW
@@ -77,6 +118,81 @@ pub struct UploadReport {
     pub probes: usize,
     /// Collections deleted because more than `keep` were there.
     pub deleted: Vec<String>,
+    /// The nodes' URLs, the points and their dimension, the layout, as asked for.
+    pub nodes: Vec<String>,
+    pub points: usize,
+    pub dim: usize,
+    pub shards: u32,
+    pub replicas: u32,
+    /// The model file's digest the collection records.
+    pub model_digest: String,
+    /// Seconds of the whole upload, the checks and the alias move included.
+    pub seconds: f64,
+}
+
+impl UploadReport {
+    /// What `aisle index --backend qdrant` prints of the upload, a figure a line.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "qdrant               {}\ncollection           {}\n",
+            self.nodes.join(","),
+            self.collection
+        );
+        out += &format!(
+            "alias                {} -> {} (was {})\n",
+            self.alias,
+            self.collection,
+            self.previous.as_deref().unwrap_or("none")
+        );
+        out += &format!(
+            "points               {} x {}: {} sent, {} already there{}\n",
+            fmt_n(self.points),
+            self.dim,
+            fmt_n(self.sent),
+            fmt_n(self.skipped),
+            if self.resumed { " (resumed)" } else { "" }
+        );
+        out += &format!(
+            "layout               {} shard(s) x {} replica(s)\nupload               {:.1} s\n",
+            self.shards, self.replicas, self.seconds
+        );
+        out += &format!(
+            "check                count {}, {} of {} sampled products found themselves\n",
+            fmt_n(self.points),
+            self.probes_found,
+            self.probes
+        );
+        if !self.deleted.is_empty() {
+            out += &format!("deleted              {}\n", self.deleted.join(", "));
+        }
+        out
+    }
+
+    /// Recall@10 of Qdrant's search of the uploaded collection (through `config`, with effort
+    /// `hnsw_ef`) against exact search over `vectors`, on `queries`: the line that says it.
+    pub fn recall_line(
+        &self,
+        config: &QdrantConfig,
+        ds: &Dataset,
+        vectors: &[f32],
+        queries: &[f32],
+        hnsw_ef: usize,
+    ) -> Result<String> {
+        let target = QdrantTarget {
+            config: config.clone(),
+            collection: Some(self.collection.clone()),
+            model_digest: Some(self.model_digest.clone()),
+        };
+        let index = target.open(ds, self.dim)?;
+        index.set_search_effort(hnsw_ef);
+        let exact = ExactIndex::new(self.dim, vectors.to_vec())?;
+        let q = ann_quality(&index, &exact, queries, 10)?;
+        Ok(format!(
+            "recall@10 vs exact   {:.4} ({} queries, hnsw_ef {hnsw_ef})",
+            q.recall,
+            fmt_n(queries.len() / self.dim.max(1))
+        ))
+    }
 }
 
 /// The dataset's alias: `aisle-<dataset>`; searches and servers name it.
@@ -96,6 +212,7 @@ pub fn upload(
     up: &Upload,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<UploadReport> {
+    let start = std::time::Instant::now();
     let n = up.ds.catalog.len();
     if up.vectors.len() != n * up.dim || up.dim == 0 {
         return Err(SearchError::InvalidArgument(format!(
@@ -104,13 +221,19 @@ pub fn upload(
             up.dim
         )));
     }
-    if up.shards == 0 || up.replicas == 0 || up.keep == 0 || up.batch == 0 || up.hnsw_m < 2 {
+    if up.layout.shards == 0
+        || up.layout.replicas == 0
+        || up.layout.keep == 0
+        || up.layout.batch == 0
+        || up.layout.hnsw_m < 2
+    {
         return Err(SearchError::InvalidArgument(
             "shards, replicas, keep and batch must each be at least 1, the graph degree at least 2"
                 .into(),
         ));
     }
     let name = up
+        .layout
         .collection
         .clone()
         .unwrap_or_else(|| collection_for(up.ds, &up.model_digest));
@@ -210,7 +333,7 @@ pub fn upload(
         Some(&json!({ "actions": actions })),
         &name,
     )?;
-    let deleted = prune(client, &alias, &name, up.keep)?;
+    let deleted = prune(client, &alias, &name, up.layout.keep)?;
     Ok(UploadReport {
         collection: name,
         alias,
@@ -221,6 +344,13 @@ pub fn upload(
         probes_found,
         probes,
         deleted,
+        nodes: client.urls().to_vec(),
+        points: n,
+        dim: up.dim,
+        shards: up.layout.shards,
+        replicas: up.layout.replicas,
+        model_digest: up.model_digest.clone(),
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
 
@@ -231,10 +361,10 @@ fn create(client: &Client, name: &str, up: &Upload, meta: &CollectionMeta) -> Re
     let threshold_kb = (INDEX_SEGMENTS_ABOVE * up.dim * 4).div_ceil(1024);
     let body = json!({
         "vectors": {"size": up.dim, "distance": "Dot"},
-        "shard_number": up.shards,
-        "replication_factor": up.replicas,
+        "shard_number": up.layout.shards,
+        "replication_factor": up.layout.replicas,
         "write_consistency_factor": 1,
-        "hnsw_config": {"m": up.hnsw_m, "ef_construct": up.ef_construct},
+        "hnsw_config": {"m": up.layout.hnsw_m, "ef_construct": up.layout.ef_construct},
         "optimizers_config": {"indexing_threshold": threshold_kb},
         "metadata": {"aisle": meta},
     });
@@ -273,7 +403,7 @@ fn send_points(
     let (mut sent, mut skipped) = (0, 0);
     let mut start = 0;
     while start < n {
-        let end = (start + up.batch).min(n);
+        let end = (start + up.layout.batch).min(n);
         let ids: Vec<usize> = (start..end).collect();
         let whole = resumed && {
             let there = client.call(

@@ -51,6 +51,21 @@ pub struct HeadFile {
 }
 
 impl HeadFile {
+    /// Removes the head in the run folder `dir` ([`HEAD_FILE`]): fitted for the model a new
+    /// run replaced, it would be served with the new one. Returns the line that says so, `None`
+    /// when there was none.
+    pub fn remove_stale(dir: &std::path::Path) -> crate::Result<Option<String>> {
+        let path = dir.join(HEAD_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        std::fs::remove_file(&path).map_err(|e| SearchError::io(&path, e))?;
+        Ok(Some(format!(
+            "removed              {} (fitted for the previous model; --rerank fits a new one)",
+            path.display()
+        )))
+    }
+
     pub fn new(
         head: &Reranker,
         model_crc32: Option<String>,

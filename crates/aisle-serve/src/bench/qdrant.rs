@@ -38,13 +38,15 @@ pub fn on_qdrant(
             vectors: &vectors,
             dim: model.dim(),
             model_digest: digest.clone(),
-            collection: None,
-            shards: q.shards,
-            replicas: q.replicas,
-            keep: q.keep,
-            batch: q.batch,
-            hnsw_m: options.connectivity,
-            ef_construct: options.expansion_add,
+            layout: qdrant::Layout {
+                collection: None,
+                shards: q.shards,
+                replicas: q.replicas,
+                keep: q.keep,
+                batch: q.batch,
+                hnsw_m: options.connectivity,
+                ef_construct: options.expansion_add,
+            },
         },
         &mut |done, total| {
             if done == total || done % 100_000 < q.batch {
