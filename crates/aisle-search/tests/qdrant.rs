@@ -356,7 +356,7 @@ fn a_cluster_keeps_answering_while_a_node_is_killed() {
     let mut up = upload(&ds, &vectors, "c1a57e55");
     up.layout.shards = 3;
     up.layout.replicas = 2;
-    up.batch = 1000;
+    up.layout.batch = 1000;
     let report = qdrant::upload(&client, &up, &mut |_, _| {}).expect("upload to the cluster");
     eprintln!(
         "uploaded {products} points to 3 shards x 2 replicas in {:.1} s",
