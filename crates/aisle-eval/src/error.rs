@@ -3,6 +3,8 @@
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
+    Core(#[from] aisle_core::Error),
+    #[error(transparent)]
     Search(#[from] aisle_search::SearchError),
     #[error(transparent)]
     Model(#[from] aisle_model::ModelError),
@@ -18,6 +20,9 @@ pub enum EvalError {
     },
     #[error("nothing to evaluate: {0}")]
     Empty(String),
+    /// A dataset without a split to evaluate on; its name.
+    #[error("dataset `{0}` has no split to evaluate on")]
+    NoSplits(String),
     #[error("{0}")]
     Ranker(String),
 }

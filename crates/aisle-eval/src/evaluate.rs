@@ -7,9 +7,11 @@
 //! over queries of the seed-averaged system, and [`Row::seeds`] keeps each seed's own figure.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
 
 use serde::Serialize;
 
+use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, EvalQuery, Kind, ProductId, Split};
 
 use crate::error::{EvalError, Result};
@@ -139,6 +141,91 @@ pub enum Progress<'a> {
         build_s: f64,
         rank_s: f64,
     },
+}
+
+impl Progress<'_> {
+    /// `row 2/5 NAME` of a member being built or starting to rank, with ` (member 1/3)` when
+    /// the row has several; `None` for the other events.
+    pub fn label(&self) -> Option<String> {
+        let (row, rows, name, member, members) = match *self {
+            Progress::Building {
+                row,
+                rows,
+                name,
+                member,
+                members,
+            }
+            | Progress::Ranking {
+                row,
+                rows,
+                name,
+                member,
+                members,
+                ..
+            } => (row, rows, name, member, members),
+            _ => return None,
+        };
+        let seed = if members > 1 {
+            format!(" (member {}/{members})", member + 1)
+        } else {
+            String::new()
+        };
+        Some(format!("row {}/{rows} {name}{seed}", row + 1))
+    }
+}
+
+/// An evaluation's progress as lines for a log, where no bar is drawn: while a member ranks, a
+/// line every `every` with the time left, and a line per row done, so that a long evaluation
+/// is never silent.
+pub struct ProgressLog {
+    every: std::time::Duration,
+    /// The member ranking: its label, when it started, when a line about it was last given.
+    ranking: Option<(String, Instant, Instant)>,
+}
+
+impl ProgressLog {
+    pub fn new(every: std::time::Duration) -> ProgressLog {
+        ProgressLog {
+            every,
+            ranking: None,
+        }
+    }
+
+    /// The line `p` calls for now, if any.
+    pub fn line(&mut self, p: &Progress) -> Option<String> {
+        match *p {
+            Progress::Ranking { .. } => {
+                let now = Instant::now();
+                self.ranking = p.label().map(|label| (label, now, now));
+                None
+            }
+            Progress::Ranked { done, queries } => {
+                let (row, start, last) = self.ranking.as_mut()?;
+                if last.elapsed() < self.every || done == 0 || done >= queries {
+                    return None;
+                }
+                *last = Instant::now();
+                let s = start.elapsed().as_secs_f64();
+                Some(format!(
+                    "{row}: {}/{} queries in {s:.0} s, about {:.0} s left",
+                    fmt_n(done),
+                    fmt_n(queries),
+                    s * (queries - done) as f64 / done as f64
+                ))
+            }
+            Progress::RowDone {
+                row,
+                rows,
+                name,
+                build_s,
+                rank_s,
+            } => Some(format!(
+                "row {}/{rows} {name}: built in {build_s:.1} s, ranked in {rank_s:.1} s",
+                row + 1
+            )),
+            Progress::Building { .. } => None,
+        }
+    }
 }
 
 /// Queries a ranker is given at once when progress is reported. It bounds what a ranker holds
@@ -923,4 +1010,46 @@ fn short(metric: &str) -> String {
         .replace("recall@", "R@")
         .replace("ndcg@", "NDCG@")
         .replace("mrr", "MRR")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_labelled_by_row_and_member_and_a_log_hears_of_each_row() {
+        let ranking = Progress::Ranking {
+            row: 1,
+            rows: 3,
+            name: "dense",
+            member: 0,
+            members: 2,
+            queries: 10,
+        };
+        assert_eq!(
+            ranking.label().as_deref(),
+            Some("row 2/3 dense (member 1/2)")
+        );
+        let mut log = ProgressLog::new(std::time::Duration::ZERO);
+        assert_eq!(log.line(&ranking), None);
+        let ranked = log.line(&Progress::Ranked {
+            done: 5,
+            queries: 10,
+        });
+        assert!(
+            ranked.is_some_and(|l| l.starts_with("row 2/3 dense (member 1/2): 5/10 queries in ")),
+        );
+        let done = Progress::RowDone {
+            row: 1,
+            rows: 3,
+            name: "dense",
+            build_s: 0.25,
+            rank_s: 1.0,
+        };
+        assert_eq!(done.label(), None);
+        assert_eq!(
+            log.line(&done).as_deref(),
+            Some("row 2/3 dense: built in 0.2 s, ranked in 1.0 s")
+        );
+    }
 }

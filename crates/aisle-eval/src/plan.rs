@@ -18,7 +18,7 @@ use aisle_core::{Dataset, Split};
 use aisle_model::Encoder;
 use aisle_search::model_file::{self, Made, ModelFile};
 use aisle_search::rerank::{HeadFile, HEAD_FILE};
-use aisle_search::served::HEAD_TOWER_HISTORY;
+use aisle_search::served::{Vectors, HEAD_TOWER_HISTORY};
 use aisle_search::{FieldBoosts, IndexChoice, Mode, Reranker, Signals};
 
 use crate::error::{EvalError, Result};
@@ -38,6 +38,18 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// The vector index its rows search.
     pub index: IndexChoice,
+}
+
+impl ModelSpec {
+    /// A model from `PATH` or `NAME=PATH`, its product vectors where `vectors` says.
+    pub fn parse(spec: &str, vectors: &Vectors) -> Result<ModelSpec> {
+        let (name, path) = match spec.split_once('=') {
+            Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
+            None => (None, PathBuf::from(spec)),
+        };
+        let index = vectors.index_for(&path)?;
+        Ok(ModelSpec { name, path, index })
+    }
 }
 
 /// What to compare.
@@ -142,13 +154,7 @@ pub struct Plan<'a> {
 
 /// `e` and its sources, `what: e: source: ...`, as anyhow's `{:#}` writes them.
 fn with_context(what: String, e: &dyn std::error::Error) -> EvalError {
-    let mut text = format!("{what}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    EvalError::Ranker(text)
+    EvalError::Ranker(format!("{what}: {}", aisle_core::error::with_sources(e)))
 }
 
 impl<'a> Plan<'a> {

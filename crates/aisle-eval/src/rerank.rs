@@ -8,17 +8,19 @@
 //! which signal carries the gain.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use aisle_core::rng::Rng;
+use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, EvalQuery, ProductId, Split};
 use aisle_search::rerank::{
     fit_observed, Feature, FitCase, FitOptions, HeadFile, Reranker, Signals, FEATURES,
 };
 use aisle_search::searcher::Candidates;
+use aisle_search::served::HEAD_TOWER_HISTORY;
 
 use crate::error::Result;
 use crate::rankers::{DenseOptions, DenseRanker};
@@ -182,6 +184,90 @@ pub fn fit_head(
         HeadFile::new(&fit.head, Some(digest), fitted).save(out)?;
     }
     Ok(fit)
+}
+
+/// The head `aisle serve` ranks with, fitted by [`fit_for_serving`], and where it went.
+#[derive(Clone, Debug)]
+pub struct ServingHead {
+    pub fit: HeadFit,
+    /// Seconds of the fit, its signals included.
+    pub seconds: f64,
+    pub path: PathBuf,
+}
+
+/// Fits the re-ranking head for the model at `model` (a model file or a MiniLM folder) on
+/// `split`'s validation queries and writes it to `out`, where `aisle serve` looks for it: one
+/// fit, on at most [`HEAD_FIT_QUERIES`] of them, without the ablation (that is `aisle
+/// experiment`'s). A plain model's towers read `history` earlier interactions meanwhile, a
+/// personalized one's [`HEAD_TOWER_HISTORY`], as served. What `aisle train --rerank` does;
+/// `progress` gets [`fit_head`]'s lines.
+pub fn fit_for_serving(
+    ds: &Arc<Dataset>,
+    split: &Split,
+    model: &Path,
+    history: usize,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ServingHead> {
+    let t = std::time::Instant::now();
+    let signals = Arc::new(Signals::of_training(ds, split));
+    let job = HeadJob {
+        model,
+        name: "model".into(),
+        options: DenseOptions {
+            history,
+            history_rule: Default::default(),
+            mode: aisle_search::Mode::Dense,
+            history_boost: 0.0,
+            bm25: aisle_search::FieldBoosts::default(),
+        },
+        personalized_history: Some(HEAD_TOWER_HISTORY),
+        fit: HeadFitOptions {
+            seed: split.seed,
+            ablation: false,
+            ..Default::default()
+        },
+        save: Some(out),
+    };
+    let fit = fit_head(ds, split, &signals, &job, progress)?;
+    Ok(ServingHead {
+        fit,
+        seconds: t.elapsed().as_secs_f64(),
+        path: out.to_path_buf(),
+    })
+}
+
+impl ServingHead {
+    /// What `aisle train --rerank` prints of the fit: the queries, the in-sample validation
+    /// Recall@10, the candidates' recall (the head's ceiling), the weights, the file.
+    pub fn render(&self) -> String {
+        let fit = &self.fit;
+        let sample = if fit.validation_queries < fit.sampled_from {
+            format!(" (a seeded sample of {})", fmt_n(fit.sampled_from))
+        } else {
+            String::new()
+        };
+        let weights: Vec<String> = fit
+            .head
+            .named()
+            .iter()
+            .map(|(n, w)| format!("{n} {w:.2}"))
+            .collect();
+        format!(
+            "re-ranking head      fitted on {} validation queries{sample} in {:.1} s\n  \
+             validation R@10    {:.4} with the head (in-sample: fitted on the same queries; \
+             `aisle experiment` measures it on held-out folds, with the ablation)\n  \
+             candidate recall   {:.4} of the relevant validation products are among the head's candidates\n  \
+             weights            {}\n\
+             re-ranking head      {}\n",
+            fmt_n(fit.validation_queries),
+            self.seconds,
+            fit.in_sample_recall_at_10,
+            fit.candidate_recall,
+            weights.join(", "),
+            self.path.display()
+        )
+    }
 }
 
 /// Progress lines of a long phase: at most one every few seconds, each with the share done and

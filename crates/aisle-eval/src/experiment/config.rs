@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use aisle_core::Dataset;
 use aisle_search::Mode;
+use aisle_train::transformer::TuneConfig;
 use aisle_train::TrainConfig;
 
 use super::rows::DenseRow;
+use crate::error::{EvalError, Result};
 
 /// How an experiment trains and evaluates.
 #[derive(Clone, Debug, Serialize)]
@@ -49,4 +52,99 @@ pub struct ExperimentConfig {
 
 fn display<S: serde::Serializer>(m: &Mode, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(m)
+}
+
+/// An experiment's budget and rows as `aisle experiment`'s flags give them; `None` and empty
+/// values take the defaults, smaller with `quick` ([`ExperimentConfig::from_budget`]).
+#[derive(Clone, Debug, Default)]
+pub struct Budget {
+    /// The smaller budget: 1,000 steps, one seed, 500 validation queries, 500 bootstrap
+    /// resamples and 2,000 rounds of the paired test.
+    pub quick: bool,
+    /// Training seeds per dense row [default: 3, or 1 when quick]; seeds 42, 43, ...
+    pub seeds: Option<u64>,
+    /// Training steps of every dense row [default: 2000, or 1000 when quick].
+    pub steps: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub negatives: Option<usize>,
+    pub dim: Option<usize>,
+    pub buckets_log2: Option<u8>,
+    /// The dense rows [default: [`DenseRow::standard`]].
+    pub rows: Vec<DenseRow>,
+    pub personalized: bool,
+    /// Fine-tune MiniLM for this many steps (0: not) of `minilm_tune_batch` pairs.
+    pub minilm_tune_steps: u64,
+    pub minilm_tune_batch: usize,
+    pub history_boosts: Vec<f32>,
+    pub rerank: bool,
+    /// Seed of the splits, the bootstrap and the paired test.
+    pub seed: u64,
+    pub runs_dir: PathBuf,
+}
+
+impl ExperimentConfig {
+    /// The configuration of `b`: every dense row trains with the same steps, batch, negatives
+    /// and validation schedule (every 250 steps, on 1,000 queries, 500 when quick), log lines
+    /// every 50 steps; the history-term row reads 1,000 earlier interactions; the hybrid row
+    /// fuses with `weighted:0.8`.
+    pub fn from_budget(b: &Budget) -> Result<ExperimentConfig> {
+        let n_seeds = b.seeds.unwrap_or(if b.quick { 1 } else { 3 });
+        let mut train = TrainConfig {
+            steps: b.steps.unwrap_or(if b.quick { 1000 } else { 2000 }),
+            eval_every: 250,
+            eval_queries: if b.quick { 500 } else { 1000 },
+            log_every: 50,
+            ..TrainConfig::default()
+        };
+        if let Some(n) = b.batch_size {
+            train.batch_size = n;
+        }
+        if let Some(k) = b.negatives {
+            train.negatives = k;
+        }
+        if let Some(d) = b.dim {
+            train.model.tower.dim = d;
+        }
+        if let Some(n) = b.buckets_log2 {
+            train.model.featurizer.buckets_log2 = n;
+        }
+        train.validate()?;
+        Ok(ExperimentConfig {
+            train,
+            seeds: (0..n_seeds).map(|i| 42 + i).collect(),
+            rows: if b.rows.is_empty() {
+                DenseRow::standard()?
+            } else {
+                b.rows.clone()
+            },
+            personalized: b.personalized,
+            minilm_tune: (b.minilm_tune_steps > 0).then(|| TuneConfig {
+                steps: b.minilm_tune_steps,
+                batch_size: b.minilm_tune_batch,
+                negatives: 1,
+                ..Default::default()
+            }),
+            history_boosts: b.history_boosts.clone(),
+            history_term_window: 1000,
+            rerank: b.rerank,
+            hybrid: Mode::parse("weighted:0.8").map_err(EvalError::Ranker)?,
+            resamples: if b.quick { 500 } else { 1000 },
+            rounds: if b.quick { 2000 } else { 10_000 },
+            seed: b.seed,
+            runs_dir: b.runs_dir.clone(),
+        })
+    }
+
+    /// The line that opens an experiment on `splits` of `ds`.
+    pub fn describe(&self, ds: &Dataset, splits: &[String]) -> String {
+        format!(
+            "aisle experiment: {} ({} products), protocols {}, {} dense rows x {} seeds, {} steps each",
+            ds.name,
+            ds.catalog.len(),
+            splits.join(", "),
+            self.rows.len(),
+            self.seeds.len(),
+            self.train.steps
+        )
+    }
 }

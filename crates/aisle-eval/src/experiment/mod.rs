@@ -30,10 +30,11 @@ mod rows;
 mod train;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use aisle_core::synth::{self, GroundTruth, SynthConfig};
 use aisle_core::Dataset;
 
 use crate::error::{EvalError, Result};
@@ -41,7 +42,7 @@ use crate::zero_shot::MiniLmRanker;
 use protocol::protocol;
 
 pub use aisle_core::io::slug;
-pub use config::ExperimentConfig;
+pub use config::{Budget, ExperimentConfig};
 pub use protocol::validation_precedes_test;
 pub use results::{
     mean_curve, Cost, CurvePoint, Experiment, FineTuned, HistoryChoice, Protocol, Reach,
@@ -131,6 +132,107 @@ pub fn run(
     })
 }
 
+/// The synthetic world `aisle train --dataset synthetic` trains on (seed `seed`), with its
+/// default splits and its truth: generated rather than loaded by name, to keep the truth for
+/// the simulated A/B test.
+pub fn synthetic_world(seed: u64) -> Result<(Dataset, GroundTruth)> {
+    let world = synth::generate(&SynthConfig {
+        seed,
+        ..Default::default()
+    })?;
+    let mut ds = world.dataset;
+    aisle_core::adapters::add_default_splits(&mut ds, seed)?;
+    Ok((ds, world.truth))
+}
+
+/// Where an experiment on `ds` writes its trained runs when not told: `out/experiment/DATASET`.
+pub fn default_runs_dir(ds: &Dataset) -> PathBuf {
+    PathBuf::from("out/experiment").join(&ds.name)
+}
+
+/// Where an experiment on `ds` writes its report when not told: `reports/DATASET`.
+pub fn default_report_dir(ds: &Dataset) -> PathBuf {
+    PathBuf::from("reports").join(&ds.name)
+}
+
+/// The protocols to run: the `requested` splits of `ds`, each of which it must have, or all
+/// of its splits when none is requested.
+pub fn protocols(ds: &Dataset, requested: &[String]) -> Result<Vec<String>> {
+    let splits: Vec<String> = if requested.is_empty() {
+        ds.splits.iter().map(|s| s.name.clone()).collect()
+    } else {
+        requested.to_vec()
+    };
+    for s in &splits {
+        ds.split_named(Some(s))?;
+    }
+    if splits.is_empty() {
+        return Err(EvalError::NoSplits(ds.name.clone()));
+    }
+    Ok(splits)
+}
+
+/// The MiniLM folder of the zero-shot row, if it runs, and the MiniLM rows that do not run,
+/// with why: left out (`wanted` false), its files not in `dir`, fine-tuning off
+/// (`tune_steps` 0: minutes per row on a CPU).
+pub fn minilm_rows(
+    wanted: bool,
+    tune_steps: u64,
+    dir: &Path,
+) -> (Option<PathBuf>, BTreeMap<String, String>) {
+    let mut absent = BTreeMap::new();
+    let minilm = if !wanted {
+        absent.insert(
+            crate::zero_shot::MINILM.to_owned(),
+            "left out (--no-minilm)".to_owned(),
+        );
+        None
+    } else if aisle_transformer::is_present(dir) {
+        Some(dir.to_path_buf())
+    } else {
+        absent.insert(
+            crate::zero_shot::MINILM.to_owned(),
+            format!(
+                "its files are not in {} (run `bash scripts/fetch-minilm.sh`, or set AISLE_MINILM_DIR)",
+                dir.display()
+            ),
+        );
+        None
+    };
+    let tuned_rows = format!("{MINILM_TUNED} in-batch / TB-HNS");
+    if tune_steps == 0 {
+        absent.insert(
+            tuned_rows,
+            "off: fine-tuning a transformer on a CPU takes minutes per row (`--minilm-tune-steps N` turns it on)".to_owned(),
+        );
+    } else if minilm.is_none() {
+        absent.insert(
+            tuned_rows,
+            "the MiniLM files are not there (see above)".to_owned(),
+        );
+    }
+    (minilm, absent)
+}
+
+/// The command line that made an experiment, as the report shows it: `aisle` and `args`, each
+/// quoted for a POSIX shell where needed, so that it can be pasted back.
+pub fn command_line(args: impl IntoIterator<Item = String>) -> String {
+    std::iter::once("aisle".to_owned())
+        .chain(args.into_iter().map(|a| shell_quote(&a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `arg` as a POSIX shell word: unchanged when it holds only safe characters, else single-quoted.
+fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 /// Refuses a configuration an experiment cannot run: no seed, a negative or non-finite
 /// history-term candidate, or two rows whose names give the same folder.
 fn check(cfg: &ExperimentConfig) -> Result<()> {
@@ -161,4 +263,26 @@ fn check(cfg: &ExperimentConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{command_line, shell_quote};
+
+    #[test]
+    fn arguments_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("--dataset"), "--dataset");
+        assert_eq!(shell_quote("mix:0.5*taxonomy"), "'mix:0.5*taxonomy'");
+        assert_eq!(shell_quote("TB leaf=taxonomy"), "'TB leaf=taxonomy'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(
+            command_line([
+                "experiment".to_owned(),
+                "--row".to_owned(),
+                "a b".to_owned()
+            ]),
+            "aisle experiment --row 'a b'"
+        );
+    }
 }

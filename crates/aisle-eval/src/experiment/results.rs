@@ -217,6 +217,34 @@ pub struct Experiment {
     pub notes: Vec<String>,
 }
 
+impl Experiment {
+    /// The summary `aisle experiment` prints: per protocol, each row's test Recall@10 with its
+    /// 95% interval, the best row marked.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for p in &self.protocols {
+            out += &format!("{} / {}:\n", self.dataset, p.split);
+            for row in &p.report.rows {
+                if let Some(e) = row.micro.get("recall@10") {
+                    out += &format!(
+                        "  {:<48} R@10 {:.3} [{:.3}, {:.3}]{}\n",
+                        row.system,
+                        e.mean,
+                        e.low,
+                        e.high,
+                        if row.system == p.report.best {
+                            "  best"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The seed-averaged validation curve of a row: (step, mean training seconds, mean recall) at
 /// the steps every seed measured.
 pub fn mean_curve(runs: &[&Run]) -> Vec<CurvePoint> {

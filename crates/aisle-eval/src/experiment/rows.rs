@@ -59,6 +59,22 @@ pub fn uses_taxonomy(spec: &SamplerSpec) -> bool {
 }
 
 impl DenseRow {
+    /// A row from `NAME=SPEC`, or from a bare `SPEC` (which may itself hold `=`, as in
+    /// `ance:refresh=100`: a name holds no `:`), named after it. Its sampler competes for the
+    /// best TB-HNS variant when it draws taxonomy negatives ([`uses_taxonomy`]).
+    pub fn parse(arg: &str) -> Result<DenseRow> {
+        let (name, spec) = match arg.split_once('=') {
+            Some((name, spec)) if !name.contains(':') => (name.trim(), spec),
+            _ => (arg, arg),
+        };
+        let sampler = SamplerSpec::parse(spec)?;
+        Ok(DenseRow {
+            name: name.to_owned(),
+            taxonomy: uses_taxonomy(&sampler),
+            sampler,
+        })
+    }
+
     fn new(name: &str, sampler: &str, taxonomy: bool) -> Result<DenseRow> {
         Ok(DenseRow {
             name: name.to_owned(),
@@ -110,6 +126,17 @@ mod tests {
         assert!(uses_taxonomy(&spec("curriculum:random->taxonomy@1..2")));
         assert!(!uses_taxonomy(&spec("mix:1*random+0*taxonomy")));
         assert!(!uses_taxonomy(&spec("ance")));
+    }
+
+    #[test]
+    fn a_row_is_named_before_its_first_equals_sign_unless_that_is_in_its_spec() {
+        let row = DenseRow::parse("TB leaf=taxonomy:leaf=1,sibling=0,cousin=0").expect("row");
+        assert_eq!(row.name, "TB leaf");
+        assert!(row.taxonomy);
+        let bare = DenseRow::parse("ance:refresh=100").expect("bare spec");
+        assert_eq!(bare.name, "ance:refresh=100");
+        assert!(!bare.taxonomy);
+        assert!(DenseRow::parse("x=nonsense").is_err());
     }
 
     #[test]
