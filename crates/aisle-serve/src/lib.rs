@@ -3,8 +3,9 @@
 //! It owns the routes, their JSON bodies and errors, the Prometheus metrics, and the hot swap of
 //! the Searcher (`POST /admin/reload`, or SIGHUP). It does not train, encode or rank: the
 //! [`Searcher`] of `aisle-search` does, the same one `aisle eval` measures.
-//! [`bench`] measures what serving costs (`aisle bench search`): the same server, one client and
-//! wrk against it.
+//! [`files`] runs it as `aisle serve` does: a Searcher built from a model file and its head and
+//! vectors, built again from them at each reload. [`bench`] measures what serving costs (`aisle
+//! bench search`): the same server, one client and wrk against it.
 //!
 //! | route | what |
 //! |---|---|
@@ -31,6 +32,7 @@
 mod api;
 pub mod bench;
 mod conn;
+pub mod files;
 pub mod metrics;
 
 use std::future::Future;
@@ -58,6 +60,23 @@ pub enum ServeError {
     NoLoader,
     #[error("a reload is already running")]
     Busy,
+    /// The Searcher could not be built from its files ([`files`]).
+    #[error("building the searcher for {}", .path.display())]
+    Build {
+        path: std::path::PathBuf,
+        #[source]
+        source: aisle_search::SearchError,
+    },
+    /// A model file, head or index that the served Searcher cannot use.
+    #[error(transparent)]
+    Search(#[from] aisle_search::SearchError),
+    /// The server could not start, or stopped on an I/O error; `what` it was doing.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Builds a fresh Searcher (from the model and index files the server was started with).

@@ -105,15 +105,3 @@ impl BenchError {
         }
     }
 }
-
-/// `e` and its sources, joined by ": " (as anyhow's `{:#}` shows them).
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
-}

@@ -315,7 +315,7 @@ impl Measure<'_> {
                 }
                 Err(e) => eprintln!(
                     "wrk with {connections} connections failed: {}",
-                    error::chain(&e)
+                    aisle_core::error::with_sources(&e)
                 ),
             }
         }
