@@ -35,6 +35,16 @@ pub enum StepPath {
 }
 
 impl StepPath {
+    /// The path `aisle bench minilm`'s flags ask for: the tuner, or with `autograd` candle's
+    /// autograd, with candle-nn's AdamW when `candle_adamw`.
+    pub fn new(autograd: bool, candle_adamw: bool) -> StepPath {
+        match (autograd, candle_adamw) {
+            (false, _) => StepPath::Tuner,
+            (true, false) => StepPath::Aisle,
+            (true, true) => StepPath::Candle,
+        }
+    }
+
     /// The path in words, as the bench reports it.
     pub fn describe(self) -> &'static str {
         match self {
@@ -87,6 +97,38 @@ pub struct TuneFigures {
     pub path: StepPath,
     /// The loss of the last timed step (0 when none were timed).
     pub last_loss: f32,
+}
+
+/// The line that opens `aisle bench minilm`: the titles, the batch and the threads.
+pub fn header(titles: usize, batch: usize, threads: usize) -> String {
+    format!(
+        "aisle bench minilm: all-MiniLM-L6-v2 in candle, {titles} titles, batch {batch}, {threads} threads"
+    )
+}
+
+impl EncodeFigures {
+    /// `  encode  N titles/s  (...)`.
+    pub fn line(&self) -> String {
+        format!(
+            "  encode      {:>8.1} titles/s  ({} titles in {:.2} s, dim {})",
+            self.titles_per_s, self.titles, self.seconds, self.dim
+        )
+    }
+}
+
+impl TuneFigures {
+    /// `  fine-tune  N pairs/s  (...)`, with the loss, the optimiser and the path the steps ran on.
+    pub fn line(&self) -> String {
+        format!(
+            "  fine-tune   {:>8.1} pairs/s   ({} steps of {} pairs in {:.2} s, MNRL scale 20, AdamW lr 2e-5, {}, last loss {:.3})",
+            self.pairs_per_s,
+            self.steps,
+            self.batch,
+            self.seconds,
+            self.path.describe(),
+            self.last_loss,
+        )
+    }
 }
 
 /// The query of a fine-tuning pair: the title's first three words (the positive is the title).
