@@ -1,15 +1,15 @@
 //! `aisle eval`: baselines and trained models on a split's test (or validation) queries.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use aisle_eval::evaluate::Progress;
+use aisle_eval::evaluate::{Progress, ProgressLog};
 use aisle_eval::plan::{ModelSpec, Plan, PlanOptions};
 use aisle_eval::{EvalConfig, Part};
+use aisle_search::served::Vectors;
 use aisle_search::{IndexChoice, Mode};
 
 use crate::DataOpts;
@@ -93,18 +93,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         PartArg::Test => Part::Test,
         PartArg::Validation => Part::Validation,
     };
+    let vectors = args
+        .backend
+        .qdrant_vectors()?
+        .unwrap_or(Vectors::Embedded(IndexChoice::Exact));
     let models = args
         .model
         .iter()
-        .map(|spec| {
-            let (name, path) = match spec.split_once('=') {
-                Some((n, p)) => (Some(n.to_owned()), PathBuf::from(p)),
-                None => (None, PathBuf::from(spec)),
-            };
-            let index = args.backend.choice(&path)?.unwrap_or(IndexChoice::Exact);
-            Ok(ModelSpec { name, path, index })
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .map(|spec| ModelSpec::parse(spec, &vectors))
+        .collect::<aisle_eval::Result<Vec<_>>>()?;
     let options = PlanOptions {
         baselines: !args.no_baselines,
         models,
@@ -124,7 +121,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let cfg = EvalConfig {
         part,
         resamples: args.resamples,
-        seed: args.data.seed(),
+        seed: args.data.seed,
         ..EvalConfig::default()
     };
     let mut bar = RowsBar::new()?;
@@ -140,19 +137,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 
 /// Progress of the rows on stderr: the row being built or ranked, with an ETA, and a line per
 /// row done. The bar is drawn only when stderr is a terminal (indicatif hides it otherwise);
-/// into a log go a line every 30 s of a row's ranking, with the time left, and the line per row.
-/// stdout's tables are untouched.
+/// into a log go the lines of [`ProgressLog`]: every 30 s of a row's ranking, with the time
+/// left, and the line per row. stdout's tables are untouched.
 struct RowsBar {
     bar: ProgressBar,
     ranking: ProgressStyle,
     building: ProgressStyle,
-    /// For a log (the bar hidden): the row being ranked, when it started and when a line about
-    /// it was last printed.
-    logged: Option<(String, std::time::Instant, std::time::Instant)>,
+    log: ProgressLog,
 }
-
-/// Seconds between progress lines of one row in a log.
-const LOG_EVERY_S: u64 = 30;
 
 impl RowsBar {
     fn new() -> Result<RowsBar> {
@@ -165,86 +157,38 @@ impl RowsBar {
             .context("progress bar template")?,
             building: ProgressStyle::with_template("{prefix}  {spinner} {msg} ({elapsed})")
                 .context("progress bar template")?,
-            logged: None,
+            log: ProgressLog::new(std::time::Duration::from_secs(30)),
         })
     }
 
     fn show(&mut self, p: Progress<'_>) {
-        let prefix = |row: usize, rows: usize, name: &str, member: usize, members: usize| {
-            let seed = if members > 1 {
-                format!(" (member {}/{members})", member + 1)
-            } else {
-                String::new()
-            };
-            format!("row {}/{rows} {name}{seed}", row + 1)
-        };
         match p {
-            Progress::Building {
-                row,
-                rows,
-                name,
-                member,
-                members,
-            } => {
+            Progress::Building { .. } => {
                 self.bar.set_style(self.building.clone());
-                self.bar
-                    .set_prefix(prefix(row, rows, name, member, members));
+                self.bar.set_prefix(p.label().unwrap_or_default());
                 self.bar.set_message("building");
                 self.bar.reset_elapsed();
                 self.bar
                     .enable_steady_tick(std::time::Duration::from_millis(200));
             }
-            Progress::Ranking {
-                row,
-                rows,
-                name,
-                member,
-                members,
-                queries,
-            } => {
-                let now = std::time::Instant::now();
-                self.logged = Some((prefix(row, rows, name, member, members), now, now));
+            Progress::Ranking { queries, .. } => {
                 self.bar.disable_steady_tick();
                 self.bar.set_length(queries as u64);
                 self.bar.set_position(0);
                 self.bar.reset_eta();
-                self.bar
-                    .set_prefix(prefix(row, rows, name, member, members));
+                self.bar.set_prefix(p.label().unwrap_or_default());
                 self.bar.set_style(self.ranking.clone());
             }
-            Progress::Ranked { done, queries } => {
-                self.bar.set_position(done as u64);
-                if let (true, Some((row, start, last))) = (self.bar.is_hidden(), &mut self.logged) {
-                    if last.elapsed().as_secs() >= LOG_EVERY_S && done > 0 && done < queries {
-                        *last = std::time::Instant::now();
-                        let s = start.elapsed().as_secs_f64();
-                        eprintln!(
-                            "{row}: {}/{} queries in {s:.0} s, about {:.0} s left",
-                            aisle_core::stats::fmt_n(done),
-                            aisle_core::stats::fmt_n(queries),
-                            s * (queries - done) as f64 / done as f64
-                        );
-                    }
-                }
-            }
-            Progress::RowDone {
-                row,
-                rows,
-                name,
-                build_s,
-                rank_s,
-            } => {
-                let line = format!(
-                    "row {}/{rows} {name}: built in {build_s:.1} s, ranked in {rank_s:.1} s",
-                    row + 1
-                );
-                // Into a log (stderr not a terminal, the bar hidden), the line per row still
-                // goes, so that a long evaluation is never silent.
-                if self.bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    self.bar.println(line);
-                }
+            Progress::Ranked { done, .. } => self.bar.set_position(done as u64),
+            Progress::RowDone { .. } => {}
+        }
+        // Into a log (stderr not a terminal, the bar hidden) every line goes; over a bar, the
+        // line per row.
+        if let Some(line) = self.log.line(&p) {
+            if self.bar.is_hidden() {
+                eprintln!("{line}");
+            } else if matches!(p, Progress::RowDone { .. }) {
+                self.bar.println(line);
             }
         }
     }

@@ -1,18 +1,14 @@
-//! `aisle experiment`: every baseline and negative sampler under one budget, on every protocol of
-//! a dataset, written to reports/DATASET/ (report.md, results.json, plots).
+//! `aisle experiment`: its flags. The experiment, every baseline and negative sampler under one
+//! budget on every protocol of a dataset, is [`aisle_eval::experiment`]'s, written to
+//! reports/DATASET/ (report.md, results.json, plots) by [`aisle_eval::report`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use aisle_core::adapters;
-use aisle_core::synth::{self, SynthConfig};
-use aisle_eval::experiment::{self, DenseRow, ExperimentConfig, Inputs};
-use aisle_search::Mode;
-use aisle_train::TrainConfig;
+use aisle_eval::experiment::{self, Budget, DenseRow, ExperimentConfig, Inputs};
 
 use crate::DataOpts;
 
@@ -82,200 +78,69 @@ pub struct ExperimentArgs {
 }
 
 pub fn experiment(args: ExperimentArgs) -> Result<()> {
-    let command = std::iter::once("aisle".to_owned())
-        .chain(std::env::args().skip(1).map(|a| shell_quote(&a)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    // The synthetic world is generated here rather than loaded by name, to keep its truth for
-    // the simulated A/B test (the same world `aisle train --dataset synthetic` trains on).
+    let command = experiment::command_line(std::env::args().skip(1));
     let (ds, truth) = if args.dataset == "synthetic" {
-        let world = synth::generate(&SynthConfig {
-            seed: args.data.seed(),
-            ..Default::default()
-        })?;
-        let mut ds = world.dataset;
-        adapters::add_default_splits(&mut ds, args.data.seed())?;
-        (ds, Some(world.truth))
+        let (ds, truth) = experiment::synthetic_world(args.data.seed)?;
+        (ds, Some(truth))
     } else {
         (args.data.load(&args.dataset)?, None)
     };
     let ds = Arc::new(ds);
-    let splits = if args.splits.is_empty() {
-        ds.splits.iter().map(|s| s.name.clone()).collect()
-    } else {
-        args.splits.clone()
-    };
-    for s in &splits {
-        anyhow::ensure!(
-            ds.split(s).is_some(),
-            "dataset `{}` has no split `{s}` (it has: {})",
-            ds.name,
-            ds.splits
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    anyhow::ensure!(
-        !splits.is_empty(),
-        "dataset `{}` has no split to evaluate on",
-        ds.name
-    );
-    let rows = if args.row.is_empty() {
-        DenseRow::standard()?
-    } else {
-        args.row
-            .iter()
-            .map(|arg| {
-                // NAME=SPEC, or a bare SPEC (which may itself hold `=`, as in ance:refresh=100):
-                // a name holds no `:`.
-                let (name, spec) = match arg.split_once('=') {
-                    Some((name, spec)) if !name.contains(':') => (name.trim(), spec),
-                    _ => (arg.as_str(), arg.as_str()),
-                };
-                let sampler = aisle_train::SamplerSpec::parse(spec)
-                    .with_context(|| format!("--row {arg}"))?;
-                Ok(DenseRow {
-                    name: name.to_owned(),
-                    taxonomy: experiment::uses_taxonomy(&sampler),
-                    sampler,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?
-    };
-    let quick = args.quick;
-    let n_seeds = args.seeds.unwrap_or(if quick { 1 } else { 3 });
-    anyhow::ensure!(n_seeds >= 1, "--seeds must be at least 1");
-    let mut train = TrainConfig {
-        steps: args.steps.unwrap_or(if quick { 1000 } else { 2000 }),
-        eval_every: 250,
-        eval_queries: if quick { 500 } else { 1000 },
-        ..TrainConfig::default()
-    };
-    train.log_every = 50;
-    if let Some(b) = args.batch_size {
-        train.batch_size = b;
-    }
-    if let Some(k) = args.negatives {
-        train.negatives = k;
-    }
-    if let Some(d) = args.dim {
-        train.model.tower.dim = d;
-    }
-    if let Some(b) = args.buckets_log2 {
-        train.model.featurizer.buckets_log2 = b;
-    }
-    train.validate()?;
+    let splits = experiment::protocols(&ds, &args.splits)?;
+    let rows = args
+        .row
+        .iter()
+        .map(|arg| DenseRow::parse(arg).with_context(|| format!("--row {arg}")))
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(args.seeds != Some(0), "--seeds must be at least 1");
     let runs_dir = args
         .runs
         .clone()
-        .unwrap_or_else(|| PathBuf::from("out/experiment").join(&ds.name));
+        .unwrap_or_else(|| experiment::default_runs_dir(&ds));
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&ds.name));
+        .unwrap_or_else(|| experiment::default_report_dir(&ds));
     if args.runs.is_none() {
         crate::out_dir::announce_default("trained runs", &runs_dir, "--runs");
     }
     if args.out.is_none() {
         crate::out_dir::announce_default("report", &out, "--out");
     }
-    let cfg = ExperimentConfig {
-        train,
-        seeds: (0..n_seeds).map(|i| 42 + i).collect(),
+    let cfg = ExperimentConfig::from_budget(&Budget {
+        quick: args.quick,
+        seeds: args.seeds,
+        steps: args.steps,
+        batch_size: args.batch_size,
+        negatives: args.negatives,
+        dim: args.dim,
+        buckets_log2: args.buckets_log2,
         rows,
         personalized: !args.no_personalized,
-        minilm_tune: (args.minilm_tune_steps > 0).then(|| aisle_train::transformer::TuneConfig {
-            steps: args.minilm_tune_steps,
-            batch_size: args.minilm_tune_batch,
-            negatives: 1,
-            ..Default::default()
-        }),
+        minilm_tune_steps: args.minilm_tune_steps,
+        minilm_tune_batch: args.minilm_tune_batch,
         history_boosts: args.history_boosts.clone(),
-        history_term_window: 1000,
         rerank: !args.no_rerank,
-        hybrid: Mode::parse("weighted:0.8").map_err(anyhow::Error::msg)?,
-        resamples: if quick { 500 } else { 1000 },
-        rounds: if quick { 2000 } else { 10_000 },
-        seed: args.data.seed(),
+        seed: args.data.seed,
         runs_dir,
-    };
-    let mut absent = BTreeMap::new();
+    })?;
     let minilm_dir = aisle_transformer::default_dir(Path::new("."));
-    let minilm = if args.no_minilm {
-        absent.insert(
-            aisle_eval::zero_shot::MINILM.to_owned(),
-            "left out (--no-minilm)".to_owned(),
-        );
-        None
-    } else if aisle_transformer::is_present(&minilm_dir) {
-        Some(minilm_dir)
-    } else {
-        absent.insert(
-            aisle_eval::zero_shot::MINILM.to_owned(),
-            format!(
-                "its files are not in {} (run `bash scripts/fetch-minilm.sh`, or set AISLE_MINILM_DIR)",
-                minilm_dir.display()
-            ),
-        );
-        None
+    let (minilm, absent) =
+        experiment::minilm_rows(!args.no_minilm, args.minilm_tune_steps, &minilm_dir);
+    eprintln!("{}", cfg.describe(&ds, &splits));
+    let inputs = Inputs {
+        ds: Arc::clone(&ds),
+        splits,
+        truth: truth.as_ref(),
+        command,
+        quick: args.quick,
+        absent,
+        minilm,
     };
-    let tuned_rows = format!("{} in-batch / TB-HNS", experiment::MINILM_TUNED);
-    if args.minilm_tune_steps == 0 {
-        absent.insert(
-            tuned_rows,
-            "off: fine-tuning a transformer on a CPU takes minutes per row (`--minilm-tune-steps N` turns it on)".to_owned(),
-        );
-    } else if minilm.is_none() {
-        absent.insert(
-            tuned_rows,
-            "the MiniLM files are not there (see above)".to_owned(),
-        );
-    }
-    eprintln!(
-        "aisle experiment: {} ({} products), protocols {}, {} dense rows x {} seeds, {} steps each",
-        ds.name,
-        ds.catalog.len(),
-        splits.join(", "),
-        cfg.rows.len(),
-        cfg.seeds.len(),
-        cfg.train.steps
-    );
-    let exp = experiment::run(
-        Inputs {
-            ds: Arc::clone(&ds),
-            splits,
-            truth: truth.as_ref(),
-            command,
-            quick,
-            absent,
-            minilm,
-        },
-        &cfg,
-        &mut |line| eprintln!("{line}"),
-    )?;
+    let exp = experiment::run(inputs, &cfg, &mut |line| eprintln!("{line}"))?;
     let written = aisle_eval::report::write(&exp, &out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
-    for p in &exp.protocols {
-        println!("{} / {}:", exp.dataset, p.split);
-        for row in &p.report.rows {
-            if let Some(e) = row.micro.get("recall@10") {
-                println!(
-                    "  {:<48} R@10 {:.3} [{:.3}, {:.3}]{}",
-                    row.system,
-                    e.mean,
-                    e.low,
-                    e.high,
-                    if row.system == p.report.best {
-                        "  best"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
-    }
+    print!("{}", exp.summary());
     println!(
         "wrote {} and {} ({} plots) in {:.0} s",
         written.report.display(),
@@ -284,28 +149,4 @@ pub fn experiment(args: ExperimentArgs) -> Result<()> {
         exp.wall_s
     );
     Ok(())
-}
-
-/// `arg` as a POSIX shell word: unchanged when it holds only safe characters, else single-quoted.
-fn shell_quote(arg: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c);
-    if !arg.is_empty() && arg.chars().all(safe) {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn arguments_are_quoted_for_the_shell() {
-        assert_eq!(shell_quote("--dataset"), "--dataset");
-        assert_eq!(shell_quote("mix:0.5*taxonomy"), "'mix:0.5*taxonomy'");
-        assert_eq!(shell_quote("TB leaf=taxonomy"), "'TB leaf=taxonomy'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }

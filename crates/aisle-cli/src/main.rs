@@ -12,9 +12,7 @@ use aisle_core::synth::{self, SynthConfig, TaxonomySource};
 use aisle_core::Strictness;
 
 mod backend;
-mod bench_minilm;
-mod bench_pipeline;
-mod bench_search;
+mod bench;
 mod eval;
 mod experiment;
 mod out_dir;
@@ -55,7 +53,7 @@ enum Command {
     /// Benchmarks (not tests): print measured figures.
     Bench {
         #[command(subcommand)]
-        command: BenchCommand,
+        command: bench::BenchCommand,
     },
 }
 
@@ -70,15 +68,10 @@ pub(crate) struct DataOpts {
     lenient: bool,
     /// Seed of the splits and of the synthetic world.
     #[arg(long, default_value_t = 42)]
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 impl DataOpts {
-    /// Seed of the splits (and of the synthetic world).
-    pub(crate) fn seed(&self) -> u64 {
-        self.seed
-    }
-
     fn options(&self) -> LoadOptions {
         LoadOptions {
             data_dir: self.data_dir.clone(),
@@ -92,32 +85,11 @@ impl DataOpts {
         }
     }
 
-    /// Loads a dataset by name or folder, printing what a lenient import skipped.
+    /// Loads a dataset by name or folder, saying on stderr that it does, how long it took and
+    /// what a lenient import skipped ([`adapters::load_saying`]).
     pub(crate) fn load(&self, dataset: &str) -> Result<aisle_core::Dataset> {
-        // A retailer's export takes a while to read (12M interactions: about 25 s): say so
-        // before and after, on stderr, so that the wait is never silent.
-        let start = Instant::now();
-        eprintln!("loading dataset `{dataset}` ...");
-        let ds = adapters::load(dataset, &self.options())
-            .with_context(|| format!("loading dataset `{dataset}`"))?;
-        let took = start.elapsed().as_secs_f64();
-        if took >= 1.0 {
-            eprintln!(
-                "loaded `{dataset}`: {} products, {} interactions in {took:.1} s",
-                fmt_n(ds.catalog.len()),
-                fmt_n(ds.interactions.len())
-            );
-        }
-        if self.lenient && !ds.report.is_empty() {
-            eprintln!(
-                "lenient import skipped or merged {} rows:",
-                ds.report.total()
-            );
-            for (reason, n, example) in ds.report.entries() {
-                eprintln!("  {n:>8}  {reason}  (first: {example})");
-            }
-        }
-        Ok(ds)
+        adapters::load_saying(dataset, &self.options(), &mut |l| eprintln!("{l}"))
+            .with_context(|| format!("loading dataset `{dataset}`"))
     }
 }
 
@@ -128,12 +100,6 @@ struct LoadArgs {
     dataset: String,
     #[command(flatten)]
     opts: DataOpts,
-}
-
-impl LoadArgs {
-    fn load(&self) -> Result<aisle_core::Dataset> {
-        self.opts.load(&self.dataset)
-    }
 }
 
 #[derive(Subcommand)]
@@ -165,7 +131,7 @@ enum TaxonomyChoice {
 }
 
 #[derive(Args)]
-struct WorldArgs {
+pub(crate) struct WorldArgs {
     /// Number of products.
     #[arg(long, default_value_t = SynthConfig::default().products)]
     products: usize,
@@ -188,27 +154,20 @@ struct WorldArgs {
 }
 
 impl WorldArgs {
-    fn config(&self) -> Result<SynthConfig> {
+    pub(crate) fn config(&self) -> Result<SynthConfig> {
         let taxonomy = match self.taxonomy {
             TaxonomyChoice::Builtin => TaxonomySource::BuiltIn,
-            TaxonomyChoice::Bestbuy => {
-                let dir = adapters::dataset_dir(
-                    &adapters::data_dir(self.data_dir.as_deref()),
-                    "bestbuy_categories",
-                )?;
-                TaxonomySource::BestBuy(dir.join("categories.json"))
-            }
+            TaxonomyChoice::Bestbuy => adapters::best_buy_taxonomy(self.data_dir.as_deref())?,
         };
-        let mut cfg = SynthConfig {
+        let cfg = SynthConfig {
             products: self.products,
             users: self.users,
-            sessions: self.sessions,
+            sessions: self
+                .interactions
+                .map_or(self.sessions, SynthConfig::sessions_for_interactions),
             seed: self.seed,
             taxonomy,
         };
-        if let Some(n) = self.interactions {
-            cfg.sessions = SynthConfig::sessions_for_interactions(n);
-        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -221,29 +180,6 @@ struct GenerateArgs {
     /// Output folder (generic format plus truth/).
     #[arg(long)]
     out: PathBuf,
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Time and peak memory of generating and writing a synthetic world.
-    Generate {
-        #[command(flatten)]
-        world: WorldArgs,
-        /// Where to write the world [default: a temporary folder, removed afterwards].
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Training throughput: pairs/s per sampler, where step time goes, peak memory.
-    Train(train::BenchTrainArgs),
-    /// Serving: index build time and bytes, p50 / p99 latency for one client and throughput
-    /// under concurrent load, at 10k, 100k and 1M generated products.
-    Search(bench_search::BenchSearchArgs),
-    /// all-MiniLM-L6-v2 in candle: encode titles/s and fine-tuning pairs/s (MNRL, batch 64).
-    Minilm(bench_minilm::BenchMinilmArgs),
-    /// A retailer's data at full size: a generated 100k-product, 2M-purchase world written in
-    /// the generic format, then `aisle train --personalized --rerank` on it: wall time per phase
-    /// and peak memory against the goal (< 15 min on 2 cores).
-    Pipeline(bench_pipeline::BenchPipelineArgs),
 }
 
 fn main() {
@@ -260,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset { command } => match command {
             DatasetCommand::Stats { load, json } => {
                 let start = Instant::now();
-                let ds = load.load()?;
+                let ds = load.opts.load(&load.dataset)?;
                 let stats = DatasetStats::of(&ds);
                 if json {
                     println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -273,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             DatasetCommand::Export { load, out } => {
-                let ds = load.load()?;
+                let ds = load.opts.load(&load.dataset)?;
                 aisle_core::io::generic::write_dir(&ds, &out)
                     .with_context(|| format!("writing {}", out.display()))?;
                 println!(
@@ -286,20 +222,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Generate(args) => {
-            let cfg = args.world.config()?;
-            let start = Instant::now();
-            let world = synth::generate(&cfg)?;
-            let generated = start.elapsed().as_secs_f64();
-            synth::write_world(&world, &args.out)
-                .with_context(|| format!("writing {}", args.out.display()))?;
-            println!(
-                "generated {} products, {} users, {} interactions in {generated:.1} s; written to {} in {:.1} s",
-                fmt_n(world.dataset.catalog.len()),
-                fmt_n(world.dataset.users.len()),
-                fmt_n(world.dataset.interactions.len()),
-                args.out.display(),
-                start.elapsed().as_secs_f64() - generated
-            );
+            let generated = synth::generate_into(&args.world.config()?, &args.out)?;
+            println!("{}", generated.line(&args.out));
         }
         Command::Train(args) if args.tower == train::Tower::Minilm => {
             train_minilm::train_minilm(*args)?
@@ -310,91 +234,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiment(args) => experiment::experiment(*args)?,
         Command::Serve(args) => serve::serve(*args)?,
         Command::Index(args) => serve::index(*args)?,
-        Command::Bench { command } => match command {
-            BenchCommand::Generate { world, out } => bench_generate(&world, out)?,
-            BenchCommand::Train(args) => train::bench_train(args)?,
-            BenchCommand::Search(args) => bench_search::bench_search(args)?,
-            BenchCommand::Minilm(args) => bench_minilm::bench_minilm(args)?,
-            BenchCommand::Pipeline(args) => bench_pipeline::bench_pipeline(args)?,
-        },
+        Command::Bench { command } => bench::run(command)?,
     }
     Ok(())
-}
-
-fn bench_generate(args: &WorldArgs, out: Option<PathBuf>) -> Result<()> {
-    let cfg = args.config()?;
-    let (dir, remove) = match out {
-        Some(d) => (d, false),
-        None => (
-            std::env::temp_dir().join(format!("aisle-bench-generate-{}", std::process::id())),
-            true,
-        ),
-    };
-    let start = Instant::now();
-    let world = synth::generate(&cfg)?;
-    let t_gen = start.elapsed().as_secs_f64();
-    synth::write_world(&world, &dir).with_context(|| format!("writing {}", dir.display()))?;
-    let t_total = start.elapsed().as_secs_f64();
-    let bytes = dir_size(&dir);
-    if remove {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    let peak = peak_rss_bytes();
-    println!("aisle bench generate (seed {})", cfg.seed);
-    println!(
-        "  products         {:>14}",
-        fmt_n(world.dataset.catalog.len())
-    );
-    println!(
-        "  users            {:>14}",
-        fmt_n(world.dataset.users.len())
-    );
-    println!(
-        "  interactions     {:>14}",
-        fmt_n(world.dataset.interactions.len())
-    );
-    println!(
-        "  taxonomy nodes   {:>14}",
-        fmt_n(world.dataset.taxonomy.len())
-    );
-    println!("  generate         {t_gen:>12.1} s");
-    println!("  write            {:>12.1} s", t_total - t_gen);
-    println!(
-        "  total            {t_total:>12.1} s   (goal: < 120 s at 1M products, 10M interactions)"
-    );
-    match peak {
-        Some(p) => println!(
-            "  peak memory      {:>12.2} GiB (goal: < 4 GiB)",
-            p as f64 / (1u64 << 30) as f64
-        ),
-        None => println!("  peak memory      unknown (no /proc/self/status)"),
-    }
-    println!("  bytes on disk    {:>14}", fmt_n(bytes as usize));
-    Ok(())
-}
-
-/// Peak resident set size of this process (VmHWM), on Linux.
-pub(crate) fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
