@@ -7,11 +7,13 @@
 //! runs both).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 
 use aisle_core::synth;
+use aisle_model::Encoder;
 use aisle_search::HnswParams;
 use aisle_serve::bench::{BenchOptions, BoxError, OtherTowers, QdrantBench};
 use aisle_train::bench::pipeline::{pipeline, Pipeline};
@@ -254,7 +256,15 @@ fn search(args: BenchSearchArgs) -> Result<()> {
         export_vectors: args.export_vectors,
         qdrant,
     };
-    let minilm = args.minilm.map(OtherTowers::model_file);
+    // The folder's MiniLM alone: a personalized tower fitted beside it was fitted on other data
+    // than the bench's worlds.
+    let minilm = args.minilm.as_ref().map(|dir| OtherTowers {
+        name: dir.display().to_string(),
+        load: Box::new(move || {
+            let encoder: Arc<dyn Encoder> = Arc::new(aisle_transformer::MiniLm::load(dir)?);
+            Ok(encoder)
+        }),
+    });
     let (seed, steps) = (args.seed, args.train_steps);
     let world = &mut |n| serving_world(n, seed, steps, &mut |l| eprintln!("{l}"));
     aisle_serve::bench::run(

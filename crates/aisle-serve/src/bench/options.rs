@@ -80,14 +80,3 @@ pub struct OtherTowers<'a> {
     /// index build.
     pub load: Box<dyn Fn() -> Result<Arc<dyn Encoder>, BoxError> + 'a>,
 }
-
-impl OtherTowers<'static> {
-    /// The towers of the model file or folder at `path` ([`aisle_search::model_file::read`]:
-    /// all-MiniLM-L6-v2 from a model folder, pretrained or fine-tuned).
-    pub fn model_file(path: std::path::PathBuf) -> OtherTowers<'static> {
-        OtherTowers {
-            name: path.display().to_string(),
-            load: Box::new(move || Ok(aisle_search::model_file::read(&path)?.0)),
-        }
-    }
-}
