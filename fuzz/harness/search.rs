@@ -63,7 +63,9 @@ pub fn index_payload(payload: &[u8]) {
 /// (two `u32`), the vectors, then the 64-byte head with its dimensions at byte 33.
 fn payload_shape(payload: &[u8]) -> Option<(usize, usize)> {
     let word = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            payload.get(at..at + 4)?.try_into().ok()?,
+        ))
     };
     let (rows, row_bytes) = (word(0)? as usize, word(4)? as usize);
     let head = rows.checked_mul(row_bytes)?.checked_add(8)?;

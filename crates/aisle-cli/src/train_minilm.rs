@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 use aisle_eval::zero_shot::fine_tune_and_compare;
-use aisle_model::personal::HISTORY_WINDOW;
+use aisle_model::personal::{PersonalizeConfig, HISTORY_WINDOW};
 use aisle_search::rerank::HEAD_FILE;
+use aisle_train::personal_fit::{fit_into_folder, PersonalFitConfig};
 use aisle_train::transformer::{self, TuneConfig};
 
 use crate::train::TrainArgs;
@@ -21,9 +22,6 @@ fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
         (t.config.is_some(), "--config"),
         (t.dim.is_some(), "--dim"),
         (t.buckets_log2.is_some(), "--buckets-log2"),
-        (t.personalized, "--personalized"),
-        (t.history.is_some(), "--history"),
-        (t.fusion.is_some(), "--fusion"),
         (t.optimizer.is_some(), "--optimizer"),
         (args.resume.is_some(), "--resume"),
         (args.checkpoint_every.is_some(), "--checkpoint-every"),
@@ -35,10 +33,13 @@ fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
     .collect();
     if !given.is_empty() {
         bail!(
-            "{} {} not apply to --tower minilm (it takes --sampler, --steps, --batch-size, --negatives, --train-seed, --split, --out, --minilm-model, --rerank)",
+            "{} {} not apply to --tower minilm (it takes --sampler, --steps, --batch-size, --negatives, --train-seed, --split, --out, --minilm-model, --personalized with --history, --fusion and --no-demographics, --rerank)",
             given.join(", "),
             if given.len() == 1 { "does" } else { "do" }
         );
+    }
+    if !t.personalized && (t.history.is_some() || t.fusion.is_some() || t.no_demographics) {
+        bail!("--history, --fusion and --no-demographics need --personalized");
     }
     Ok(())
 }
@@ -68,6 +69,22 @@ pub fn train_minilm(args: TrainArgs) -> Result<()> {
     };
     let (model, report) = fine_tune_and_compare(&ds, split, &base, &cfg, &out, progress)?;
     print!("{report}");
+    let t = &args.train;
+    if t.personalized {
+        // The personalized tower, fitted over the fine-tuned model's vectors, into its folder.
+        let fit_cfg = PersonalFitConfig {
+            personalize: PersonalizeConfig {
+                history: t.history.unwrap_or(HISTORY_WINDOW),
+                fusion: t.fusion.unwrap_or_default(),
+                demographics: !t.no_demographics,
+                ..PersonalFitConfig::default().personalize
+            },
+            seed: cfg.seed,
+            ..PersonalFitConfig::default()
+        };
+        let (fit, file) = fit_into_folder(&ds, split, &model, &fit_cfg, progress)?;
+        print!("{}", fit.render(&ds, &fit_cfg, &file));
+    }
     if args.rerank {
         // The learned re-ranking head over the fine-tuned towers, beside the model folder,
         // where `aisle serve --model FOLDER` looks for it.

@@ -1353,8 +1353,13 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
     for (model, extra, want) in [
         (
             bert,
-            &["--dim", "8", "--personalized"][..],
-            "--dim, --personalized do not apply to --tower minilm",
+            &["--dim", "8", "--buckets-log2", "10"][..],
+            "--dim, --buckets-log2 do not apply to --tower minilm",
+        ),
+        (
+            bert,
+            &["--history", "5"][..],
+            "--history, --fusion and --no-demographics need --personalized",
         ),
         (bert, &["--sampler", "ance"][..], "ANCE cannot fine-tune"),
         ("/nonexistent/minilm", &[][..], "fetch-minilm.sh"),
@@ -1364,6 +1369,62 @@ fn train_tower_minilm_fine_tunes_writes_a_model_folder_and_refuses_ngram_flags()
         assert!(!o.status.success());
         assert!(stderr.contains(want), "{stderr}");
     }
+}
+
+#[test]
+fn train_tower_minilm_personalized_fits_a_tower_into_the_folder_that_eval_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = tiny_world(dir.path());
+    let bert = dir.path().join("tiny-bert");
+    std::fs::create_dir_all(&bert).expect("dir");
+    aisle_transformer::tiny::write_model_folder(&bert, &["the".into()]).expect("tiny model");
+    let out = dir.path().join("tuned");
+    let run = aisle(&[
+        "train",
+        "--tower",
+        "minilm",
+        "--minilm-model",
+        bert.to_str().expect("utf-8 path"),
+        "--dataset",
+        &world,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--personalized",
+        "--history",
+        "7",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("personalized tower   fitted over the fixed vectors")
+            && stdout.contains("history 7, gated fusion"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("-> personalized "), "{stdout}");
+    let model = out.join("model");
+    let personal: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(model.join("personal.json")).expect("personal.json in the model folder"),
+    )
+    .expect("json");
+    assert_eq!(personal["personalize"]["history"], 7);
+    assert_eq!(personal["encoder"], "MiniLM");
+    // `eval` reads the folder with its tower: the Searcher personalizes the queries.
+    let eval = aisle(&[
+        "eval",
+        "--dataset",
+        &world,
+        "--no-baselines",
+        "--model",
+        &format!("ft={}", model.display()),
+    ]);
+    let (stdout, stderr) = text(&eval);
+    assert!(eval.status.success(), "{stdout}\n{stderr}");
+    assert!(recall_of(&stdout, "ft") >= 0.0);
 }
 
 /// The fine-tuned figure of `aisle train --tower minilm`'s line

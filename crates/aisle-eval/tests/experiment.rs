@@ -192,6 +192,18 @@ fn an_experiment_trains_evaluates_simulates_and_reports() {
     assert_eq!(p.fine_tuned[0].negatives, 0);
     assert_eq!(p.fine_tuned[1].negatives, 1);
     assert!(names.contains(&aisle_eval::zero_shot::MINILM));
+    // The personalized tower fitted over pretrained MiniLM's vectors: right after MiniLM, with
+    // its validation figure.
+    let zero_shot = names
+        .iter()
+        .position(|n| *n == aisle_eval::zero_shot::MINILM);
+    let personal = "pretrained MiniLM, personalized tower";
+    assert_eq!(
+        names.iter().position(|n| *n == personal),
+        zero_shot.map(|i| i + 1),
+        "{names:?}"
+    );
+    assert!(info(personal).validation_recall_at_10.is_some());
     let best_val = info(&best_dense).validation_recall_at_10.expect("val");
     for r in p.rows.iter().filter(|r| r.kind == RowKind::Dense) {
         assert!(r.validation_recall_at_10.expect("val") <= best_val + 1e-12);

@@ -11,6 +11,7 @@
 //! trainer. The tower kept is the best on a validation sample, measured as the n-gram trainer
 //! measures (exact search, Recall@10).
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -20,8 +21,10 @@ use aisle_core::{Dataset, Histories, ProductId, Split};
 use aisle_model::demographics::{Demographics, DEFAULT_BUCKETS_LOG2};
 use aisle_model::mnrl::mnrl;
 use aisle_model::personal::{history_of, PersonalCache, PersonalizeConfig, Personalizer};
+use aisle_model::personalized::{PersonalFile, PERSONAL_FILE, PERSONAL_FORMAT};
 use aisle_model::Encoder;
 use aisle_search::SearchError;
+use aisle_transformer::{MiniLm, TunedOn};
 
 use crate::data::{Pair, TrainData};
 use crate::error::{Result, TrainError};
@@ -404,4 +407,73 @@ fn step_gradient(
         );
     }
     grad.to_flat()
+}
+
+/// Fits a tower over the MiniLM folder `folder` that `aisle train --tower minilm` fine-tuned on
+/// `ds`, and writes it there as [`PERSONAL_FILE`], where serving finds it. Returns the fit and
+/// the file.
+pub fn fit_into_folder(
+    ds: &Dataset,
+    split: &Split,
+    folder: &Path,
+    cfg: &PersonalFitConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(PersonalFit, PathBuf)> {
+    // The tower's dataset must be the folder's (serving refuses it otherwise).
+    let tuned = TunedOn::read(folder)?;
+    if tuned.as_ref().map(|t| &t.dataset_digest) != Some(&ds.digest()) {
+        return Err(TrainError::Config(format!(
+            "{} was not fine-tuned on `{}`: a personalized tower is fitted into a folder that \
+             `aisle train --tower minilm` tuned on the same data",
+            folder.display(),
+            ds.name
+        )));
+    }
+    let encoder = MiniLm::load(folder)?;
+    let fit = fit_personalizer(ds, split, &encoder, cfg, progress)?;
+    let file = PersonalFile {
+        format: PERSONAL_FORMAT,
+        dataset: ds.name.clone(),
+        dataset_digest: ds.digest(),
+        split: split.name.clone(),
+        encoder: Encoder::kind(&encoder).to_owned(),
+        dim: Encoder::dim(&encoder),
+        personalize: cfg.personalize.clone(),
+        steps: fit.steps,
+        kept_step: fit.kept_step,
+        validation_plain: fit.validation_plain,
+        validation_personalized: fit.validation_personalized,
+        tower: fit.tower.clone(),
+    };
+    file.write(folder)?;
+    Ok((fit, folder.join(PERSONAL_FILE)))
+}
+
+impl PersonalFit {
+    /// What `aisle train --tower minilm --personalized` prints of the fit.
+    pub fn render(&self, ds: &Dataset, cfg: &PersonalFitConfig, file: &Path) -> String {
+        let p = &cfg.personalize;
+        let features = crate::run::customer_features(ds, p.demographics);
+        let diverged = self
+            .diverged_at
+            .map(|s| format!(", stopped at step {s}: a parameter was no longer finite"))
+            .unwrap_or_default();
+        format!(
+            "personalized tower   fitted over the fixed vectors: {} training pairs with a \
+             customer, history {}, {} fusion{features}\n\
+             validation R@10      plain {:.4} -> personalized {:.4} (kept step {} of {}{diverged})\n\
+             time                 encoding {:.1} s, fitting {:.1} s\n\
+             tower                {}\n",
+            self.pairs,
+            p.history,
+            p.fusion,
+            self.validation_plain,
+            self.validation_personalized,
+            self.kept_step,
+            self.steps,
+            self.encode_s,
+            self.fit_s,
+            file.display()
+        )
+    }
 }

@@ -360,7 +360,7 @@ pub fn describe(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> String {
 
 /// What the personalized tower reads of the customers besides their history, for the run's
 /// first line: their feature fields, or why none.
-fn customer_features(ds: &Dataset, wanted: bool) -> String {
+pub(crate) fn customer_features(ds: &Dataset, wanted: bool) -> String {
     if !wanted {
         return ", history only (--no-demographics)".into();
     }

@@ -15,9 +15,12 @@ use super::choose::{choose_history_boost, fit_reranking};
 use super::config::ExperimentConfig;
 use super::models::{Models, Reranking};
 use super::results::{FineTuned, HistoryChoice, Protocol, RowInfo, Run};
-use super::rows::{RowKind, BM25, MEMORISATION, POPULARITY, REPURCHASE, WITHOUT_VALIDATION};
+use super::rows::{
+    RowKind, BM25, MEMORISATION, MINILM_PERSONALIZED, POPULARITY, REPURCHASE, WITHOUT_VALIDATION,
+};
 use super::train::{
-    best_of, best_taxonomy, fine_tune_minilm, reach, train_dense_rows, train_personalized, Trained,
+    best_of, best_taxonomy, fine_tune_minilm, fit_minilm_personal, minilm_personal_group, reach,
+    train_dense_rows, train_personalized, MiniLmPersonal, Trained,
 };
 use crate::error::Result;
 use crate::evaluate::{evaluate_groups, EvalConfig, Group, Member, Part, Report};
@@ -103,6 +106,12 @@ pub(super) fn protocol(
         _ => None,
     };
     let mut groups = baselines.groups(ds, &training.fine_tuned);
+    if let (Some(fit), Some(dir)) = (&training.minilm_personal, minilm_dir) {
+        groups.insert(
+            groups.len() - training.fine_tuned.len(),
+            minilm_personal_group(ds, split, dir, fit),
+        );
+    }
     groups.extend(dense.groups(&models));
     let mut without_validation = None;
     if let (Some(r), Some(t)) = (&reranking, training.personalized_row()) {
@@ -170,6 +179,8 @@ struct Training {
     /// The personalized row's name.
     personalized: Option<String>,
     fine_tuned: Vec<FineTuned>,
+    /// The personalized tower fitted over pretrained MiniLM (where queries name customers).
+    minilm_personal: Option<MiniLmPersonal>,
 }
 
 impl Training {
@@ -202,12 +213,20 @@ impl Training {
             Some(dir) => fine_tune_minilm(ds, split, cfg, dir, best_taxonomy.as_ref(), progress)?,
             None => Vec::new(),
         };
+        // The personalized tower over pretrained MiniLM's vectors, as over the n-gram towers.
+        let minilm_personal = match minilm_dir {
+            Some(dir) if cfg.personalized && with_users => {
+                Some(fit_minilm_personal(ds, split, cfg, dir, progress)?)
+            }
+            _ => None,
+        };
         Ok(Training {
             trained,
             best_taxonomy,
             best_dense,
             personalized,
             fine_tuned,
+            minilm_personal,
         })
     }
 
@@ -478,6 +497,16 @@ fn row_infos(
         rows.push(RowInfo {
             kind: RowKind::ZeroShot,
             ..baseline_info(MINILM)
+        });
+    }
+    if let Some(fit) = &training.minilm_personal {
+        rows.push(RowInfo {
+            name: MINILM_PERSONALIZED.into(),
+            kind: RowKind::FineTuned,
+            sampler: Some(fit.sampler.clone()),
+            validation_recall_at_10: Some(fit.fit.validation_personalized),
+            train_s: Some(fit.fit.encode_s + fit.fit.fit_s),
+            cost: None,
         });
     }
     for f in &training.fine_tuned {

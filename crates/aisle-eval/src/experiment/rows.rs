@@ -14,6 +14,8 @@ pub const MEMORISATION: &str = "query memorisation";
 pub const REPURCHASE: &str = "per-user re-purchase";
 /// Start of the fine-tuned MiniLM rows' names.
 pub const MINILM_TUNED: &str = "MiniLM fine-tuned,";
+/// The personalized tower fitted over pretrained MiniLM's vectors.
+pub const MINILM_PERSONALIZED: &str = "pretrained MiniLM, personalized tower";
 /// TB-HNS mix drawing its negatives among every product, bought or not (the paper's rule).
 pub const CATALOG_POOL_ROW: &str = "TB-HNS mix, catalog pool";
 /// Appended to the personalized row's name for its tower trained without customer features.
@@ -35,7 +37,8 @@ pub enum RowKind {
     Hybrid,
     /// A pretrained model used as it is (MiniLM).
     ZeroShot,
-    /// A pretrained transformer fine-tuned on the training pairs (MiniLM with a sampler).
+    /// A pretrained transformer fine-tuned on the training pairs (MiniLM with a sampler), or
+    /// read by a personalized tower fitted over its vectors; one seed each.
     FineTuned,
 }
 

@@ -305,6 +305,87 @@ pub(super) fn reach(trained: &[Trained]) -> Vec<Reach> {
         .collect()
 }
 
+/// The personalized tower fitted over pretrained MiniLM's fixed vectors
+/// ([`aisle_train::personal_fit`]), on the first seed.
+pub(super) struct MiniLmPersonal {
+    pub fit: aisle_train::personal_fit::PersonalFit,
+    /// The sampler of its negatives, as `--sampler` spells it.
+    pub sampler: String,
+    /// Earlier interactions the tower reads.
+    pub history: usize,
+}
+
+/// Fits [`MiniLmPersonal`] over the MiniLM folder `dir` with the personalized row's settings
+/// (history window, fusion, customer features) and the tower fit's defaults otherwise (its
+/// learning rate among them: the towers do not move).
+pub(super) fn fit_minilm_personal(
+    ds: &Dataset,
+    split: &Split,
+    cfg: &ExperimentConfig,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<MiniLmPersonal> {
+    use aisle_train::personal_fit::{fit_personalizer, PersonalFitConfig};
+    let defaults = PersonalFitConfig::default();
+    let fit_cfg = PersonalFitConfig {
+        personalize: PersonalizeConfig {
+            lr: defaults.personalize.lr,
+            ..cfg.train.personalize.clone().unwrap_or_default()
+        },
+        seed: cfg.seeds.first().copied().unwrap_or(42),
+        ..defaults
+    };
+    progress(&format!(
+        "  fitting a personalized tower over pretrained MiniLM: {} steps of {} pairs",
+        fit_cfg.steps, fit_cfg.batch_size
+    ));
+    let encoder = aisle_transformer::MiniLm::load(dir)?;
+    let fit = fit_personalizer(ds, split, &encoder, &fit_cfg, &mut |l| {
+        progress(&format!("    {l}"))
+    })?;
+    Ok(MiniLmPersonal {
+        fit,
+        sampler: fit_cfg.sampler.to_string(),
+        history: fit_cfg.personalize.history,
+    })
+}
+
+/// The row of [`MiniLmPersonal`]: pretrained MiniLM with the fitted tower, reading each
+/// customer's history before the query's cut-off (the one history rule), built when its turn
+/// comes.
+pub(super) fn minilm_personal_group<'a>(
+    ds: &'a std::sync::Arc<Dataset>,
+    split: &'a Split,
+    dir: &'a Path,
+    personal: &'a MiniLmPersonal,
+) -> crate::evaluate::Group<'a> {
+    use crate::rankers::{DenseOptions, DenseRanker, HistoryRule, Ranker};
+    let build = move || -> Result<Box<dyn Ranker>> {
+        let encoder: std::sync::Arc<dyn aisle_model::Encoder> =
+            std::sync::Arc::new(aisle_transformer::MiniLm::load(dir)?);
+        let personalized =
+            aisle_model::personalized::Personalized::new(encoder, personal.fit.tower.clone())?;
+        let options = DenseOptions {
+            history: personal.history,
+            history_rule: HistoryRule::BeforeCutOff,
+            mode: aisle_search::Mode::Dense,
+            history_boost: 0.0,
+            bm25: Default::default(),
+        };
+        Ok(Box::new(DenseRanker::with_options(
+            super::rows::MINILM_PERSONALIZED,
+            personalized,
+            ds,
+            split,
+            &options,
+        )?))
+    };
+    crate::evaluate::Group {
+        name: super::rows::MINILM_PERSONALIZED.into(),
+        members: vec![crate::evaluate::Member::Lazy(Box::new(build))],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
