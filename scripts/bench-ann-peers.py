@@ -12,7 +12,9 @@ and time its own index on them:
 It reads DIR/products.npy and DIR/queries.npy (the catalog and the test queries through the
 trained towers), builds each peer with the M and efConstruction aisle used (from
 DIR/aisle-ann.tsv), and prints one table with aisle's rows. Queries run one at a time on one
-thread for every system. Recall counts ties as aisle does: a result outside the exact top 10 whose
+thread for every system. Every system gets the vectors in a shuffled order, as aisle's index and
+its Qdrant upload do: a graph grown in catalog order (sorted by category) links the clusters
+poorly, and `--catalog-order` shows by how much. Recall counts ties as aisle does: a result outside the exact top 10 whose
 similarity is at least the exact 10th's (within 1e-5) is a hit.
 """
 import argparse
@@ -63,6 +65,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--catalog-order", action="store_true", help="insert the peers' vectors in catalog order, not shuffled")
     a = ap.parse_args()
     products = np.load(os.path.join(a.dir, "products.npy")).astype(np.float32)
     queries = np.load(os.path.join(a.dir, "queries.npy")).astype(np.float32)
@@ -73,6 +76,9 @@ def main():
     efs = [int(r["ef"]) for r in aisle_rows]
     n, d = products.shape
     truth_ids, truth_sims = exact_top(products, queries, a.k)
+    # The peers' insertion order; a search's positions map back to products through it.
+    order = np.arange(n) if a.catalog_order else np.random.default_rng(42).permutation(n)
+    shuffled = np.ascontiguousarray(products[order])
     rows = [
         (r["system"], m, efc, float(r["build_s"]), int(r["ef"]), float(r["recall_at_10"]), float(r["queries_per_s"]))
         for r in aisle_rows
@@ -84,12 +90,13 @@ def main():
     t = time.perf_counter()
     index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = efc
-    index.add(products)
+    index.add(shuffled)
     build = time.perf_counter() - t
     faiss.omp_set_num_threads(1)
     for ef in efs:
         index.hnsw.efSearch = ef
         found, qps = timed(lambda q, k: index.search(q[None, :], k)[1][0], queries, a.k)
+        found = [[order[p] if p >= 0 else -1 for p in row] for row in found]
         rows.append(("faiss-cpu HNSWFlat", m, efc, build, ef, recall(found, products, queries, truth_ids, truth_sims, a.k), qps))
 
     import hnswlib
@@ -98,7 +105,7 @@ def main():
     h = hnswlib.Index(space="ip", dim=d)
     h.init_index(max_elements=n, M=m, ef_construction=efc, random_seed=42)
     h.set_num_threads(2)
-    h.add_items(products, np.arange(n))
+    h.add_items(shuffled, order)
     build = time.perf_counter() - t
     h.set_num_threads(1)
     for ef in efs:
@@ -106,7 +113,8 @@ def main():
         found, qps = timed(lambda q, k: h.knn_query(q[None, :], k=k)[0][0], queries, a.k)
         rows.append(("hnswlib", m, efc, build, ef, recall(found, products, queries, truth_ids, truth_sims, a.k), qps))
 
-    print(f"{n:,} products x {d}, {len(queries):,} queries, k = {a.k}, one query at a time on one thread")
+    inserted = "in catalog order" if a.catalog_order else "shuffled"
+    print(f"{n:,} products x {d}, {len(queries):,} queries, k = {a.k}, one query at a time on one thread, peers' vectors inserted {inserted}")
     print("| system | M | efConstruction | build s | ef | recall@10 | queries/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for s, m_, e, b, ef, r, q in rows:

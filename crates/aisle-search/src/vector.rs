@@ -10,6 +10,7 @@ mod graph_check;
 mod hnsw;
 
 pub use exact::{dot, ExactIndex};
+pub(crate) use hnsw::insertion_order;
 pub use hnsw::{HnswIndex, HnswParams, IndexStamp, Quantization, INDEX_FORMAT, INDEX_MAGIC};
 
 use aisle_core::{NodeId, ProductId};

@@ -6,7 +6,10 @@
 //!    and `product`.
 //! 3. Points go in batches, each acknowledged (`wait=true`) before the next. A point's id is its
 //!    product id, so a batch sent twice writes the same points; a resumed upload skips the
-//!    batches already whole.
+//!    batches already whole. The batches follow the embedded index's fixed pseudo-random
+//!    insertion order, not catalog order: Qdrant grows its graph in the order points arrive,
+//!    and a catalog sorted by category links its clusters poorly (docs/scale-out.md measures
+//!    both orders).
 //! 4. The collection is checked: the engine's exact count, and sampled products that must find
 //!    themselves. Only then is it marked complete and the dataset's alias ([`alias_for`]) moved
 //!    to it, in one atomic alias operation. A crash at any earlier point leaves the alias on the
@@ -25,7 +28,7 @@ use super::{
     Method, QdrantConfig, QdrantIndex, QdrantTarget, META_FORMAT,
 };
 use crate::error::{Result, SearchError};
-use crate::vector::{ann_quality, ExactIndex, VectorIndex};
+use crate::vector::{ann_quality, insertion_order, ExactIndex, VectorIndex};
 
 /// Products sampled to find themselves before a collection goes live.
 const PROBES: usize = 16;
@@ -400,11 +403,8 @@ fn send_points(
 ) -> Result<(usize, usize)> {
     let n = up.ds.catalog.len();
     let d = up.dim;
-    let (mut sent, mut skipped) = (0, 0);
-    let mut start = 0;
-    while start < n {
-        let end = (start + up.layout.batch).min(n);
-        let ids: Vec<usize> = (start..end).collect();
+    let (mut sent, mut skipped, mut done) = (0, 0, 0);
+    for ids in insertion_order(n).chunks(up.layout.batch) {
         let whole = resumed && {
             let there = client.call(
                 Method::Post,
@@ -440,8 +440,8 @@ fn send_points(
             )?;
             sent += ids.len();
         }
-        start = end;
-        progress(start, n);
+        done += ids.len();
+        progress(done, n);
     }
     Ok((sent, skipped))
 }
