@@ -14,11 +14,9 @@ use clap::{Args, Subcommand};
 
 use aisle_core::synth;
 use aisle_model::Encoder;
-use aisle_search::HnswParams;
 use aisle_serve::bench::{BenchOptions, BoxError, OtherTowers, QdrantBench};
 use aisle_train::bench::pipeline::{pipeline, Pipeline};
 use aisle_train::bench::{parse_run, serving_world, Table};
-use aisle_train::optim::SparseKind;
 use aisle_train::SamplerSpec;
 use aisle_transformer::bench::{self as minilm_bench, StepPath};
 
@@ -38,13 +36,13 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Serving: index build time and bytes, p50 / p99 latency for one client and throughput
     /// under concurrent load, at 10k, 100k and 1M generated products.
-    Search(BenchSearchArgs),
+    Search(Box<BenchSearchArgs>),
     /// all-MiniLM-L6-v2 in candle: encode titles/s and fine-tuning pairs/s (MNRL, batch 64).
     Minilm(BenchMinilmArgs),
     /// A retailer's data at full size: a generated 100k-product, 2M-purchase world written in
     /// the generic format, then `aisle train --personalized --rerank` on it: wall time per phase
     /// and peak memory against the goal (< 15 min on 2 cores).
-    Pipeline(BenchPipelineArgs),
+    Pipeline(Pipeline),
 }
 
 #[derive(Args)]
@@ -61,67 +59,19 @@ pub struct BenchTrainArgs {
         default_value = "in-batch/0 taxonomy/4 random/4 bm25/4 ance:refresh=200/4 ance:refresh=200,index=exact/4"
     )]
     pub runs: Vec<String>,
-    /// Untimed steps before the timed ones.
-    #[arg(long, default_value_t = 20)]
-    pub warmup: u64,
-    /// Timed steps per run.
-    #[arg(long, default_value_t = 200)]
-    pub steps: u64,
-    /// Pairs per step.
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    /// Embedding dimension.
-    #[arg(long, default_value_t = 128)]
-    pub dim: usize,
-    /// log2 of the hashed feature buckets.
-    #[arg(long, default_value_t = 20)]
-    pub buckets_log2: u8,
-    /// Optimiser of the embedding table: row-adagrad or adam.
-    #[arg(long, default_value = "row-adagrad")]
-    pub optimizer: SparseKind,
+    #[command(flatten)]
+    pub table: Table,
 }
 
 #[derive(Args)]
 pub struct BenchSearchArgs {
-    /// Catalog sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
-    pub sizes: Vec<usize>,
-    /// Requests measured for the one-client latency (after 200 warm-up requests).
-    #[arg(long, default_value_t = 2000)]
-    pub requests: usize,
-    /// Concurrent connections for the throughput run, comma-separated: each count gets its own
-    /// wrk run (the main table shows the first; a load table all of them).
-    #[arg(long, value_delimiter = ',', default_value = "64")]
-    pub connections: Vec<usize>,
-    /// Seconds of the throughput run.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
+    #[command(flatten)]
+    pub options: BenchOptions,
     /// Training steps of each size's model.
     #[arg(long, default_value_t = 300)]
     pub train_steps: u64,
-    /// HNSW search effort (ef) values to measure, comma-separated: each gets its recall and
-    /// one-client latency; the throughput run uses the last.
-    #[arg(long, value_delimiter = ',', default_value = "64,256")]
-    pub expansion_search: Vec<usize>,
-    /// HNSW graph degree (M).
-    #[arg(long, default_value_t = HnswParams::default().connectivity)]
-    pub connectivity: usize,
-    /// HNSW candidate list while building (efConstruction).
-    #[arg(long, default_value_t = HnswParams::default().expansion_add)]
-    pub expansion_add: usize,
-    /// Hits per request.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
-    /// wrk binary for the throughput run [default: wrk on PATH].
-    #[arg(long, default_value = "wrk")]
-    pub wrk: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Also write each size's product vectors and query vectors (DIR/N/products.npy,
-    /// queries.npy) and the embedded index's recall@10 and one-thread queries/s at each ef
-    /// (DIR/N/aisle-ann.tsv), for `scripts/bench-ann-peers.py` to put faiss and hnswlib beside.
-    #[arg(long)]
-    pub export_vectors: Option<PathBuf>,
     /// Also serve each size's world with all-MiniLM-L6-v2 from this model folder (pretrained,
     /// or fine-tuned by `aisle train --tower minilm`) as the query and product tower, through
     /// the same Searcher and server: every request's latency then includes a MiniLM forward
@@ -164,29 +114,6 @@ pub struct BenchMinilmArgs {
     pub candle_adamw: bool,
 }
 
-#[derive(Args)]
-pub struct BenchPipelineArgs {
-    /// Number of products.
-    #[arg(long, default_value_t = 100_000)]
-    products: usize,
-    /// Number of customers.
-    #[arg(long, default_value_t = 5_000)]
-    users: usize,
-    /// Aim for about this many interactions (11.5M gives about 2M purchases beside clicks and
-    /// carts).
-    #[arg(long, default_value_t = 11_500_000)]
-    interactions: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Training steps [default: `aisle train`'s].
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Where to write the world (DIR/data) and the run (DIR/run) [default: a temporary folder,
-    /// removed afterwards].
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Generate { world, out } => {
@@ -194,18 +121,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
             print!("{}", generated.render_bench());
         }
         BenchCommand::Train(args) => train(args)?,
-        BenchCommand::Search(args) => search(args)?,
+        BenchCommand::Search(args) => search(*args)?,
         BenchCommand::Minilm(args) => minilm(args)?,
-        BenchCommand::Pipeline(args) => {
-            let run = Pipeline {
-                products: args.products,
-                users: args.users,
-                interactions: args.interactions,
-                seed: args.seed,
-                steps: args.steps,
-                out: args.out,
-                aisle: std::env::current_exe().context("finding the aisle binary")?,
-            };
+        BenchCommand::Pipeline(mut run) => {
+            run.aisle = std::env::current_exe().context("finding the aisle binary")?;
             print!("{}", pipeline(&run, &mut |l| eprintln!("{l}"))?.render());
         }
     }
@@ -213,14 +132,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
 }
 
 fn train(args: BenchTrainArgs) -> Result<()> {
-    let table = Table {
-        batch_size: args.batch_size,
-        dim: args.dim,
-        buckets_log2: args.buckets_log2,
-        optimizer: args.optimizer,
-        warmup: args.warmup,
-        steps: args.steps,
-    };
+    let table = args.table;
     print!("{}", table.header(rayon::current_num_threads()));
     for name in &args.datasets {
         let ds = args.data.load(name)?;
@@ -236,26 +148,14 @@ fn train(args: BenchTrainArgs) -> Result<()> {
 }
 
 fn search(args: BenchSearchArgs) -> Result<()> {
-    let qdrant = args.backend.qdrant()?.map(|config| QdrantBench {
+    let mut options = args.options;
+    options.qdrant = args.backend.qdrant()?.map(|config| QdrantBench {
         config,
         shards: args.upload.shards,
         replicas: args.upload.replicas,
         keep: args.upload.keep,
         batch: args.upload.batch,
     });
-    let options = BenchOptions {
-        sizes: args.sizes,
-        requests: args.requests,
-        connections: args.connections,
-        seconds: args.seconds,
-        expansion_search: args.expansion_search,
-        connectivity: args.connectivity,
-        expansion_add: args.expansion_add,
-        k: args.k,
-        wrk: args.wrk,
-        export_vectors: args.export_vectors,
-        qdrant,
-    };
     // The folder's MiniLM alone: a personalized tower fitted beside it was fitted on other data
     // than the bench's worlds.
     let minilm = args.minilm.as_ref().map(|dir| OtherTowers {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use aisle_eval::evaluate::{Progress, ProgressLog};
@@ -13,12 +13,6 @@ use aisle_search::served::Vectors;
 use aisle_search::{IndexChoice, Mode};
 
 use crate::DataOpts;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum PartArg {
-    Test,
-    Validation,
-}
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -31,8 +25,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub split: Option<String>,
     /// Which queries of the split.
-    #[arg(long, value_enum, default_value_t = PartArg::Test)]
-    pub part: PartArg,
+    #[arg(long, value_enum, default_value_t = Part::Test)]
+    pub part: Part,
     /// A trained model to evaluate, as PATH or NAME=PATH (repeatable): an n-gram model file, or
     /// a MiniLM model folder (pretrained, or fine-tuned by `aisle train --tower minilm`).
     #[arg(long)]
@@ -89,10 +83,7 @@ fn parse_hybrid(s: &str) -> Result<Mode, String> {
 pub fn eval(args: EvalArgs) -> Result<()> {
     let ds = Arc::new(args.data.load(&args.dataset)?);
     let split = ds.split_named(args.split.as_deref())?;
-    let part = match args.part {
-        PartArg::Test => Part::Test,
-        PartArg::Validation => Part::Validation,
-    };
+    let part = args.part;
     let vectors = args
         .backend
         .qdrant_vectors()?

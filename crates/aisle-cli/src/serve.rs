@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use aisle_core::Dataset;
 use aisle_search::saved_index::{self, Destination};
@@ -19,24 +19,6 @@ use aisle_serve::ServeOptions;
 use crate::backend::{BackendArgs, UploadArgs};
 use crate::train::Bar;
 use crate::DataOpts;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum AnnChoice {
-    /// HNSW above 20,000 products, exact below.
-    Auto,
-    Exact,
-    Hnsw,
-}
-
-impl From<AnnChoice> for Ann {
-    fn from(a: AnnChoice) -> Ann {
-        match a {
-            AnnChoice::Auto => Ann::Auto,
-            AnnChoice::Exact => Ann::Exact,
-            AnnChoice::Hnsw => Ann::Hnsw,
-        }
-    }
-}
 
 /// Where the model and index come from.
 #[derive(Args, Clone)]
@@ -95,8 +77,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub index: Option<PathBuf>,
     /// Which vector index to build when --index is not given.
-    #[arg(long, value_enum, default_value_t = AnnChoice::Auto)]
-    pub ann: AnnChoice,
+    #[arg(long, value_enum, default_value_t = Ann::Auto)]
+    pub ann: Ann,
     /// HNSW search effort (ef, Qdrant's hnsw_ef): higher finds more of the exact top-k, slower.
     #[arg(long, default_value_t = SERVE_EXPANSION_SEARCH)]
     pub expansion_search: usize,
@@ -169,7 +151,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         Some(qdrant) => qdrant,
         None => Vectors::Embedded(served::index_choice(
-            args.ann.into(),
+            args.ann,
             args.index.as_deref(),
             ds.catalog.len(),
             args.expansion_search,

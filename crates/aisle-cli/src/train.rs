@@ -12,63 +12,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use aisle_core::io::WriteVectorsError;
 use aisle_core::{Dataset, Split};
-use aisle_model::personal::{Fusion, HISTORY_WINDOW};
+use aisle_model::personal::HISTORY_WINDOW;
 use aisle_search::export::{export, Texts};
 use aisle_search::rerank::{HeadFile, HEAD_FILE};
 use aisle_search::SearchError;
-use aisle_train::optim::SparseKind;
 use aisle_train::run::{RunOptions, CHECKPOINT_FILE};
-use aisle_train::{Observer, Overrides, RunningFigures, SamplerSpec, StepStats, TrainConfig};
+use aisle_train::{Observer, Overrides, RunningFigures, StepStats, TrainConfig};
 
 use crate::DataOpts;
-
-/// Training settings that the command line may override (over `--config`, over the defaults).
-#[derive(Args, Clone, Default)]
-pub struct TrainOverrides {
-    /// A TOML file of training settings (see docs/training.md); flags below override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Negative sampler: in-batch, random, popularity, bm25, ance, taxonomy, mix:..., curriculum:...
-    /// (see docs/training.md) [default: taxonomy]
-    #[arg(long)]
-    pub sampler: Option<String>,
-    /// Sampled negatives per pair [default: 4].
-    #[arg(long)]
-    pub negatives: Option<usize>,
-    /// Training steps [default: 2000].
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Pairs per step [default: 256].
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Embedding dimension [default: 128].
-    #[arg(long)]
-    pub dim: Option<usize>,
-    /// log2 of the hashed feature buckets [default: 20].
-    #[arg(long)]
-    pub buckets_log2: Option<u8>,
-    /// Seed of the model and the training order [default: 42].
-    #[arg(long)]
-    pub train_seed: Option<u64>,
-    /// Train the personalized query tower too: each query read with the customer's earlier
-    /// interactions (the last 50, or --history).
-    #[arg(long)]
-    pub personalized: bool,
-    /// Earlier interactions the personalized tower reads [default: 50].
-    #[arg(long)]
-    pub history: Option<usize>,
-    /// How the personalized tower joins history and query: gated or concat [default: gated].
-    #[arg(long)]
-    pub fusion: Option<Fusion>,
-    /// The personalized tower reads the customers' history only, not their features (segment
-    /// and the other `users` columns, which it reads by default where the data has them).
-    #[arg(long)]
-    pub no_demographics: bool,
-    /// Optimiser of the embedding table: row-adagrad (one accumulator per row) or adam (lazy,
-    /// per element) [default: row-adagrad].
-    #[arg(long)]
-    pub optimizer: Option<SparseKind>,
-}
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -80,29 +31,15 @@ pub struct TrainArgs {
     /// The split to train on [default: the dataset's first, its default protocol].
     #[arg(long)]
     pub split: Option<String>,
+    /// A TOML file of training settings (see docs/training.md); the flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub train: TrainOverrides,
+    pub train: Overrides,
     /// Output folder for model.aisle, train_log.jsonl and checkpoints
     /// [default: out/train/DATASET-SAMPLER].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Steps between training-log lines [default: 50].
-    #[arg(long)]
-    pub log_every: Option<u64>,
-    /// Steps between validation Recall@10 measurements; 0 measures only at the end [default: 250].
-    #[arg(long)]
-    pub eval_every: Option<u64>,
-    /// Steps between checkpoints (0 = none) [default: 0].
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
-    /// The model to save: `best`, the one with the highest validation Recall@10 among the
-    /// measurements (every --eval-every steps and at the end), or `last` [default: best].
-    #[arg(long)]
-    pub keep: Option<aisle_train::Keep>,
-    /// Stop after this many validation measurements in a row without a new best (0 = never)
-    /// [default: 0].
-    #[arg(long)]
-    pub patience: Option<u64>,
     /// Continue the run in --out from its checkpoint (or from this checkpoint file).
     //
     // `Option<Option<_>>`: absent, given alone, or given a file (clap's path parser refuses an
@@ -138,41 +75,13 @@ pub enum Tower {
 }
 
 impl TrainArgs {
-    /// The flags as aisle-train's [`Overrides`] (the sampler parsed).
-    pub(crate) fn overrides(&self) -> Result<Overrides> {
-        let t = &self.train;
-        let sampler = match &t.sampler {
-            Some(s) => Some(SamplerSpec::parse(s).with_context(|| format!("--sampler {s}"))?),
-            None => None,
-        };
-        Ok(Overrides {
-            sampler,
-            negatives: t.negatives,
-            steps: t.steps,
-            batch_size: t.batch_size,
-            dim: t.dim,
-            buckets_log2: t.buckets_log2,
-            seed: t.train_seed,
-            personalized: t.personalized,
-            history: t.history,
-            fusion: t.fusion,
-            no_demographics: t.no_demographics,
-            optimizer: t.optimizer,
-            log_every: self.log_every,
-            eval_every: self.eval_every,
-            checkpoint_every: self.checkpoint_every,
-            keep: self.keep,
-            patience: self.patience,
-        })
-    }
-
     /// The configuration: the defaults, then the `--config` file, then the flags.
     fn config(&self) -> Result<TrainConfig> {
-        let base = match &self.train.config {
+        let base = match &self.config {
             Some(path) => TrainConfig::from_file(path)?,
             None => TrainConfig::default(),
         };
-        Ok(base.overridden(&self.overrides()?)?)
+        Ok(base.overridden(&self.train)?)
     }
 }
 

@@ -19,14 +19,16 @@ use crate::train::TrainArgs;
 fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
     let t = &args.train;
     let given: Vec<&str> = [
-        (t.config.is_some(), "--config"),
+        (args.config.is_some(), "--config"),
         (t.dim.is_some(), "--dim"),
         (t.buckets_log2.is_some(), "--buckets-log2"),
         (t.optimizer.is_some(), "--optimizer"),
         (args.resume.is_some(), "--resume"),
-        (args.checkpoint_every.is_some(), "--checkpoint-every"),
-        (args.eval_every.is_some(), "--eval-every"),
-        (args.log_every.is_some(), "--log-every"),
+        (t.checkpoint_every.is_some(), "--checkpoint-every"),
+        (t.eval_every.is_some(), "--eval-every"),
+        (t.log_every.is_some(), "--log-every"),
+        (t.keep.is_some(), "--keep"),
+        (t.patience.is_some(), "--patience"),
     ]
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
@@ -46,7 +48,7 @@ fn refuse_ngram_flags(args: &TrainArgs) -> Result<()> {
 
 pub fn train_minilm(args: TrainArgs) -> Result<()> {
     refuse_ngram_flags(&args)?;
-    let cfg = TuneConfig::overridden(&args.overrides()?);
+    let cfg = TuneConfig::overridden(&args.train);
     let base = args
         .minilm_model
         .clone()

@@ -25,6 +25,9 @@ pub enum EvalError {
     NoSplits(String),
     #[error("{0}")]
     Ranker(String),
+    /// A setting that leaves nothing to run; what is wrong.
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;

@@ -20,6 +20,7 @@ use crate::rankers::{Case, Ranker};
 
 /// Which queries of the split to evaluate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Part {
     Validation,

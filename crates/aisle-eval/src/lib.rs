@@ -25,6 +25,10 @@
 //! print!("{}", report.render());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With the `cli` feature, [`experiment::Budget`] derives `clap::Args` and [`Part`]
+//! `clap::ValueEnum`: `aisle experiment`'s budget flags and `aisle eval --part` are declared
+//! once, on what they set.
 
 pub mod error;
 pub mod evaluate;

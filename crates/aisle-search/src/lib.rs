@@ -23,6 +23,8 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With the `cli` feature, [`served::Ann`] derives `clap::ValueEnum` (`aisle serve --ann`).
 
 pub mod error;
 pub mod export;

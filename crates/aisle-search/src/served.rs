@@ -30,10 +30,12 @@ pub const AUTO_HNSW_ABOVE: usize = 20_000;
 /// search`, docs/serving.md).
 pub const SERVE_EXPANSION_SEARCH: usize = 256;
 
-/// Which vector index a served model gets when no saved one is given.
+/// Which vector index a served model gets when no saved one is given (with the `cli` feature,
+/// the values of `--ann`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Ann {
-    /// HNSW above [`AUTO_HNSW_ABOVE`] products, exact below.
+    /// HNSW above 20,000 products, exact below.
     Auto,
     Exact,
     Hnsw,

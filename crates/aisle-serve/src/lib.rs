@@ -28,6 +28,9 @@
 //! aisle_serve::serve(listener, Arc::new(app), std::future::pending()).await
 //! # }
 //! ```
+//!
+//! With the `cli` feature, [`bench::BenchOptions`] derives `clap::Args`: `aisle bench search`'s
+//! flags are declared once, on the options they set.
 
 mod api;
 pub mod bench;

@@ -10,6 +10,10 @@
 //! serves and the full-size pipeline), and the fine-tuning of a transformer tower
 //! (all-MiniLM-L6-v2) with the same samplers ([`transformer`]). It builds on aisle-core (data),
 //! aisle-model (towers) and aisle-search (BM25 lists, the ANCE index and model files).
+//!
+//! With the `cli` feature, [`Overrides`] and the benches' [`bench::Table`] and
+//! [`bench::pipeline::Pipeline`] derive `clap::Args`: `aisle train`'s and `aisle bench`'s flags
+//! are declared once, on the options they set (aisle-cli turns the feature on).
 
 pub mod bench;
 pub mod checkpoint;

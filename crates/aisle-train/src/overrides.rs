@@ -12,34 +12,67 @@ use crate::sampler::SamplerSpec;
 use crate::trainer::{Keep, TrainConfig};
 
 /// Values that replace a configuration's own ([`TrainConfig::overridden`]); `None` (or
-/// `false`) leaves the setting as it is.
+/// `false`) leaves the setting as it is. With the `cli` feature they are `aisle train`'s flags,
+/// and these comments its `--help`.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Overrides {
+    /// Negative sampler: in-batch, random, popularity, bm25, ance, taxonomy, mix:..., curriculum:...
+    /// (see docs/training.md) [default: taxonomy]
+    #[cfg_attr(feature = "cli", arg(long, value_parser = SamplerSpec::parse))]
     pub sampler: Option<SamplerSpec>,
+    /// Sampled negatives per pair [default: 4].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub negatives: Option<usize>,
+    /// Training steps [default: 2000].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub steps: Option<u64>,
+    /// Pairs per step [default: 256].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub batch_size: Option<usize>,
-    /// Embedding dimension of the towers.
+    /// Embedding dimension [default: 128].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub dim: Option<usize>,
-    /// log2 of the hashed feature buckets.
+    /// log2 of the hashed feature buckets [default: 20].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub buckets_log2: Option<u8>,
-    /// Seed of the training order and of the towers' initial weights.
+    /// Seed of the model and the training order [default: 42].
+    #[cfg_attr(feature = "cli", arg(long = "train-seed"))]
     pub seed: Option<u64>,
-    /// Train the personalized tower too (with its default settings where the file has none).
+    /// Train the personalized query tower too: each query read with the customer's earlier
+    /// interactions (the last 50, or --history).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub personalized: bool,
-    /// Earlier interactions the personalized tower reads; needs the personalized tower.
+    /// Earlier interactions the personalized tower reads [default: 50].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub history: Option<usize>,
-    /// How the personalized tower joins history and query; needs the personalized tower.
+    /// How the personalized tower joins history and query: gated or concat [default: gated].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub fusion: Option<Fusion>,
-    /// The personalized tower reads the customers' history only, not their features; needs
-    /// the personalized tower.
+    /// The personalized tower reads the customers' history only, not their features (segment
+    /// and the other `users` columns, which it reads by default where the data has them).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub no_demographics: bool,
-    /// Optimiser of the embedding table.
+    /// Optimiser of the embedding table: row-adagrad (one accumulator per row) or adam (lazy,
+    /// per element) [default: row-adagrad].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub optimizer: Option<SparseKind>,
+    /// Steps between training-log lines [default: 50].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub log_every: Option<u64>,
+    /// Steps between validation Recall@10 measurements; 0 measures only at the end [default: 250].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub eval_every: Option<u64>,
+    /// Steps between checkpoints (0 = none) [default: 0].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub checkpoint_every: Option<u64>,
+    /// The model to save: `best`, the one with the highest validation Recall@10 among the
+    /// measurements (every --eval-every steps and at the end), or `last` [default: best].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub keep: Option<Keep>,
+    /// Stop after this many validation measurements in a row without a new best (0 = never)
+    /// [default: 0].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub patience: Option<u64>,
 }
 

@@ -55,30 +55,63 @@ fn display<S: serde::Serializer>(m: &Mode, s: S) -> std::result::Result<S::Ok, S
 }
 
 /// An experiment's budget and rows as `aisle experiment`'s flags give them; `None` and empty
-/// values take the defaults, smaller with `quick` ([`ExperimentConfig::from_budget`]).
+/// values take the defaults, smaller with `quick` ([`ExperimentConfig::from_budget`]). With the
+/// `cli` feature they are its flags, and these comments its `--help`.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Budget {
-    /// The smaller budget: 1,000 steps, one seed, 500 validation queries, 500 bootstrap
-    /// resamples and 2,000 rounds of the paired test.
+    /// A smaller budget (1,000 steps, one seed, 500 validation queries, 500 bootstrap
+    /// resamples): minutes instead of tens of minutes.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub quick: bool,
-    /// Training seeds per dense row [default: 3, or 1 when quick]; seeds 42, 43, ...
+    /// Training seeds per dense row, 42, 43, ... [default: 3, or 1 with --quick].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub seeds: Option<u64>,
-    /// Training steps of every dense row [default: 2000, or 1000 when quick].
+    /// Training steps of every dense row [default: 2000, or 1000 with --quick].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub steps: Option<u64>,
+    /// Pairs per step of every dense row [default: 256].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub batch_size: Option<usize>,
+    /// Sampled negatives per pair [default: 4].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub negatives: Option<usize>,
+    /// Embedding dimension [default: 128].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub dim: Option<usize>,
+    /// log2 of the hashed feature buckets [default: 20].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub buckets_log2: Option<u8>,
-    /// The dense rows [default: [`DenseRow::standard`]].
+    /// Dense rows to train, by sampler spec, as NAME=SPEC (repeatable) [default: in-batch,
+    /// random, BM25, ANCE and the TB-HNS variants: `DenseRow::standard`].
+    #[cfg_attr(feature = "cli", arg(long = "row", value_name = "NAME=SPEC", value_parser = DenseRow::parse))]
     pub rows: Vec<DenseRow>,
-    pub personalized: bool,
-    /// Fine-tune MiniLM for this many steps (0: not) of `minilm_tune_batch` pairs.
+    /// Leave out the personalized rows.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_personalized: bool,
+    /// Also fine-tune MiniLM (when its files are prepared) for this many steps on the first
+    /// seed, with in-batch negatives and with the best TB-HNS variant [default: 0, off].
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub minilm_tune_steps: u64,
+    /// Pairs per fine-tuning step of MiniLM.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16))]
     pub minilm_tune_batch: usize,
+    /// Candidate weights B of the history term (`q'.p + B * max_j h_j.p`), one chosen per
+    /// protocol on validation Recall@10 of the personalized row (the smaller among ties); a
+    /// choice of 0 leaves the history-term row out, so `--history-boosts 0` never adds it.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,1,2,4")
+    )]
     pub history_boosts: Vec<f32>,
-    pub rerank: bool,
-    /// Seed of the splits, the bootstrap and the paired test.
+    /// Leave out the personalized row's learned re-ranking head (fitted on validation).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_rerank: bool,
+    /// Seed of the splits, the bootstrap and the paired test (the caller's data seed).
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub seed: u64,
+    /// Where the training runs are written (the caller's choice).
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub runs_dir: PathBuf,
 }
 
@@ -88,6 +121,11 @@ impl ExperimentConfig {
     /// every 50 steps; the history-term row reads 1,000 earlier interactions; the hybrid row
     /// fuses with `weighted:0.8`.
     pub fn from_budget(b: &Budget) -> Result<ExperimentConfig> {
+        if b.seeds == Some(0) {
+            return Err(EvalError::InvalidArgument(
+                "seeds: an experiment needs at least one seed".into(),
+            ));
+        }
         let n_seeds = b.seeds.unwrap_or(if b.quick { 1 } else { 3 });
         let mut train = TrainConfig {
             steps: b.steps.unwrap_or(if b.quick { 1000 } else { 2000 }),
@@ -117,7 +155,7 @@ impl ExperimentConfig {
             } else {
                 b.rows.clone()
             },
-            personalized: b.personalized,
+            personalized: !b.no_personalized,
             minilm_tune: (b.minilm_tune_steps > 0).then(|| TuneConfig {
                 steps: b.minilm_tune_steps,
                 batch_size: b.minilm_tune_batch,
@@ -126,7 +164,7 @@ impl ExperimentConfig {
             }),
             history_boosts: b.history_boosts.clone(),
             history_term_window: 1000,
-            rerank: b.rerank,
+            rerank: !b.no_rerank,
             hybrid: Mode::parse("weighted:0.8").map_err(EvalError::Ranker)?,
             resamples: if b.quick { 500 } else { 1000 },
             rounds: if b.quick { 2000 } else { 10_000 },

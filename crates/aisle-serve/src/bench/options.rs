@@ -1,4 +1,4 @@
-//! What a serving benchmark measures: the plain options (the CLI's flags, converted).
+//! What a serving benchmark measures: its options (the CLI's flags, with the `cli` feature).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,32 +8,63 @@ use aisle_search::QdrantConfig;
 
 use super::error::{BenchError, BoxError};
 
-/// The options of a serving benchmark (`aisle bench search`).
+/// The options of a serving benchmark (`aisle bench search`). With the `cli` feature they are
+/// its flags, and these comments its `--help`.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct BenchOptions {
-    /// Catalog sizes, each measured in turn.
+    /// Catalog sizes, comma-separated, each measured in turn.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")
+    )]
     pub sizes: Vec<usize>,
     /// Requests measured for the one-client latency (after 200 warm-up requests).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 2000))]
     pub requests: usize,
-    /// Concurrent connections of the throughput runs: one wrk run per count (the main table
-    /// shows the first; a load table all of them).
+    /// Concurrent connections for the throughput run, comma-separated: each count gets its own
+    /// wrk run (the main table shows the first; a load table all of them).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_delimiter = ',', default_value = "64")
+    )]
     pub connections: Vec<usize>,
     /// Seconds of each throughput run.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 10))]
     pub seconds: u64,
-    /// HNSW search effort (ef) values: each gets its recall and one-client latency; the
-    /// throughput runs use the last.
+    /// HNSW search effort (ef) values to measure, comma-separated: each gets its recall and
+    /// one-client latency; the throughput run uses the last.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_delimiter = ',', default_value = "64,256")
+    )]
     pub expansion_search: Vec<usize>,
     /// HNSW graph degree (M).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = aisle_search::HnswParams::default().connectivity)
+    )]
     pub connectivity: usize,
     /// HNSW candidate list while building (efConstruction).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = aisle_search::HnswParams::default().expansion_add)
+    )]
     pub expansion_add: usize,
     /// Hits per request.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 10))]
     pub k: usize,
-    /// The wrk binary of the throughput runs.
+    /// wrk binary for the throughput run [default: wrk on PATH].
+    #[cfg_attr(feature = "cli", arg(long, default_value = "wrk"))]
     pub wrk: PathBuf,
-    /// Where to write each size's vectors and the index's own figures (DIR/N/...), if anywhere.
+    /// Also write each size's product vectors and query vectors (DIR/N/products.npy,
+    /// queries.npy) and the embedded index's recall@10 and one-thread queries/s at each ef
+    /// (DIR/N/aisle-ann.tsv), for `scripts/bench-ann-peers.py` to put faiss and hnswlib beside.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub export_vectors: Option<PathBuf>,
-    /// Also measure each size with the vectors in Qdrant.
+    /// Also measure each size with the vectors in Qdrant (the caller fills it in from its
+    /// `--backend qdrant` flags).
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub qdrant: Option<QdrantBench>,
 }
 

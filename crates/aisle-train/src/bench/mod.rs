@@ -25,16 +25,27 @@ use crate::trainer::{TrainConfig, Trainer};
 pub use world::serving_world;
 
 /// The settings every run of `aisle bench train`'s table shares; each run adds its sampler and
-/// negatives per pair.
+/// negatives per pair. With the `cli` feature they are its flags.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Table {
+    /// Pairs per step.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256))]
     pub batch_size: usize,
+    /// Embedding dimension.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 128))]
     pub dim: usize,
+    /// log2 of the hashed feature buckets.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 20))]
     pub buckets_log2: u8,
+    /// Optimiser of the embedding table: row-adagrad or adam.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "row-adagrad"))]
     pub optimizer: SparseKind,
     /// Untimed steps before the timed ones.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 20))]
     pub warmup: u64,
     /// Timed steps per run.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 200))]
     pub steps: u64,
 }
 

@@ -17,20 +17,31 @@ use crate::error::{Result, TrainError};
 /// The goal of issue 20: the whole run in under 15 minutes on 2 cores.
 pub const GOAL_S: f64 = 900.0;
 
-/// What to run.
+/// What to run. With the `cli` feature, `aisle bench pipeline`'s flags.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Pipeline {
+    /// Number of products.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 100_000))]
     pub products: usize,
+    /// Number of customers.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 5_000))]
     pub users: usize,
-    /// About this many interactions (11.5M gives about 2M purchases beside clicks and carts).
+    /// Aim for about this many interactions (11.5M gives about 2M purchases beside clicks and
+    /// carts).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 11_500_000))]
     pub interactions: usize,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42))]
     pub seed: u64,
     /// Training steps [default: `aisle train`'s].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub steps: Option<u64>,
-    /// Where to write the world (DIR/data) and the run (DIR/run); `None`: a temporary folder,
-    /// removed afterwards.
+    /// Where to write the world (DIR/data) and the run (DIR/run) [default: a temporary folder,
+    /// removed afterwards].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub out: Option<PathBuf>,
-    /// The `aisle` binary the run goes through.
+    /// The `aisle` binary the run goes through (the caller's own executable).
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub aisle: PathBuf,
 }
 
