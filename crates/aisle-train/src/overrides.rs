@@ -17,8 +17,9 @@ use crate::trainer::{Keep, TrainConfig};
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Overrides {
-    /// Negative sampler: in-batch, random, popularity, bm25, ance, taxonomy, mix:..., curriculum:...
-    /// (see docs/training.md) [default: taxonomy]
+    /// Negative sampler: in-batch, random, popularity, bm25, ance, taxonomy, mix:..., curriculum:...,
+    /// with parameters after a colon, e.g. `ance:pool=interacted` (see docs/training.md)
+    /// [default: taxonomy]
     #[cfg_attr(feature = "cli", arg(long, value_parser = SamplerSpec::parse))]
     pub sampler: Option<SamplerSpec>,
     /// Sampled negatives per pair [default: 4].

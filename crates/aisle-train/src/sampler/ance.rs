@@ -3,7 +3,9 @@
 //! Every `refresh_every` steps the catalog is re-encoded with the current model and re-indexed,
 //! and the training queries are re-encoded; that refresh is the cost TB-HNS avoids, and
 //! [`Sampler::prepare`] returns it in milliseconds for the training log. Each query's top list is
-//! then searched once, on first use after a refresh, and positives are removed from it.
+//! then searched once, on first use after a refresh, and positives are removed from it. With
+//! `ance:pool=interacted` only the products with a training interaction are indexed (see
+//! [`NegativePool`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +19,8 @@ use aisle_core::ProductId;
 use aisle_model::{Model, Side};
 use aisle_search::vector::{ExactIndex, HnswIndex, HnswParams, VectorIndex};
 
-use super::{draw_with, SampleCtx, SampleStats, Sampler};
+use super::taxonomy::admitted_ids;
+use super::{draw_with, NegativePool, SampleCtx, SampleStats, Sampler};
 use crate::data::Pair;
 use crate::error::Result;
 
@@ -58,6 +61,7 @@ pub struct AnceSampler {
     refresh_every: u64,
     depth: usize,
     kind: AnceIndex,
+    pool: NegativePool,
     dim: usize,
     index: Option<Box<dyn VectorIndex>>,
     /// Query vectors at the last refresh, `queries x dim`.
@@ -68,11 +72,14 @@ pub struct AnceSampler {
 }
 
 impl AnceSampler {
-    pub fn new(refresh_every: u64, depth: usize, kind: AnceIndex) -> Self {
+    /// Re-indexes every `refresh_every` steps the products `pool` admits, and draws from each
+    /// query's top `depth` among them.
+    pub fn new(refresh_every: u64, depth: usize, kind: AnceIndex, pool: NegativePool) -> Self {
         AnceSampler {
             refresh_every: refresh_every.max(1),
             depth,
             kind,
+            pool,
             dim: 0,
             index: None,
             query_vectors: Vec::new(),
@@ -93,15 +100,29 @@ impl AnceSampler {
 
     fn refresh(&mut self, model: &Model, ctx: &SampleCtx) -> Result<()> {
         let d = model.dim();
-        let products = model.encode_rows(Side::Product, &ctx.data.product_rows);
+        let mut products = model.encode_rows(Side::Product, &ctx.data.product_rows);
+        let ids: Vec<ProductId> = match admitted_ids(self.pool, &ctx.data.popularity) {
+            Some(ids) => {
+                // Keep the admitted rows, in order, at the front.
+                for (i, p) in ids.iter().enumerate() {
+                    products.copy_within(p.index() * d..(p.index() + 1) * d, i * d);
+                }
+                products.truncate(ids.len() * d);
+                ids
+            }
+            // The catalog, or a pool with no product in it: every product.
+            None => (0..products.len() / d.max(1))
+                .map(|p| ProductId(p as u32))
+                .collect(),
+        };
         self.index = Some(match self.kind {
-            AnceIndex::Exact => Box::new(ExactIndex::new(d, products)?),
+            AnceIndex::Exact => Box::new(ExactIndex::with_ids(d, products, ids)?),
             AnceIndex::Hnsw => {
                 let params = HnswParams {
                     build_threads: 1,
                     ..HnswParams::default()
                 };
-                Box::new(HnswIndex::build(d, &products, &params)?)
+                Box::new(HnswIndex::build_with_ids(d, &products, &ids, &params)?)
             }
         });
         self.query_vectors = model.encode_rows(Side::Query, &ctx.data.query_rows);
@@ -153,8 +174,12 @@ impl AnceSampler {
 
 impl Sampler for AnceSampler {
     fn name(&self) -> String {
+        let pool = match self.pool {
+            NegativePool::Catalog => String::new(),
+            pool => format!(",pool={pool}"),
+        };
         format!(
-            "ance(refresh={},top={},index={})",
+            "ance(refresh={},top={},index={}{pool})",
             self.refresh_every, self.depth, self.kind
         )
     }
@@ -205,7 +230,7 @@ mod tests {
         };
         // On 16 products the HNSW graph finds the exact neighbours too.
         for kind in [AnceIndex::Exact, AnceIndex::Hnsw] {
-            let mut s = AnceSampler::new(10, 3, kind);
+            let mut s = AnceSampler::new(10, 3, kind, NegativePool::Catalog);
             let ms = s.prepare(0, &model, &ctx).expect("refresh");
             assert!(ms >= 0.0);
             assert_eq!(s.refreshes(), 1);
@@ -243,5 +268,29 @@ mod tests {
             s.prepare(10, &model, &ctx).expect("refresh");
             assert_eq!(s.refreshes(), 2);
         }
+    }
+
+    #[test]
+    fn the_interacted_pool_indexes_only_products_with_a_training_interaction() {
+        let (ds, mut data, model) = world();
+        // Bought: p0, p1 (oled tv's positives), p12; add p5 and p9.
+        data.popularity[5] += 1;
+        data.popularity[9] += 1;
+        let ctx = SampleCtx {
+            data: &data,
+            dataset: &ds,
+            step: 0,
+        };
+        for kind in [AnceIndex::Exact, AnceIndex::Hnsw] {
+            let mut s = AnceSampler::new(10, 8, kind, NegativePool::Interacted);
+            s.prepare(0, &model, &ctx).expect("refresh");
+            let mut got = s.list(&ctx, data.pairs[0].query).to_vec();
+            got.sort();
+            assert_eq!(got, [5, 9, 12].map(ProductId), "{kind}");
+        }
+        assert_eq!(
+            AnceSampler::new(10, 8, AnceIndex::Exact, NegativePool::Interacted).name(),
+            "ance(refresh=10,top=8,index=exact,pool=interacted)"
+        );
     }
 }

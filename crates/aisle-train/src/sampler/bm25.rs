@@ -1,31 +1,48 @@
-//! BM25 hard negatives (DPR-style): top lexical matches of the query that are not positives.
+//! BM25 hard negatives (DPR-style): top lexical matches of the query that are not positives,
+//! among the whole catalog or among the products with a training interaction
+//! (`bm25:pool=interacted`, see [`NegativePool`]).
 
 use aisle_core::rng::Rng;
 use aisle_core::ProductId;
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
 
-use super::{draw_with, SampleCtx, SampleStats, Sampler};
+use super::taxonomy::admitted;
+use super::{draw_with, NegativePool, SampleCtx, SampleStats, Sampler};
 use crate::data::{Pair, TrainData};
 use crate::error::Result;
 
-/// Negatives drawn uniformly from each query's BM25 top `depth`, positives removed. The lists
-/// are computed once, when the sampler is built (BM25 does not change during training).
+/// Negatives drawn uniformly from each query's BM25 top `depth` among the pool's products,
+/// positives removed. The lists are computed once, when the sampler is built (BM25 does not
+/// change during training).
 pub struct Bm25Sampler {
     depth: usize,
+    pool: NegativePool,
     lists: Vec<Vec<ProductId>>,
     removed_at_build: u64,
 }
 
 impl Bm25Sampler {
+    /// Each training query's `depth` best BM25 matches that `pool` admits. For a pool smaller
+    /// than the catalog the search goes deeper in proportion (capped at 16x), so that a list
+    /// still holds about `depth` admitted products.
     pub fn new(
         ds: &aisle_core::Dataset,
         data: &TrainData,
         depth: usize,
         boosts: &FieldBoosts,
+        pool: NegativePool,
     ) -> Result<Self> {
         let index = Bm25Index::build(&ds.catalog, &ds.taxonomy, boosts)?;
         let texts: Vec<&str> = data.queries.iter().map(String::as_str).collect();
-        let hits = index.search_many(&texts, depth)?;
+        let keep = admitted(pool, &data.popularity);
+        let search_depth = match &keep {
+            None => depth,
+            Some(keep) => {
+                let kept = keep.iter().filter(|&&k| k).count().max(1);
+                depth * keep.len().div_ceil(kept).clamp(1, 16)
+            }
+        };
+        let hits = index.search_many(&texts, search_depth)?;
         let mut removed = 0u64;
         let lists = hits
             .into_iter()
@@ -34,15 +51,21 @@ impl Bm25Sampler {
                 hits.into_iter()
                     .map(|(p, _)| p)
                     .filter(|&p| {
+                        keep.as_ref()
+                            .is_none_or(|k| k.get(p.index()).copied().unwrap_or(false))
+                    })
+                    .filter(|&p| {
                         let pos = data.is_positive(q as u32, p);
                         removed += u64::from(pos);
                         !pos
                     })
+                    .take(depth)
                     .collect()
             })
             .collect();
         Ok(Bm25Sampler {
             depth,
+            pool,
             lists,
             removed_at_build: removed,
         })
@@ -61,7 +84,10 @@ impl Bm25Sampler {
 
 impl Sampler for Bm25Sampler {
     fn name(&self) -> String {
-        format!("bm25(top={})", self.depth)
+        match self.pool {
+            NegativePool::Catalog => format!("bm25(top={})", self.depth),
+            pool => format!("bm25(top={},pool={pool})", self.depth),
+        }
     }
 
     fn notes(&self) -> Vec<String> {
@@ -94,7 +120,14 @@ mod tests {
     #[test]
     fn negatives_are_lexical_matches_that_are_not_positives() {
         let (ds, data, _) = world();
-        let s = Bm25Sampler::new(&ds, &data, 6, &FieldBoosts::default()).expect("bm25 lists");
+        let s = Bm25Sampler::new(
+            &ds,
+            &data,
+            6,
+            &FieldBoosts::default(),
+            NegativePool::Catalog,
+        )
+        .expect("bm25 lists");
         let ctx = SampleCtx {
             data: &data,
             dataset: &ds,
@@ -125,5 +158,24 @@ mod tests {
             assert_eq!(stats.fallbacks, 0);
             assert!(out.iter().all(|p| list.contains(p)));
         }
+    }
+
+    #[test]
+    fn the_interacted_pool_keeps_only_matches_with_a_training_interaction() {
+        let (ds, mut data, _) = world();
+        // Bought: p0, p1 (oled tv's positives), p12 (sofa's); add p5 (a qled TV) and p9
+        // (headphones, which never match `oled tv`).
+        data.popularity[5] += 1;
+        data.popularity[9] += 1;
+        let s = Bm25Sampler::new(
+            &ds,
+            &data,
+            6,
+            &FieldBoosts::default(),
+            NegativePool::Interacted,
+        )
+        .expect("bm25 lists");
+        assert_eq!(s.list(data.pairs[0].query), &[ProductId(5)]);
+        assert_eq!(s.name(), "bm25(top=6,pool=interacted)");
     }
 }

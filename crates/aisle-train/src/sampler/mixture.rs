@@ -155,7 +155,7 @@ mod tests {
             pool: NegativePool::Catalog,
         };
         let m = Mixture::new(vec![
-            (1.0, Box::new(UniformSampler)),
+            (1.0, Box::new(UniformSampler::default())),
             (
                 1.0,
                 Box::new(TaxonomySampler::new(&ds, leaf, &data.popularity)),
@@ -186,7 +186,7 @@ mod tests {
             pool: NegativePool::Catalog,
         };
         let c = Curriculum::new(
-            Box::new(UniformSampler),
+            Box::new(UniformSampler::default()),
             Box::new(TaxonomySampler::new(&ds, leaf, &data.popularity)),
             10,
             20,

@@ -4,25 +4,31 @@
 //!
 //! ```text
 //! in-batch                          no sampled negatives (k = 0)
-//! random                            uniform over the catalog
+//! random[:pool=catalog]             uniform over the catalog
 //! popularity[:alpha=0.75]           by training popularity
-//! bm25[:top=50]                     from the query's BM25 top list
-//! ance[:refresh=200,top=50,index=hnsw]   from the model's own top list, re-indexed every 200
-//!                                   steps in an HNSW graph (or index=exact: brute force)
+//! bm25[:top=50,pool=catalog]        from the query's BM25 top list
+//! ance[:refresh=200,top=50,index=hnsw,pool=catalog]   from the model's own top list,
+//!                                   re-indexed every 200 steps in an HNSW graph (or
+//!                                   index=exact: brute force)
 //! taxonomy[:leaf=1,sibling=1,cousin=0.5,pool=interacted]    TB-HNS; pool=catalog is the
 //!                                   paper's (every product), pool=popularity by interactions
 //! mix:0.5*taxonomy+0.5*random       a weighted mixture ('+' between parts)
 //! curriculum:random->taxonomy@500..1500     from the first to the second over steps 500..1500
 //! ```
+//!
+//! `pool=interacted` makes random, BM25 and ANCE draw only among the products with a training
+//! interaction, as TB-HNS does by default; their default stays the whole catalog, their rule
+//! before pools existed ([`NegativePool`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::taxonomy::{catalog_pool, is_catalog};
 use super::{
-    AnceIndex, AnceSampler, Bm25Sampler, Curriculum, Mixture, PopularitySampler, Sampler,
-    TaxonomySampler, TaxonomyWeights, UniformSampler,
+    AnceIndex, AnceSampler, Bm25Sampler, Curriculum, Mixture, NegativePool, PopularitySampler,
+    Sampler, TaxonomySampler, TaxonomyWeights, UniformSampler,
 };
 use crate::data::TrainData;
 use crate::error::{Result, TrainError};
@@ -32,18 +38,25 @@ use crate::error::{Result, TrainError};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SamplerSpec {
     InBatch,
-    Random,
+    Random {
+        #[serde(default = "catalog_pool", skip_serializing_if = "is_catalog")]
+        pool: NegativePool,
+    },
     Popularity {
         alpha: f64,
     },
     Bm25 {
         top: usize,
+        #[serde(default = "catalog_pool", skip_serializing_if = "is_catalog")]
+        pool: NegativePool,
     },
     Ance {
         refresh: u64,
         top: usize,
         #[serde(default)]
         index: AnceIndex,
+        #[serde(default = "catalog_pool", skip_serializing_if = "is_catalog")]
+        pool: NegativePool,
     },
     Taxonomy(TaxonomyWeights),
     Mix {
@@ -78,6 +91,21 @@ fn take<T: std::str::FromStr>(
         Some(v) => v.parse().map_err(|_| {
             TrainError::Config(format!("sampler parameter `{key}`: cannot read `{v}`"))
         }),
+    }
+}
+
+/// The `pool` of a sampler that draws from a list of candidates (random, BM25, ANCE): the
+/// catalog unless told otherwise, or the products with a training interaction.
+fn list_pool(name: &str, map: &mut BTreeMap<String, String>) -> Result<NegativePool> {
+    match map.remove("pool") {
+        None => Ok(NegativePool::Catalog),
+        Some(v) => match v.parse().map_err(TrainError::Config)? {
+            NegativePool::Popularity => Err(TrainError::Config(format!(
+                "sampler `{name}`: pool=popularity is for taxonomy only (expected catalog or \
+                 interacted; `popularity:alpha=1` draws by interactions)"
+            ))),
+            pool => Ok(pool),
+        },
     }
 }
 
@@ -147,17 +175,21 @@ impl SamplerSpec {
         let mut p = params(rest)?;
         let spec = match name {
             "in-batch" | "in_batch" | "inbatch" => SamplerSpec::InBatch,
-            "random" | "uniform" => SamplerSpec::Random,
+            "random" | "uniform" => SamplerSpec::Random {
+                pool: list_pool(name, &mut p)?,
+            },
             "popularity" => SamplerSpec::Popularity {
                 alpha: take(&mut p, "alpha", 0.75)?,
             },
             "bm25" => SamplerSpec::Bm25 {
                 top: take(&mut p, "top", 50)?,
+                pool: list_pool(name, &mut p)?,
             },
             "ance" => SamplerSpec::Ance {
                 refresh: take(&mut p, "refresh", 200)?,
                 top: take(&mut p, "top", 50)?,
                 index: take(&mut p, "index", AnceIndex::default())?,
+                pool: list_pool(name, &mut p)?,
             },
             "taxonomy" | "tbhns" | "tb-hns" => {
                 let d = TaxonomyWeights::default();
@@ -201,14 +233,24 @@ impl fmt::Display for SamplerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SamplerSpec::InBatch => write!(f, "in-batch"),
-            SamplerSpec::Random => write!(f, "random"),
+            SamplerSpec::Random { pool } => match pool {
+                NegativePool::Catalog => write!(f, "random"),
+                pool => write!(f, "random:pool={pool}"),
+            },
             SamplerSpec::Popularity { alpha } => write!(f, "popularity:alpha={alpha}"),
-            SamplerSpec::Bm25 { top } => write!(f, "bm25:top={top}"),
+            SamplerSpec::Bm25 { top, pool } => {
+                write!(f, "bm25:top={top}")?;
+                write_pool(f, *pool)
+            }
             SamplerSpec::Ance {
                 refresh,
                 top,
                 index,
-            } => write!(f, "ance:refresh={refresh},top={top},index={index}"),
+                pool,
+            } => {
+                write!(f, "ance:refresh={refresh},top={top},index={index}")?;
+                write_pool(f, *pool)
+            }
             SamplerSpec::Taxonomy(w) => write!(
                 f,
                 "taxonomy:leaf={},sibling={},cousin={},pool={}",
@@ -236,6 +278,14 @@ impl fmt::Display for SamplerSpec {
     }
 }
 
+/// `,pool=...` after a list sampler's other parameters, unless it is the catalog (the default).
+fn write_pool(f: &mut fmt::Formatter<'_>, pool: NegativePool) -> fmt::Result {
+    match pool {
+        NegativePool::Catalog => Ok(()),
+        pool => write!(f, ",pool={pool}"),
+    }
+}
+
 /// Builds the sampler a spec names (`None` for in-batch only); BM25 negatives come from an index
 /// with `bm25`'s field boosts.
 pub fn build(
@@ -246,14 +296,15 @@ pub fn build(
 ) -> Result<Option<Box<dyn Sampler>>> {
     Ok(Some(match spec {
         SamplerSpec::InBatch => return Ok(None),
-        SamplerSpec::Random => Box::new(UniformSampler),
+        SamplerSpec::Random { pool } => Box::new(UniformSampler::new(data, *pool)),
         SamplerSpec::Popularity { alpha } => Box::new(PopularitySampler::new(data, *alpha)),
-        SamplerSpec::Bm25 { top } => Box::new(Bm25Sampler::new(ds, data, *top, bm25)?),
+        SamplerSpec::Bm25 { top, pool } => Box::new(Bm25Sampler::new(ds, data, *top, bm25, *pool)?),
         SamplerSpec::Ance {
             refresh,
             top,
             index,
-        } => Box::new(AnceSampler::new(*refresh, *top, *index)),
+            pool,
+        } => Box::new(AnceSampler::new(*refresh, *top, *index, *pool)),
         SamplerSpec::Taxonomy(w) => Box::new(TaxonomySampler::new(ds, *w, &data.popularity)),
         SamplerSpec::Mix { parts } => {
             let mut built = Vec::new();
@@ -292,6 +343,9 @@ mod tests {
             "bm25:top=30",
             "ance:refresh=100,top=20,index=exact",
             "ance:refresh=100,top=20,index=hnsw",
+            "ance:refresh=100,top=20,index=exact,pool=interacted",
+            "random:pool=interacted",
+            "bm25:top=30,pool=interacted",
             "taxonomy:leaf=1,sibling=0.5,cousin=0",
             "taxonomy:leaf=1,sibling=0.5,cousin=0,pool=catalog",
             "taxonomy:pool=popularity",
@@ -328,8 +382,54 @@ mod tests {
             "curriculum:random",
             "taxonomy:leaf",
             "taxonomy:pool=all",
+            "random:pool=popularity",
+            "bm25:pool=nope",
+            "ance:pool=popularity",
         ] {
             assert!(SamplerSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn list_samplers_read_and_write_their_catalog_pool_as_before_pools_existed() {
+        // A config or model written before `pool` existed still reads, as the catalog pool, and
+        // the catalog pool is written as it was then (so digests over it do not move).
+        for (old, spec) in [
+            (
+                r#"{"kind":"random"}"#,
+                SamplerSpec::Random {
+                    pool: NegativePool::Catalog,
+                },
+            ),
+            (
+                r#"{"kind":"bm25","top":50}"#,
+                SamplerSpec::Bm25 {
+                    top: 50,
+                    pool: NegativePool::Catalog,
+                },
+            ),
+            (
+                r#"{"kind":"ance","refresh":200,"top":50,"index":"hnsw"}"#,
+                SamplerSpec::Ance {
+                    refresh: 200,
+                    top: 50,
+                    index: AnceIndex::Hnsw,
+                    pool: NegativePool::Catalog,
+                },
+            ),
+        ] {
+            let read: SamplerSpec = serde_json::from_str(old).expect(old);
+            assert_eq!(read, spec);
+            assert_eq!(serde_json::to_string(&spec).expect("json"), old);
+        }
+        let interacted = SamplerSpec::parse("random:pool=interacted").expect("spec");
+        assert_eq!(
+            serde_json::to_string(&interacted).expect("json"),
+            r#"{"kind":"random","pool":"interacted"}"#
+        );
+        assert_eq!(
+            SamplerSpec::parse("random").expect("spec").to_string(),
+            "random"
+        );
     }
 }

@@ -49,13 +49,44 @@ pub enum NegativePool {
 
 impl NegativePool {
     /// The integer weight of a product with `interactions` training interactions.
-    fn weight(self, interactions: u32) -> u64 {
+    pub(crate) fn weight(self, interactions: u32) -> u64 {
         match self {
             NegativePool::Interacted => u64::from(interactions > 0),
             NegativePool::Catalog => 1,
             NegativePool::Popularity => u64::from(interactions),
         }
     }
+}
+
+/// Serde's default for the samplers whose pool was the whole catalog before pools existed
+/// (random, BM25, ANCE): configs and models written then read the same.
+pub(crate) fn catalog_pool() -> NegativePool {
+    NegativePool::Catalog
+}
+
+/// Whether a pool is the whole catalog (the default, not written, for random, BM25 and ANCE).
+pub(crate) fn is_catalog(pool: &NegativePool) -> bool {
+    *pool == NegativePool::Catalog
+}
+
+/// The products a pool admits (a positive weight), for the samplers that draw from a list of
+/// candidates (random, BM25, ANCE): every product for the catalog pool, otherwise those with
+/// a training interaction. `None` means every product.
+pub(crate) fn admitted(pool: NegativePool, interactions: &[u32]) -> Option<Vec<bool>> {
+    (pool != NegativePool::Catalog)
+        .then(|| interactions.iter().map(|&n| pool.weight(n) > 0).collect())
+}
+
+/// The ids of the products [`admitted`] keeps, in order; `None` for the catalog pool, or for a
+/// pool that admits no product at all (no training interaction), where the samplers fall back
+/// to the whole catalog.
+pub(crate) fn admitted_ids(pool: NegativePool, interactions: &[u32]) -> Option<Vec<ProductId>> {
+    let keep = admitted(pool, interactions)?;
+    let ids: Vec<ProductId> = (0..keep.len())
+        .filter(|&p| keep[p])
+        .map(|p| ProductId(p as u32))
+        .collect();
+    (!ids.is_empty()).then_some(ids)
 }
 
 impl fmt::Display for NegativePool {
