@@ -19,7 +19,7 @@ use aisle_core::ProductId;
 use aisle_model::{Model, Side};
 use aisle_search::vector::{ExactIndex, HnswIndex, HnswParams, VectorIndex};
 
-use super::taxonomy::admitted_ids;
+use super::pool::admitted_ids;
 use super::{draw_with, NegativePool, SampleCtx, SampleStats, Sampler};
 use crate::data::Pair;
 use crate::error::Result;

@@ -6,7 +6,7 @@ use aisle_core::rng::Rng;
 use aisle_core::ProductId;
 use aisle_search::lexical::{Bm25Index, FieldBoosts};
 
-use super::taxonomy::admitted;
+use super::pool::admitted;
 use super::{draw_with, NegativePool, SampleCtx, SampleStats, Sampler};
 use crate::data::{Pair, TrainData};
 use crate::error::Result;

@@ -15,6 +15,7 @@
 mod ance;
 mod bm25;
 mod mixture;
+mod pool;
 mod popularity;
 mod spec;
 mod taxonomy;
@@ -23,9 +24,10 @@ mod uniform;
 pub use ance::{AnceIndex, AnceSampler};
 pub use bm25::Bm25Sampler;
 pub use mixture::{Curriculum, Mixture};
+pub use pool::NegativePool;
 pub use popularity::PopularitySampler;
 pub use spec::{build, SamplerSpec};
-pub use taxonomy::{NegativePool, TaxonomySampler, TaxonomyWeights};
+pub use taxonomy::{TaxonomySampler, TaxonomyWeights};
 pub use uniform::UniformSampler;
 
 use aisle_core::rng::Rng;

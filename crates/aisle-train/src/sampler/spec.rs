@@ -25,7 +25,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::taxonomy::{catalog_pool, is_catalog};
+use super::pool::{catalog_pool, is_catalog};
 use super::{
     AnceIndex, AnceSampler, Bm25Sampler, Curriculum, Mixture, NegativePool, PopularitySampler,
     Sampler, TaxonomySampler, TaxonomyWeights, UniformSampler,

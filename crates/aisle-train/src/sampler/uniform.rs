@@ -5,7 +5,7 @@
 use aisle_core::rng::Rng;
 use aisle_core::ProductId;
 
-use super::taxonomy::admitted_ids;
+use super::pool::admitted_ids;
 use super::{draw_with, NegativePool, SampleCtx, SampleStats, Sampler};
 use crate::data::{Pair, TrainData};
 
