@@ -17,6 +17,9 @@ use crate::error::Result;
 pub struct Bm25Sampler {
     depth: usize,
     pool: NegativePool,
+    /// How deep each query was searched, and how many products the pool admits (for the notes).
+    search_depth: usize,
+    admitted: usize,
     lists: Vec<Vec<ProductId>>,
     removed_at_build: u64,
 }
@@ -35,12 +38,12 @@ impl Bm25Sampler {
         let index = Bm25Index::build(&ds.catalog, &ds.taxonomy, boosts)?;
         let texts: Vec<&str> = data.queries.iter().map(String::as_str).collect();
         let keep = admitted(pool, &data.popularity);
+        let n_admitted = keep
+            .as_ref()
+            .map_or(ds.catalog.len(), |k| k.iter().filter(|&&k| k).count());
         let search_depth = match &keep {
             None => depth,
-            Some(keep) => {
-                let kept = keep.iter().filter(|&&k| k).count().max(1);
-                depth * keep.len().div_ceil(kept).clamp(1, 16)
-            }
+            Some(keep) => depth * keep.len().div_ceil(n_admitted.max(1)).clamp(1, 16),
         };
         let hits = index.search_many(&texts, search_depth)?;
         let mut removed = 0u64;
@@ -66,6 +69,8 @@ impl Bm25Sampler {
         Ok(Bm25Sampler {
             depth,
             pool,
+            search_depth,
+            admitted: n_admitted,
             lists,
             removed_at_build: removed,
         })
@@ -91,12 +96,20 @@ impl Sampler for Bm25Sampler {
     }
 
     fn notes(&self) -> Vec<String> {
-        vec![format!(
+        let mut notes = vec![format!(
             "bm25: {} positives removed from the top-{} lists of {} queries",
             self.removed_at_build,
             self.depth,
             self.lists.len()
-        )]
+        )];
+        if self.pool != NegativePool::Catalog {
+            notes.push(format!(
+                "bm25: lists kept among the {} products of the {} pool, each query searched to \
+                 depth {}",
+                self.admitted, self.pool, self.search_depth
+            ));
+        }
+        notes
     }
 
     fn sample(
@@ -177,5 +190,11 @@ mod tests {
         .expect("bm25 lists");
         assert_eq!(s.list(data.pairs[0].query), &[ProductId(5)]);
         assert_eq!(s.name(), "bm25(top=6,pool=interacted)");
+        // 5 of 16 products are bought: searched 6 x ceil(16 / 5) = 24 deep.
+        assert_eq!(
+            s.notes()[1],
+            "bm25: lists kept among the 5 products of the interacted pool, each query searched \
+             to depth 24"
+        );
     }
 }
