@@ -3,6 +3,8 @@
 //! exported by `aisle bench search --export-vectors`) in a fixed shuffled order and saves it;
 //! `load DIR M EFC EF,EF,...` (or `view`: memory-mapped, immutable) loads it and prints recall@10
 //! against exact search (cached in DIR) and queries per second on one thread for each ef.
+//! With USEARCH_FLAGS_SCALAR=i8 the graph holds i8 vectors (each scaled to 127 / its norm, as
+//! aisle's `--i8` index does) in its own file; recall then counts only exact-top-10 keys.
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -36,6 +38,15 @@ fn npy(path: &str) -> Res<(Vec<f32>, usize, usize)> {
     Ok((data, rows, cols))
 }
 
+/// Scales to 127 / norm and rounds, as aisle's `--i8` index does.
+fn quantize(v: &[f32]) -> Vec<i8> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let scale = if norm > 0.0 { 127.0 / norm } else { 0.0 };
+    v.iter()
+        .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8)
+        .collect()
+}
+
 fn arg<T: std::str::FromStr>(a: &[String], i: usize, what: &str) -> Res<T> {
     a.get(i)
         .ok_or_else(|| format!("missing {what}"))?
@@ -50,17 +61,40 @@ fn main() -> Res<()> {
     let m: usize = arg(&a, 3, "M")?;
     let efc: usize = arg(&a, 4, "efConstruction")?;
     let (p, n, d) = npy(&format!("{dir}/products.npy"))?;
+    let i8 = match std::env::var("USEARCH_FLAGS_SCALAR").as_deref() {
+        Ok("i8") => true,
+        Ok("f32") | Err(_) => false,
+        Ok(other) => return Err(format!("USEARCH_FLAGS_SCALAR `{other}`: f32 or i8")),
+    };
     let opts = IndexOptions {
         dimensions: d,
         metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
+        quantization: if i8 { ScalarKind::I8 } else { ScalarKind::F32 },
         connectivity: m,
         expansion_add: efc,
         expansion_search: 64,
         multi: false,
     };
-    let path = format!("{dir}/usearch-flags-M{m}-efc{efc}.usearch");
+    let scalar = if i8 { "-i8" } else { "" };
+    let path = format!("{dir}/usearch-flags{scalar}-M{m}-efc{efc}.usearch");
     let index = Index::new(&opts).map_err(err)?;
+    // Adds or searches one row, as f32 or quantized to i8.
+    let add = |key: usize, row: &[f32]| {
+        if i8 {
+            index.add(key as u64, &quantize(row))
+        } else {
+            index.add(key as u64, row)
+        }
+        .map_err(err)
+    };
+    let search = |row: &[f32]| {
+        if i8 {
+            index.search(&quantize(row), 10)
+        } else {
+            index.search(row, 10)
+        }
+        .map_err(err)
+    };
     if mode == "build" {
         index.reserve_capacity_and_threads(n, 2).map_err(err)?;
         let mut order: Vec<usize> = (0..n).collect();
@@ -74,7 +108,7 @@ fn main() -> Res<()> {
         let t = Instant::now();
         order
             .par_iter()
-            .try_for_each(|&i| index.add(i as u64, &p[i * d..(i + 1) * d]).map_err(err))?;
+            .try_for_each(|&i| add(i, &p[i * d..(i + 1) * d]))?;
         eprintln!(
             "built {n} x {d} in {:.1} s: {path}",
             t.elapsed().as_secs_f64()
@@ -136,24 +170,26 @@ fn main() -> Res<()> {
         index.change_expansion_search(ef);
         let mut hits = 0usize;
         for i in 0..nq {
-            let r = index.search(&q[i * d..(i + 1) * d], 10).map_err(err)?;
+            let r = search(&q[i * d..(i + 1) * d])?;
             let tr = &truth[i * 10..(i + 1) * 10];
             // A tie with the exact 10th counts as a hit, as in aisle's own recall.
             hits += r
                 .keys
                 .iter()
                 .zip(&r.distances)
-                .filter(|(k, dist)| tr.iter().any(|t| t.0 == **k) || 1.0 - **dist >= tr[9].1 - 1e-5)
+                .filter(|(k, dist)| {
+                    tr.iter().any(|t| t.0 == **k) || (!i8 && 1.0 - **dist >= tr[9].1 - 1e-5)
+                })
                 .count();
         }
         let t = Instant::now();
         let mut done = 0;
         while done < 2000 || t.elapsed() < Duration::from_secs(2) {
-            std::hint::black_box(index.search(&q[(done % nq) * d..][..d], 10).map_err(err)?);
+            std::hint::black_box(search(&q[(done % nq) * d..][..d])?);
             done += 1;
         }
         println!(
-            "{mode}\tef {ef}\trecall@10 {:.4}\t{:.0} queries/s",
+            "{mode}{scalar}\tef {ef}\trecall@10 {:.4}\t{:.0} queries/s",
             hits as f64 / (10 * nq) as f64,
             done as f64 / t.elapsed().as_secs_f64()
         );
