@@ -600,6 +600,30 @@ mod tests {
     }
 
     #[test]
+    fn one_build_thread_builds_the_same_graph_every_time() {
+        let rows = data(3000, 21);
+        let params = HnswParams {
+            build_threads: 1,
+            expansion_search: 16,
+            ..HnswParams::default()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved: Vec<Vec<u8>> = (0..2)
+            .map(|i| {
+                let hnsw = HnswIndex::build(DIM, &rows, &params).expect("hnsw");
+                let path = dir.path().join(format!("{i}.usearch"));
+                hnsw.save(&path, &stamp()).expect("save");
+                fs::read(&path).expect("read")
+            })
+            .collect();
+        assert!(saved[0].len() > rows.len() * 4, "the file holds the graph");
+        assert!(
+            saved[0] == saved[1],
+            "two one-thread builds wrote different graphs"
+        );
+    }
+
+    #[test]
     fn recall_at_10_on_low_rank_data() {
         let rows = data(5000, 7);
         let queries = data(200, 8);

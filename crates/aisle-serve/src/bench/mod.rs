@@ -97,6 +97,7 @@ fn bench_size(
         IndexChoice::Hnsw(HnswParams {
             connectivity: options.connectivity,
             expansion_add: options.expansion_add,
+            build_threads: options.build_threads,
             ..HnswParams::default()
         })
     } else {

@@ -144,6 +144,7 @@ mod tests {
             expansion_search: vec![64, 256],
             connectivity: 16,
             expansion_add: 128,
+            build_threads: 0,
             k: 10,
             wrk: PathBuf::from("wrk"),
             export_vectors: None,
