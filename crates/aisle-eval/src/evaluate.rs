@@ -73,6 +73,10 @@ pub struct Row {
     pub p_vs_best: Option<f64>,
     /// The same test against [`EvalConfig::reference`] (`None` for that row, or without one).
     pub p_vs_reference: Option<f64>,
+    /// The paired test on Recall@10 over cold-start products (the queries that have any)
+    /// against the row best on that segment; `None` for that row, or where no query has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_cold_vs_best: Option<f64>,
     /// Micro Recall@10 of each member of the row's group (one per seed), in group order.
     pub seeds: Vec<f64>,
     /// Seconds to rank every query (all members of the group; building a lazy member excluded).
@@ -519,6 +523,7 @@ fn evaluate_groups_inner(
     let qs = Queries::new(ds, split, queries, cfg);
     let mut rows = Vec::with_capacity(groups.len());
     let mut recall10: Vec<Vec<f64>> = Vec::with_capacity(groups.len());
+    let mut cold: Vec<Vec<Option<f64>>> = Vec::with_capacity(groups.len());
     for (row, group) in groups.iter().enumerate() {
         if group.members.is_empty() {
             return Err(EvalError::Ranker(format!(
@@ -538,9 +543,11 @@ fn evaluate_groups_inner(
         }
         rows.push(values.row(&group.name, &qs, cfg));
         recall10.push(values.r10);
+        cold.push(values.cold);
     }
     let best = best_row(&rows);
     paired_tests(&mut rows, &recall10, best, cfg);
+    cold_start_tests(&mut rows, &cold, cfg);
     let mut notes = ds.notes.clone();
     notes.push(format!("split `{}`: {}", split.name, split.description));
     Ok(Report {
@@ -798,6 +805,7 @@ impl RowValues {
             replay,
             p_vs_best: None,
             p_vs_reference: None,
+            p_cold_vs_best: None,
             seeds: self.seeds.clone(),
             rank_s: self.rank_s,
         }
@@ -839,6 +847,37 @@ fn paired_tests(rows: &mut [Row], recall10: &[Vec<f64>], best: usize, cfg: &Eval
             row.p_vs_best = Some(paired_randomization(
                 &recall10[best],
                 &recall10[i],
+                cfg.rounds,
+                cfg.seed,
+            ));
+        }
+    }
+}
+
+/// The paired randomization test on Recall@10 over cold-start products, per query that has
+/// any (`cold`, one per row; the same queries for every row), of every row against the row
+/// with the best mean there.
+fn cold_start_tests(rows: &mut [Row], cold: &[Vec<Option<f64>>], cfg: &EvalConfig) {
+    let values: Vec<Vec<f64>> = cold
+        .iter()
+        .map(|v| v.iter().flatten().copied().collect())
+        .collect();
+    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let Some(best) = (0..values.len())
+        .filter(|&i| !values[i].is_empty())
+        .max_by(|&a, &b| {
+            mean(&values[a])
+                .total_cmp(&mean(&values[b]))
+                .then(b.cmp(&a))
+        })
+    else {
+        return;
+    };
+    for (i, row) in rows.iter_mut().enumerate() {
+        if i != best && values[i].len() == values[best].len() {
+            row.p_cold_vs_best = Some(paired_randomization(
+                &values[best],
+                &values[i],
                 cfg.rounds,
                 cfg.seed,
             ));

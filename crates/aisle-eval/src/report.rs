@@ -399,12 +399,17 @@ fn segment_table(r: &Report, md: &mut String) {
         return;
     }
     let _ = writeln!(md, "### Recall@10 by segment\n");
+    let cold_p = r.rows.iter().any(|row| row.p_cold_vs_best.is_some());
     let _ = write!(md, "| system |");
     for n in &names {
         let _ = write!(md, " {n} ({}) |", r.segment_sizes[*n]);
     }
+    if cold_p {
+        let _ = write!(md, " p vs best on cold-start products |");
+    }
     let _ = writeln!(md);
-    let _ = writeln!(md, "|---|{}", "---|".repeat(names.len()));
+    let columns = names.len() + usize::from(cold_p);
+    let _ = writeln!(md, "|---|{}", "---|".repeat(columns));
     for row in &r.rows {
         let _ = write!(md, "| {} |", row.system);
         for n in &names {
@@ -418,6 +423,14 @@ fn segment_table(r: &Report, md: &mut String) {
                 ))
             );
         }
+        if cold_p {
+            let _ = write!(
+                md,
+                " {} |",
+                row.p_cold_vs_best
+                    .map_or("best".into(), |p| format!("{p:.4}"))
+            );
+        }
         let _ = writeln!(md);
     }
     let _ = writeln!(
@@ -425,7 +438,9 @@ fn segment_table(r: &Report, md: &mut String) {
         "\nHead / torso / tail: seen queries by training frequency, each third of the seen \
          training events; unseen: no training pair has the query text (as `aisle dataset \
          stats` counts them); cold-start products: recall over relevant products without a \
-         training interaction (count = relevant pairs); ± is half the 95% interval.\n"
+         training interaction (count = relevant pairs); ± is half the 95% interval; the p column \
+         is the paired randomization test on cold-start products' Recall@10, per query that has \
+         any, against the row best there.\n"
     );
 }
 

@@ -91,6 +91,26 @@ fn oracle_baselines_segments_and_significance() {
         size("head queries") + size("torso queries") + size("tail queries"),
         size("seen queries")
     );
+    // Cold-start products: the oracle finds them, popularity (training counts) cannot, and the
+    // paired test on that segment says so against the segment's best row.
+    let cold = |name: &str| row(name).segments["cold-start products"].mean;
+    println!(
+        "cold-start products ({} pairs): oracle {:.3}, popularity {:.3} (p {:?})",
+        size("cold-start products"),
+        cold("oracle"),
+        cold("popularity"),
+        row("popularity").p_cold_vs_best
+    );
+    assert!(
+        size("cold-start products") >= 10,
+        "the world has cold-start products"
+    );
+    assert!(
+        row("oracle").p_cold_vs_best.is_none(),
+        "the oracle is best there"
+    );
+    assert!(cold("popularity") < cold("oracle"));
+    assert!(row("popularity").p_cold_vs_best.expect("p") < 0.01);
     // Memorisation falls back to popularity on unseen queries: the same recall there.
     let unseen = |name: &str| row(name).segments["unseen queries"].mean;
     assert!((unseen("query memorisation") - unseen("popularity")).abs() < 1e-12);
