@@ -215,7 +215,7 @@ pub struct IndexArgs {
     pub expansion_search: usize,
     /// Threads adding vectors to the embedded graph; 0 means every core, and 1 builds the
     /// same graph every time from the same model, at about half the speed on 2 cores.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = HnswParams::default().build_threads)]
     pub build_threads: usize,
     /// Also measure the index's recall@10 against exact search, on the dataset's test queries
     /// (or product vectors when it has none).

@@ -54,7 +54,10 @@ pub struct BenchOptions {
     /// Threads adding vectors to the HNSW graph; 0 means every core. Parallel insertion
     /// makes each build's graph a little different (recall@10 at 1M varied by up to 0.03 at
     /// `ef` 64); 1 builds the same graph every time, at about half the speed on 2 cores.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = aisle_search::HnswParams::default().build_threads)
+    )]
     pub build_threads: usize,
     /// Hits per request.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 10))]
