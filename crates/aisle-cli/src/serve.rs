@@ -12,7 +12,7 @@ use clap::Args;
 use aisle_core::Dataset;
 use aisle_search::saved_index::{self, Destination};
 use aisle_search::served::{self, Ann, HeadChoice, ModelUse, Vectors, SERVE_EXPANSION_SEARCH};
-use aisle_search::{HnswParams, Quantization};
+use aisle_search::{HnswParams, Quantization, Walker};
 use aisle_serve::files::{serve_files, Files};
 use aisle_serve::ServeOptions;
 
@@ -249,6 +249,8 @@ pub fn index(args: IndexArgs) -> Result<()> {
                     Quantization::F32
                 },
                 build_threads: args.build_threads,
+                // `--check` measures the walker that `aisle serve` will use on the file.
+                walker: Walker::Flat,
             },
         },
     };

@@ -47,5 +47,5 @@ pub use searcher::{
 };
 pub use vector::{
     ann_quality, recall_at_k, search_batch, AnnQuality, ExactIndex, Filter, HnswIndex, HnswParams,
-    IndexStamp, Quantization, VectorIndex,
+    IndexStamp, Quantization, VectorIndex, Walker,
 };

@@ -6,12 +6,15 @@
 //! first.
 
 mod exact;
+mod flat;
 mod graph_check;
 mod hnsw;
 
 pub use exact::{dot, ExactIndex};
 pub(crate) use hnsw::insertion_order;
-pub use hnsw::{HnswIndex, HnswParams, IndexStamp, Quantization, INDEX_FORMAT, INDEX_MAGIC};
+pub use hnsw::{
+    HnswIndex, HnswParams, IndexStamp, Quantization, Walker, INDEX_FORMAT, INDEX_MAGIC,
+};
 
 use aisle_core::{NodeId, ProductId};
 
@@ -57,6 +60,11 @@ pub trait VectorIndex: Send + Sync {
     /// Where the vectors live, for operators (a remote engine's nodes and collection); `None`
     /// for an index in this process.
     fn source(&self) -> Option<String> {
+        None
+    }
+
+    /// The HNSW index this is, if it is one (benchmarks measure its walkers on one graph).
+    fn as_hnsw(&self) -> Option<&HnswIndex> {
         None
     }
 

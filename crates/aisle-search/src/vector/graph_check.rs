@@ -38,6 +38,22 @@ pub(super) struct Expected {
     pub dim: usize,
     /// Vectors (products) in the file, from the aisle header.
     pub count: usize,
+    /// Whether the keys must be the products `0..count`, each once, as in every file
+    /// `aisle index` writes; otherwise any distinct product ids (a graph built in memory over
+    /// some products, such as ANCE's pool of interacted products).
+    pub dense_keys: bool,
+}
+
+impl Expected {
+    /// What an index file `aisle index` wrote holds: `count` vectors of `dim` values, the
+    /// products `0..count`.
+    pub(super) fn file(dim: usize, count: usize) -> Self {
+        Expected {
+            dim,
+            count,
+            dense_keys: true,
+        }
+    }
 }
 
 /// usearch's scalar-kind codes (`scalar_kind_t` in index_plugins.hpp).
@@ -111,23 +127,62 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a reader of the graph is shown while it is checked, in file order: the layout once, then
+/// every neighbour list of every node. [`FlatGraph`](super::flat::FlatGraph) is built this way,
+/// so that the format is read in one place.
+pub(super) trait Visit {
+    /// The vector matrix (`count` rows of `dim` scalars, slot order), usearch's 64-byte head, and
+    /// the graph's shape. Called only for a graph with at least one node.
+    fn layout(&mut self, layout: Layout<'_>);
+    /// Node `slot`'s neighbour list on `level`: `count` neighbours, then the whole list as stored
+    /// (`capacity` slots, the unused ones as usearch left them), little-endian `u32`s.
+    fn links(&mut self, slot: usize, key: u64, level: usize, count: u32, list: &[u8]);
+}
+
+/// The shape of a checked graph, for a [`Visit`].
+pub(super) struct Layout<'a> {
+    pub matrix: &'a [u8],
+    pub head: &'a [u8],
+    pub connectivity: usize,
+    pub connectivity_base: usize,
+    pub entry: usize,
+    pub levels: &'a [i16],
+}
+
 /// Checks `payload` (usearch's serialized index) against `expected`, and returns how its vectors
 /// are stored; see the module docs.
-pub(super) fn check(payload: &[u8], expected: Expected) -> Result<Quantization, Refused> {
+#[cfg(test)]
+fn check(payload: &[u8], expected: Expected) -> Result<Quantization, Refused> {
+    check_visiting(payload, expected, None)
+}
+
+/// Checks `payload` (usearch's serialized index) against `expected`, and returns how its vectors
+/// are stored (see the module docs), showing `visit` the graph as it goes; `visit` sees
+/// everything before the check finishes, so its result is worth keeping only when this returns
+/// `Ok`.
+pub(super) fn check_visiting(
+    payload: &[u8],
+    expected: Expected,
+    mut visit: Option<&mut dyn Visit>,
+) -> Result<Quantization, Refused> {
     let mut r = Reader {
         bytes: payload,
         at: 0,
     };
-    let quantization = vectors_and_head(&mut r, expected)?;
-    graph(&mut r, expected.count)?;
+    let (quantization, matrix, head) = vectors_and_head(&mut r, expected)?;
+    graph(&mut r, expected, matrix, head, &mut visit)?;
     if r.left() != 0 {
         return refuse(format!("{} bytes follow the graph's last node", r.left()));
     }
     Ok(quantization)
 }
 
-/// The vector matrix and the 64-byte head; returns how the vectors are stored.
-fn vectors_and_head(r: &mut Reader<'_>, expected: Expected) -> Result<Quantization, Refused> {
+/// The vector matrix and the 64-byte head; returns how the vectors are stored, the matrix and the
+/// head.
+fn vectors_and_head<'a>(
+    r: &mut Reader<'a>,
+    expected: Expected,
+) -> Result<(Quantization, &'a [u8], &'a [u8]), Refused> {
     let rows = r.u32("the vector count")? as usize;
     let row_bytes = r.u32("the vector size")? as usize;
     if rows != expected.count {
@@ -222,11 +277,18 @@ fn vectors_and_head(r: &mut Reader<'_>, expected: Expected) -> Result<Quantizati
             ));
         }
     }
-    Ok(quantization)
+    Ok((quantization, matrix, head))
 }
 
 /// The proximity graph: header, levels, nodes.
-fn graph(r: &mut Reader<'_>, count: usize) -> Result<(), Refused> {
+fn graph(
+    r: &mut Reader<'_>,
+    expected: Expected,
+    matrix: &[u8],
+    head: &[u8],
+    visit: &mut Option<&mut dyn Visit>,
+) -> Result<(), Refused> {
+    let count = expected.count;
     let size = r.u64("the graph's node count")?;
     let connectivity = r.u64("the graph's connectivity")?;
     let connectivity_base = r.u64("the graph's base connectivity")?;
@@ -283,17 +345,33 @@ fn graph(r: &mut Reader<'_>, count: usize) -> Result<(), Refused> {
             r.left()
         ));
     }
-    let mut seen = vec![false; count];
+    if let Some(v) = visit {
+        v.layout(Layout {
+            matrix,
+            head,
+            connectivity: cap,
+            connectivity_base: base_cap,
+            entry,
+            levels: &levels,
+        });
+    }
+    let mut seen = vec![false; if expected.dense_keys { count } else { 0 }];
+    let mut seen_any = std::collections::HashSet::new();
     for (node, &level) in levels.iter().enumerate() {
         let key = r.u64("a node's key")?;
-        let k = usize::try_from(key).ok().filter(|&k| k < count);
-        match k {
-            Some(k) if !seen[k] => seen[k] = true,
-            _ => {
-                return refuse(format!(
-                    "node {node} has key {key}: keys must be the products 0..{count}, each once"
-                ))
+        if expected.dense_keys {
+            match usize::try_from(key).ok().filter(|&k| k < count) {
+                Some(k) if !seen[k] => seen[k] = true,
+                _ => {
+                    return refuse(format!(
+                        "node {node} has key {key}: keys must be the products 0..{count}, each once"
+                    ))
+                }
             }
+        } else if u32::try_from(key).is_err() || !seen_any.insert(key) {
+            return refuse(format!(
+                "node {node} has key {key}: keys must be distinct product ids"
+            ));
         }
         let own = r.i16("a node's level")?;
         if own != level {
@@ -317,6 +395,9 @@ fn graph(r: &mut Reader<'_>, count: usize) -> Result<(), Refused> {
                         "node {node}'s neighbour {slot} on level {l} is not a node of that level"
                     ));
                 }
+            }
+            if let Some(v) = visit {
+                v.links(node, key, l as usize, n as u32, list);
             }
         }
     }
@@ -348,7 +429,7 @@ mod tests {
         for q in [Quantization::F32, Quantization::I8] {
             for n in [1, 2, 300] {
                 let p = payload(n, 8, q);
-                assert_eq!(check(&p, Expected { dim: 8, count: n }), Ok(q), "{q:?} {n}");
+                assert_eq!(check(&p, Expected::file(8, n)), Ok(q), "{q:?} {n}");
             }
         }
     }
@@ -437,7 +518,7 @@ mod tests {
         for (name, damage, says) in cases {
             let mut p = good.clone();
             damage(&mut p);
-            let got = check(&p, Expected { dim, count: n });
+            let got = check(&p, Expected::file(dim, n));
             match got {
                 Err(Refused(reason)) => assert!(reason.contains(says), "{name}: {reason}"),
                 Ok(_) => panic!("{name}: accepted"),
@@ -475,7 +556,7 @@ mod tests {
             at += 10 + 4 + 4 * base + level as usize * (4 + 4 * conn);
         }
         assert!(patched, "no node with a level-1 neighbour in 2000");
-        let got = check(&p, Expected { dim, count: n });
+        let got = check(&p, Expected::file(dim, n));
         assert!(
             matches!(&got, Err(Refused(r)) if r.contains("on level 1 is not a node of that level")),
             "{got:?}"

@@ -25,6 +25,7 @@ use aisle_core::ProductId;
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
+use super::flat::{self, FlatGraph};
 use super::{check_ids, check_query, check_rows, graph_check, Filter, VectorIndex};
 use crate::error::{Result, SearchError};
 
@@ -76,6 +77,32 @@ pub struct HnswParams {
     /// Threads adding vectors while building; 0 means rayon's pool. 1 makes the graph the same
     /// on every build.
     pub build_threads: usize,
+    /// What walks the graph of an `f32` index built here ([`Walker`]); an opened `f32` file is
+    /// always walked flat, an `i8` graph always by usearch.
+    pub walker: Walker,
+}
+
+/// What searches an `f32` graph: usearch builds it either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Walker {
+    /// aisle's flat copy of the graph (`vector::flat`): about 1.5-2x usearch's queries/s at the
+    /// same recall (docs/scale-out.md#a-flat-copy-of-the-graph).
+    #[default]
+    Flat,
+    /// usearch's own search: to measure the flat walker against, and for ANCE's index in
+    /// training, whose reported rows were made with it (`aisle_train::sampler::ance`).
+    Usearch,
+}
+
+impl Walker {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Walker::Flat => "flat",
+            Walker::Usearch => "usearch",
+        }
+    }
 }
 
 impl Default for HnswParams {
@@ -86,6 +113,7 @@ impl Default for HnswParams {
             expansion_search: 64,
             quantization: Quantization::F32,
             build_threads: 0,
+            walker: Walker::Flat,
         }
     }
 }
@@ -146,12 +174,19 @@ fn quantize_i8(v: &[f32]) -> Vec<i8> {
 
 /// An HNSW graph over product vectors, built in memory or opened from a file.
 pub struct HnswIndex {
-    index: Index,
+    engine: Engine,
     dim: usize,
     quantization: Quantization,
-    gate: Gate,
     /// What its file's header said, for an index opened from a file.
     stamp: Option<IndexStamp>,
+}
+
+/// What holds and searches the graph.
+enum Engine {
+    /// usearch itself: `i8` graphs, empty ones, and [`Walker::Usearch`].
+    Usearch { index: Index, gate: Gate },
+    /// aisle's flat copy of usearch's graph (`vector::flat`); usearch is gone.
+    Flat(Box<FlatGraph>),
 }
 
 /// The first bytes of every index file aisle writes.
@@ -187,10 +222,11 @@ impl std::fmt::Debug for HnswIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HnswIndex")
             .field("dim", &self.dim)
-            .field("len", &self.index.size())
+            .field("len", &self.len())
             .field("quantization", &self.quantization)
-            .field("connectivity", &self.index.connectivity())
-            .field("expansion_search", &self.index.expansion_search())
+            .field("walker", &self.walker())
+            .field("connectivity", &self.connectivity())
+            .field("expansion_search", &self.expansion_search())
             .field("stamp", &self.stamp)
             .finish()
     }
@@ -238,16 +274,19 @@ impl HnswIndex {
         index
             .reserve_capacity_and_threads(n, contexts)
             .map_err(|e| SearchError::usearch(format!("reserve {n} vectors"), e))?;
-        let hnsw = HnswIndex {
-            index,
-            dim,
-            quantization: params.quantization,
-            gate: Gate::new(contexts),
-            stamp: None,
+        let gate = Gate::new(contexts);
+        let quantization = params.quantization;
+        let add = |&i: &usize| {
+            let (id, row) = (ids[i], &rows[i * dim..(i + 1) * dim]);
+            let key = u64::from(id.0);
+            let _slot = gate.enter();
+            match quantization {
+                Quantization::F32 => index.add(key, row),
+                Quantization::I8 => index.add(key, &quantize_i8(row)),
+            }
+            .map_err(|e| SearchError::usearch(format!("add product {}", id.0), e))
         };
-
         let order = insertion_order(n);
-        let add = |&i: &usize| hnsw.add(ids[i], &rows[i * dim..(i + 1) * dim]);
         match params.build_threads {
             1 => order.iter().try_for_each(add)?,
             0 => order.par_iter().try_for_each(add)?,
@@ -257,17 +296,22 @@ impl HnswIndex {
                 .map_err(|e| SearchError::InvalidArgument(format!("thread pool: {e}")))?
                 .install(|| order.par_iter().try_for_each(add))?,
         }
-        Ok(hnsw)
-    }
-
-    fn add(&self, id: ProductId, row: &[f32]) -> Result<()> {
-        let key = u64::from(id.0);
-        let _slot = self.gate.enter();
-        let added = match self.quantization {
-            Quantization::F32 => self.index.add(key, row),
-            Quantization::I8 => self.index.add(key, &quantize_i8(row)),
-        };
-        added.map_err(|e| SearchError::usearch(format!("add product {}", id.0), e))
+        let mut engine = Engine::Usearch { index, gate };
+        if quantization == Quantization::F32 && params.walker == Walker::Flat && n > 0 {
+            // usearch's serialization is the one way out of it: checked and copied, as a file is.
+            let payload = engine.payload("flatten the graph")?;
+            let graph = flatten(&payload, dim, n, params.expansion_search)
+                .map_err(|e| SearchError::usearch("flatten the graph", e))?;
+            if let Some(graph) = graph {
+                engine = Engine::Flat(Box::new(graph));
+            }
+        }
+        Ok(HnswIndex {
+            engine,
+            dim,
+            quantization,
+            stamp: None,
+        })
     }
 
     /// How vectors are stored.
@@ -275,20 +319,45 @@ impl HnswIndex {
         self.quantization
     }
 
+    /// What searches the graph.
+    pub fn walker(&self) -> Walker {
+        match self.engine {
+            Engine::Usearch { .. } => Walker::Usearch,
+            Engine::Flat(_) => Walker::Flat,
+        }
+    }
+
+    /// Neighbours per node above level 0 (HNSW's M).
+    pub fn connectivity(&self) -> usize {
+        match &self.engine {
+            Engine::Usearch { index, .. } => index.connectivity(),
+            Engine::Flat(g) => g.connectivity(),
+        }
+    }
+
     /// The search-time candidate list size.
     pub fn expansion_search(&self) -> usize {
-        self.index.expansion_search()
+        match &self.engine {
+            Engine::Usearch { index, .. } => index.expansion_search(),
+            Engine::Flat(g) => g.expansion(),
+        }
     }
 
     /// Sets the search-time candidate list size (trading speed for recall); safe while other
     /// threads search.
     pub fn set_expansion_search(&self, n: usize) {
-        self.index.change_expansion_search(n.max(1));
+        match &self.engine {
+            Engine::Usearch { index, .. } => index.change_expansion_search(n.max(1)),
+            Engine::Flat(g) => g.set_expansion(n),
+        }
     }
 
     /// Approximate bytes held in memory.
     pub fn memory_usage(&self) -> usize {
-        self.index.memory_usage()
+        match &self.engine {
+            Engine::Usearch { index, .. } => index.memory_usage(),
+            Engine::Flat(g) => g.memory_bytes(),
+        }
     }
 
     /// Converts usearch's IP distance back to a similarity.
@@ -331,12 +400,18 @@ impl HnswIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
+        let (index, gate) = match &self.engine {
+            Engine::Flat(g) => {
+                return Ok(g.search(query, k, Some(&keep as &dyn Fn(ProductId) -> bool)))
+            }
+            Engine::Usearch { index, gate } => (index, gate),
+        };
         let filter = |key: u64| u32::try_from(key).is_ok_and(|k| keep(ProductId(k)));
         let matches = {
-            let _slot = self.gate.enter();
+            let _slot = gate.enter();
             match self.quantization {
-                Quantization::F32 => self.index.filtered_search(query, k, filter),
-                Quantization::I8 => self.index.filtered_search(&quantize_i8(query), k, filter),
+                Quantization::F32 => index.filtered_search(query, k, filter),
+                Quantization::I8 => index.filtered_search(&quantize_i8(query), k, filter),
             }
         }
         .map_err(|e| SearchError::usearch("filtered search", e))?;
@@ -382,11 +457,7 @@ impl HnswIndex {
     /// usearch's serialization of the graph and its vectors: the payload of an index file.
     /// `context` names the work in an error.
     pub(crate) fn payload_bytes(&self, context: &str) -> Result<Vec<u8>> {
-        let mut payload = vec![0u8; self.index.serialized_length()];
-        self.index
-            .save_to_buffer(&mut payload)
-            .map_err(|e| SearchError::usearch(context, e))?;
-        Ok(payload)
+        self.engine.payload(context)
     }
 
     /// Reads a saved index into memory, checking its header and checksums.
@@ -450,25 +521,93 @@ impl HnswIndex {
                 path: Some(path.to_path_buf()),
             });
         }
-        // usearch trusts what it loads: check the graph first (see graph_check's docs).
-        let quantization = graph_check::check(
+        // usearch trusts what it loads: check the graph first (see graph_check's docs). An f32
+        // graph is copied flat as it is checked, and usearch never sees it.
+        let expansion = HnswParams::default().expansion_search;
+        let mut builder = flat::Builder::new(dim);
+        let quantization = graph_check::check_visiting(
             payload,
-            graph_check::Expected {
-                dim,
-                count: header.count,
-            },
+            graph_check::Expected::file(dim, header.count),
+            Some(&mut builder),
         )
         .map_err(|e| bad(e.to_string()))?;
+        if let Some(graph) = builder.finish(expansion) {
+            return Ok(HnswIndex {
+                engine: Engine::Flat(Box::new(graph)),
+                dim,
+                quantization,
+                stamp: Some(header.stamp),
+            });
+        }
 
+        let engine = Engine::usearch_from(payload, dim, header.count, quantization).map_err(
+            |e| match e {
+                SearchError::Usearch { message, .. } => bad(message),
+                SearchError::DimensionMismatch {
+                    expected, actual, ..
+                } => SearchError::DimensionMismatch {
+                    expected,
+                    actual,
+                    path: Some(path.to_path_buf()),
+                },
+                other => other,
+            },
+        )?;
+        Ok(HnswIndex {
+            engine,
+            dim,
+            quantization,
+            stamp: Some(header.stamp),
+        })
+    }
+
+    /// A copy of this index whose graph is walked by `walker`: the same graph, for measuring
+    /// one walker against the other (`aisle bench search --export-vectors`). An `i8` graph has
+    /// no flat walker and stays with usearch.
+    pub fn with_walker(&self, walker: Walker) -> Result<Self> {
+        let payload = self.payload_bytes("copy the graph")?;
+        let n = self.len();
+        let flat = match walker {
+            Walker::Flat if n > 0 => flatten(&payload, self.dim, n, self.expansion_search())
+                .map_err(|e| SearchError::usearch("flatten the graph", e))?,
+            _ => None,
+        };
+        let engine = match flat {
+            Some(graph) => Engine::Flat(Box::new(graph)),
+            None => {
+                let engine = Engine::usearch_from(&payload, self.dim, n, self.quantization)?;
+                if let Engine::Usearch { index, .. } = &engine {
+                    index.change_expansion_search(self.expansion_search());
+                }
+                engine
+            }
+        };
+        Ok(HnswIndex {
+            engine,
+            dim: self.dim,
+            quantization: self.quantization,
+            stamp: self.stamp.clone(),
+        })
+    }
+}
+
+impl Engine {
+    /// usearch holding the checked graph in `payload`: `count` vectors of `dim` values.
+    fn usearch_from(
+        payload: &[u8],
+        dim: usize,
+        count: usize,
+        quantization: Quantization,
+    ) -> Result<Self> {
         let params = HnswParams {
             quantization,
             ..HnswParams::default()
         };
-        // connectivity and expansion_add come from the file; 0 means "as stored".
+        // connectivity and expansion_add come from the graph; 0 means "as stored".
         let options = IndexOptions {
             connectivity: 0,
             expansion_add: 0,
-            ..Self::options(dim, &params)
+            ..HnswIndex::options(dim, &params)
         };
         let index = Index::new(&options).map_err(|e| SearchError::usearch("create index", e))?;
         // Reserving before loading fixes the number of thread contexts.
@@ -478,30 +617,62 @@ impl HnswIndex {
             .map_err(|e| SearchError::usearch("reserve thread contexts", e))?;
         index
             .load_from_buffer(payload)
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| SearchError::usearch("load the graph", e))?;
         if index.dimensions() != dim {
             return Err(SearchError::DimensionMismatch {
                 expected: dim,
                 actual: index.dimensions(),
-                path: Some(path.to_path_buf()),
+                path: None,
             });
         }
-        if index.size() != header.count {
-            return Err(bad(format!(
-                "header says {} vectors, graph holds {}",
-                header.count,
-                index.size()
-            )));
+        if index.size() != count {
+            return Err(SearchError::usearch(
+                "load the graph",
+                format!("header says {count} vectors, graph holds {}", index.size()),
+            ));
         }
         index.change_expansion_search(params.expansion_search);
-        Ok(HnswIndex {
+        Ok(Engine::Usearch {
             index,
-            dim,
-            quantization,
             gate: Gate::new(contexts),
-            stamp: Some(header.stamp),
         })
     }
+
+    /// usearch's serialization of the graph; `context` names the work in an error.
+    fn payload(&self, context: &str) -> Result<Vec<u8>> {
+        match self {
+            Engine::Usearch { index, .. } => {
+                let mut payload = vec![0u8; index.serialized_length()];
+                index
+                    .save_to_buffer(&mut payload)
+                    .map_err(|e| SearchError::usearch(context, e))?;
+                Ok(payload)
+            }
+            Engine::Flat(g) => Ok(g.payload()),
+        }
+    }
+}
+
+/// The flat copy of the `count`-node graph that usearch serialized into `payload`, checked as
+/// a file is except that its keys may be any distinct product ids; `None` where it stays with
+/// usearch (`i8` vectors).
+fn flatten(
+    payload: &[u8],
+    dim: usize,
+    count: usize,
+    expansion: usize,
+) -> std::result::Result<Option<FlatGraph>, graph_check::Refused> {
+    let mut builder = flat::Builder::new(dim);
+    graph_check::check_visiting(
+        payload,
+        graph_check::Expected {
+            dim,
+            count,
+            dense_keys: false,
+        },
+        Some(&mut builder),
+    )?;
+    Ok(builder.finish(expansion))
 }
 
 /// An index file's header and payload, both checked against their checksums.
@@ -549,7 +720,10 @@ impl VectorIndex for HnswIndex {
     }
 
     fn len(&self) -> usize {
-        self.index.size()
+        match &self.engine {
+            Engine::Usearch { index, .. } => index.size(),
+            Engine::Flat(g) => g.len(),
+        }
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(ProductId, f32)>> {
@@ -558,11 +732,15 @@ impl VectorIndex for HnswIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
+        let (index, gate) = match &self.engine {
+            Engine::Flat(g) => return Ok(g.search(query, k, None)),
+            Engine::Usearch { index, gate } => (index, gate),
+        };
         let matches = {
-            let _slot = self.gate.enter();
+            let _slot = gate.enter();
             match self.quantization {
-                Quantization::F32 => self.index.search(query, k),
-                Quantization::I8 => self.index.search(&quantize_i8(query), k),
+                Quantization::F32 => index.search(query, k),
+                Quantization::I8 => index.search(&quantize_i8(query), k),
             }
         }
         .map_err(|e| SearchError::usearch("search", e))?;
@@ -575,6 +753,10 @@ impl VectorIndex for HnswIndex {
 
     fn set_search_effort(&self, effort: usize) {
         self.set_expansion_search(effort);
+    }
+
+    fn as_hnsw(&self) -> Option<&HnswIndex> {
+        Some(self)
     }
 
     fn search_where(
@@ -746,7 +928,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let header_end = good.len() - hnsw.index.serialized_length();
+        let header_end = good.len() - hnsw.payload_bytes("test").expect("payload").len();
         for _ in 0..20 {
             let mut damaged = good.clone();
             let at = header_end + (next() as usize) % (good.len() - header_end - 200);
@@ -787,9 +969,7 @@ mod tests {
         assert!(refused(&good, &other_catalog, "other catalog").contains("another catalog"));
         // A plain usearch file (what `aisle index` wrote before the header).
         let plain = dir.path().join("plain.usearch");
-        hnsw.index
-            .save(plain.to_str().expect("utf-8"))
-            .expect("usearch save");
+        fs::write(&plain, hnsw.payload_bytes("test").expect("payload")).expect("write");
         let msg = refused(&fs::read(&plain).expect("read"), &stamp(), "plain usearch");
         assert!(msg.contains("no aisle index header"), "{msg}");
         // The intact file still opens.
@@ -890,6 +1070,102 @@ mod tests {
         );
         hnsw.set_expansion_search(200);
         assert_eq!(hnsw.expansion_search(), 200);
+    }
+
+    #[test]
+    fn flat_and_usearch_walkers_agree_on_one_graph() {
+        let rows = data(4000, 31);
+        let queries = data(150, 32);
+        let exact = ExactIndex::new(DIM, rows.clone()).expect("exact");
+        let params = HnswParams {
+            walker: Walker::Usearch,
+            build_threads: 1,
+            ..HnswParams::default()
+        };
+        let usearch = HnswIndex::build(DIM, &rows, &params).expect("hnsw");
+        let flat = usearch.with_walker(Walker::Flat).expect("flat copy");
+        assert_eq!(
+            (usearch.walker(), flat.walker()),
+            (Walker::Usearch, Walker::Flat)
+        );
+        assert_eq!(flat.len(), usearch.len());
+        assert_eq!(flat.connectivity(), usearch.connectivity());
+        // The same graph: the flat copy writes back usearch's bytes, and so does a copy back.
+        let bytes = usearch.payload_bytes("test").expect("payload");
+        assert!(flat.payload_bytes("test").expect("payload") == bytes);
+        let back = flat.with_walker(Walker::Usearch).expect("back");
+        assert!(back.payload_bytes("test").expect("payload") == bytes);
+        for ef in [8, 64] {
+            usearch.set_expansion_search(ef);
+            flat.set_expansion_search(ef);
+            assert_eq!(flat.expansion_search(), ef);
+            let a = recall_at_k(&usearch, &exact, &queries, 10).expect("recall");
+            let b = recall_at_k(&flat, &exact, &queries, 10).expect("recall");
+            println!("ef {ef}: recall@10 usearch {a:.4}, flat {b:.4}");
+            assert!((a - b).abs() <= 0.02, "ef {ef}: usearch {a}, flat {b}");
+            if ef == 64 {
+                assert!(b >= 0.95, "flat recall@10 {b}");
+            }
+        }
+        // Each row finds itself first, and a filter keeps what it accepts, in both.
+        for r in [0usize, 17, 999, 3999] {
+            let q = &rows[r * DIM..(r + 1) * DIM];
+            for index in [&usearch, &flat] {
+                assert_eq!(
+                    index.search(q, 1).expect("search")[0].0,
+                    ProductId(r as u32)
+                );
+                let hits = index
+                    .search_filtered(q, 10, |p| p.0 % 4 == 1)
+                    .expect("filtered");
+                assert_eq!(hits.len(), 10);
+                assert!(hits.iter().all(|(p, _)| p.0 % 4 == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn a_graph_over_some_products_is_walked_flat() {
+        let rows = data(600, 51);
+        let ids: Vec<ProductId> = (0..600).map(|i| ProductId(7 * i + 3)).collect();
+        let hnsw =
+            HnswIndex::build_with_ids(DIM, &rows, &ids, &HnswParams::default()).expect("hnsw");
+        assert_eq!(hnsw.walker(), Walker::Flat);
+        for r in [0usize, 599] {
+            let hits = hnsw
+                .search(&rows[r * DIM..(r + 1) * DIM], 5)
+                .expect("search");
+            assert_eq!(hits[0].0, ids[r]);
+            assert!(hits.iter().all(|(p, _)| p.0 % 7 == 3));
+        }
+    }
+
+    #[test]
+    fn i8_graphs_stay_with_usearch_and_f32_files_open_flat() {
+        let rows = data(1500, 41);
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (quantization, walker) in [
+            (Quantization::F32, Walker::Flat),
+            (Quantization::I8, Walker::Usearch),
+        ] {
+            let params = HnswParams {
+                quantization,
+                ..HnswParams::default()
+            };
+            let built = HnswIndex::build(DIM, &rows, &params).expect("hnsw");
+            assert_eq!(built.walker(), walker, "{quantization:?}");
+            let path = dir.path().join(format!("{quantization:?}.usearch"));
+            built.save(&path, &stamp()).expect("save");
+            let opened = HnswIndex::load(&path, DIM).expect("load");
+            assert_eq!(opened.walker(), walker, "{quantization:?} opened");
+            assert_eq!(
+                opened.with_walker(Walker::Flat).expect("copy").walker(),
+                walker,
+                "an i8 graph has no flat walker"
+            );
+            let q = &rows[5 * DIM..6 * DIM];
+            assert_eq!(opened.search(q, 1).expect("search")[0].0, ProductId(5));
+        }
     }
 
     #[test]

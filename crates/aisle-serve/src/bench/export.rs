@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aisle_core::stats::fmt_n;
-use aisle_search::Searcher;
+use aisle_search::{Searcher, VectorIndex, Walker};
 
 use super::error::BenchError;
 use super::options::BenchOptions;
@@ -47,26 +47,51 @@ pub fn export(
     write("queries.npy", &npy(&queries))?;
     let index = searcher.index();
     let exact = aisle_search::ExactIndex::new(d, products)?;
+    // An HNSW graph is also walked by the other walker, the same graph: usearch's own search
+    // against aisle's flat copy (vector::flat).
+    let other = match index.as_hnsw() {
+        Some(h) => {
+            let walker = match h.walker() {
+                Walker::Flat => Walker::Usearch,
+                Walker::Usearch => Walker::Flat,
+            };
+            Some(h.with_walker(walker)?)
+        }
+        None => None,
+    };
+    let mut systems: Vec<(String, &dyn VectorIndex)> = Vec::new();
+    let name = |index: &dyn VectorIndex| match index.as_hnsw() {
+        Some(h) => format!("aisle (hnsw, {} walker)", h.walker().name()),
+        None => format!("aisle ({})", searcher.index_kind()),
+    };
+    systems.push((name(index), index));
+    if let Some(o) = &other {
+        systems.push((name(o), o));
+    }
     let mut tsv =
         String::from("system\tM\tefConstruction\tbuild_s\tef\trecall_at_10\tqueries_per_s\n");
-    for &ef in &options.expansion_search {
-        index.set_search_effort(ef);
-        let recall = aisle_search::ann_quality(index, &exact, &queries, 10)?.recall;
-        let t = Instant::now();
-        let mut done = 0;
-        while done < 2000 || t.elapsed() < Duration::from_secs(1) {
-            let q = &queries[(done % (queries.len() / d)) * d..][..d];
-            std::hint::black_box(index.search(q, 10)?);
-            done += 1;
+    for (system, index) in &systems {
+        for &ef in &options.expansion_search {
+            index.set_search_effort(ef);
+            let recall = aisle_search::ann_quality(*index, &exact, &queries, 10)?.recall;
+            let t = Instant::now();
+            let mut done = 0;
+            while done < 2000 || t.elapsed() < Duration::from_secs(1) {
+                let q = &queries[(done % (queries.len() / d)) * d..][..d];
+                std::hint::black_box(index.search(q, 10)?);
+                done += 1;
+            }
+            let qps = done as f64 / t.elapsed().as_secs_f64();
+            eprintln!(
+                "[{}] {system}, ef {ef}: recall@10 {recall:.4}, {qps:.0} queries/s on one thread",
+                fmt_n(n)
+            );
+            let _ = writeln!(
+                tsv,
+                "{system}\t{}\t{}\t{build_s:.1}\t{ef}\t{recall:.4}\t{qps:.0}",
+                options.connectivity, options.expansion_add
+            );
         }
-        let qps = done as f64 / t.elapsed().as_secs_f64();
-        let _ = writeln!(
-            tsv,
-            "aisle ({})\t{}\t{}\t{build_s:.1}\t{ef}\t{recall:.4}\t{qps:.0}",
-            searcher.index_kind(),
-            options.connectivity,
-            options.expansion_add
-        );
     }
     write("aisle-ann.tsv", tsv.as_bytes())?;
     eprintln!(
