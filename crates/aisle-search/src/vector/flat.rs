@@ -18,7 +18,8 @@
 //! - the search is usearch's (and the HNSW paper's): a greedy descent through the upper levels,
 //!   then a best-first search of level 0 with `ef` candidates; the next neighbour's record is
 //!   prefetched while the current one is scored, and visited nodes are marked in an array of
-//!   generation stamps instead of a hash set (one array per search running at once, pooled);
+//!   bits, one per node, instead of a hash set (one bit set per search running at once, pooled,
+//!   and cleared through the list of nodes the search touched);
 //! - inner products use AVX2 + FMA where the CPU has them, picked at run time.
 //!
 //! Only `f32` graphs are flattened; `i8` graphs stay with usearch. On the same graph, with the
@@ -228,28 +229,56 @@ impl Ord for Near {
     }
 }
 
-/// A search's reusable state: visited stamps and both heaps.
+/// A search's reusable state: which nodes it visited, and both heaps.
+///
+/// Visited nodes are bits, one per node (125 KB at 1M products), cleared after each search
+/// through the list of nodes it set: a search touches a few thousand nodes, not the graph. The
+/// server runs as many searches at once as it has requests in flight, each with its own state,
+/// so the state is kept small rather than limiting how many run (a gate that admitted one search
+/// per core served 4% fewer queries/s with 1.7x the p99 at 64 connections).
 #[derive(Default)]
 struct Scratch {
-    stamps: Vec<u16>,
-    stamp: u16,
+    /// Invariant between searches: every bit is clear.
+    visited: Vec<u64>,
+    touched: Vec<u32>,
     candidates: BinaryHeap<Near>,
     top: BinaryHeap<Reverse<Near>>,
 }
 
 impl Scratch {
-    /// Starts a search over `n` nodes: a fresh stamp, so that no node counts as visited.
+    /// Starts a search over `n` nodes.
     fn start(&mut self, n: usize) {
-        if self.stamps.len() < n {
-            self.stamps.resize(n, 0);
-        }
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.stamps.fill(0);
-            self.stamp = 1;
+        let words = n.div_ceil(64);
+        if self.visited.len() < words {
+            self.visited.resize(words, 0);
         }
         self.candidates.clear();
         self.top.clear();
+    }
+
+    /// Marks `slot` visited; false when it already was.
+    #[inline(always)]
+    fn visit(&mut self, slot: u32) -> bool {
+        let (word, bit) = ((slot >> 6) as usize, 1u64 << (slot & 63));
+        if self.visited[word] & bit != 0 {
+            return false;
+        }
+        self.visited[word] |= bit;
+        self.touched.push(slot);
+        true
+    }
+
+    /// Clears what this search visited (restoring the invariant).
+    fn finish(&mut self) {
+        for &slot in &self.touched {
+            self.visited[(slot >> 6) as usize] = 0;
+        }
+        self.touched.clear();
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        8 * self.visited.capacity() + 4 * self.touched.capacity()
     }
 }
 
@@ -423,7 +452,10 @@ impl FlatGraph {
                 + self.usearch_slot.len())
             + 2 * self.levels.len()
             + self.head.len()
-            + self.scratch.lock().map_or(0, |s| s.len() * 2 * self.len)
+            + self
+                .scratch
+                .lock()
+                .map_or(0, |s| s.iter().map(Scratch::bytes).sum())
     }
 
     fn words(&self) -> &[u32] {
@@ -519,7 +551,7 @@ impl FlatGraph {
                 sim: best,
                 slot: here,
             };
-            s.stamps[here as usize] = s.stamp;
+            s.visit(here);
             s.candidates.push(start);
             if allowed(here) {
                 s.top.push(Reverse(start));
@@ -536,12 +568,11 @@ impl FlatGraph {
                 for (j, &n) in links.iter().enumerate() {
                     if let Some(&next) = links.get(j + 1) {
                         prefetch(self.record(next).as_ptr());
-                        prefetch(s.stamps[next as usize..].as_ptr());
+                        prefetch(s.visited[(next >> 6) as usize..].as_ptr());
                     }
-                    if s.stamps[n as usize] == s.stamp {
+                    if !s.visit(n) {
                         continue;
                     }
-                    s.stamps[n as usize] = s.stamp;
                     let sim = K::dot(query, self.vector(n));
                     let bound = s.top.peek().map_or(f32::NEG_INFINITY, |w| w.0.sim);
                     if s.top.len() < ef || sim > bound {
@@ -565,6 +596,7 @@ impl FlatGraph {
             hits.truncate(k);
             hits
         };
+        s.finish();
         self.scratch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -704,9 +736,8 @@ mod tests {
     }
 
     #[test]
-    fn filters_keep_only_what_they_accept_and_stamps_survive_wrapping() {
+    fn filters_keep_only_what_they_accept_and_no_search_sees_anothers_visits() {
         let (rows, _, flat) = graph(600, 8);
-        let (small_rows, _, small) = graph(80, 10);
         let q = &rows[..DIM];
         let odd = |p: ProductId| p.0 % 3 == 1;
         let hits = flat.search(q, 10, Some(&odd));
@@ -715,18 +746,32 @@ mod tests {
         // Row 0 itself is the best unfiltered hit, and kept out by the filter.
         assert_eq!(flat.search(q, 1, None)[0].0, ProductId(0));
         let before = flat.search(q, 10, None);
-        let small_before = small.search(&small_rows[..DIM], 5, None);
-        // More searches than a u16 stamp counts, alternating between two graphs: no node may
-        // look visited from an earlier search.
-        for i in 0..140_000 {
-            if i % 2 == 0 {
-                std::hint::black_box(small.search(&small_rows[DIM..2 * DIM], 3, None));
-            } else {
-                std::hint::black_box(flat.search(&rows[DIM..2 * DIM], 3, None));
+        // Searches from several threads at once, filtered and not, each with its own state.
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let (flat, rows) = (&flat, &rows);
+                scope.spawn(move || {
+                    for i in 0..300 {
+                        let r = (t * 300 + i) % 600;
+                        let q = &rows[r * DIM..(r + 1) * DIM];
+                        let hits = if i % 2 == 0 {
+                            flat.search(q, 5, None)
+                        } else {
+                            flat.search(q, 5, Some(&|p: ProductId| p.0.is_multiple_of(2)))
+                        };
+                        assert_eq!(hits.len(), 5);
+                    }
+                });
             }
-        }
+        });
+        // Every state went back to the pool with no node marked, and nothing changed.
+        let pool = flat.scratch.lock().expect("pool");
+        assert!(!pool.is_empty() && pool.len() <= 7, "{} states", pool.len());
+        assert!(pool
+            .iter()
+            .all(|s| s.touched.is_empty() && s.visited.iter().all(|&w| w == 0)));
+        drop(pool);
         assert_eq!(flat.search(q, 10, None), before);
-        assert_eq!(small.search(&small_rows[..DIM], 5, None), small_before);
         assert!(flat.search(q, 0, None).is_empty());
     }
 }
