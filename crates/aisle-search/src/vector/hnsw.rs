@@ -86,8 +86,9 @@ pub struct HnswParams {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Walker {
-    /// aisle's flat copy of the graph (`vector::flat`): about 1.5-2x usearch's queries/s at the
-    /// same recall (docs/scale-out.md#a-flat-copy-of-the-graph).
+    /// aisle's flat copy of the graph (`vector::flat`): 1.4-1.9x usearch's queries/s on the same
+    /// graph, with the same results (docs/scale-out.md#a-flat-copy-of-the-graph). Building holds
+    /// usearch's graph, its serialization and the copy at once for a moment.
     #[default]
     Flat,
     /// usearch's own search: to measure the flat walker against, and for ANCE's index in
