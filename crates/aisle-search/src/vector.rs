@@ -1,5 +1,6 @@
 //! Vector retrieval: the [`VectorIndex`] trait and its implementations, [`ExactIndex`] (brute
-//! force, the ground truth) and [`HnswIndex`] (usearch's HNSW graph).
+//! force, the ground truth) and [`HnswIndex`] (an HNSW graph usearch builds; aisle walks an `f32`
+//! graph from its own flat copy, `flat`).
 //!
 //! Vectors are rows of `dim` `f32`s, L2-normalised by whoever produced them (the towers), so the
 //! inner product is the cosine similarity. Results are `(ProductId, similarity)`, most similar

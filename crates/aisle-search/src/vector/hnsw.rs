@@ -1,9 +1,12 @@
-//! Approximate inner-product search with usearch's HNSW graph.
+//! Approximate inner-product search over an HNSW graph that usearch builds. An `f32` graph is then
+//! copied into aisle's flat layout and walked by aisle (`vector::flat`, [`Walker::Flat`]);
+//! usearch keeps and searches `i8` graphs, and any graph asked for with [`Walker::Usearch`].
 //!
 //! usearch serves each call from one of a fixed number of per-thread contexts and *fails* a call
 //! that finds none free ("Reserve capacity ahead of searches!"). [`HnswIndex`] therefore reserves
-//! a known number of contexts and admits at most that many calls at once through a small gate, so
-//! a server with more request threads than cores waits instead of erroring.
+//! a known number of contexts and admits at most that many usearch calls at once through a small
+//! gate, so a server with more request threads than cores waits instead of erroring. The flat
+//! walk needs no gate: each search running takes its own small state from a pool.
 //!
 //! ## The index file
 //!
@@ -12,7 +15,8 @@
 //! payload's length and CRC-32), the header's own CRC-32 (`u32`), then usearch's serialized
 //! graph. Opening a file reads it whole into memory, checks both checksums and the digests the
 //! caller expects, checks the graph's structure (usearch trusts its input: see
-//! [`graph_check`](super::graph_check)), and copies the graph into usearch. It is never
+//! [`graph_check`](super::graph_check)), and copies the graph into the flat layout (`f32`) or
+//! into usearch (`i8`). It is never
 //! memory-mapped: a file that another process truncates or overwrites under a mapping kills the
 //! server with SIGBUS on its next search, which a copy cannot suffer (the cost: opening reads the
 //! whole file, and holds it twice in memory for a moment).
