@@ -88,6 +88,7 @@ pub struct HnswParams {
 
 /// What searches an `f32` graph: usearch builds it either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Walker {
     /// aisle's flat copy of the graph (`vector::flat`): 1.4-1.9x usearch's queries/s on the same
@@ -1095,11 +1096,14 @@ mod tests {
         );
         assert_eq!(flat.len(), usearch.len());
         assert_eq!(flat.connectivity(), usearch.connectivity());
-        // The same graph: the flat copy writes back usearch's bytes, and so does a copy back.
-        let bytes = usearch.payload_bytes("test").expect("payload");
-        assert!(flat.payload_bytes("test").expect("payload") == bytes);
+        // The same graph, plus the reverse links the flat copy adds: copied back to usearch and
+        // flat again, it is written the same.
+        let bytes = flat.payload_bytes("test").expect("payload");
+        assert!(bytes != usearch.payload_bytes("test").expect("payload"));
         let back = flat.with_walker(Walker::Usearch).expect("back");
         assert!(back.payload_bytes("test").expect("payload") == bytes);
+        let again = back.with_walker(Walker::Flat).expect("flat again");
+        assert!(again.payload_bytes("test").expect("payload") == bytes);
         for ef in [8, 64] {
             usearch.set_expansion_search(ef);
             flat.set_expansion_search(ef);

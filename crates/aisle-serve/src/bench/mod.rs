@@ -98,6 +98,7 @@ fn bench_size(
             connectivity: options.connectivity,
             expansion_add: options.expansion_add,
             build_threads: options.build_threads,
+            walker: options.walker,
             ..HnswParams::default()
         })
     } else {

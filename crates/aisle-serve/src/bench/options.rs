@@ -59,6 +59,14 @@ pub struct BenchOptions {
         arg(long, default_value_t = aisle_search::HnswParams::default().build_threads)
     )]
     pub build_threads: usize,
+    /// What walks the HNSW graph: aisle's flat copy of it (with the reverse links it adds), or
+    /// usearch itself (the graph as usearch built it). With `--build-threads 1` both get the
+    /// same graph from usearch, so two runs compare the walkers and the links.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, default_value_t = aisle_search::Walker::default())
+    )]
+    pub walker: aisle_search::Walker,
     /// Hits per request.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 10))]
     pub k: usize,

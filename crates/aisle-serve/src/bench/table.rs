@@ -145,6 +145,7 @@ mod tests {
             connectivity: 16,
             expansion_add: 128,
             build_threads: 0,
+            walker: aisle_search::Walker::default(),
             k: 10,
             wrk: PathBuf::from("wrk"),
             export_vectors: None,
