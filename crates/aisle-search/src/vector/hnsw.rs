@@ -91,9 +91,9 @@ pub struct HnswParams {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Walker {
-    /// aisle's flat copy of the graph (`vector::flat`): 1.4-1.9x usearch's queries/s on the same
-    /// graph, with the same results (docs/scale-out.md#a-flat-copy-of-the-graph). Building holds
-    /// usearch's graph, its serialization and the copy at once for a moment.
+    /// aisle's flat copy of the graph (`vector::flat`): 2.3-2.4x usearch's queries/s on the same
+    /// 1M graph, with the same results (docs/scale-out.md#every-new-neighbour-asked-for-at-once).
+    /// Building holds usearch's graph, its serialization and the copy at once for a moment.
     #[default]
     Flat,
     /// usearch's own search: to measure the flat walker against, and for ANCE's index in
