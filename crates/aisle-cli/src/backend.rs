@@ -85,6 +85,22 @@ pub struct UploadArgs {
     /// Points per upload request.
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
+    /// BM25 sparse vectors beside the dense ones, so that lexical and hybrid searches run in
+    /// Qdrant too: with the field boosts `aisle serve` uses (served), with those `aisle eval`
+    /// chooses on the validation queries of the dataset's first split (tuned), or none.
+    #[arg(long, value_enum, default_value_t = SparseBoosts::Served)]
+    pub bm25: SparseBoosts,
+}
+
+/// Which BM25 goes into a collection as sparse vectors (`--bm25`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SparseBoosts {
+    /// The field boosts `aisle serve` builds its BM25 with.
+    Served,
+    /// The boosts `aisle eval` and `aisle experiment` choose on validation Recall@10.
+    Tuned,
+    /// No sparse vectors: lexical and hybrid searches run in aisle (tantivy).
+    None,
 }
 
 impl BackendArgs {
@@ -99,6 +115,8 @@ impl BackendArgs {
             batch: upload.batch,
             hnsw_m: degree,
             ef_construct: expansion_add,
+            // Set by the caller, which has the dataset (`--bm25`).
+            bm25: None,
         }
     }
 }

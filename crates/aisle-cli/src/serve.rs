@@ -6,17 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use aisle_core::Dataset;
+use aisle_search::qdrant::Layout;
 use aisle_search::saved_index::{self, Destination};
 use aisle_search::served::{self, Ann, HeadChoice, ModelUse, Vectors, SERVE_EXPANSION_SEARCH};
-use aisle_search::{HnswParams, Quantization, Walker};
+use aisle_search::{FieldBoosts, HnswParams, Quantization, SearcherOptions, Walker};
 use aisle_serve::files::{serve_files, Files};
 use aisle_serve::ServeOptions;
 
-use crate::backend::{BackendArgs, UploadArgs};
+use crate::backend::{BackendArgs, SparseBoosts, UploadArgs};
 use crate::train::Bar;
 use crate::DataOpts;
 
@@ -226,15 +227,38 @@ pub struct IndexArgs {
     pub check_queries: usize,
 }
 
+/// The field boosts of the BM25 `--bm25` asks to upload as sparse vectors, if any.
+fn sparse_boosts(which: SparseBoosts, ds: &Dataset) -> Result<Option<FieldBoosts>> {
+    Ok(match which {
+        SparseBoosts::None => None,
+        SparseBoosts::Served => Some(SearcherOptions::default().lexical.unwrap_or_default()),
+        SparseBoosts::Tuned => {
+            let split = ds.default_split().with_context(|| {
+                format!(
+                    "--bm25 tuned: dataset `{}` has no split whose validation queries could \
+                     choose the boosts",
+                    ds.name
+                )
+            })?;
+            let (_, choice) = aisle_eval::rankers::Bm25Ranker::tuned(ds, split)?;
+            eprintln!("{}", choice.note());
+            Some(choice.chosen)
+        }
+    })
+}
+
 pub fn index(args: IndexArgs) -> Result<()> {
     let ds = args.source.data.load(&args.source.dataset)?;
     let model_path = args.source.resolve(&ds)?;
     let to = match args.backend.qdrant()? {
         Some(config) => Destination::Qdrant {
             config,
-            layout: args
-                .backend
-                .layout(&args.upload, args.connectivity, args.expansion_add),
+            layout: Layout {
+                bm25: sparse_boosts(args.upload.bm25, &ds)?,
+                ..args
+                    .backend
+                    .layout(&args.upload, args.connectivity, args.expansion_add)
+            },
             hnsw_ef: args.expansion_search,
         },
         None => Destination::File {

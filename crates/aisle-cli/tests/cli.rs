@@ -1673,6 +1673,15 @@ fn index_eval_and_serve_over_a_qdrant_cluster() {
                 .is_some_and(|s| s.contains(collection)),
             "{health}"
         );
+        // `aisle index --backend qdrant` uploaded the served BM25 as sparse vectors: lexical
+        // and hybrid searches run in the cluster too.
+        assert_eq!(health["lexical_in_engine"], true, "{health}");
+        let hybrid = get(&format!("{url}/search?q=shoes&k=5&mode=hybrid"));
+        assert_eq!(
+            hybrid["results"].as_array().map_or(0, Vec::len),
+            5,
+            "{hybrid}"
+        );
         let found = get(&format!("{url}/search?q=shoes&k=5"));
         assert_eq!(
             found["results"].as_array().map_or(0, Vec::len),

@@ -157,6 +157,34 @@ fn with_context(what: String, e: &dyn std::error::Error) -> EvalError {
     EvalError::Ranker(format!("{what}: {}", aisle_core::error::with_sources(e)))
 }
 
+/// Where the hybrid rows' BM25 (boosts `bm25`) runs for a model searched in `target`: in Qdrant
+/// when the collection holds it as sparse vectors, otherwise in aisle; in words, for the report.
+fn where_bm25_runs(
+    target: &aisle_search::qdrant::QdrantTarget,
+    ds: &Dataset,
+    bm25: FieldBoosts,
+) -> Result<String> {
+    let held = target
+        .lexical(ds)
+        .map_err(|e| with_context("reading the Qdrant collection's BM25".into(), &e))?;
+    Ok(match held {
+        Some(l) if l == aisle_search::SparseBm25::with_boosts(bm25) => format!(
+            "the hybrid rows' BM25 ran in Qdrant, on the collection's sparse vectors ({})",
+            bm25.describe()
+        ),
+        Some(l) => format!(
+            "the hybrid rows' BM25 ran in aisle (tantivy): the Qdrant collection's sparse vectors \
+             have boosts {}, the chosen ones are {} (`aisle index --backend qdrant --bm25 tuned` \
+             uploads those)",
+            l.boosts.describe(),
+            bm25.describe()
+        ),
+        None => "the hybrid rows' BM25 ran in aisle (tantivy): the Qdrant collection holds no \
+                 BM25 sparse vectors"
+            .into(),
+    })
+}
+
 impl<'a> Plan<'a> {
     /// Decides the rows of an evaluation of `split` and checks every model file (the last
     /// first; the first one's load is kept for its rows, the others are read again at their
@@ -211,6 +239,15 @@ impl<'a> Plan<'a> {
             first = (k == 0).then_some(encoder);
         }
         let mut notes: Vec<String> = bm25_choice.iter().map(|c| c.note()).collect();
+        if options.hybrid.is_some() {
+            for spec in &options.models {
+                if let IndexChoice::Qdrant(target) = &spec.index {
+                    let note = where_bm25_runs(target, ds, bm25)?;
+                    said.push(format!("note: {note}"));
+                    notes.push(note);
+                }
+            }
+        }
         let history_rule = if options.hide_histories {
             let note = "--hide-histories: the trained models read no customer's history, as if \
                         every customer were new; a personalized model still reads the customers' \

@@ -38,7 +38,7 @@ pub mod served;
 pub mod vector;
 
 pub use error::{Result, SearchError};
-pub use lexical::{Bm25Index, FieldBoosts};
+pub use lexical::{Bm25Index, FieldBoosts, SparseBm25, SparseVector};
 pub use qdrant::{QdrantConfig, QdrantIndex};
 pub use rerank::{Reranker, Signals};
 pub use searcher::{

@@ -171,11 +171,18 @@ pub fn build(
         IndexChoice::Saved(_) => Some(model_file::digest(model_path)?),
         _ => None,
     };
+    // Over a Qdrant collection that holds BM25 as sparse vectors, the BM25 built as they were,
+    // so that lexical and hybrid searches run there too.
+    let lexical = match index {
+        IndexChoice::Qdrant(target) => target.lexical(ds)?.map(|l| l.boosts),
+        _ => None,
+    };
     let opts = SearcherOptions {
         index: index.clone(),
         history: tower_history,
         history_boost: uses.history_boost,
         model_digest,
+        lexical: Some(lexical.unwrap_or_default()),
         ..SearcherOptions::default()
     };
     let mut searcher = Searcher::build(Arc::clone(ds), file.encoder, histories, &opts)?;
@@ -191,6 +198,22 @@ pub fn build(
     Ok(searcher)
 }
 
+/// At most `n` distinct test queries of the dataset's first split, in split order: what
+/// measures an index against exact search (none when the dataset has no split).
+pub fn probe_texts(ds: &Dataset, n: usize) -> Vec<&str> {
+    ds.default_split()
+        .map(|s| {
+            let mut seen = std::collections::HashSet::new();
+            s.test
+                .iter()
+                .map(|q| ds.queries.text(q.query))
+                .filter(|t| seen.insert(*t))
+                .take(n)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Query vectors that measure an index of `vectors` (the catalog encoded by `encoder`) against
 /// exact search: at most `n` distinct test queries of the dataset's first split through the
 /// query tower, or evenly spaced product vectors when it has none.
@@ -201,18 +224,7 @@ pub fn probe_queries(
     n: usize,
 ) -> Result<Vec<f32>> {
     let d = encoder.dim();
-    let texts: Vec<&str> = ds
-        .default_split()
-        .map(|s| {
-            let mut seen = std::collections::HashSet::new();
-            s.test
-                .iter()
-                .map(|q| ds.queries.text(q.query))
-                .filter(|t| seen.insert(*t))
-                .take(n)
-                .collect()
-        })
-        .unwrap_or_default();
+    let texts = probe_texts(ds, n);
     if texts.is_empty() {
         let products = vectors.len() / d.max(1);
         let step = (products / n.max(1)).max(1);

@@ -75,6 +75,26 @@ pub trait VectorIndex: Send + Sync {
         false
     }
 
+    /// Whether the index's engine holds the products' text as BM25 sparse vectors written as
+    /// `bm25` writes them (a Qdrant collection, [`crate::lexical::SparseBm25`]), so that
+    /// [`lexical_where`](Self::lexical_where) answers.
+    fn holds_lexical(&self, _bm25: &crate::lexical::Bm25Index) -> bool {
+        false
+    }
+
+    /// BM25 inside the index's engine, when it [holds](Self::holds_lexical) it: the top `k` for
+    /// `query` as `bm25` ranks them, within `category` when given. `None` when it does not, and
+    /// BM25 runs in this process.
+    fn lexical_where(
+        &self,
+        _bm25: &crate::lexical::Bm25Index,
+        _query: &str,
+        _k: usize,
+        _category: Option<NodeId>,
+    ) -> Option<Result<Vec<(ProductId, f32)>>> {
+        None
+    }
+
     /// [`search`](Self::search) for every `dim`-long row of `queries`, results in row order;
     /// by default in parallel, one search per row. Callers check that `queries` is whole rows.
     fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(ProductId, f32)>>> {

@@ -19,7 +19,10 @@ use aisle_core::synth::small_dataset;
 use aisle_core::{Dataset, Histories, NodeId, ProductId};
 use aisle_model::{Model, ModelConfig};
 use aisle_search::qdrant::{self, Client, Layout, Method, QdrantTarget, Upload};
-use aisle_search::{IndexChoice, QdrantConfig, Request, Searcher, SearcherOptions, VectorIndex};
+use aisle_search::{
+    Bm25Index, FieldBoosts, IndexChoice, Mode, QdrantConfig, Request, Searcher, SearcherOptions,
+    VectorIndex,
+};
 
 fn config(nodes: &[&Node]) -> QdrantConfig {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
@@ -33,6 +36,16 @@ fn world(products: usize) -> (Arc<Dataset>, Model) {
     cfg.featurizer.buckets_log2 = 14;
     cfg.tower.dim = 32;
     (Arc::new(ds), Model::new(cfg))
+}
+
+/// One node in a temporary folder (stopped when the node is dropped, before the folder), its
+/// configuration and a client.
+fn one_node(bin: &std::path::Path) -> (Node, tempfile::TempDir, QdrantConfig, Client) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = Node::start(bin, &tmp.path().join("n1"), None);
+    let cfg = config(&[&node]);
+    let client = Client::connect(&cfg).expect("connect");
+    (node, tmp, cfg, client)
 }
 
 fn upload<'a>(ds: &'a Dataset, vectors: &'a [f32], digest: &str) -> Upload<'a> {
@@ -49,22 +62,13 @@ fn upload<'a>(ds: &'a Dataset, vectors: &'a [f32], digest: &str) -> Upload<'a> {
             batch: 256,
             hnsw_m: 16,
             ef_construct: 128,
+            bm25: None,
         },
     }
 }
 
 fn searcher(ds: &Arc<Dataset>, model: &Model, index: IndexChoice) -> Searcher {
-    Searcher::build(
-        Arc::clone(ds),
-        model.clone(),
-        Histories::all(ds),
-        &SearcherOptions {
-            index,
-            lexical: None,
-            ..SearcherOptions::default()
-        },
-    )
-    .expect("searcher")
+    searcher_with_bm25(ds, model, index, None)
 }
 
 fn ids(s: &Searcher, r: &Request) -> Vec<ProductId> {
@@ -79,10 +83,7 @@ fn ids(s: &Searcher, r: &Request) -> Vec<ProductId> {
 #[test]
 fn one_node_serves_what_the_exact_index_serves() {
     let Some(bin) = qdrant_bin() else { return };
-    let tmp = tempfile::tempdir().expect("tmp");
-    let node = Node::start(&bin, &tmp.path().join("n1"), None);
-    let cfg = config(&[&node]);
-    let client = Client::connect(&cfg).expect("connect");
+    let (node, _tmp, cfg, client) = one_node(&bin);
     let (ds, model) = world(3000);
     let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
 
@@ -187,6 +188,181 @@ fn one_node_serves_what_the_exact_index_serves() {
         .is_none());
 }
 
+/// A Searcher whose BM25 has `boosts` (none without).
+fn searcher_with_bm25(
+    ds: &Arc<Dataset>,
+    model: &Model,
+    index: IndexChoice,
+    boosts: Option<FieldBoosts>,
+) -> Searcher {
+    Searcher::build(
+        Arc::clone(ds),
+        model.clone(),
+        Histories::all(ds),
+        &SearcherOptions {
+            index,
+            lexical: boosts,
+            ..SearcherOptions::default()
+        },
+    )
+    .expect("searcher")
+}
+
+/// Products and scores of a search.
+fn scored(s: &Searcher, r: &Request) -> Vec<(ProductId, f32)> {
+    s.search(r)
+        .expect("search")
+        .hits
+        .iter()
+        .map(|h| (h.product, h.score))
+        .collect()
+}
+
+/// The same products in the same order, with the same scores to f32 rounding, but where two
+/// products' scores tie to rounding (the engines sum a product's terms in another order, so a
+/// last-bit difference may order such near-ties either way).
+fn same_ranking(got: &[(ProductId, f32)], want: &[(ProductId, f32)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} against {want:?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let close = (g.1 - w.1).abs() <= 1e-5 * w.1.abs().max(1e-3);
+        assert!(close, "{what} #{i}: {g:?} against {w:?}");
+        let near_tie = |x: &(ProductId, f32)| (x.1 - w.1).abs() <= 1e-5 * w.1.abs();
+        assert!(
+            g.0 == w.0 || want.iter().filter(|x| near_tie(x)).count() >= 2 || i + 1 == want.len(),
+            "{what} #{i}: {g:?} against {w:?}"
+        );
+    }
+}
+
+#[test]
+fn lexical_and_hybrid_searches_run_in_qdrant_as_tantivy_ranks_them() {
+    let Some(bin) = qdrant_bin() else { return };
+    let (_node, _tmp, cfg, client) = one_node(&bin);
+    let (ds, model) = world(3000);
+    // 30 products with the same text in the same category: their BM25 scores tie exactly, in
+    // both engines, and tantivy keeps the lowest product ids among them.
+    let mut catalog = aisle_core::Catalog::new();
+    let twin_category = ds.catalog.get(ProductId(100)).category;
+    for (p, product) in ds.catalog.iter() {
+        let mut product = product.clone();
+        if (100..130).contains(&p.0) {
+            product.title = "zebra lamp".into();
+            product.brand.clear();
+            product.description.clear();
+            product.attributes.clear();
+            product.category = twin_category;
+        }
+        catalog.push(product).expect("unique ids");
+    }
+    let ds = Arc::new(Dataset {
+        catalog,
+        ..(*ds).clone()
+    });
+    let vectors = model.encode_catalog(&ds.catalog, &ds.taxonomy);
+    let boosts = FieldBoosts::default();
+    let bm25 = Bm25Index::build(&ds.catalog, &ds.taxonomy, &boosts).expect("bm25");
+    let mut up = upload(&ds, &vectors, "0000000c");
+    up.layout.bm25 = Some(boosts);
+    let report = qdrant::upload(&client, &up, &mut |_, _| {}).expect("upload");
+    assert_eq!(report.lexical, Some(bm25.sparse_spec()));
+    assert!(
+        report.render().contains("sparse vectors in the engine"),
+        "{}",
+        report.render()
+    );
+    let line = report.lexical_line(&cfg, &ds, 200).expect("line");
+    assert!(line.contains("top-10 agreement 1.0000"), "{line}");
+    assert!(!line.contains("inf"), "{line}");
+
+    let target = QdrantTarget {
+        config: cfg.clone(),
+        collection: None,
+        model_digest: Some("0000000c".into()),
+    };
+    // The index answers BM25 itself, and the Searcher over it uses that.
+    let index = target.open(&ds, 32).expect("open");
+    assert!(index.has_lexical(&bm25));
+    assert!(index.lexical_where(&bm25, "red dress", 10, None).is_some());
+    let remote = searcher_with_bm25(
+        &ds,
+        &model,
+        IndexChoice::Qdrant(target.clone()),
+        Some(boosts),
+    );
+    let local = searcher_with_bm25(&ds, &model, IndexChoice::Exact, Some(boosts));
+    assert!(remote.lexical_in_engine() && !local.lexical_in_engine());
+    let texts: Vec<String> = ["running shoes", "coffee beans", "garden hose", "gift"]
+        .iter()
+        .map(|t| t.to_string())
+        .chain((0..12).map(|i| ds.catalog.get(ProductId(i * 211)).title.clone()))
+        .collect();
+    let t = &ds.taxonomy;
+    let first_top = t.children(t.root())[0];
+    // Exact ties at the cut are cut as tantivy cuts them: the lowest product ids.
+    let zebra = Request {
+        mode: Mode::Lexical,
+        ..Request::new("zebra", 10)
+    };
+    let lowest: Vec<ProductId> = (100..110).map(ProductId).collect();
+    let got = scored(&remote, &zebra);
+    assert_eq!(
+        got.iter().map(|h| h.0).collect::<Vec<_>>(),
+        lowest,
+        "{got:?}"
+    );
+    assert_eq!(got, scored(&local, &zebra));
+    for text in &texts {
+        for mode in [Mode::Lexical, Mode::parse("hybrid").expect("mode")] {
+            for category in [None, Some(first_top)] {
+                let r = Request {
+                    mode,
+                    category,
+                    ..Request::new(text, 10)
+                };
+                same_ranking(
+                    &scored(&remote, &r),
+                    &scored(&local, &r),
+                    &format!("{text} {mode:?} {category:?}"),
+                );
+            }
+        }
+    }
+
+    // A Searcher with other boosts does not use these vectors: its BM25 stays in tantivy.
+    let other = FieldBoosts {
+        title: 3.0,
+        ..boosts
+    };
+    let other_bm25 = Bm25Index::build(&ds.catalog, &ds.taxonomy, &other).expect("bm25");
+    assert!(!index.has_lexical(&other_bm25));
+    assert!(index
+        .lexical_where(&other_bm25, "red dress", 10, None)
+        .is_none());
+    let remote_other = searcher_with_bm25(&ds, &model, IndexChoice::Qdrant(target), Some(other));
+    let local_other = searcher_with_bm25(&ds, &model, IndexChoice::Exact, Some(other));
+    assert!(!remote_other.lexical_in_engine());
+    let r = Request {
+        mode: Mode::Lexical,
+        ..Request::new(&texts[4], 10)
+    };
+    assert_eq!(scored(&remote_other, &r), scored(&local_other, &r));
+
+    // Other BM25 settings name another collection; written into this one, they are refused,
+    // naming both.
+    assert!(report.collection.ends_with(&format!(
+        "-b{:08x}",
+        crc32fast::hash(&serde_json::to_vec(&bm25.sparse_spec()).expect("json"))
+    )));
+    let plain = qdrant::collection_for(&ds, "0000000c", None);
+    assert!(report.collection.starts_with(&plain) && report.collection != plain);
+    let mut into_it = upload(&ds, &vectors, "0000000c");
+    into_it.layout.collection = Some(report.collection.clone());
+    let err =
+        qdrant::upload(&client, &into_it, &mut |_, _| {}).expect_err("other lexical settings");
+    assert!(err.to_string().contains("no sparse vectors"), "{err}");
+    assert!(err.to_string().contains("title 2"), "{err}");
+}
+
 #[test]
 fn an_interrupted_upload_leaves_the_alias_and_resumes() {
     let Some(bin) = qdrant_bin() else { return };
@@ -211,7 +387,7 @@ fn an_interrupted_upload_leaves_the_alias_and_resumes() {
         });
     }));
     assert!(died.is_err());
-    let name = qdrant::collection_for(&ds, "000000b2");
+    let name = qdrant::collection_for(&ds, "000000b2", None);
     assert_eq!(
         qdrant::resolve_alias(&client, "aisle-synthetic").expect("alias"),
         Some(live.collection.clone()),

@@ -759,6 +759,7 @@ fn health(app: &App, s: &Searcher) -> Value {
         "index": s.index_kind(),
         "index_source": s.index_source(),
         "lexical": s.has_lexical(),
+        "lexical_in_engine": s.lexical_in_engine(),
         "warnings": s.notes(),
         "reloads": app.reloads(),
         "uptime_s": app.uptime_s(),

@@ -1,7 +1,8 @@
 //! Uploading a catalog's vectors into a Qdrant collection and making it live.
 //!
-//! 1. The collection is named after the dataset, the model and the catalog
-//!    ([`collection_for`]), so a re-run for the same model finds the same collection.
+//! 1. The collection is named after the dataset, the model, the catalog and the BM25 settings of
+//!    its sparse vectors ([`collection_for`]), so a re-run for the same model finds the same
+//!    collection.
 //! 2. It is created with `complete: false` in its metadata, and payload indexes on `ancestors`
 //!    and `product`.
 //! 3. Points go in batches, each acknowledged (`wait=true`) before the next. A point's id is its
@@ -25,9 +26,10 @@ use aisle_core::Dataset;
 
 use super::{
     ancestry, bad, catalog_digest, collection_meta, count, resolve_alias, Client, CollectionMeta,
-    Method, QdrantConfig, QdrantIndex, QdrantTarget, META_FORMAT,
+    Method, QdrantConfig, QdrantIndex, QdrantTarget, META_FORMAT, SPARSE_VECTOR,
 };
 use crate::error::{Result, SearchError};
+use crate::lexical::{Bm25Index, FieldBoosts, SparseBm25, SparseVector};
 use crate::vector::{ann_quality, insertion_order, ExactIndex, VectorIndex};
 
 /// Products sampled to find themselves before a collection goes live.
@@ -61,6 +63,10 @@ pub struct Layout {
     /// HNSW graph degree (Qdrant's `m`) and candidate list while building (`ef_construct`).
     pub hnsw_m: usize,
     pub ef_construct: usize,
+    /// The field boosts of a BM25 whose sparse vectors go beside the dense ones
+    /// ([`Bm25Index::sparse_documents`]), so that lexical and hybrid searches of a Searcher with
+    /// these boosts run in the engine; `None` uploads the dense vectors only.
+    pub bm25: Option<FieldBoosts>,
 }
 
 /// Uploads `catalog`'s vectors of `ds` (encoded by the model file at `model_path`) to Qdrant
@@ -92,6 +98,8 @@ pub fn upload_catalog(
     if let Some((n, hnsw_ef)) = check {
         let queries = catalog.probes(ds, n)?;
         out += &report.recall_line(config, ds, &catalog.vectors, &queries, hnsw_ef)?;
+        out.push('\n');
+        out += &report.lexical_line(config, ds, n)?;
         out.push('\n');
     }
     Ok(out)
@@ -129,6 +137,8 @@ pub struct UploadReport {
     pub replicas: u32,
     /// The model file's digest the collection records.
     pub model_digest: String,
+    /// How the products' text went in as BM25 sparse vectors, if it did.
+    pub lexical: Option<crate::lexical::SparseBm25>,
     /// Seconds of the whole upload, the checks and the alias move included.
     pub seconds: f64,
 }
@@ -158,6 +168,16 @@ impl UploadReport {
         out += &format!(
             "layout               {} shard(s) x {} replica(s)\nupload               {:.1} s\n",
             self.shards, self.replicas, self.seconds
+        );
+        out += &format!(
+            "bm25                 {}\n",
+            match &self.lexical {
+                Some(_) => format!(
+                    "sparse vectors in the engine ({})",
+                    describe_lexical(self.lexical.as_ref())
+                ),
+                None => "none: lexical and hybrid searches run in aisle (tantivy)".into(),
+            }
         );
         out += &format!(
             "check                count {}, {} of {} sampled products found themselves\n",
@@ -203,9 +223,16 @@ pub fn alias_for(ds: &Dataset) -> String {
     format!("aisle-{}", aisle_core::io::slug(&ds.name))
 }
 
-/// The collection for a model's vectors of this catalog: `aisle-<dataset>-m<model>-c<catalog>`.
-pub fn collection_for(ds: &Dataset, model_digest: &str) -> String {
-    format!("{}-m{model_digest}-c{}", alias_for(ds), catalog_digest(ds))
+/// The collection for a model's vectors of this catalog: `aisle-<dataset>-m<model>-c<catalog>`,
+/// and `-b<digest>` when it also holds BM25 sparse vectors written as `lexical` says (a CRC-32
+/// of those settings), so that two BM25 settings never share a collection.
+pub fn collection_for(ds: &Dataset, model_digest: &str, lexical: Option<&SparseBm25>) -> String {
+    let mut name = format!("{}-m{model_digest}-c{}", alias_for(ds), catalog_digest(ds));
+    if let Some(l) = lexical {
+        let settings = serde_json::to_vec(l).unwrap_or_default();
+        name += &format!("-b{:08x}", crc32fast::hash(&settings));
+    }
+    name
 }
 
 /// Uploads, checks and makes live (see the module's steps). `progress(done, total)` is called
@@ -235,11 +262,12 @@ pub fn upload(
                 .into(),
         ));
     }
+    let lexical = up.layout.bm25.map(SparseBm25::with_boosts);
     let name = up
         .layout
         .collection
         .clone()
-        .unwrap_or_else(|| collection_for(up.ds, &up.model_digest));
+        .unwrap_or_else(|| collection_for(up.ds, &up.model_digest, lexical.as_ref()));
     let alias = alias_for(up.ds);
     if name == alias {
         return Err(SearchError::InvalidArgument(format!(
@@ -257,9 +285,22 @@ pub fn upload(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         complete: false,
+        lexical,
     };
     let resumed = match collection_meta(client, &name)? {
         Some((old, _)) => {
+            if old.lexical != meta.lexical {
+                return Err(bad(
+                    client,
+                    &name,
+                    &format!(
+                        "it already holds BM25 sparse vectors written otherwise ({}), this upload \
+                         writes {}: choose another --collection",
+                        describe_lexical(old.lexical.as_ref()),
+                        describe_lexical(meta.lexical.as_ref())
+                    ),
+                ));
+            }
             let same = old.model_digest == meta.model_digest
                 && old.catalog_digest == meta.catalog_digest
                 && old.dim == meta.dim
@@ -289,7 +330,13 @@ pub fn upload(
             false
         }
     };
-    let (sent, skipped) = send_points(client, &name, up, resumed, progress)?;
+    let sparse = match &up.layout.bm25 {
+        Some(boosts) => {
+            Some(Bm25Index::build(&up.ds.catalog, &up.ds.taxonomy, boosts)?.sparse_documents()?)
+        }
+        None => None,
+    };
+    let (sent, skipped) = send_points(client, &name, up, sparse.as_deref(), resumed, progress)?;
     let points = count(client, &name)?;
     if points != n {
         return Err(bad(
@@ -353,8 +400,92 @@ pub fn upload(
         shards: up.layout.shards,
         replicas: up.layout.replicas,
         model_digest: up.model_digest.clone(),
+        lexical: meta.lexical,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+impl UploadReport {
+    /// How Qdrant's BM25 over the uploaded sparse vectors agrees with `bm25` (tantivy, in this
+    /// process) on at most `n` test queries (product titles when the dataset has none): the mean
+    /// share of tantivy's top 10 that Qdrant's top 10 holds, counting a product tied in score
+    /// with tantivy's 10th as held (the two engines order ties differently), and the largest
+    /// relative difference between the scores at the same rank. The line that says it.
+    pub fn lexical_line(&self, config: &QdrantConfig, ds: &Dataset, n: usize) -> Result<String> {
+        let Some(spec) = &self.lexical else {
+            return Ok("bm25 vs tantivy      not measured: no sparse vectors".into());
+        };
+        let bm25 = Bm25Index::build(&ds.catalog, &ds.taxonomy, &spec.boosts)?;
+        let target = QdrantTarget {
+            config: config.clone(),
+            collection: Some(self.collection.clone()),
+            model_digest: Some(self.model_digest.clone()),
+        };
+        let index = target.open(ds, self.dim)?;
+        let mut texts = crate::served::probe_texts(ds, n);
+        if texts.is_empty() {
+            let step = (ds.catalog.len() / n.max(1)).max(1);
+            texts = (0..ds.catalog.len())
+                .step_by(step)
+                .take(n)
+                .map(|p| {
+                    ds.catalog
+                        .get(aisle_core::ProductId(p as u32))
+                        .title
+                        .as_str()
+                })
+                .collect();
+        }
+        let (mut shared, mut counted, mut worst) = (0usize, 0usize, 0f32);
+        let (mut local_s, mut remote_s) = (0f64, 0f64);
+        for text in &texts {
+            let t = std::time::Instant::now();
+            let want = bm25.search(text, 10)?;
+            local_s += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            let got = index.lexical_search(&bm25.sparse_query(text)?, 10, None)?;
+            remote_s += t.elapsed().as_secs_f64();
+            let tied = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs();
+            let last = want.last().map_or(f32::INFINITY, |w| w.1);
+            shared += got
+                .iter()
+                .filter(|h| want.iter().any(|w| w.0 == h.0) || tied(h.1, last))
+                .count();
+            counted += want.len();
+            for (g, w) in got.iter().zip(&want) {
+                worst = worst.max((g.1 - w.1).abs() / w.1.abs().max(f32::MIN_POSITIVE));
+            }
+            if got.len() != want.len() {
+                worst = f32::INFINITY;
+            }
+        }
+        let per_query = |s: f64| 1e3 * s / texts.len().max(1) as f64;
+        Ok(format!(
+            "bm25 vs tantivy      top-10 agreement {:.4} (ties at the 10th counted), scores at \
+             each rank within {:.1e} ({} queries; {:.2} ms a query in Qdrant over REST, {:.2} ms \
+             in tantivy here)",
+            shared as f64 / counted.max(1) as f64,
+            worst,
+            fmt_n(texts.len()),
+            per_query(remote_s),
+            per_query(local_s)
+        ))
+    }
+}
+
+/// The BM25 settings of a collection's sparse vectors, in words.
+fn describe_lexical(lexical: Option<&crate::lexical::SparseBm25>) -> String {
+    lexical.map_or_else(
+        || "no sparse vectors".into(),
+        |l| {
+            format!(
+                "BM25 boosts {}, k1 {}, b {}",
+                l.boosts.describe(),
+                l.k1,
+                l.b
+            )
+        },
+    )
 }
 
 /// Creates the collection (metadata `complete: false`) and its payload indexes. A create that
@@ -362,7 +493,7 @@ pub fn upload(
 fn create(client: &Client, name: &str, up: &Upload, meta: &CollectionMeta) -> Result<()> {
     // Qdrant counts its indexing threshold in kilobytes of vectors.
     let threshold_kb = (INDEX_SEGMENTS_ABOVE * up.dim * 4).div_ceil(1024);
-    let body = json!({
+    let mut body = json!({
         "vectors": {"size": up.dim, "distance": "Dot"},
         "shard_number": up.layout.shards,
         "replication_factor": up.layout.replicas,
@@ -371,6 +502,11 @@ fn create(client: &Client, name: &str, up: &Upload, meta: &CollectionMeta) -> Re
         "optimizers_config": {"indexing_threshold": threshold_kb},
         "metadata": {"aisle": meta},
     });
+    if meta.lexical.is_some() {
+        // No IDF modifier: the query's weights carry the IDF over the whole catalog, where
+        // Qdrant's would be each shard's (SparseBm25's docs).
+        body["sparse_vectors"] = json!({ SPARSE_VECTOR: {} });
+    }
     if let Err(e) = client.call(
         Method::Put,
         &format!("/collections/{name}"),
@@ -398,6 +534,7 @@ fn send_points(
     client: &Client,
     name: &str,
     up: &Upload,
+    sparse: Option<&[SparseVector]>,
     resumed: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(usize, usize)> {
@@ -425,9 +562,17 @@ fn send_points(
                         .iter()
                         .map(|a| a.0)
                         .collect();
+                    let dense = &up.vectors[p * d..(p + 1) * d];
+                    let vector = match sparse.and_then(|s| s.get(p)) {
+                        Some(s) => json!({
+                            "": dense,
+                            SPARSE_VECTOR: {"indices": s.indices, "values": s.values},
+                        }),
+                        None => json!(dense),
+                    };
                     json!({
                         "id": p,
-                        "vector": &up.vectors[p * d..(p + 1) * d],
+                        "vector": vector,
                         "payload": {"product": p, "ancestors": ancestors, "title": product.title},
                     })
                 })

@@ -118,6 +118,11 @@ impl Searcher {
         let Some(bm25) = &self.bm25 else {
             return Ok(Vec::new());
         };
+        // In the vector engine when it holds this BM25 (a Qdrant collection), so that lexical
+        // and hybrid searches scale out with the vectors.
+        if let Some(hits) = self.index.lexical_where(bm25, text, k, category) {
+            return hits;
+        }
         let ranks = category.map(|c| self.ds.taxonomy.pre_range(c));
         bm25.search_in(text, k, ranks)
     }

@@ -276,6 +276,14 @@ impl Searcher {
         self.bm25.is_some()
     }
 
+    /// True when lexical and hybrid searches run BM25 in the vector index's engine (a Qdrant
+    /// collection holding this BM25 as sparse vectors), not in this process.
+    pub fn lexical_in_engine(&self) -> bool {
+        self.bm25
+            .as_ref()
+            .is_some_and(|b| self.index.holds_lexical(b))
+    }
+
     /// The product vector of `p` (unit length).
     pub fn vector(&self, p: ProductId) -> &[f32] {
         let d = self.encoder.dim();

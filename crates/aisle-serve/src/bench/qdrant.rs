@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use aisle_core::stats::fmt_n;
 use aisle_core::{Dataset, Histories};
 use aisle_model::Model;
-use aisle_search::{qdrant, IndexChoice, QdrantConfig, Searcher, SearcherOptions, VectorIndex};
+use aisle_search::{
+    qdrant, FieldBoosts, IndexChoice, QdrantConfig, Searcher, SearcherOptions, VectorIndex,
+};
 
 use super::error::BenchError;
 use super::options::{BenchOptions, QdrantBench};
@@ -46,6 +48,9 @@ pub fn on_qdrant(
                 batch: q.batch,
                 hnsw_m: options.connectivity,
                 ef_construct: options.expansion_add,
+                // The BM25 the Searcher builds, as sparse vectors beside the dense ones (as
+                // `aisle index --backend qdrant` uploads them).
+                bm25: Some(FieldBoosts::default()),
             },
         },
         &mut |done, total| {
