@@ -409,7 +409,8 @@ impl UploadReport {
     /// How Qdrant's BM25 over the uploaded sparse vectors agrees with `bm25` (tantivy, in this
     /// process) on at most `n` test queries (product titles when the dataset has none): the mean
     /// share of tantivy's top 10 that Qdrant's top 10 holds, counting a product tied in score
-    /// with tantivy's 10th as held (the two engines order ties differently), and the largest
+    /// with tantivy's 10th (to 1e-4) as held (the engines sum a product's terms in another
+    /// order, so a last-bit difference may cut such a near-tie either way), and the largest
     /// relative difference between the scores at the same rank. The line that says it.
     pub fn lexical_line(&self, config: &QdrantConfig, ds: &Dataset, n: usize) -> Result<String> {
         let Some(spec) = &self.lexical else {
